@@ -1,0 +1,68 @@
+//! The library's error type, classified by how the caller handles it (toydb's habit):
+//! the caller retries, reports the user's mistake, stops the node, or redirects the client.
+
+use serde::{Deserialize, Serialize};
+
+/// Where clients reach the primary, carried by [`Error::NotPrimary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryRef {
+    pub name: String,
+    pub http: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is wrong (bad SQL shape, bad parameters): report it, retrying is useless.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// SQLite refused the statement; the message is SQLite's own.
+    #[error("{0}")]
+    Sql(String),
+    /// Data read from disk or the network is corrupt or does not follow the protocol.
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+    /// This node's copy no longer matches the primary's history: it must be re-seeded.
+    #[error("diverged from the primary: {0}")]
+    Diverged(String),
+    /// Writes go to the primary.
+    #[error("this node is not the primary")]
+    NotPrimary { primary: Option<PrimaryRef> },
+    /// Temporarily impossible (shutting down, overloaded, timed out): the caller may retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The configuration is invalid; the message names the file, node and field.
+    #[error("{0}")]
+    Config(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with what we were doing, as a verb phrase.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    /// The stable code clients see in `{"error": code}`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "invalid_request",
+            Error::Sql(_) => "sql_error",
+            Error::InvalidData(_) => "invalid_data",
+            Error::Diverged(_) => "diverged",
+            Error::NotPrimary { .. } => "not_primary",
+            Error::Unavailable(_) => "unavailable",
+            Error::Config(_) => "invalid_config",
+            Error::Io { .. } => "io_error",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        Error::Sql(err.to_string())
+    }
+}

@@ -1,0 +1,4 @@
+//! spare: spare servers for a SQLite database.
+pub mod error;
+pub mod log;
+pub mod store;

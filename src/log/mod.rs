@@ -1,0 +1,89 @@
+//! The replication log: the source of truth for durability.
+//!
+//! Every committed transaction is one record (see [`record`] for the byte format), appended
+//! to segment files in `data/<node>/log/` and fsynced before the commit is acknowledged.
+//! SQLite is a materialised view of the log: recovery replays the records past the LSN that
+//! SQLite says it applied.
+//!
+//! Invariants:
+//! - LSNs are consecutive from 1; every record's chain follows its predecessor's.
+//! - Epochs never go down along the log.
+//! - Records at or below the writer's durable position are on disk and never change.
+//!
+//! Recovery ([`open`]): every segment is scanned and checked. A torn or corrupt record at the
+//! very end of the newest segment (a write cut by a crash) is cut off with a warning: it was
+//! never acknowledged. Damage anywhere else stops the node with an error naming the file and
+//! offset.
+//!
+//! Caveats: the whole log is kept (retention comes with re-seeding); recovery reads every
+//! segment at start.
+
+pub mod reader;
+pub mod record;
+pub mod segment;
+pub mod writer;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+pub use reader::LogReader;
+pub use record::{Record, RecordKind};
+pub use writer::{LogWriter, Position};
+
+/// What opening a log found: the writer positioned at the end, and the records whose
+/// `lsn > replay_after` (for the caller to re-apply to SQLite).
+pub struct Opened {
+    pub writer: LogWriter,
+    pub replay: Vec<Record>,
+    /// Number of bytes cut from a torn tail, with why, if any.
+    pub torn: Option<String>,
+}
+
+/// Opens (creating if needed) the log in `dir`, checks it, cuts a torn tail, and returns the
+/// records after `replay_after` for replay.
+pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("create log directory {}", dir.display())))?;
+    let segments = segment::list_segments(dir)?;
+    let mut tail = Position::default();
+    let mut replay = Vec::new();
+    let mut newest = None;
+    let mut torn = None;
+    for (i, &first) in segments.iter().enumerate() {
+        let path = segment::segment_path(dir, first);
+        let bytes = std::fs::read(&path).map_err(Error::io(format!("read log segment {}", path.display())))?;
+        let is_newest = i + 1 == segments.len();
+        if tail.lsn != 0 && first != tail.lsn + 1 {
+            return Err(Error::InvalidData(format!("log segment {} should start at LSN {}", path.display(), tail.lsn + 1)));
+        }
+        let scanned = segment::scan(&path, &bytes, is_newest, (first - 1, if tail.lsn == 0 { record::GENESIS_CHAIN } else { tail.chain }))?;
+        if let Some(why) = scanned.torn {
+            truncate(&path, scanned.valid_len)?;
+            torn = Some(format!("{}: {why}", path.display()));
+        }
+        if let Some(last) = scanned.records.last() {
+            tail = Position::of(last);
+        }
+        replay.extend(scanned.records.into_iter().filter(|r| r.lsn > replay_after));
+        if is_newest {
+            newest = Some((first, scanned.valid_len));
+        }
+    }
+    if tail.lsn < replay_after {
+        return Err(Error::InvalidData(format!(
+            "the database says it applied LSN {replay_after} but the log in {} ends at {}: the log was lost or truncated",
+            dir.display(),
+            tail.lsn
+        )));
+    }
+    let writer = LogWriter::resume(dir, tail, newest)?;
+    Ok(Opened { writer, replay, torn })
+}
+
+fn truncate(path: &Path, len: u64) -> Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(Error::io(format!("open {} to cut its torn tail", path.display())))?;
+    file.set_len(len).map_err(Error::io(format!("cut the torn tail of {}", path.display())))?;
+    file.sync_all().map_err(Error::io(format!("fsync {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests;

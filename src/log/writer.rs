@@ -1,0 +1,143 @@
+//! The log writer: appends records to the newest segment and makes them durable.
+//!
+//! `append` only buffers; `sync` writes the buffer and fdatasyncs, so a caller that appends
+//! many records and syncs once gets group commit (many transactions, one fsync). Only
+//! records at or below [`LogWriter::durable`] may be acknowledged or sent to spares.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::log::record::{Record, RecordKind, MAX_PAYLOAD_BYTES};
+use crate::log::segment::{segment_path, sync_dir, SEGMENT_TARGET_BYTES};
+
+/// Position at the end of a history: enough to check a spare against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub lsn: u64,
+    pub epoch: u64,
+    pub chain: u64,
+    /// Commit time of the record at `lsn` (ms since the Unix epoch), 0 for an empty log.
+    pub time_ms: u64,
+}
+
+impl Position {
+    pub fn of(record: &Record) -> Self {
+        Position { lsn: record.lsn, epoch: record.epoch, chain: record.chain, time_ms: record.time_ms }
+    }
+}
+
+pub struct LogWriter {
+    dir: PathBuf,
+    file: File,
+    /// First LSN of the segment `file` writes to.
+    segment_first_lsn: u64,
+    /// Bytes already written to `file`.
+    segment_bytes: u64,
+    /// Encoded records appended but not yet written and synced.
+    pending: Vec<u8>,
+    /// First LSN in `pending` (meaningful when it is not empty).
+    pending_first_lsn: u64,
+    /// End of the history including unsynced records.
+    tail: Position,
+    /// End of the history that is on disk.
+    durable: Position,
+    /// Size at which a segment is closed; [`SEGMENT_TARGET_BYTES`] except in tests.
+    segment_target_bytes: u64,
+}
+
+impl LogWriter {
+    /// Continues the log in `dir` after `tail`; `newest` is the newest segment's first LSN
+    /// and its valid length, or None for an empty log.
+    pub(crate) fn resume(dir: &Path, tail: Position, newest: Option<(u64, u64)>) -> Result<Self> {
+        let (first, len) = newest.unwrap_or((tail.lsn + 1, 0));
+        let path = segment_path(dir, first);
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(Error::io(format!("open log segment {}", path.display())))?;
+        if newest.is_none() {
+            sync_dir(dir)?;
+        }
+        Ok(LogWriter { dir: dir.to_path_buf(), file, segment_first_lsn: first, segment_bytes: len, pending: Vec::new(), pending_first_lsn: 0, tail, durable: tail, segment_target_bytes: SEGMENT_TARGET_BYTES })
+    }
+
+    /// Closes segments at `bytes` instead of [`SEGMENT_TARGET_BYTES`] (tests use small ones).
+    pub fn set_segment_target_bytes(&mut self, bytes: u64) {
+        self.segment_target_bytes = bytes;
+    }
+
+    /// End of the history, including records not yet synced.
+    pub fn tail(&self) -> Position {
+        self.tail
+    }
+
+    /// End of the durable history.
+    pub fn durable(&self) -> Position {
+        self.durable
+    }
+
+    /// Appends a new record at the next LSN. Refuses payloads over [`MAX_PAYLOAD_BYTES`].
+    pub fn append(&mut self, epoch: u64, time_ms: u64, kind: RecordKind, payload: Vec<u8>) -> Result<Record> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "the transaction's changes take {} bytes, more than the {MAX_PAYLOAD_BYTES} a log record may hold; split it into smaller transactions",
+                payload.len()
+            )));
+        }
+        assert!(epoch >= self.tail.epoch, "epoch went down from {} to {epoch}", self.tail.epoch);
+        let record = Record::new(self.tail.chain, self.tail.lsn + 1, epoch, time_ms, kind, payload);
+        self.push(&record)?;
+        Ok(record)
+    }
+
+    /// Appends a record received from the primary, after checking it continues this history.
+    pub fn append_received(&mut self, record: &Record) -> Result<()> {
+        if record.lsn != self.tail.lsn + 1 {
+            return Err(Error::InvalidData(format!("received LSN {} but the log ends at {}", record.lsn, self.tail.lsn)));
+        }
+        if !record.follows(self.tail.chain) {
+            return Err(Error::Diverged(format!("record {} does not continue this node's history (checksum chain)", record.lsn)));
+        }
+        if record.epoch < self.tail.epoch {
+            return Err(Error::InvalidData(format!("record {} has epoch {} below {}", record.lsn, record.epoch, self.tail.epoch)));
+        }
+        self.push(record)
+    }
+
+    fn push(&mut self, record: &Record) -> Result<()> {
+        let len = record.encoded_len() as u64;
+        if self.segment_bytes + self.pending.len() as u64 + len > self.segment_target_bytes && self.segment_bytes + self.pending.len() as u64 > 0 {
+            self.roll(record.lsn)?;
+        }
+        if self.pending.is_empty() {
+            self.pending_first_lsn = record.lsn;
+        }
+        record.encode_into(&mut self.pending);
+        self.tail = Position::of(record);
+        Ok(())
+    }
+
+    /// Syncs the current segment and starts a new one whose first record is `next_lsn`.
+    fn roll(&mut self, next_lsn: u64) -> Result<()> {
+        self.sync()?;
+        let path = segment_path(&self.dir, next_lsn);
+        self.file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(Error::io(format!("create log segment {}", path.display())))?;
+        sync_dir(&self.dir)?;
+        self.segment_first_lsn = next_lsn;
+        self.segment_bytes = 0;
+        Ok(())
+    }
+
+    /// Writes what was appended and fsyncs it: one fsync for any number of records.
+    pub fn sync(&mut self) -> Result<Position> {
+        if self.pending.is_empty() {
+            return Ok(self.durable);
+        }
+        let path = segment_path(&self.dir, self.segment_first_lsn);
+        self.file.write_all(&self.pending).map_err(Error::io(format!("write log segment {}", path.display())))?;
+        self.file.sync_data().map_err(Error::io(format!("fsync log segment {}", path.display())))?;
+        self.segment_bytes += self.pending.len() as u64;
+        self.pending.clear();
+        self.durable = self.tail;
+        Ok(self.durable)
+    }
+}

@@ -1,0 +1,200 @@
+//! A small, safe wrapper over SQLite's session extension (`sqlite3session_*`,
+//! `sqlite3changeset_*`), reached through `rusqlite::ffi` because rusqlite's own `session`
+//! feature needs libclang at build time (DESIGN.md §3).
+//!
+//! Invariants this module keeps:
+//! - A [`Session`] records every table of the `main` database except the `_spare_*` tables
+//!   (our own bookkeeping) and treats rowid tables (no explicit PRIMARY KEY) by their rowid,
+//!   so they are replicated rather than silently skipped.
+//! - [`apply_changeset`] never omits a change: any conflict (missing row, different old
+//!   values, constraint, foreign key) aborts the whole apply and is reported as divergence.
+//!
+//! Caveat: a changeset entry for a table that does not exist on the target is skipped by
+//! SQLite without any conflict; callers check a schema checksum before applying.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ptr;
+
+use rusqlite::ffi;
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// Prefix of the tables spare keeps for itself inside the user's database; never replicated
+/// by changesets (each node writes its own).
+pub const INTERNAL_TABLE_PREFIX: &str = "_spare_";
+
+/// Records the changes made through one connection until it is dropped.
+pub struct Session<'conn> {
+    raw: *mut ffi::sqlite3_session,
+    /// Ties the session's lifetime to the connection it observes: SQLite requires the
+    /// session to be deleted before its connection is closed.
+    _conn: std::marker::PhantomData<&'conn Connection>,
+}
+
+unsafe extern "C" fn skip_internal_tables(_ctx: *mut c_void, table: *const c_char) -> c_int {
+    // SAFETY: SQLite passes a valid NUL-terminated table name.
+    let name = unsafe { CStr::from_ptr(table) }.to_bytes();
+    c_int::from(!name.starts_with(INTERNAL_TABLE_PREFIX.as_bytes()))
+}
+
+impl<'conn> Session<'conn> {
+    /// Starts recording every table of `main` (present and future) on `conn`.
+    pub fn attach_all(conn: &'conn Connection) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: the handle is valid for the connection's lifetime, which bounds 'conn.
+        let rc = unsafe { ffi::sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut raw) };
+        check(conn, rc, "create a session")?;
+        let session = Session { raw, _conn: std::marker::PhantomData };
+        let mut on: c_int = 1;
+        // SAFETY: raw is a live session; pArg points to an int as the API requires.
+        let rc = unsafe {
+            ffi::sqlite3session_object_config(
+                raw,
+                ffi::SQLITE_SESSION_OBJCONFIG_ROWID,
+                (&mut on as *mut c_int).cast(),
+            )
+        };
+        check(conn, rc, "record rowid tables")?;
+        // SAFETY: the callback is a plain function that reads only its table-name argument.
+        unsafe {
+            ffi::sqlite3session_table_filter(raw, Some(skip_internal_tables), ptr::null_mut());
+        }
+        // SAFETY: a NULL table name attaches every table.
+        let rc = unsafe { ffi::sqlite3session_attach(raw, ptr::null()) };
+        check(conn, rc, "attach the session to every table")?;
+        Ok(session)
+    }
+
+    /// The net changes recorded so far. Must be called inside the recorded transaction,
+    /// before COMMIT: SQLite reads the current row values while it builds the changeset.
+    pub fn changeset(&self, conn: &Connection) -> Result<Vec<u8>> {
+        let mut n: c_int = 0;
+        let mut buf: *mut c_void = ptr::null_mut();
+        // SAFETY: raw is live; SQLite allocates buf, which we free with sqlite3_free.
+        let rc = unsafe { ffi::sqlite3session_changeset(self.raw, &mut n, &mut buf) };
+        let result = check(conn, rc, "build the changeset").map(|()| {
+            if buf.is_null() || n <= 0 {
+                Vec::new()
+            } else {
+                // SAFETY: SQLite returned n valid bytes at buf.
+                unsafe { std::slice::from_raw_parts(buf as *const u8, n as usize) }.to_vec()
+            }
+        });
+        // SAFETY: buf is either NULL or memory SQLite allocated for us.
+        unsafe { ffi::sqlite3_free(buf) };
+        result
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // SAFETY: raw was created by sqlite3session_create and is deleted once.
+        unsafe { ffi::sqlite3session_delete(self.raw) };
+    }
+}
+
+/// Counts of changes per kind, for reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeCounts {
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+}
+
+unsafe extern "C" fn abort_on_conflict(ctx: *mut c_void, kind: c_int, _it: *mut ffi::sqlite3_changeset_iter) -> c_int {
+    // SAFETY: ctx points to the c_int owned by apply_changeset for the duration of the call.
+    unsafe { *(ctx as *mut c_int) = kind };
+    ffi::SQLITE_CHANGESET_ABORT
+}
+
+/// Applies `changeset` on `conn` inside the caller's transaction. Any conflict aborts the
+/// apply and is returned as [`Error::Diverged`]: a spare never omits a change.
+pub fn apply_changeset(conn: &Connection, changeset: &[u8]) -> Result<()> {
+    if changeset.is_empty() {
+        return Ok(());
+    }
+    let len = c_int::try_from(changeset.len())
+        .map_err(|_| Error::InvalidData(format!("changeset of {} bytes is too large", changeset.len())))?;
+    let mut conflict: c_int = 0;
+    // SAFETY: SQLite only reads the changeset buffer (the API takes *mut for history);
+    // the conflict callback writes to `conflict`, which outlives the call.
+    let rc = unsafe {
+        ffi::sqlite3changeset_apply_v2(
+            conn.handle(),
+            len,
+            changeset.as_ptr() as *mut c_void,
+            None,
+            Some(abort_on_conflict),
+            (&mut conflict as *mut c_int).cast(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ffi::SQLITE_CHANGESETAPPLY_NOSAVEPOINT | ffi::SQLITE_CHANGESETAPPLY_FKNOACTION,
+        )
+    };
+    if conflict != 0 {
+        return Err(Error::Diverged(format!("applying a changeset met a {} conflict", conflict_name(conflict))));
+    }
+    check(conn, rc, "apply a changeset")
+}
+
+fn conflict_name(kind: c_int) -> &'static str {
+    match kind {
+        ffi::SQLITE_CHANGESET_DATA => "data (old values differ)",
+        ffi::SQLITE_CHANGESET_NOTFOUND => "not-found (row missing)",
+        ffi::SQLITE_CHANGESET_CONFLICT => "primary-key",
+        ffi::SQLITE_CHANGESET_CONSTRAINT => "constraint",
+        ffi::SQLITE_CHANGESET_FOREIGN_KEY => "foreign-key",
+        _ => "unknown",
+    }
+}
+
+/// Counts the inserts, updates and deletes in a changeset, per table.
+pub fn count_changes(changeset: &[u8]) -> Result<Vec<(String, ChangeCounts)>> {
+    let mut out: Vec<(String, ChangeCounts)> = Vec::new();
+    if changeset.is_empty() {
+        return Ok(out);
+    }
+    let len = c_int::try_from(changeset.len()).map_err(|_| Error::InvalidData("changeset too large".into()))?;
+    let mut it = ptr::null_mut();
+    // SAFETY: the iterator only reads the buffer, which outlives it (finalized below).
+    let rc = unsafe { ffi::sqlite3changeset_start(&mut it, len, changeset.as_ptr() as *mut c_void) };
+    if rc != ffi::SQLITE_OK {
+        return Err(Error::InvalidData(format!("changeset is malformed (SQLite code {rc})")));
+    }
+    // SAFETY: `it` is a live iterator until finalize.
+    while unsafe { ffi::sqlite3changeset_next(it) } == ffi::SQLITE_ROW {
+        let (mut tab, mut ncol, mut op, mut indirect) = (ptr::null(), 0, 0, 0);
+        // SAFETY: as above; tab points into the iterator's memory, copied at once.
+        unsafe { ffi::sqlite3changeset_op(it, &mut tab, &mut ncol, &mut op, &mut indirect) };
+        let name = unsafe { CStr::from_ptr(tab) }.to_string_lossy().into_owned();
+        let idx = match out.iter().position(|(t, _)| *t == name) {
+            Some(i) => i,
+            None => {
+                out.push((name, ChangeCounts::default()));
+                out.len() - 1
+            }
+        };
+        let counts = &mut out[idx].1;
+        match op {
+            ffi::SQLITE_INSERT => counts.inserts += 1,
+            ffi::SQLITE_UPDATE => counts.updates += 1,
+            _ => counts.deletes += 1,
+        }
+    }
+    // SAFETY: finalize once; its code reports a malformed buffer met while iterating.
+    let rc = unsafe { ffi::sqlite3changeset_finalize(it) };
+    if rc != ffi::SQLITE_OK {
+        return Err(Error::InvalidData(format!("changeset is malformed (SQLite code {rc})")));
+    }
+    Ok(out)
+}
+
+fn check(conn: &Connection, rc: c_int, what: &str) -> Result<()> {
+    if rc == ffi::SQLITE_OK {
+        return Ok(());
+    }
+    // SAFETY: errmsg returns a NUL-terminated string owned by the connection.
+    let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(conn.handle())) }.to_string_lossy().into_owned();
+    Err(Error::Sql(format!("cannot {what}: {msg} (SQLite code {rc})")))
+}
