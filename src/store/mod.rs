@@ -1,1 +1,99 @@
+//! SQLite: the primary's execution with changeset capture, the spares' apply, reads, and
+//! the meta table that makes apply exactly-once.
+//!
+//! A data node's database is `data/<node>/db.sqlite` in WAL mode with `synchronous=NORMAL`:
+//! the replication log, fsynced at every commit, is what makes a commit durable, and
+//! recovery replays the log past the LSN in the meta table.
+//!
+//! Connections come in three kinds ([`ConnKind`]): the primary's single writer (foreign keys
+//! and triggers on), the applier used by spares and by recovery (triggers and foreign-key
+//! actions off: the changeset already holds what they wrote on the primary), and read-only
+//! connections for queries.
+
+pub mod apply;
+pub mod exec;
+pub mod meta;
+pub mod query;
+pub mod schema;
 pub mod session;
+pub mod value;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+pub use value::{SqlValue, Statement};
+
+/// How long a connection waits for a lock held by another connection of the same node
+/// (a reader during a checkpoint) before reporting busy.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// File name of the database inside a node's data directory.
+pub const DB_FILE: &str = "db.sqlite";
+
+/// The payload of a `Txn` log record: one committed transaction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TxnPayload {
+    /// Schema changes, applied as SQL before the changeset (empty for plain writes).
+    pub ddl: Vec<Statement>,
+    /// Row changes, from the session extension.
+    #[serde(with = "serde_bytes")]
+    pub changeset: Vec<u8>,
+    /// AUTOINCREMENT counters this transaction changed, with their new values.
+    pub sequences: Vec<(String, i64)>,
+    /// Checksum of the schema the changeset applies to (after `ddl`).
+    pub schema: u64,
+}
+
+impl TxnPayload {
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("a payload always serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        rmp_serde::from_slice(bytes).map_err(|e| Error::InvalidData(format!("transaction record payload: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    Writer,
+    Applier,
+    Reader,
+}
+
+/// Opens the node's database for one purpose (see the module doc).
+pub fn open(path: &Path, kind: ConnKind) -> Result<Connection> {
+    let flags = match kind {
+        ConnKind::Reader => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        _ => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| Error::Sql(format!("cannot open database {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    match kind {
+        ConnKind::Reader => conn.execute_batch("PRAGMA query_only = ON")?,
+        ConnKind::Writer | ConnKind::Applier => {
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(Error::Sql(format!("database {} refused WAL journal mode (got {mode})", path.display())));
+            }
+            conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+            meta::ensure(&conn)?;
+        }
+    }
+    if kind == ConnKind::Writer {
+        conn.execute_batch("PRAGMA foreign_keys = ON")?;
+    }
+    if kind == ConnKind::Applier {
+        conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+    }
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+use super::*;
+
+const GOOD: &str = r#"
+[cluster]
+name = "test"
+secret_file = "cluster.secret"
+lease = "4s"
+heartbeat = "500ms"
+
+[[node]]
+name = "main"
+role = "primary"
+peer = "127.0.0.1:7401"
+http = "127.0.0.1:7301"
+data_dir = "../data/main"
+
+[[node]]
+name = "lan-1"
+role = "spare"
+peer = "127.0.0.1:7402"
+http = "127.0.0.1:7302"
+peer_advertise = "spare1.example.com:7402"
+window = "16MiB"
+
+[[node]]
+name = "watch-1"
+role = "monitor"
+peer = "127.0.0.1:7404"
+http = "127.0.0.1:7304"
+"#;
+
+fn parse(text: &str) -> Result<ClusterConfig> {
+    ClusterConfig::parse(Path::new("conf/cluster.toml"), text)
+}
+
+fn err(text: &str) -> String {
+    parse(text).err().expect("must be refused").to_string()
+}
+
+#[test]
+fn example_parses_with_defaults_and_relative_paths() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.nodes.len(), 3);
+    assert_eq!(c.primary().name, "main");
+    assert_eq!(c.cluster.secret_file, Path::new("conf/cluster.secret"));
+    let main = c.node("main").unwrap();
+    assert_eq!(main.data_dir, Path::new("conf/../data/main"));
+    assert_eq!(main.peer_advertise, "127.0.0.1:7401");
+    let spare = c.node("lan-1").unwrap();
+    assert_eq!(spare.peer_advertise, "spare1.example.com:7402");
+    assert_eq!(spare.window, 16 * 1024 * 1024);
+    assert_eq!(spare.data_dir, Path::new("conf/data/lan-1"));
+    assert_eq!(c.cluster.commit, CommitRule::Async);
+}
+
+#[test]
+fn unknown_key_names_file_node_and_field() {
+    let e = err(&GOOD.replace("window = \"16MiB\"", "apply_dealy = \"5m\""));
+    assert!(e.contains("conf/cluster.toml: node \"lan-1\": field \"apply_dealy\": unknown key"), "{e}");
+}
+
+#[test]
+fn duplicate_names_are_refused() {
+    let e = err(&GOOD.replace("name = \"watch-1\"", "name = \"lan-1\""));
+    assert!(e.contains("node \"lan-1\": field \"name\": duplicate"), "{e}");
+}
+
+#[test]
+fn zero_or_two_primaries_are_refused() {
+    let none = err(&GOOD.replace("role = \"primary\"", "role = \"spare\""));
+    assert!(none.contains("no node has role = \"primary\""), "{none}");
+    let two = err(&GOOD.replace("role = \"monitor\"", "role = \"primary\""));
+    assert!(two.contains("2 nodes have role = \"primary\" (main, watch-1)"), "{two}");
+}
+
+#[test]
+fn bad_addresses_are_refused_with_an_example() {
+    let e = err(&GOOD.replace("127.0.0.1:7302", "127.0.0.1:99999"));
+    assert!(e.contains("node \"lan-1\": field \"http\": \"127.0.0.1:99999\" is not an address"), "{e}");
+    let e = err(&GOOD.replace("spare1.example.com:7402", "spare1.example.com"));
+    assert!(e.contains("field \"peer_advertise\""), "{e}");
+    let e = err(&GOOD.replace("127.0.0.1:7304", "127.0.0.1:7302"));
+    assert!(e.contains("node \"watch-1\": field \"http\": address 127.0.0.1:7302 is already used"), "{e}");
+}
+
+#[test]
+fn bad_values_are_refused() {
+    let e = err(&GOOD.replace("lease = \"4s\"", "lease = \"4 parsecs\""));
+    assert!(e.contains("[cluster]: field \"lease\""), "{e}");
+    let e = err(&GOOD.replace("heartbeat = \"500ms\"", "heartbeat = \"10s\""));
+    assert!(e.contains("shorter than lease"), "{e}");
+    let e = err(&GOOD.replace("role = \"monitor\"", "role = \"monitor\"\nwindow = 100000"));
+    assert!(e.contains("node \"watch-1\": field \"window\": only applies to spares"), "{e}");
+    let e = err(&GOOD.replace("role = \"spare\"", "role = \"replica\""));
+    assert!(e.contains("\"replica\" is not a role"), "{e}");
+    let e = err("[cluster\nname=");
+    assert!(e.contains("conf/cluster.toml: not valid TOML"), "{e}");
+}
+
+#[test]
+fn commit_rule_must_name_spares() {
+    let with_rule = GOOD.replace("heartbeat = \"500ms\"", "heartbeat = \"500ms\"\ncommit = { any = 1, of = [\"lan-1\"], deadline = \"2s\" }");
+    let c = parse(&with_rule).unwrap();
+    assert_eq!(c.cluster.commit, CommitRule::Any { any: 1, of: vec!["lan-1".into()], deadline: Duration::from_secs(2) });
+    let e = err(&with_rule.replace("of = [\"lan-1\"]", "of = [\"watch-1\"]"));
+    assert!(e.contains("\"watch-1\" in `of` is not a spare"), "{e}");
+    let e = err(&with_rule.replace("any = 1", "any = 2"));
+    assert!(e.contains("field \"any\""), "{e}");
+}
+
+#[test]
+fn missing_secret_says_how_to_create_it() {
+    let c = parse(GOOD).unwrap();
+    let e = c.read_secret().err().unwrap().to_string();
+    assert!(e.contains("field \"secret_file\"") && e.contains("spare up"), "{e}");
+}

@@ -1,0 +1,94 @@
+//! Applying log records to SQLite: on spares as records arrive, and on any data node at
+//! start to replay what the log holds past the meta table's LSN.
+//!
+//! Records are applied in LSN order, several per SQLite transaction, with the meta table's
+//! applied LSN set in the same transaction: a crash leaves either all of a batch or none.
+//! A schema checksum mismatch or any changeset conflict means this copy diverged from the
+//! primary; the batch is rolled back and the error returned (never skipped).
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+use crate::log::{Record, RecordKind};
+use crate::store::session::apply_changeset;
+use crate::store::value::bind;
+use crate::store::{meta, schema, TxnPayload};
+
+/// Applies records in order on an applier connection; `expected_first` is the LSN the
+/// database expects next (applied + 1). Returns the new applied position.
+pub struct Applier {
+    conn: Connection,
+    applied_lsn: u64,
+    applied_time_ms: u64,
+}
+
+impl Applier {
+    pub fn new(conn: Connection) -> Result<Self> {
+        let (applied_lsn, applied_time_ms) = meta::applied(&conn)?;
+        Ok(Applier { conn, applied_lsn, applied_time_ms })
+    }
+
+    /// (LSN, commit time in ms) of the last applied record.
+    pub fn applied(&self) -> (u64, u64) {
+        (self.applied_lsn, self.applied_time_ms)
+    }
+
+    /// Applies `records` (consecutive, starting right after the applied LSN) atomically.
+    pub fn apply(&mut self, records: &[Record]) -> Result<()> {
+        let Some(last) = records.last() else { return Ok(()) };
+        assert_eq!(records[0].lsn, self.applied_lsn + 1, "records must continue the applied history");
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Read afresh: a schema changed behind spare's back (someone editing the spare's
+        // file) must show up as divergence, not as silently skipped changes.
+        let mut schema = match schema::checksum(&self.conn) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        let outcome = records.iter().try_for_each(|r| apply_one(&self.conn, r, &mut schema)).and_then(|()| meta::set_applied(&self.conn, last.lsn, last.time_ms));
+        match outcome.and_then(|()| Ok(self.conn.execute_batch("COMMIT")?)) {
+            Ok(()) => {
+                self.applied_lsn = last.lsn;
+                self.applied_time_ms = last.time_ms;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn into_connection(self) -> Connection {
+        self.conn
+    }
+}
+
+fn apply_one(conn: &Connection, record: &Record, schema: &mut u64) -> Result<()> {
+    if record.kind != RecordKind::Txn {
+        return Ok(());
+    }
+    let payload = TxnPayload::decode(&record.payload)?;
+    for st in &payload.ddl {
+        let mut stmt = conn.prepare(&st.sql).map_err(|e| Error::Diverged(format!("record {}: schema change failed here: {e}", record.lsn)))?;
+        bind(&mut stmt, &st.params)?;
+        stmt.raw_execute().map_err(|e| Error::Diverged(format!("record {}: schema change failed here: {e}", record.lsn)))?;
+    }
+    if !payload.ddl.is_empty() {
+        *schema = schema::checksum(conn)?;
+    }
+    if *schema != payload.schema {
+        return Err(Error::Diverged(format!("record {}: this node's schema differs from the primary's (checksum mismatch)", record.lsn)));
+    }
+    apply_changeset(conn, &payload.changeset).map_err(|e| match e {
+        Error::Diverged(m) => Error::Diverged(format!("record {}: {m}", record.lsn)),
+        other => other,
+    })?;
+    schema::set_sequences(conn, &payload.sequences)
+}

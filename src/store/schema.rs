@@ -1,0 +1,187 @@
+//! Schema facts that replication depends on (DESIGN.md §3):
+//! - DDL is not in changesets: it is recognised here, run in a transaction of its own, and
+//!   logged as SQL text.
+//! - Changesets silently skip tables the target lacks: every changeset carries a checksum of
+//!   the schema it applies to, and the spare compares it with its own.
+//! - Rows whose PRIMARY KEY holds NULL are silently left out of changesets: tables that allow
+//!   that are refused at creation with a message that says how to declare them.
+//! - AUTOINCREMENT counters (`sqlite_sequence`) are not in changesets: they are read here and
+//!   replicated explicitly.
+
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::store::session::INTERNAL_TABLE_PREFIX;
+
+/// Whether `sql` changes the schema (CREATE, ALTER, DROP), judged by its first keyword after
+/// comments and whitespace.
+pub fn is_ddl(sql: &str) -> bool {
+    let word = first_keyword(sql).to_ascii_uppercase();
+    matches!(word.as_str(), "CREATE" | "ALTER" | "DROP")
+}
+
+fn first_keyword(sql: &str) -> &str {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            break;
+        }
+    }
+    let end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// Checksum of the user's schema (tables, indexes, views, triggers; not ours, not SQLite's).
+pub fn checksum(conn: &Connection) -> Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema \
+         WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE ?1 ESCAPE '\\' ORDER BY type, name",
+    )?;
+    let pattern = format!("{}%", INTERNAL_TABLE_PREFIX.replace('_', "\\_"));
+    let mut rows = stmt.query([pattern])?;
+    let mut h = Sha256::new();
+    while let Some(row) = rows.next()? {
+        for i in 0..4 {
+            let s: String = row.get(i)?;
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+    }
+    Ok(u64::from_le_bytes(h.finalize()[..8].try_into().expect("32-byte digest")))
+}
+
+/// Refuses tables whose rows could not all be replicated: a PRIMARY KEY that may hold NULL
+/// (SQLite allows it outside INTEGER PRIMARY KEY and WITHOUT ROWID tables).
+pub fn check_replicable(conn: &Connection) -> Result<()> {
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    for table in tables.iter().filter(|t| !t.starts_with(INTERNAL_TABLE_PREFIX)) {
+        check_table(conn, table)?;
+    }
+    Ok(())
+}
+
+fn check_table(conn: &Connection, table: &str) -> Result<()> {
+    // (name, declared type, notnull, pk position)
+    let cols: Vec<(String, String, bool, i64)> = conn
+        .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1)")?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    let pk: Vec<&(String, String, bool, i64)> = cols.iter().filter(|c| c.3 > 0).collect();
+    let without_rowid: bool = conn
+        .query_row("SELECT coalesce((SELECT wr FROM pragma_table_list WHERE name = ?1 AND schema = 'main'), 0)", [table], |r| r.get(0))?;
+    let integer_pk = pk.len() == 1 && pk[0].1.eq_ignore_ascii_case("INTEGER");
+    if without_rowid || integer_pk {
+        return Ok(());
+    }
+    if let Some(col) = pk.iter().find(|c| !c.2) {
+        return Err(Error::InvalidInput(format!(
+            "table \"{table}\": PRIMARY KEY column \"{}\" may hold NULL, and SQLite cannot replicate rows whose key is NULL; declare it NOT NULL (or make the table WITHOUT ROWID)",
+            col.0
+        )));
+    }
+    Ok(())
+}
+
+/// The AUTOINCREMENT counters, by table.
+pub fn sequences(conn: &Connection) -> Result<BTreeMap<String, i64>> {
+    let exists: bool = conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_sequence'", [], |r| r.get(0))?;
+    if !exists {
+        return Ok(BTreeMap::new());
+    }
+    let mut stmt = conn.prepare_cached("SELECT name, seq FROM sqlite_sequence")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+/// Sets AUTOINCREMENT counters to the primary's values (on a spare).
+pub fn set_sequences(conn: &Connection, seqs: &[(String, i64)]) -> Result<()> {
+    for (name, seq) in seqs {
+        let updated = conn.execute("UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1", rusqlite::params![name, seq])?;
+        if updated == 0 {
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)", rusqlite::params![name, seq])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_is_recognised_after_comments_and_in_any_case() {
+        assert!(is_ddl("create table t(x)"));
+        assert!(is_ddl("  -- make it\n /* now */ ALTER TABLE t ADD y"));
+        assert!(is_ddl("Drop index i"));
+        assert!(!is_ddl("INSERT INTO t VALUES (1)"));
+        assert!(!is_ddl("-- CREATE\nUPDATE t SET x = 1"));
+        assert!(!is_ddl("WITH c AS (SELECT 1) INSERT INTO t SELECT * FROM c"));
+    }
+
+    #[test]
+    fn nullable_primary_keys_are_refused_and_safe_keys_accepted() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE ok1 (id INTEGER PRIMARY KEY, v); CREATE TABLE ok2 (code TEXT PRIMARY KEY NOT NULL); CREATE TABLE ok3 (code TEXT PRIMARY KEY) WITHOUT ROWID; CREATE TABLE ok4 (v)").unwrap();
+        check_replicable(&conn).unwrap();
+        conn.execute_batch("CREATE TABLE bad (code TEXT PRIMARY KEY, v)").unwrap();
+        let e = check_replicable(&conn).unwrap_err().to_string();
+        assert!(e.contains("\"bad\"") && e.contains("\"code\"") && e.contains("NOT NULL"), "{e}");
+    }
+
+    #[test]
+    fn checksum_changes_with_the_schema_but_not_with_data() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY)").unwrap();
+        let a = checksum(&conn).unwrap();
+        conn.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        assert_eq!(a, checksum(&conn).unwrap());
+        conn.execute_batch("ALTER TABLE t ADD COLUMN v TEXT").unwrap();
+        assert_ne!(a, checksum(&conn).unwrap());
+    }
+}
+
+/// Refuses statements that would break the group transaction or the node's setup, with what
+/// to do instead.
+pub fn check_statement_allowed(sql: &str) -> Result<()> {
+    let word = first_keyword(sql).to_ascii_uppercase();
+    let why = match word.as_str() {
+        "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => {
+            "transaction control is not allowed: each request is a transaction; send several statements as one {\"batch\": [...]}"
+        }
+        "ATTACH" | "DETACH" => "attaching other databases is not allowed: they would not be replicated",
+        "PRAGMA" => "PRAGMA statements are not allowed through spare: the node manages its connection settings",
+        "VACUUM" => "VACUUM is not allowed through /v1/execute",
+        _ => return check_not_create_as(sql),
+    };
+    Err(Error::InvalidInput(why.into()))
+}
+
+/// `CREATE TABLE ... AS SELECT` would be re-evaluated on spares (DDL replays as SQL), so
+/// non-deterministic values would differ: refused, with the two-step alternative.
+fn check_not_create_as(sql: &str) -> Result<()> {
+    let upper = sql.to_ascii_uppercase();
+    let words: Vec<&str> = upper.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '(')).filter(|w| !w.is_empty()).collect();
+    let is_create_table = words.first() == Some(&"CREATE") && words.iter().take(3).any(|w| *w == "TABLE");
+    if !is_create_table {
+        return Ok(());
+    }
+    let paren = upper.find('(').unwrap_or(upper.len());
+    let as_before_paren = upper[..paren].split_ascii_whitespace().any(|w| w == "AS");
+    if as_before_paren {
+        return Err(Error::InvalidInput(
+            "CREATE TABLE ... AS SELECT is not supported (spares would re-evaluate it); create the table, then fill it with INSERT ... SELECT in a separate request".into(),
+        ));
+    }
+    Ok(())
+}

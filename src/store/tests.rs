@@ -1,0 +1,146 @@
+//! In-process checks of capture and apply on real SQLite files: what the primary's executor
+//! logs, applied by a spare's applier, gives an identical database.
+
+use super::exec::{Executor, Request};
+use super::*;
+use crate::log::{Record, RecordKind};
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    primary: Executor,
+    spare: apply::Applier,
+    lsn: u64,
+    chain: u64,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = Executor::new(open(&dir.path().join("p.sqlite"), ConnKind::Writer).unwrap()).unwrap();
+        let spare = apply::Applier::new(open(&dir.path().join("s.sqlite"), ConnKind::Applier).unwrap()).unwrap();
+        Pair { _dir: dir, primary, spare, lsn: 0, chain: 0 }
+    }
+
+    /// Runs one request on the primary and ships its record to the spare.
+    fn exec(&mut self, sqls: &[&str]) -> Result<()> {
+        let req = Request { statements: sqls.iter().map(|s| Statement { sql: s.to_string(), params: vec![] }).collect() };
+        req.validate()?;
+        let mut out = self.primary.run_group(std::slice::from_ref(&req))?;
+        let result = out.results.pop().unwrap();
+        let Some(payload) = out.payload else {
+            self.primary.commit(None, None)?;
+            return result.map(|_| ());
+        };
+        let rec = Record::new(self.chain, self.lsn + 1, 1, 1000, RecordKind::Txn, payload.encode());
+        self.primary.commit(Some((rec.lsn, rec.time_ms)), Some(&payload))?;
+        (self.lsn, self.chain) = (rec.lsn, rec.chain);
+        self.spare.apply(&[rec])?;
+        result.map(|_| ())
+    }
+
+    fn dump(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<SqlValue>> {
+        query::run(conn, &Statement { sql: sql.into(), params: vec![] }).unwrap().rows
+    }
+
+    fn assert_same(&self, sql: &str) -> usize {
+        let p = Self::dump(self.primary.connection(), sql);
+        let s = Self::dump(self.spare.connection(), sql);
+        assert_eq!(p, s, "{sql}");
+        p.len()
+    }
+}
+
+#[test]
+fn rows_triggers_random_and_counters_arrive_identical() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE inv (id INTEGER PRIMARY KEY AUTOINCREMENT, total REAL, token BLOB, at TEXT)"]).unwrap();
+    p.exec(&["CREATE TABLE audit (n INTEGER PRIMARY KEY, what TEXT NOT NULL)"]).unwrap();
+    p.exec(&["CREATE TRIGGER inv_audit AFTER INSERT ON inv BEGIN INSERT INTO audit (what) VALUES ('inv ' || new.id); END"]).unwrap();
+    for _ in 0..3 {
+        p.exec(&["INSERT INTO inv (total, token, at) VALUES (abs(random()) % 1000, randomblob(8), datetime('now', 'subsec'))"]).unwrap();
+    }
+    // Delete the newest invoice: the counter must stay at 3 on the spare too.
+    p.exec(&["DELETE FROM inv WHERE id = 3"]).unwrap();
+    assert_eq!(p.assert_same("SELECT * FROM inv ORDER BY id"), 2);
+    assert_eq!(p.assert_same("SELECT * FROM audit ORDER BY n"), 3);
+    assert_eq!(p.assert_same("SELECT name, seq FROM sqlite_sequence"), 1);
+    let seq = Pair::dump(p.spare.connection(), "SELECT seq FROM sqlite_sequence WHERE name = 'inv'");
+    assert_eq!(seq, vec![vec![SqlValue::Integer(3)]]);
+}
+
+#[test]
+fn rowid_tables_and_foreign_key_cascades_replicate() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE notes (body TEXT)"]).unwrap();
+    p.exec(&["CREATE TABLE customer (id INTEGER PRIMARY KEY, name TEXT)", "CREATE TABLE orders (id INTEGER PRIMARY KEY, cust INTEGER REFERENCES customer(id) ON DELETE CASCADE)"]).unwrap();
+    p.exec(&["INSERT INTO notes VALUES ('a'), ('b')"]).unwrap();
+    p.exec(&["UPDATE notes SET body = 'c' WHERE body = 'a'"]).unwrap();
+    p.exec(&["INSERT INTO customer VALUES (1, 'x'), (2, 'y')"]).unwrap();
+    p.exec(&["INSERT INTO orders VALUES (10, 1), (11, 1), (12, 2)"]).unwrap();
+    p.exec(&["DELETE FROM customer WHERE id = 1"]).unwrap();
+    assert_eq!(p.assert_same("SELECT rowid, body FROM notes ORDER BY rowid"), 2);
+    assert_eq!(p.assert_same("SELECT * FROM orders ORDER BY id"), 1);
+}
+
+#[test]
+fn schema_changes_replay_including_drop_column() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT)"]).unwrap();
+    p.exec(&["INSERT INTO t VALUES (1, 'a', 'b')"]).unwrap();
+    p.exec(&["ALTER TABLE t DROP COLUMN b"]).unwrap();
+    p.exec(&["ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 7"]).unwrap();
+    p.exec(&["INSERT INTO t (id, a) VALUES (2, 'z')"]).unwrap();
+    p.exec(&["CREATE INDEX t_a ON t(a)"]).unwrap();
+    assert_eq!(p.assert_same("SELECT * FROM t ORDER BY id"), 2);
+    assert_eq!(p.assert_same("SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE '\\_spare%' ESCAPE '\\' AND name NOT LIKE 'sqlite%' ORDER BY name"), 2);
+}
+
+#[test]
+fn failing_statement_fails_its_request_alone() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY)"]).unwrap();
+    let e = p.exec(&["INSERT INTO t VALUES (1)", "INSERT INTO nope VALUES (2)"]).unwrap_err();
+    assert!(e.to_string().contains("no such table: nope"), "{e}");
+    assert_eq!(p.assert_same("SELECT * FROM t"), 0);
+    let lsn = p.lsn;
+    // Nothing was logged for the failed batch.
+    assert_eq!(lsn, 1);
+}
+
+#[test]
+fn spare_missing_a_table_reports_divergence_instead_of_skipping() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY)"]).unwrap();
+    p.spare.connection().execute_batch("DROP TABLE t").unwrap();
+    let e = p.exec(&["INSERT INTO t VALUES (1)"]).unwrap_err();
+    assert!(matches!(e, Error::Diverged(_)), "{e}");
+}
+
+#[test]
+fn conflicting_row_on_the_spare_is_divergence() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"]).unwrap();
+    p.exec(&["INSERT INTO t VALUES (1, 'a')"]).unwrap();
+    p.spare.connection().execute_batch("UPDATE t SET v = 'tampered'").unwrap();
+    let e = p.exec(&["UPDATE t SET v = 'b' WHERE id = 1"]).unwrap_err();
+    assert!(matches!(e, Error::Diverged(_)), "{e}");
+    // The failed apply left the spare's applied position where it was.
+    assert_eq!(p.spare.applied().0, 2);
+}
+
+#[test]
+fn statements_that_would_break_replication_are_refused() {
+    let mut p = Pair::new();
+    for (sql, needle) in [
+        ("BEGIN", "transaction control"),
+        ("PRAGMA journal_mode = DELETE", "PRAGMA"),
+        ("CREATE TABLE c AS SELECT random() AS r", "AS SELECT"),
+        ("CREATE TABLE k (code TEXT PRIMARY KEY)", "NOT NULL"),
+    ] {
+        let e = p.exec(&[sql]).unwrap_err().to_string();
+        assert!(e.contains(needle), "{sql}: {e}");
+    }
+    let e = p.exec(&["CREATE TABLE a (id INTEGER PRIMARY KEY)", "INSERT INTO a VALUES (1)"]).unwrap_err().to_string();
+    assert!(e.contains("mixes schema changes"), "{e}");
+    assert_eq!(p.lsn, 0);
+}
