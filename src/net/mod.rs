@@ -1,0 +1,5 @@
+//! Networking below the protocol: peer authentication (cluster secret challenge), and the
+//! two ends of a peer connection's handshake.
+
+pub mod auth;
+pub mod handshake;

@@ -1,0 +1,83 @@
+//! Messages of the peer protocol. Every field says what the receiver does with it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::Position;
+
+/// Version of this message set; a peer speaking another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Size of the random challenges exchanged during authentication.
+pub const NONCE_BYTES: usize = 32;
+
+/// Every frame on a peer connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Cluster name; a frame from another cluster is refused (two clusters on one network
+    /// must never mix their data).
+    pub cluster: String,
+    /// Sending node's name, checked against the configuration.
+    pub from: String,
+    /// Sender's current epoch; a spare never follows an epoch below the one it knows.
+    pub epoch: u64,
+    pub message: Message,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Primary → spare, first frame. The spare checks `protocol` and that `to` is itself,
+    /// then answers with a `Challenge` proving it holds the cluster secret.
+    Hello {
+        protocol: u32,
+        to: String,
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// Spare → primary: `proof` is HMAC(secret, the primary's nonce and both names); the
+    /// primary checks it, then proves itself on `nonce`.
+    Challenge {
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Primary → spare: HMAC(secret, the spare's nonce and both names). The spare accepts
+    /// records only after checking it.
+    Proof {
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Spare → primary, once authenticated: where the spare's durable log ends and what it
+    /// applied. The primary resumes after `durable` if its own log holds the same record.
+    Position { durable: Position, applied_lsn: u64 },
+    /// Primary → spare: `count` consecutive records, encoded exactly as in the primary's log.
+    /// The spare checks each (CRC, LSN continuity, chain), appends them, fsyncs, applies.
+    Records {
+        count: u32,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Spare → primary: highest LSN received, flushed (fsynced) and applied, and the commit
+    /// time of the last applied record. The primary frees its window up to `flushed`.
+    Ack { received: u64, flushed: u64, applied: u64, applied_time_ms: u64 },
+    /// Either way when idle, so a silent link is noticed. From the primary, `last_lsn` tells
+    /// the spare how far the primary's durable log reaches (its own lag).
+    KeepAlive { last_lsn: u64 },
+    /// Either way: the connection is refused or ended, for `reason`; the receiver logs it.
+    Refuse { reason: String },
+}
+
+impl Message {
+    /// Short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Challenge { .. } => "Challenge",
+            Message::Proof { .. } => "Proof",
+            Message::Position { .. } => "Position",
+            Message::Records { .. } => "Records",
+            Message::Ack { .. } => "Ack",
+            Message::KeepAlive { .. } => "KeepAlive",
+            Message::Refuse { .. } => "Refuse",
+        }
+    }
+}
