@@ -24,6 +24,9 @@ pub enum Error {
     /// This node's copy no longer matches the primary's history: it must be re-seeded.
     #[error("diverged from the primary: {0}")]
     Diverged(String),
+    /// A write was sent where only reads are served (`/v1/query`).
+    #[error("this statement writes; send it to /v1/execute on the primary")]
+    NotReadOnly,
     /// Writes go to the primary.
     #[error("this node is not the primary")]
     NotPrimary { primary: Option<PrimaryRef> },
@@ -54,6 +57,7 @@ impl Error {
             Error::InvalidData(_) => "invalid_data",
             Error::Diverged(_) => "diverged",
             Error::NotPrimary { .. } => "not_primary",
+            Error::NotReadOnly => "not_read_only",
             Error::Unavailable(_) => "unavailable",
             Error::Config(_) => "invalid_config",
             Error::Io { .. } => "io_error",

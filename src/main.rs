@@ -1,1 +1,93 @@
-fn main(){}
+//! The `spare` command line. Each command is a small module under `cli/`; this file parses
+//! arguments (clap), sets up logging, and turns errors into one line and a non-zero exit.
+
+mod cli;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Spare servers for a SQLite database: one primary streams every committed transaction to
+/// its spares; monitors report each spare's lag.
+///
+/// The configuration is read from --config FILE, else $SPARE_CONFIG, else
+/// cluster-config/cluster.toml.
+#[derive(Parser)]
+#[command(name = "spare", version, about, long_about)]
+struct Args {
+    /// Cluster configuration file (TOML).
+    #[arg(long, global = true, env = "SPARE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every node of the configuration in this process (evaluation, demos, tests).
+    ///
+    /// On a first local run it creates what is missing (the cluster secret) and says so.
+    /// Stop with Ctrl-C.
+    Up,
+    /// Run one node of the configuration (production: one node per machine).
+    ///
+    /// Never creates missing files: it stops and names the command that creates them.
+    Run {
+        /// Name of the node, as in a [[node]] table of the configuration.
+        #[arg(long)]
+        node: String,
+    },
+    /// Run SQL: writes go to the primary, reads to --node (or the primary).
+    ///
+    /// Parameters bind to ?-placeholders in order. A parameter that parses as JSON is taken
+    /// as that value (42, 4.5, null, "quoted text", {"base64": "..."}); anything else is text.
+    ///
+    /// Examples:
+    ///   spare sql "CREATE TABLE invoice (id INTEGER PRIMARY KEY, customer TEXT, total REAL)"
+    ///   spare sql "INSERT INTO invoice (customer, total) VALUES (?, ?)" "ACME" 120.5
+    ///   spare sql --node lan-1 "SELECT * FROM invoice"
+    #[command(verbatim_doc_comment)]
+    Sql {
+        /// Node to read from (writes always go to the primary).
+        #[arg(long)]
+        node: Option<String>,
+        /// Print the node's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// For reads: wait until the node has applied this LSN (read your own writes on a spare).
+        #[arg(long, value_name = "LSN")]
+        min_lsn: Option<u64>,
+        /// The SQL statement.
+        sql: String,
+        /// Values for the statement's ? placeholders.
+        params: Vec<String>,
+    },
+    /// Show every node: role, epoch, state, LSNs, and each spare's lag.
+    Status {
+        /// Print the cluster document as JSON (the same as GET /v1/cluster on a monitor).
+        #[arg(long)]
+        json: bool,
+        /// Refresh every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Load generator: N clients of single-row INSERT transactions for a bounded time against
+    /// a running cluster; prints commits/s, commit latency and per-spare lag as JSON.
+    Bench(cli::bench::BenchArgs),
+}
+
+fn main() {
+    let args = Args::parse();
+    let config = spare::config::ClusterConfig::locate(args.config.as_deref());
+    let result = match args.command {
+        Command::Up => cli::serve::up(&config),
+        Command::Run { node } => cli::serve::run(&config, &node),
+        Command::Sql { node, json, min_lsn, sql, params } => cli::sql::run(&config, node.as_deref(), json, min_lsn, &sql, &params),
+        Command::Status { json, watch } => cli::status::run(&config, json, watch),
+        Command::Bench(b) => cli::bench::run(&config, &b),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

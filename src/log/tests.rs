@@ -123,7 +123,7 @@ fn received_record_from_another_history_is_refused() {
     write_records(tmp.path(), 2, None);
     let mut opened = open(tmp.path(), 0).unwrap();
     let stray = Record::new(999, 3, 1, 7, RecordKind::Txn, b"x".to_vec());
-    assert!(matches!(opened.writer.append_received(&stray), Err(Error::Diverged(_))));
+    assert!(matches!(opened.writer.append_received(&[stray]), Err(Error::Diverged(_))));
     let gap = Record::new(opened.writer.tail().chain, 5, 1, 7, RecordKind::Txn, b"x".to_vec());
-    assert!(matches!(opened.writer.append_received(&gap), Err(Error::InvalidData(_))));
+    assert!(matches!(opened.writer.append_received(&[gap]), Err(Error::InvalidData(_))));
 }

@@ -89,18 +89,23 @@ impl LogWriter {
         Ok(record)
     }
 
-    /// Appends a record received from the primary, after checking it continues this history.
-    pub fn append_received(&mut self, record: &Record) -> Result<()> {
-        if record.lsn != self.tail.lsn + 1 {
-            return Err(Error::InvalidData(format!("received LSN {} but the log ends at {}", record.lsn, self.tail.lsn)));
+    /// Appends records received from the primary, after checking that the whole batch
+    /// continues this history: a bad batch leaves the log untouched.
+    pub fn append_received(&mut self, records: &[Record]) -> Result<()> {
+        let mut tail = self.tail;
+        for record in records {
+            if record.lsn != tail.lsn + 1 {
+                return Err(Error::InvalidData(format!("received LSN {} but the log ends at {}", record.lsn, tail.lsn)));
+            }
+            if !record.follows(tail.chain) {
+                return Err(Error::Diverged(format!("record {} does not continue this node's history (checksum chain)", record.lsn)));
+            }
+            if record.epoch < tail.epoch {
+                return Err(Error::InvalidData(format!("record {} has epoch {} below {}", record.lsn, record.epoch, tail.epoch)));
+            }
+            tail = Position::of(record);
         }
-        if !record.follows(self.tail.chain) {
-            return Err(Error::Diverged(format!("record {} does not continue this node's history (checksum chain)", record.lsn)));
-        }
-        if record.epoch < self.tail.epoch {
-            return Err(Error::InvalidData(format!("record {} has epoch {} below {}", record.lsn, record.epoch, self.tail.epoch)));
-        }
-        self.push(record)
+        records.iter().try_for_each(|r| self.push(r))
     }
 
     fn push(&mut self, record: &Record) -> Result<()> {

@@ -20,7 +20,7 @@ pub struct QueryResult {
 pub fn run(conn: &Connection, st: &Statement) -> Result<QueryResult> {
     let mut stmt = conn.prepare_cached(&st.sql)?;
     if !stmt.readonly() {
-        return Err(Error::InvalidInput("not_read_only: this statement writes; send it to /v1/execute on the primary".into()));
+        return Err(Error::NotReadOnly);
     }
     bind(&mut stmt, &st.params)?;
     let columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
@@ -33,4 +33,34 @@ pub fn run(conn: &Connection, st: &Statement) -> Result<QueryResult> {
         out.push((0..columns.len()).map(|i| row.get_ref(i).map(SqlValue::from_ref)).collect::<rusqlite::Result<Vec<_>>>()?);
     }
     Ok(QueryResult { columns, rows: out })
+}
+
+/// Most read connections a node keeps open for queries.
+pub const MAX_READERS: usize = 8;
+
+/// A small pool of read-only connections, opened on demand.
+pub struct ReaderPool {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    pub fn new(path: &std::path::Path) -> Self {
+        ReaderPool { path: path.to_path_buf(), idle: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// Runs `st` on an idle connection (or a new one); blocking.
+    pub fn query(&self, st: &Statement) -> Result<QueryResult> {
+        let conn = self.idle.lock().expect("reader pool lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => crate::store::open(&self.path, crate::store::ConnKind::Reader)?,
+        };
+        let result = run(&conn, st);
+        let mut idle = self.idle.lock().expect("reader pool lock");
+        if idle.len() < MAX_READERS {
+            idle.push(conn);
+        }
+        result
+    }
 }

@@ -1,0 +1,155 @@
+//! The primary's write path (group commit), on a dedicated thread.
+//!
+//! Why a thread and not an actix actor: group commit needs to take *every* waiting request at
+//! once, and SQLite and fsync block. The thread drains the bounded queue, runs the requests in
+//! one SQLite transaction (each under its own savepoint), appends one log record, fsyncs once,
+//! commits SQLite, answers every request with the record's LSN, and publishes the new
+//! committed position for feeders and readers.
+//!
+//! A request that changes the schema runs in a group of its own. If the log cannot be
+//! written or synced, the thread answers the waiting requests with an error and stops taking
+//! writes: an fsync failure leaves the file in an unknown state, and only a restart (which
+//! re-checks the log) may continue.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::log::{LogWriter, Position, RecordKind};
+use crate::store::exec::{Executor, Request, StatementResult};
+
+/// Requests waiting for the write path; a client beyond this waits to enqueue (bounded by
+/// its own timeout) instead of growing memory.
+pub const WRITE_QUEUE_CAPACITY: usize = 4096;
+/// Most requests in one group transaction: bounds the work lost to one failing fsync and the
+/// latency of the first request in a group.
+pub const MAX_GROUP_REQUESTS: usize = 512;
+const _: () = assert!(MAX_GROUP_REQUESTS <= WRITE_QUEUE_CAPACITY);
+
+/// One client request waiting for the write path.
+pub struct WriteJob {
+    pub request: Request,
+    pub reply: oneshot::Sender<Result<WriteOutcome>>,
+}
+
+/// What a successful write returns to its client.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub results: Vec<StatementResult>,
+    /// LSN of the record holding this write, or the current LSN when it changed nothing.
+    pub lsn: u64,
+}
+
+pub struct Committer {
+    executor: Executor,
+    log: LogWriter,
+    epoch: u64,
+    committed: Arc<watch::Sender<Position>>,
+    /// A schema request taken from the queue while a group was forming: runs next, alone.
+    carried: Option<WriteJob>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Committer {
+    pub fn new(executor: Executor, log: LogWriter, epoch: u64, committed: Arc<watch::Sender<Position>>) -> Self {
+        Committer { executor, log, epoch, committed, carried: None }
+    }
+
+    /// Runs until every sender is dropped or the log fails.
+    pub fn run(mut self, mut jobs: mpsc::Receiver<WriteJob>) {
+        loop {
+            let group = match self.carried.take() {
+                Some(job) => vec![job],
+                None => match jobs.blocking_recv() {
+                    Some(first) => self.form_group(first, &mut jobs),
+                    None => return,
+                },
+            };
+            if let Err(e) = self.commit_group(group) {
+                tracing::error!(cause = %e, "the write path stopped: the replication log could not be written; restart the node (it re-checks its log) after fixing the disk");
+                Self::refuse_all(&mut jobs, &e);
+                return;
+            }
+        }
+    }
+
+    fn form_group(&mut self, first: WriteJob, jobs: &mut mpsc::Receiver<WriteJob>) -> Vec<WriteJob> {
+        let mut group = vec![first];
+        if group[0].request.is_ddl() {
+            return group;
+        }
+        while group.len() < MAX_GROUP_REQUESTS {
+            match jobs.try_recv() {
+                Ok(job) if job.request.is_ddl() => {
+                    self.carried = Some(job);
+                    break;
+                }
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        group
+    }
+
+    fn commit_group(&mut self, group: Vec<WriteJob>) -> Result<()> {
+        let requests: Vec<Request> = group.iter().map(|j| j.request.clone()).collect();
+        let outcome = match self.executor.run_group(&requests) {
+            Ok(o) => o,
+            Err(e) => {
+                self.executor.rollback();
+                for job in group {
+                    let _ = job.reply.send(Err(Error::Sql(e.to_string())));
+                }
+                return Ok(());
+            }
+        };
+        let lsn = match &outcome.payload {
+            None => {
+                self.executor.commit(None, None)?;
+                self.log.durable().lsn
+            }
+            Some(payload) => match self.log_and_commit(payload)? {
+                Ok(lsn) => lsn,
+                Err(refused) => {
+                    for job in group {
+                        let _ = job.reply.send(Err(Error::InvalidInput(refused.to_string())));
+                    }
+                    return Ok(());
+                }
+            },
+        };
+        for (job, result) in group.into_iter().zip(outcome.results) {
+            let _ = job.reply.send(result.map(|results| WriteOutcome { results, lsn }));
+        }
+        Ok(())
+    }
+
+    /// Appends the payload, fsyncs, then commits SQLite: a crash in between is repaired at
+    /// start by replaying the log. The outer error is fatal to the write path; the inner one
+    /// refuses this group only (a record too large to log).
+    fn log_and_commit(&mut self, payload: &crate::store::TxnPayload) -> Result<Result<u64>> {
+        let record = match self.log.append(self.epoch, now_ms(), RecordKind::Txn, payload.encode()) {
+            Ok(r) => r,
+            Err(e @ Error::InvalidInput(_)) => {
+                self.executor.rollback();
+                return Ok(Err(e));
+            }
+            Err(e) => return Err(e),
+        };
+        let durable = self.log.sync()?;
+        self.executor.commit(Some((record.lsn, record.time_ms)), Some(payload))?;
+        self.committed.send_replace(durable);
+        Ok(Ok(record.lsn))
+    }
+
+    fn refuse_all(jobs: &mut mpsc::Receiver<WriteJob>, cause: &Error) {
+        jobs.close();
+        while let Ok(job) = jobs.try_recv() {
+            let _ = job.reply.send(Err(Error::Unavailable(format!("the write path stopped: {cause}"))));
+        }
+    }
+}

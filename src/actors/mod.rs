@@ -1,0 +1,29 @@
+//! The actix side: one actor per role, thin shells around the pure cores in `core` and the
+//! storage in `log`/`store`. [`node::start`] opens a node's storage (recovering it), then
+//! starts its actor and its HTTP API inside the running actix system.
+
+pub mod applier;
+pub mod committer;
+pub mod feeder;
+pub mod monitor;
+pub mod node;
+pub mod primary;
+pub mod spare;
+pub mod spare_link;
+
+use std::time::Duration;
+
+/// Keep-alive period on an idle peer link when the configuration does not say.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// A peer link silent for this long is closed and redialled.
+pub const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+const _: () = assert!(PEER_SILENCE_TIMEOUT.as_millis() >= 4 * KEEPALIVE_INTERVAL.as_millis());
+/// First and largest pause before redialling a spare.
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Dialling a spare gives up after this long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Frames a link buffers between its socket reader and its loop.
+pub const LINK_FRAME_QUEUE: usize = 16;
+/// Actor mailboxes: senders beyond this wait (`send`) or drop idempotent updates (`try_send`).
+pub const MAILBOX_CAPACITY: usize = 256;

@@ -1,0 +1,146 @@
+//! The primary's actor: starts one feeder per spare of the configuration, collects their
+//! progress, and answers status. Writes do not go through it: they go straight to the
+//! committer thread (see `committer`), so a busy status page never delays a commit.
+//!
+//! Restart: nothing here needs persisting; feeders re-learn each spare's position from its
+//! handshake.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::actors::committer::now_ms;
+use crate::actors::feeder::Feeder;
+use crate::actors::node::{primary_ref, DataShared};
+use crate::actors::MAILBOX_CAPACITY;
+use crate::core::lag;
+use crate::log::Position;
+
+/// Asks for this node's status document (`GET /v1/status`).
+#[derive(Message)]
+#[rtype(result = "Value")]
+pub struct GetStatus;
+
+/// State of the link to one spare, as its feeder sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Streaming,
+    Disconnected,
+    Diverged,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Connecting => "connecting",
+            LinkState::Streaming => "streaming",
+            LinkState::Disconnected => "disconnected",
+            LinkState::Diverged => "diverged",
+        }
+    }
+}
+
+/// A feeder's latest view of its spare. Sent with `try_send`: when the mailbox is full the
+/// update is dropped, and the next one (sent at every ack) supersedes it anyway.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SpareProgress {
+    /// The spare's name.
+    pub spare: String,
+    pub state: LinkState,
+    /// Highest LSN the spare received, fsynced, applied.
+    pub received: u64,
+    pub flushed: u64,
+    pub applied: u64,
+    /// Commit time of the oldest record sent and not yet applied, if known.
+    pub oldest_unapplied_time_ms: Option<u64>,
+    /// When the spare last answered; None if never.
+    pub last_ack: Option<Instant>,
+    /// Bytes sent and not yet flushed by the spare.
+    pub in_flight_bytes: u64,
+}
+
+pub struct PrimaryActor {
+    shared: Arc<DataShared>,
+    committed: watch::Receiver<Position>,
+    progress: BTreeMap<String, SpareProgress>,
+    feeders: Vec<Addr<Feeder>>,
+}
+
+impl PrimaryActor {
+    pub fn new(shared: Arc<DataShared>, committed: watch::Receiver<Position>) -> Self {
+        PrimaryActor { shared, committed, progress: BTreeMap::new(), feeders: Vec::new() }
+    }
+
+    fn spare_doc(&self, name: &str, tail: Position, now_ms: u64) -> Value {
+        let Some(p) = self.progress.get(name) else {
+            return json!({ "name": name, "state": LinkState::Connecting.as_str() });
+        };
+        let ack_age = p.last_ack.map(|t| t.elapsed().as_secs_f64());
+        // Unknown oldest record (never sent): the newest record's age is a lower bound.
+        let oldest = p.oldest_unapplied_time_ms.or(Some(tail.time_ms));
+        let lag = lag::compute(tail.lsn, p.applied, oldest, now_ms, ack_age);
+        json!({
+            "name": name,
+            "state": p.state.as_str(),
+            "received_lsn": p.received,
+            "flushed_lsn": p.flushed,
+            "applied_lsn": p.applied,
+            "in_flight_bytes": p.in_flight_bytes,
+            "lag": { "records": lag.records, "seconds": lag.seconds, "last_ack_age_s": lag.last_ack_age_s },
+        })
+    }
+}
+
+impl Actor for PrimaryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        let me = ctx.address();
+        for spare in self.shared.config.spares() {
+            let feeder = Feeder::new(spare.clone(), self.shared.clone(), self.committed.clone(), me.clone());
+            self.feeders.push(feeder.start());
+        }
+    }
+}
+
+impl Handler<SpareProgress> for PrimaryActor {
+    type Result = ();
+
+    /// Keeps the newest view of each spare for status.
+    fn handle(&mut self, msg: SpareProgress, _: &mut Context<Self>) {
+        self.progress.insert(msg.spare.clone(), msg);
+    }
+}
+
+impl Handler<GetStatus> for PrimaryActor {
+    type Result = MessageResult<GetStatus>;
+
+    /// Builds `GET /v1/status` for the primary: its positions and every spare's lag.
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> MessageResult<GetStatus> {
+        let tail = *self.committed.borrow();
+        let now = now_ms();
+        let spares: Vec<Value> = self.shared.config.spares().map(|s| self.spare_doc(&s.name, tail, now)).collect();
+        let node = &self.shared.node;
+        MessageResult(json!({
+            "name": node.name,
+            "role": "primary",
+            "state": "serving",
+            "cluster": self.shared.config.cluster.name,
+            "epoch": self.shared.epoch.load(Ordering::Relaxed),
+            "http": node.http_advertise,
+            "last_lsn": tail.lsn,
+            "applied_lsn": tail.lsn,
+            "last_commit_time_ms": tail.time_ms,
+            "primary": primary_ref(&self.shared.config),
+            "spares": spares,
+        }))
+    }
+}

@@ -1,0 +1,165 @@
+//! One accepted peer connection on a spare: handshake, then receive batches, make them
+//! durable in the local log, wake the apply thread, and acknowledge.
+//!
+//! Nothing from the peer is written before the handshake proved it is this cluster's
+//! primary. Each batch is checked record by record (CRC, consecutive LSNs, checksum chain,
+//! epochs) before it is appended; a batch that fails any check is refused whole and the
+//! connection closed. A record that does not continue this node's history means divergence:
+//! the link is refused and the node reports it (re-seeding comes with retention).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::actors::committer::now_ms;
+use crate::actors::feeder::read_frames;
+use crate::actors::spare::SpareShared;
+use crate::actors::{LINK_FRAME_QUEUE, PEER_SILENCE_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::log::record::decode_all;
+use crate::net::handshake;
+use crate::wire::{write_frame, Envelope, Message};
+
+/// Serves one connection until it ends; logs why it ended.
+pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let epoch = shared.data.epoch.load(Ordering::Relaxed);
+    let peer = match handshake::as_spare(&mut stream, &shared.data.identity, &shared.primary, epoch).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%from, cause = %e, "refused a peer connection");
+            return;
+        }
+    };
+    if peer.epoch > epoch {
+        shared.data.epoch.store(peer.epoch, Ordering::Relaxed);
+    }
+    let generation = shared.generation.send_modify_return(|g| *g += 1);
+    *shared.diverged.lock().expect("lock") = None;
+    tracing::info!(%from, primary = %peer.name, "primary connected");
+    let result = stream_from_primary(&shared, stream, generation).await;
+    if shared.generation.borrow().eq(&generation) {
+        shared.connected.store(false, Ordering::Release);
+    }
+    match result {
+        Err(Error::Diverged(why)) => {
+            tracing::error!(%why, "this spare's history diverged from the primary's; it must be re-seeded");
+            *shared.diverged.lock().expect("lock") = Some(why);
+        }
+        Err(e) => tracing::warn!(cause = %e, "link to the primary ended"),
+        Ok(()) => tracing::info!("link to the primary replaced by a newer connection"),
+    }
+}
+
+trait SendModifyReturn {
+    fn send_modify_return(&self, f: impl FnOnce(&mut u64)) -> u64;
+}
+
+impl SendModifyReturn for tokio::sync::watch::Sender<u64> {
+    fn send_modify_return(&self, f: impl FnOnce(&mut u64)) -> u64 {
+        let mut out = 0;
+        self.send_modify(|g| {
+            f(g);
+            out = *g;
+        });
+        out
+    }
+}
+
+fn envelope(shared: &SpareShared, message: Message) -> Envelope {
+    shared.data.identity.envelope(shared.data.epoch.load(Ordering::Relaxed), message)
+}
+
+fn ack(shared: &SpareShared) -> Message {
+    Message::Ack {
+        received: shared.received.load(Ordering::Acquire),
+        flushed: shared.apply.flushed.load(Ordering::Acquire),
+        applied: shared.apply.applied.load(Ordering::Acquire),
+        applied_time_ms: shared.apply.applied_time_ms.load(Ordering::Acquire),
+    }
+}
+
+async fn stream_from_primary(shared: &Arc<SpareShared>, stream: TcpStream, generation: u64) -> Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let durable = shared.log.lock().expect("log lock").durable();
+    let applied_lsn = shared.apply.applied.load(Ordering::Acquire);
+    write_frame(&mut wr, &envelope(shared, Message::Position { durable, applied_lsn })).await?;
+    shared.connected.store(true, Ordering::Release);
+    let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
+    let reader = tokio::spawn(read_frames(rd, tx));
+    let _abort = scopeguard(reader);
+    let mut gen_rx = shared.generation.subscribe();
+    let mut applied_rx = shared.data.applied.clone();
+    let mut keepalive = tokio::time::interval(shared.data.config.cluster.heartbeat);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            frame = frames.recv() => {
+                let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
+                last_heard = Instant::now();
+                shared.last_heard_ms.store(now_ms(), Ordering::Release);
+                on_frame(shared, env, &mut wr).await?;
+            }
+            changed = applied_rx.changed() => {
+                if changed.is_err() { return Ok(()) }
+                write_frame(&mut wr, &envelope(shared, ack(shared))).await?;
+            }
+            _ = gen_rx.changed() => if *gen_rx.borrow() != generation { return Ok(()) },
+            _ = keepalive.tick() => {
+                if last_heard.elapsed() > PEER_SILENCE_TIMEOUT {
+                    return Err(Error::Unavailable(format!("primary silent for {:?}", last_heard.elapsed())));
+                }
+                write_frame(&mut wr, &envelope(shared, Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) })).await?;
+            }
+        }
+    }
+}
+
+struct AbortGuard(tokio::task::JoinHandle<()>);
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+fn scopeguard(h: tokio::task::JoinHandle<()>) -> AbortGuard {
+    AbortGuard(h)
+}
+
+async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteHalf) -> Result<()> {
+    match env.message {
+        Message::Records { count, bytes } => {
+            let records = decode_all(&bytes)?;
+            if records.len() != count as usize || records.is_empty() {
+                return Err(Error::InvalidData(format!("batch announced {count} records but holds {}", records.len())));
+            }
+            if let Some(r) = records.iter().find(|r| r.epoch > env.epoch) {
+                return Err(Error::InvalidData(format!("record {} has epoch {} above its sender's {}", r.lsn, r.epoch, env.epoch)));
+            }
+            let last = records[records.len() - 1].lsn;
+            shared.received.fetch_max(last, Ordering::AcqRel);
+            shared.primary_last.fetch_max(last, Ordering::AcqRel);
+            let s = shared.clone();
+            let durable = tokio::task::spawn_blocking(move || {
+                let mut log = s.log.lock().expect("log lock");
+                log.append_received(&records)?;
+                log.sync()
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("log append task failed: {e}")))??;
+            shared.apply.flushed.store(durable.lsn, Ordering::Release);
+            let _ = shared.wake.try_send(());
+            write_frame(wr, &envelope(shared, ack(shared))).await
+        }
+        Message::KeepAlive { last_lsn } => {
+            shared.primary_last.fetch_max(last_lsn, Ordering::AcqRel);
+            Ok(())
+        }
+        Message::Refuse { reason } => Err(Error::Diverged(format!("the primary refused this spare: {reason}"))),
+        other => Err(Error::InvalidData(format!("unexpected {} from the primary while streaming", other.name()))),
+    }
+}

@@ -1,0 +1,4 @@
+pub mod bench;
+pub mod serve;
+pub mod sql;
+pub mod status;

@@ -1,0 +1,119 @@
+//! Route handlers.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::actors::committer::WriteJob;
+use crate::actors::monitor::GetCluster;
+use crate::actors::node::{primary_ref, NodeAddr};
+use crate::actors::primary::GetStatus;
+use crate::error::{Error, Result};
+use crate::http::{error_response, ApiState};
+use crate::store::exec::Request;
+use crate::store::value::{params_from_json, Statement};
+
+/// Longest a write waits for the write path (queueing and commit) before answering 503.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a query waits for `min_lsn` to be applied.
+pub const MIN_LSN_WAIT: Duration = Duration::from_secs(5);
+
+fn parse_body(body: &web::Bytes) -> Result<Value> {
+    serde_json::from_slice(body).map_err(|e| Error::InvalidInput(format!("the body is not valid JSON: {e}")))
+}
+
+fn statement(v: &Value, what: &str) -> Result<Statement> {
+    let sql = v.get("sql").and_then(Value::as_str).ok_or_else(|| Error::InvalidInput(format!("{what}: \"sql\" (a string) is required")))?;
+    Ok(Statement { sql: sql.to_string(), params: params_from_json(v.get("params"))? })
+}
+
+fn parse_request(v: &Value) -> Result<Request> {
+    let statements = match v.get("batch") {
+        Some(Value::Array(items)) => items.iter().enumerate().map(|(i, s)| statement(s, &format!("batch[{i}]"))).collect::<Result<_>>()?,
+        Some(_) => return Err(Error::InvalidInput("\"batch\" must be an array of {\"sql\", \"params\"}".into())),
+        None => vec![statement(v, "request")?],
+    };
+    let request = Request { statements };
+    request.validate()?;
+    Ok(request)
+}
+
+fn respond(r: Result<Value>) -> HttpResponse {
+    match r {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `POST /v1/execute`: writes, on the primary only.
+pub async fn execute(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
+    respond(execute_inner(&state, &body).await)
+}
+
+async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
+    let NodeAddr::Primary { writes, .. } = &state.addr else {
+        return Err(Error::NotPrimary { primary: Some(primary_ref(&state.config)) });
+    };
+    let request = parse_request(&parse_body(body)?)?;
+    let (reply, rx) = oneshot::channel();
+    let job = WriteJob { request, reply };
+    let outcome = tokio::time::timeout(WRITE_TIMEOUT, async {
+        writes.send(job).await.map_err(|_| Error::Unavailable("the write path has stopped; see the node's log".into()))?;
+        rx.await.map_err(|_| Error::Unavailable("the write path stopped before answering; the write may or may not have committed".into()))?
+    })
+    .await
+    .map_err(|_| Error::Unavailable(format!("the write did not complete within {WRITE_TIMEOUT:?}")))??;
+    Ok(json!({ "results": outcome.results, "lsn": outcome.lsn }))
+}
+
+/// `POST /v1/query`: reads, on any data node.
+pub async fn query(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
+    respond(query_inner(&state, &body).await)
+}
+
+async fn query_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
+    let shared = match &state.addr {
+        NodeAddr::Primary { shared, .. } | NodeAddr::Spare { shared, .. } => shared.clone(),
+        NodeAddr::Monitor { .. } => return Err(Error::InvalidInput("a monitor holds no data; query a primary or a spare".into())),
+    };
+    let v = parse_body(body)?;
+    let st = statement(&v, "query")?;
+    let min_lsn = match v.get("min_lsn") {
+        None | Some(Value::Null) => 0,
+        Some(m) => m.as_u64().ok_or_else(|| Error::InvalidInput("\"min_lsn\" must be a non-negative integer".into()))?,
+    };
+    let mut applied = shared.applied.clone();
+    let reached = tokio::time::timeout(MIN_LSN_WAIT, applied.wait_for(|&lsn| lsn >= min_lsn)).await;
+    if !matches!(reached, Ok(Ok(_))) {
+        let now = *shared.applied.borrow();
+        return Err(Error::Unavailable(format!("this node has applied LSN {now}, not yet {min_lsn}, after waiting {MIN_LSN_WAIT:?}; retry, or read from the primary")));
+    }
+    let lsn = *shared.applied.borrow();
+    let result = web::block(move || shared.readers.query(&st)).await.map_err(|e| Error::Unavailable(format!("query worker failed: {e}")))??;
+    let rows: Vec<Vec<Value>> = result.rows.iter().map(|r| r.iter().map(|v| v.to_json()).collect()).collect();
+    Ok(json!({ "columns": result.columns, "rows": rows, "lsn": lsn }))
+}
+
+/// `GET /v1/status`: this node.
+pub async fn status(state: web::Data<ApiState>) -> HttpResponse {
+    let doc = match &state.addr {
+        NodeAddr::Primary { actor, .. } => actor.send(GetStatus).await,
+        NodeAddr::Spare { actor, .. } => actor.send(GetStatus).await,
+        NodeAddr::Monitor { actor } => actor.send(GetStatus).await,
+    };
+    respond(doc.map_err(|e| Error::Unavailable(format!("node actor did not answer: {e}"))))
+}
+
+/// `GET /v1/cluster`: the whole cluster, on monitors.
+pub async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
+    let NodeAddr::Monitor { actor } = &state.addr else {
+        return error_response(&Error::InvalidInput("/v1/cluster is served by monitors; ask a monitor, or use `spare status`".into()));
+    };
+    respond(actor.send(GetCluster).await.map_err(|e| Error::Unavailable(format!("monitor actor did not answer: {e}"))))
+}
+
+pub async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({ "error": "not_found", "message": "no such route; see the routes in the README (POST /v1/execute, POST /v1/query, GET /v1/status, GET /v1/cluster)" }))
+}
