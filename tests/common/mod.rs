@@ -1,0 +1,209 @@
+//! The end-to-end test harness: a cluster of real `spare` processes on loopback, each test
+//! with its own temporary directory and free ports. Every process is killed when the
+//! [`Cluster`] is dropped, pass or fail.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use spare::client;
+
+/// Longest a test waits for a condition (a node to start, a spare to catch up).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_spare")
+}
+
+/// Waits until `cond` holds, or panics naming `what` after [`TIMEOUT`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < TIMEOUT, "timed out after {TIMEOUT:?} waiting for {what}");
+        std::thread::sleep(POLL);
+    }
+}
+
+#[derive(Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    pub role: &'static str,
+    pub http: String,
+    pub peer: String,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub nodes: Vec<NodeSpec>,
+    procs: BTreeMap<String, Child>,
+}
+
+impl Cluster {
+    /// A primary `main`, spares `lan-1`.. and optionally monitor `watch-1`, not started.
+    pub fn new(spares: usize, monitor: bool) -> Self {
+        let mut nodes = vec![spec("main", "primary")];
+        for i in 1..=spares {
+            nodes.push(spec(&format!("lan-{i}"), "spare"));
+        }
+        if monitor {
+            nodes.push(spec("watch-1", "monitor"));
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("cluster.secret"), SECRET).unwrap();
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, config_text("test", &nodes)).unwrap();
+        Cluster { dir, config, nodes, procs: BTreeMap::new() }
+    }
+
+    pub fn node(&self, name: &str) -> &NodeSpec {
+        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    pub fn http(&self, name: &str) -> String {
+        self.node(name).http.clone()
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// The node's log so far (stderr of every run of it).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("data").join(name)
+    }
+
+    /// Starts `spare run --node name` and waits until its API answers.
+    pub fn start(&mut self, name: &str) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name)).unwrap();
+        let child = Command::new(bin())
+            .args(["run", "--node", name, "--config"])
+            .arg(&self.config)
+            .env("SPARE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start spare");
+        self.procs.insert(name.to_string(), child);
+        let http = self.http(name);
+        wait_until(&format!("{name} to answer on {http}"), || {
+            if let Some(status) = self.procs.get_mut(name).unwrap().try_wait().unwrap() {
+                panic!("{name} exited with {status} while starting:\n{}", self.log(name));
+            }
+            client::get(&http, "/v1/status", Duration::from_secs(1)).is_ok_and(|r| r.status == 200)
+        });
+    }
+
+    pub fn start_all(&mut self) {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for n in names {
+            self.start(&n);
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut c) = self.procs.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.procs.get_mut(name).is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// POST /v1/execute on `node`.
+    pub fn execute_on(&self, node: &str, body: Value) -> client::Reply {
+        client::post(&self.http(node), "/v1/execute", &body, TIMEOUT).expect("execute request")
+    }
+
+    /// Executes on the primary and expects success; returns the commit's LSN.
+    pub fn exec(&self, sql: &str, params: Value) -> u64 {
+        let r = self.execute_on("main", json!({ "sql": sql, "params": params }));
+        assert_eq!(r.status, 200, "{sql}: {}", r.body);
+        r.body["lsn"].as_u64().expect("lsn")
+    }
+
+    /// Runs a query on `node` after it applied `min_lsn`; returns the rows.
+    pub fn rows(&self, node: &str, sql: &str, min_lsn: u64) -> Vec<Value> {
+        let r = client::post(&self.http(node), "/v1/query", &json!({ "sql": sql, "min_lsn": min_lsn }), TIMEOUT).expect("query request");
+        assert_eq!(r.status, 200, "{node}: {sql}: {}", r.body);
+        r.body["rows"].as_array().unwrap().clone()
+    }
+
+    pub fn status(&self, node: &str) -> Value {
+        client::get(&self.http(node), "/v1/status", TIMEOUT).expect("status").body
+    }
+
+    pub fn applied(&self, node: &str) -> u64 {
+        self.status(node)["applied_lsn"].as_u64().unwrap_or(0)
+    }
+
+    /// Waits until `spare` applied at least `lsn`.
+    pub fn wait_applied(&self, spare: &str, lsn: u64) {
+        wait_until(&format!("{spare} to apply LSN {lsn}"), || client::get(&self.http(spare), "/v1/status", Duration::from_secs(2)).is_ok_and(|r| r.body["applied_lsn"].as_u64().unwrap_or(0) >= lsn));
+    }
+
+    /// Runs the CLI with this cluster's configuration.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin()).args(args).env("SPARE_CONFIG", &self.config).output().expect("run spare")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.procs.keys().cloned().collect();
+        for n in names {
+            self.kill(&n);
+        }
+    }
+}
+
+fn spec(name: &str, role: &'static str) -> NodeSpec {
+    NodeSpec { name: name.into(), role, http: format!("127.0.0.1:{}", free_port()), peer: format!("127.0.0.1:{}", free_port()) }
+}
+
+/// The configuration text for `nodes`, with data under `data/<name>` beside it.
+pub fn config_text(cluster: &str, nodes: &[NodeSpec]) -> String {
+    let mut s = format!("[cluster]\nname = \"{cluster}\"\nsecret_file = \"cluster.secret\"\nheartbeat = \"200ms\"\nlease = \"2s\"\n");
+    for n in nodes {
+        s += &format!("\n[[node]]\nname = \"{}\"\nrole = \"{}\"\npeer = \"{}\"\nhttp = \"{}\"\n", n.name, n.role, n.peer, n.http);
+        if n.role != "monitor" {
+            s += &format!("data_dir = \"data/{}\"\n", n.name);
+        }
+    }
+    s
+}
+
+/// Every user table's rows on `node`, for comparing whole databases.
+pub fn dump(c: &Cluster, node: &str, min_lsn: u64) -> Vec<(String, Vec<Value>)> {
+    let tables = c.rows(node, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE '\\_spare%' ESCAPE '\\' ORDER BY name", min_lsn);
+    tables
+        .iter()
+        .map(|t| {
+            let name = t[0].as_str().unwrap().to_string();
+            let rows = c.rows(node, &format!("SELECT * FROM \"{name}\" ORDER BY 1"), min_lsn);
+            (name, rows)
+        })
+        .collect()
+}
+
+pub fn read_file(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
