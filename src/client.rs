@@ -14,7 +14,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An agent keeps connections alive across calls: reuse one for a stream of requests.
 pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout_connect(CONNECT_TIMEOUT).timeout(timeout).build()
+    ureq::AgentBuilder::new()
+        .timeout_connect(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .build()
 }
 
 fn url(http: &str, path: &str) -> String {
@@ -32,11 +35,17 @@ fn finish(http: &str, r: std::result::Result<ureq::Response, ureq::Error>) -> Re
         Ok(resp) => resp,
         Err(ureq::Error::Status(_, resp)) => resp,
         Err(ureq::Error::Transport(t)) => {
-            return Err(Error::Unavailable(format!("cannot reach node at {http}: {t} (is it running? check `spare status`)")));
+            return Err(Error::Unavailable(format!(
+                "cannot reach node at {http}: {t} (is it running? check `spare status`)"
+            )));
         }
     };
     let status = resp.status();
-    let body: Value = resp.into_json().map_err(|e| Error::InvalidData(format!("node at {http} answered something that is not JSON: {e}")))?;
+    let body: Value = resp.into_json().map_err(|e| {
+        Error::InvalidData(format!(
+            "node at {http} answered something that is not JSON: {e}"
+        ))
+    })?;
     Ok(Reply { status, body })
 }
 
@@ -45,7 +54,12 @@ pub fn get(http: &str, path: &str, timeout: Duration) -> Result<Reply> {
 }
 
 pub fn post(http: &str, path: &str, body: &Value, timeout: Duration) -> Result<Reply> {
-    finish(http, agent(timeout).post(&url(http, path)).send_json(body.clone()))
+    finish(
+        http,
+        agent(timeout)
+            .post(&url(http, path))
+            .send_json(body.clone()),
+    )
 }
 
 /// Like [`post`], on a caller's agent (keeps the connection alive).

@@ -33,8 +33,30 @@ pub const MIN_SECRET_BYTES: usize = 16;
 /// Smallest window: one window must hold at least one large batch.
 pub const MIN_WINDOW_BYTES: u64 = 64 * 1024;
 
-const CLUSTER_KEYS: &[&str] = &["name", "secret_file", "tls_dir", "lease", "heartbeat", "commit", "retention_bytes", "retention_age"];
-const NODE_KEYS: &[&str] = &["name", "role", "peer", "http", "peer_advertise", "http_advertise", "data_dir", "link", "apply_delay", "max_rate", "window", "vote"];
+const CLUSTER_KEYS: &[&str] = &[
+    "name",
+    "secret_file",
+    "tls_dir",
+    "lease",
+    "heartbeat",
+    "commit",
+    "retention_bytes",
+    "retention_age",
+];
+const NODE_KEYS: &[&str] = &[
+    "name",
+    "role",
+    "peer",
+    "http",
+    "peer_advertise",
+    "http_advertise",
+    "data_dir",
+    "link",
+    "apply_delay",
+    "max_rate",
+    "window",
+    "vote",
+];
 const SPARE_ONLY_KEYS: &[&str] = &["link", "apply_delay", "max_rate", "window"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,7 +89,11 @@ pub enum CommitRule {
     /// As soon as the primary's log is durable.
     Async,
     /// Once `any` of the spares in `of` flushed it, waiting at most `deadline`.
-    Any { any: usize, of: Vec<String>, deadline: Duration },
+    Any {
+        any: usize,
+        of: Vec<String>,
+        deadline: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +145,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&self, field: &str, what: impl std::fmt::Display) -> Error {
-        Error::Config(format!("{}: {}: field \"{field}\": {what}", self.file.display(), self.table))
+        Error::Config(format!(
+            "{}: {}: field \"{field}\": {what}",
+            self.file.display(),
+            self.table
+        ))
     }
 }
 
@@ -134,7 +164,10 @@ impl ClusterConfig {
     /// Reads and validates the configuration file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!("cannot read configuration file {}: {e} (pass --config FILE or set SPARE_CONFIG)", path.display()))
+            Error::Config(format!(
+                "cannot read configuration file {}: {e} (pass --config FILE or set SPARE_CONFIG)",
+                path.display()
+            ))
         })?;
         Self::parse(path, &text)
     }
@@ -142,21 +175,52 @@ impl ClusterConfig {
     /// Parses and validates configuration text; `path` names it in messages and anchors
     /// relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let root: Table = text.parse().map_err(|e: toml::de::Error| Error::Config(format!("{}: not valid TOML: {}", path.display(), e.to_string().trim())))?;
-        let file_ctx = Ctx { file: path, table: "top level".into() };
+        let root: Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(0);
+            Error::Config(format!(
+                "{}: not valid TOML at line {line}: {}",
+                path.display(),
+                e.message().replace('\n', "; ")
+            ))
+        })?;
+        let file_ctx = Ctx {
+            file: path,
+            table: "top level".into(),
+        };
         for key in root.keys() {
             if key != "cluster" && key != "node" {
-                return Err(file_ctx.err(key, "unknown key (expected [cluster] and [[node]] tables)"));
+                return Err(
+                    file_ctx.err(key, "unknown key (expected [cluster] and [[node]] tables)")
+                );
             }
         }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         let cluster_table = match root.get("cluster") {
             Some(Value::Table(t)) => t.clone(),
             Some(_) => return Err(file_ctx.err("cluster", "must be a table: [cluster]")),
-            None => return Err(file_ctx.err("cluster", "missing: add a [cluster] table with at least `name` and `secret_file`")),
+            None => {
+                return Err(file_ctx.err(
+                    "cluster",
+                    "missing: add a [cluster] table with at least `name` and `secret_file`",
+                ))
+            }
         };
-        let cluster = parse_cluster(&Ctx { file: path, table: "[cluster]".into() }, &cluster_table, &base)?;
+        let cluster = parse_cluster(
+            &Ctx {
+                file: path,
+                table: "[cluster]".into(),
+            },
+            &cluster_table,
+            &base,
+        )?;
         let node_values = match root.get("node") {
             Some(Value::Array(a)) => a.clone(),
             Some(_) => return Err(file_ctx.err("node", "must be an array of tables: [[node]]")),
@@ -164,10 +228,16 @@ impl ClusterConfig {
         };
         let mut nodes = Vec::new();
         for (i, v) in node_values.iter().enumerate() {
-            let Value::Table(t) = v else { return Err(file_ctx.err("node", format!("entry {} must be a table", i + 1))) };
+            let Value::Table(t) = v else {
+                return Err(file_ctx.err("node", format!("entry {} must be a table", i + 1)));
+            };
             nodes.push(parse_node(path, i, t, &base)?);
         }
-        let config = ClusterConfig { path: path.to_path_buf(), cluster, nodes };
+        let config = ClusterConfig {
+            path: path.to_path_buf(),
+            cluster,
+            nodes,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -177,28 +247,69 @@ impl ClusterConfig {
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
         for n in &self.nodes {
-            let ctx = Ctx { file: &self.path, table: format!("node \"{}\"", n.name) };
+            let ctx = Ctx {
+                file: &self.path,
+                table: format!("node \"{}\"", n.name),
+            };
             if !names.insert(n.name.as_str()) {
-                return Err(ctx.err("name", "duplicate node name: each [[node]] needs its own name"));
+                return Err(ctx.err(
+                    "name",
+                    "duplicate node name: each [[node]] needs its own name",
+                ));
             }
             for (field, addr) in [("peer", n.peer), ("http", n.http)] {
                 if !addrs.insert(addr) {
-                    return Err(ctx.err(field, format!("address {addr} is already used by another node or field")));
+                    return Err(ctx.err(
+                        field,
+                        format!("address {addr} is already used by another node or field"),
+                    ));
                 }
             }
         }
-        let primaries: Vec<&str> = self.nodes.iter().filter(|n| n.role == Role::Primary).map(|n| n.name.as_str()).collect();
-        let ctx = Ctx { file: &self.path, table: "nodes".into() };
+        let primaries: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Primary)
+            .map(|n| n.name.as_str())
+            .collect();
+        let ctx = Ctx {
+            file: &self.path,
+            table: "nodes".into(),
+        };
         match primaries.len() {
             1 => {}
-            0 => return Err(ctx.err("role", "no node has role = \"primary\": exactly one is needed")),
-            _ => return Err(ctx.err("role", format!("{} nodes have role = \"primary\" ({}): exactly one is allowed", primaries.len(), primaries.join(", ")))),
+            0 => {
+                return Err(ctx.err(
+                    "role",
+                    "no node has role = \"primary\": exactly one is needed",
+                ))
+            }
+            _ => {
+                return Err(ctx.err(
+                    "role",
+                    format!(
+                        "{} nodes have role = \"primary\" ({}): exactly one is allowed",
+                        primaries.len(),
+                        primaries.join(", ")
+                    ),
+                ))
+            }
         }
         if let CommitRule::Any { of, .. } = &self.cluster.commit {
-            let ctx = Ctx { file: &self.path, table: "[cluster]".into() };
+            let ctx = Ctx {
+                file: &self.path,
+                table: "[cluster]".into(),
+            };
             for name in of {
-                if !self.nodes.iter().any(|n| &n.name == name && n.role == Role::Spare) {
-                    return Err(ctx.err("commit", format!("\"{name}\" in `of` is not a spare of this configuration")));
+                if !self
+                    .nodes
+                    .iter()
+                    .any(|n| &n.name == name && n.role == Role::Spare)
+                {
+                    return Err(ctx.err(
+                        "commit",
+                        format!("\"{name}\" in `of` is not a spare of this configuration"),
+                    ));
                 }
             }
         }
@@ -208,12 +319,19 @@ impl ClusterConfig {
     pub fn node(&self, name: &str) -> Result<&NodeConfig> {
         self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
             let known: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-            Error::Config(format!("{}: no node named \"{name}\" (nodes: {})", self.path.display(), known.join(", ")))
+            Error::Config(format!(
+                "{}: no node named \"{name}\" (nodes: {})",
+                self.path.display(),
+                known.join(", ")
+            ))
         })
     }
 
     pub fn primary(&self) -> &NodeConfig {
-        self.nodes.iter().find(|n| n.role == Role::Primary).expect("validate() checked there is one primary")
+        self.nodes
+            .iter()
+            .find(|n| n.role == Role::Primary)
+            .expect("validate() checked there is one primary")
     }
 
     pub fn spares(&self) -> impl Iterator<Item = &NodeConfig> {
@@ -223,7 +341,10 @@ impl ClusterConfig {
     /// Reads the cluster secret; the message says how to create a missing one.
     pub fn read_secret(&self) -> Result<Vec<u8>> {
         let path = &self.cluster.secret_file;
-        let ctx = Ctx { file: &self.path, table: "[cluster]".into() };
+        let ctx = Ctx {
+            file: &self.path,
+            table: "[cluster]".into(),
+        };
         let bytes = std::fs::read(path).map_err(|e| {
             ctx.err("secret_file", format!(
                 "cannot read {}: {e}; `spare up` creates it on a first local run, or create it with `head -c 32 /dev/urandom | base64 > {}` and copy the same file to every node",
@@ -232,7 +353,14 @@ impl ClusterConfig {
         })?;
         let trimmed = bytes.trim_ascii().to_vec();
         if trimmed.len() < MIN_SECRET_BYTES {
-            return Err(ctx.err("secret_file", format!("{} holds {} bytes; a secret needs at least {MIN_SECRET_BYTES}", path.display(), trimmed.len())));
+            return Err(ctx.err(
+                "secret_file",
+                format!(
+                    "{} holds {} bytes; a secret needs at least {MIN_SECRET_BYTES}",
+                    path.display(),
+                    trimmed.len()
+                ),
+            ));
         }
         Ok(trimmed)
     }
@@ -241,7 +369,10 @@ impl ClusterConfig {
 fn check_keys(ctx: &Ctx, t: &Table, allowed: &[&str]) -> Result<()> {
     for key in t.keys() {
         if !allowed.contains(&key.as_str()) {
-            return Err(ctx.err(key, format!("unknown key (known keys: {})", allowed.join(", "))));
+            return Err(ctx.err(
+                key,
+                format!("unknown key (known keys: {})", allowed.join(", ")),
+            ));
         }
     }
     Ok(())
@@ -256,13 +387,19 @@ fn get_str<'t>(ctx: &Ctx, t: &'t Table, key: &str) -> Result<Option<&'t str>> {
 }
 
 fn require_str<'t>(ctx: &Ctx, t: &'t Table, key: &str, example: &str) -> Result<&'t str> {
-    get_str(ctx, t, key)?.ok_or_else(|| ctx.err(key, format!("missing (for example {key} = \"{example}\")")))
+    get_str(ctx, t, key)?
+        .ok_or_else(|| ctx.err(key, format!("missing (for example {key} = \"{example}\")")))
 }
 
 fn get_duration(ctx: &Ctx, t: &Table, key: &str, default: Duration) -> Result<Duration> {
     match get_str(ctx, t, key)? {
         None => Ok(default),
-        Some(s) => humantime::parse_duration(s).map_err(|e| ctx.err(key, format!("\"{s}\" is not a duration ({e}); write e.g. \"500ms\", \"4s\", \"30m\""))),
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            ctx.err(
+                key,
+                format!("\"{s}\" is not a duration ({e}); write e.g. \"500ms\", \"4s\", \"30m\""),
+            )
+        }),
     }
 }
 
@@ -277,12 +414,18 @@ fn get_size(ctx: &Ctx, t: &Table, key: &str) -> Result<Option<u64>> {
 
 /// Parses "64MiB", "1 GB", "4096".
 pub fn parse_size(s: &str) -> Option<u64> {
-    s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()).filter(|&b| b > 0)
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .ok()
+        .map(|b| b.as_u64())
+        .filter(|&b| b > 0)
 }
 
 /// Checks "host:port" (a name or an address, as advertised to others).
 fn check_host_port(ctx: &Ctx, key: &str, s: &str) -> Result<()> {
-    let ok = s.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    let ok = s
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
     if !ok {
         return Err(ctx.err(key, format!("\"{s}\" is not host:port (for example \"10.0.0.5:7401\" or \"db.example.com:7401\")")));
     }
@@ -298,12 +441,28 @@ fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<ClusterSection> {
     let lease = get_duration(ctx, t, "lease", DEFAULT_LEASE)?;
     let heartbeat = get_duration(ctx, t, "heartbeat", DEFAULT_HEARTBEAT)?;
     if heartbeat.is_zero() || heartbeat >= lease {
-        return Err(ctx.err("heartbeat", format!("{} must be above zero and shorter than lease ({})", humantime::format_duration(heartbeat), humantime::format_duration(lease))));
+        return Err(ctx.err(
+            "heartbeat",
+            format!(
+                "{} must be above zero and shorter than lease ({})",
+                humantime::format_duration(heartbeat),
+                humantime::format_duration(lease)
+            ),
+        ));
     }
     let commit = parse_commit(ctx, t.get("commit"))?;
     let retention_bytes = get_size(ctx, t, "retention_bytes")?.unwrap_or(DEFAULT_RETENTION_BYTES);
     let retention_age = get_duration(ctx, t, "retention_age", DEFAULT_RETENTION_AGE)?;
-    Ok(ClusterSection { name, secret_file, tls_dir, lease, heartbeat, commit, retention_bytes, retention_age })
+    Ok(ClusterSection {
+        name,
+        secret_file,
+        tls_dir,
+        lease,
+        heartbeat,
+        commit,
+        retention_bytes,
+        retention_age,
+    })
 }
 
 fn parse_commit(ctx: &Ctx, v: Option<&Value>) -> Result<CommitRule> {
@@ -313,24 +472,54 @@ fn parse_commit(ctx: &Ctx, v: Option<&Value>) -> Result<CommitRule> {
         Some(Value::Table(t)) => t,
         Some(other) => return Err(ctx.err("commit", format!("{other} is not a commit rule: use \"async\" or {{ any = 1, of = [\"lan-1\"], deadline = \"2s\" }}"))),
     };
-    let sub = Ctx { file: ctx.file, table: "[cluster] commit".into() };
+    let sub = Ctx {
+        file: ctx.file,
+        table: "[cluster] commit".into(),
+    };
     check_keys(&sub, t, &["any", "of", "deadline"])?;
     let of: Vec<String> = match t.get("of") {
-        Some(Value::Array(a)) => a.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| sub.err("of", "must list spare names as strings"))).collect::<Result<_>>()?,
-        _ => return Err(sub.err("of", "missing: list the spares of the rule, e.g. of = [\"lan-1\"]")),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| sub.err("of", "must list spare names as strings"))
+            })
+            .collect::<Result<_>>()?,
+        _ => {
+            return Err(sub.err(
+                "of",
+                "missing: list the spares of the rule, e.g. of = [\"lan-1\"]",
+            ))
+        }
     };
     let any = match t.get("any") {
         Some(Value::Integer(n)) if *n >= 1 && (*n as usize) <= of.len() => *n as usize,
-        _ => return Err(sub.err("any", format!("must be a number from 1 to {} (the spares listed in `of`)", of.len()))),
+        _ => {
+            return Err(sub.err(
+                "any",
+                format!(
+                    "must be a number from 1 to {} (the spares listed in `of`)",
+                    of.len()
+                ),
+            ))
+        }
     };
     let deadline = get_duration(&sub, t, "deadline", Duration::from_secs(2))?;
     Ok(CommitRule::Any { any, of, deadline })
 }
 
 fn check_name(ctx: &Ctx, key: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
-        return Err(ctx.err(key, format!("\"{name}\" is not a valid name: use 1 to 64 letters, digits, '-' or '_'")));
+        return Err(ctx.err(
+            key,
+            format!("\"{name}\" is not a valid name: use 1 to 64 letters, digits, '-' or '_'"),
+        ));
     }
     Ok(())
 }
@@ -348,41 +537,86 @@ fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> Result<NodeC
         "primary" => Role::Primary,
         "spare" => Role::Spare,
         "monitor" => Role::Monitor,
-        other => return Err(ctx.err("role", format!("\"{other}\" is not a role: use \"primary\", \"spare\" or \"monitor\""))),
+        other => {
+            return Err(ctx.err(
+                "role",
+                format!("\"{other}\" is not a role: use \"primary\", \"spare\" or \"monitor\""),
+            ))
+        }
     };
     if role != Role::Spare {
         if let Some(key) = SPARE_ONLY_KEYS.iter().find(|k| t.contains_key(**k)) {
-            return Err(ctx.err(key, format!("only applies to spares, and this node is a {}", role.as_str())));
+            return Err(ctx.err(
+                key,
+                format!(
+                    "only applies to spares, and this node is a {}",
+                    role.as_str()
+                ),
+            ));
         }
     }
     let peer = parse_bind(&ctx, t, "peer", "127.0.0.1:7401")?;
     let http = parse_bind(&ctx, t, "http", "127.0.0.1:7301")?;
     let peer_advertise = advertise(&ctx, t, "peer_advertise", peer)?;
     let http_advertise = advertise(&ctx, t, "http_advertise", http)?;
-    let data_dir = base.join(get_str(&ctx, t, "data_dir")?.map(str::to_string).unwrap_or_else(|| format!("data/{name}")));
+    let data_dir = base.join(
+        get_str(&ctx, t, "data_dir")?
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("data/{name}")),
+    );
     let link = match get_str(&ctx, t, "link")? {
         None | Some("lan") => Link::Lan,
         Some("wan") => Link::Wan,
-        Some(other) => return Err(ctx.err("link", format!("\"{other}\" is not a link: use \"lan\" or \"wan\""))),
+        Some(other) => {
+            return Err(ctx.err(
+                "link",
+                format!("\"{other}\" is not a link: use \"lan\" or \"wan\""),
+            ))
+        }
     };
     let apply_delay = get_duration(&ctx, t, "apply_delay", Duration::ZERO)?;
     let max_rate = get_size(&ctx, t, "max_rate")?;
-    let default_window = if link == Link::Wan { DEFAULT_WAN_WINDOW_BYTES } else { DEFAULT_LAN_WINDOW_BYTES };
+    let default_window = if link == Link::Wan {
+        DEFAULT_WAN_WINDOW_BYTES
+    } else {
+        DEFAULT_LAN_WINDOW_BYTES
+    };
     let window = get_size(&ctx, t, "window")?.unwrap_or(default_window);
     if window < MIN_WINDOW_BYTES {
-        return Err(ctx.err("window", format!("{window} bytes is below the minimum of {MIN_WINDOW_BYTES}")));
+        return Err(ctx.err(
+            "window",
+            format!("{window} bytes is below the minimum of {MIN_WINDOW_BYTES}"),
+        ));
     }
     let vote = match t.get("vote") {
         None => true,
         Some(Value::Boolean(b)) => *b,
         Some(other) => return Err(ctx.err("vote", format!("must be true or false, found {other}"))),
     };
-    Ok(NodeConfig { name, role, peer, http, peer_advertise, http_advertise, data_dir, link, apply_delay, max_rate, window, vote })
+    Ok(NodeConfig {
+        name,
+        role,
+        peer,
+        http,
+        peer_advertise,
+        http_advertise,
+        data_dir,
+        link,
+        apply_delay,
+        max_rate,
+        window,
+        vote,
+    })
 }
 
 fn parse_bind(ctx: &Ctx, t: &Table, key: &str, example: &str) -> Result<SocketAddr> {
     let s = require_str(ctx, t, key, example)?;
-    s.parse().map_err(|_| ctx.err(key, format!("\"{s}\" is not an address to bind: write ip:port, for example \"{example}\"")))
+    s.parse().map_err(|_| {
+        ctx.err(
+            key,
+            format!("\"{s}\" is not an address to bind: write ip:port, for example \"{example}\""),
+        )
+    })
 }
 
 fn advertise(ctx: &Ctx, t: &Table, key: &str, bind: SocketAddr) -> Result<String> {

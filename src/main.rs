@@ -82,7 +82,13 @@ fn main() {
     let result = match args.command {
         Command::Up => cli::serve::up(&config),
         Command::Run { node } => cli::serve::run(&config, &node),
-        Command::Sql { node, json, min_lsn, sql, params } => cli::sql::run(&config, node.as_deref(), json, min_lsn, &sql, &params),
+        Command::Sql {
+            node,
+            json,
+            min_lsn,
+            sql,
+            params,
+        } => cli::sql::run(&config, node.as_deref(), json, min_lsn, &sql, &params),
         Command::Status { json, watch } => cli::status::run(&config, json, watch),
         Command::Bench(b) => cli::bench::run(&config, &b),
     };

@@ -32,14 +32,19 @@ impl NodeState {
     pub fn load(data_dir: &Path) -> Result<Option<Self>> {
         let p = path(data_dir);
         match std::fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::InvalidData(format!("{} is unreadable: {e}", p.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::InvalidData(format!("{} is unreadable: {e}", p.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(format!("read {}", p.display()))(e)),
         }
     }
 
     pub fn save(&self, data_dir: &Path) -> Result<()> {
-        assert!(self.promised_epoch >= self.epoch, "a node never promises less than the epoch it follows");
+        assert!(
+            self.promised_epoch >= self.epoch,
+            "a node never promises less than the epoch it follows"
+        );
         let p = path(data_dir);
         let tmp = data_dir.join(format!("{STATE_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(self).expect("state serialises");

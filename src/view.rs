@@ -7,11 +7,23 @@ use serde_json::{json, Value};
 use crate::config::{ClusterConfig, Role};
 
 /// `statuses[i]` is node i's status document, or the error met fetching it.
-pub fn cluster_document(config: &ClusterConfig, statuses: &[(String, Result<Value, String>)]) -> Value {
-    let primary_doc = statuses.iter().find_map(|(_, s)| s.as_ref().ok().filter(|d| d["role"] == "primary"));
-    let nodes: Vec<Value> = config.nodes.iter().map(|n| node_entry(n.name.as_str(), n.role, statuses, primary_doc)).collect();
+pub fn cluster_document(
+    config: &ClusterConfig,
+    statuses: &[(String, Result<Value, String>)],
+) -> Value {
+    let primary_doc = statuses
+        .iter()
+        .find_map(|(_, s)| s.as_ref().ok().filter(|d| d["role"] == "primary"));
+    let nodes: Vec<Value> = config
+        .nodes
+        .iter()
+        .map(|n| node_entry(n.name.as_str(), n.role, statuses, primary_doc))
+        .collect();
     let reachable = statuses.iter().filter(|(_, s)| s.is_ok()).count();
-    let epoch = statuses.iter().filter_map(|(_, s)| s.as_ref().ok()?.get("epoch")?.as_u64()).max();
+    let epoch = statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok()?.get("epoch")?.as_u64())
+        .max();
     json!({
         "cluster": config.cluster.name,
         "epoch": epoch,
@@ -21,11 +33,18 @@ pub fn cluster_document(config: &ClusterConfig, statuses: &[(String, Result<Valu
     })
 }
 
-fn node_entry(name: &str, role: Role, statuses: &[(String, Result<Value, String>)], primary: Option<&Value>) -> Value {
+fn node_entry(
+    name: &str,
+    role: Role,
+    statuses: &[(String, Result<Value, String>)],
+    primary: Option<&Value>,
+) -> Value {
     let status = statuses.iter().find(|(n, _)| n == name).map(|(_, s)| s);
     let doc = match status {
         Some(Ok(doc)) => doc,
-        Some(Err(e)) => return json!({ "name": name, "role": role.as_str(), "state": "unreachable", "error": e }),
+        Some(Err(e)) => {
+            return json!({ "name": name, "role": role.as_str(), "state": "unreachable", "error": e })
+        }
         None => return json!({ "name": name, "role": role.as_str(), "state": "unknown" }),
     };
     let mut entry = json!({
@@ -45,9 +64,15 @@ fn node_entry(name: &str, role: Role, statuses: &[(String, Result<Value, String>
 
 /// The primary's view of a spare's lag when the primary answered; else the spare's own.
 fn spare_lag(name: &str, spare_doc: &Value, primary: Option<&Value>) -> Value {
-    let from_primary = primary.and_then(|p| p["spares"].as_array()?.iter().find(|s| s["name"] == name)).and_then(|s| s.get("lag"));
+    let from_primary = primary
+        .and_then(|p| p["spares"].as_array()?.iter().find(|s| s["name"] == name))
+        .and_then(|s| s.get("lag"));
     match from_primary {
-        Some(lag) => json!({ "records": lag["records"], "bytes": null, "seconds": lag["seconds"], "last_ack_age_s": lag["last_ack_age_s"] }),
-        None => json!({ "records": spare_doc["lag"]["records"], "bytes": null, "seconds": null, "last_ack_age_s": spare_doc["lag"]["last_heard_s"] }),
+        Some(lag) => {
+            json!({ "records": lag["records"], "bytes": null, "seconds": lag["seconds"], "last_ack_age_s": lag["last_ack_age_s"] })
+        }
+        None => {
+            json!({ "records": spare_doc["lag"]["records"], "bytes": null, "seconds": null, "last_ack_age_s": spare_doc["lag"]["last_heard_s"] })
+        }
     }
 }

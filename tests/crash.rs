@@ -42,21 +42,29 @@ fn load(http: &str, stop: &AtomicBool, acked: &Mutex<Vec<i64>>, count: &AtomicUs
 }
 
 fn ids(c: &Cluster, node: &str, min_lsn: u64) -> Vec<i64> {
-    c.rows(node, "SELECT id FROM ledger ORDER BY id", min_lsn).iter().map(|r| r[0].as_i64().unwrap()).collect()
+    c.rows(node, "SELECT id FROM ledger ORDER BY id", min_lsn)
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .collect()
 }
 
 #[test]
 fn kill_9_of_the_primary_under_concurrent_load_loses_no_acknowledged_write() {
     let mut c = Cluster::new(2, false);
     c.start_all();
-    c.exec("CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL)", json!([]));
+    c.exec(
+        "CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL)",
+        json!([]),
+    );
     let stop = AtomicBool::new(false);
     let acked = Mutex::new(Vec::new());
     let count = AtomicUsize::new(0);
     let http = c.http("main");
     std::thread::scope(|s| {
         s.spawn(|| load(&http, &stop, &acked, &count));
-        wait_until("300 acknowledged writes", || count.load(Ordering::Relaxed) >= 300);
+        wait_until("300 acknowledged writes", || {
+            count.load(Ordering::Relaxed) >= 300
+        });
         c.kill("main");
         stop.store(true, Ordering::Relaxed);
     });
@@ -64,12 +72,24 @@ fn kill_9_of_the_primary_under_concurrent_load_loses_no_acknowledged_write() {
     c.start("main");
     let last = c.status("main")["last_lsn"].as_u64().unwrap();
     let on_primary = ids(&c, "main", last);
-    let missing: Vec<&i64> = acked.iter().filter(|id| on_primary.binary_search(id).is_err()).collect();
-    assert!(missing.is_empty(), "{} acknowledged writes lost after kill -9, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    let missing: Vec<&i64> = acked
+        .iter()
+        .filter(|id| on_primary.binary_search(id).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost after kill -9, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     // The spares follow the restarted primary and end identical: no gap, no duplicate.
     let primary = dump(&c, "main", last);
     for spare in ["lan-1", "lan-2"] {
-        assert_eq!(dump(&c, spare, last), primary, "{spare} differs after the primary restarted");
+        assert_eq!(
+            dump(&c, spare, last),
+            primary,
+            "{spare} differs after the primary restarted"
+        );
     }
 }
 
@@ -77,17 +97,24 @@ fn kill_9_of_the_primary_under_concurrent_load_loses_no_acknowledged_write() {
 fn spare_killed_mid_stream_catches_up_after_restart() {
     let mut c = Cluster::new(1, false);
     c.start_all();
-    c.exec("CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL)", json!([]));
+    c.exec(
+        "CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL)",
+        json!([]),
+    );
     let stop = AtomicBool::new(false);
     let acked = Mutex::new(Vec::new());
     let count = AtomicUsize::new(0);
     let http = c.http("main");
     std::thread::scope(|s| {
         s.spawn(|| load(&http, &stop, &acked, &count));
-        wait_until("200 acknowledged writes", || count.load(Ordering::Relaxed) >= 200);
+        wait_until("200 acknowledged writes", || {
+            count.load(Ordering::Relaxed) >= 200
+        });
         c.kill("lan-1");
         let at_kill = count.load(Ordering::Relaxed);
-        wait_until("400 more writes while the spare is down", || count.load(Ordering::Relaxed) >= at_kill + 400);
+        wait_until("400 more writes while the spare is down", || {
+            count.load(Ordering::Relaxed) >= at_kill + 400
+        });
         stop.store(true, Ordering::Relaxed);
     });
     c.start("lan-1");
@@ -95,5 +122,8 @@ fn spare_killed_mid_stream_catches_up_after_restart() {
     c.wait_applied("lan-1", last);
     assert_eq!(dump(&c, "lan-1", last), dump(&c, "main", last));
     assert_eq!(ids(&c, "lan-1", last).len(), acked.lock().unwrap().len());
-    assert!(c.log("lan-1").contains("primary connected"), "the restarted spare was re-fed");
+    assert!(
+        c.log("lan-1").contains("primary connected"),
+        "the restarted spare was re-fed"
+    );
 }

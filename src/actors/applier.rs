@@ -36,34 +36,48 @@ pub struct ApplyState {
 }
 
 /// Starts the thread; it ends when `wake`'s sender is dropped.
-pub fn spawn(name: &str, mut applier: Applier, log_dir: PathBuf, state: Arc<ApplyState>, wake: mpsc::Receiver<()>, applied_tx: watch::Sender<u64>) -> std::io::Result<()> {
+pub fn spawn(
+    name: &str,
+    mut applier: Applier,
+    log_dir: PathBuf,
+    state: Arc<ApplyState>,
+    wake: mpsc::Receiver<()>,
+    applied_tx: watch::Sender<u64>,
+) -> std::io::Result<()> {
     let (lsn, time) = applier.applied();
     state.applied.store(lsn, Ordering::Release);
     state.applied_time_ms.store(time, Ordering::Release);
     let node = name.to_string();
-    std::thread::Builder::new().name(format!("{name}-applier")).spawn(move || {
-        let mut reader = LogReader::new(&log_dir);
-        loop {
-            let applied = applier.applied().0;
-            let target = state.flushed.load(Ordering::Acquire).min(applied + MAX_APPLY_BATCH_RECORDS);
-            if target > applied {
-                let batch = reader.read(applied + 1, target, MAX_APPLY_BATCH_BYTES).and_then(|recs| applier.apply(&recs));
-                if let Err(e) = batch {
-                    report_failure(&node, &state, &e);
-                    return;
+    std::thread::Builder::new()
+        .name(format!("{name}-applier"))
+        .spawn(move || {
+            let mut reader = LogReader::new(&log_dir);
+            loop {
+                let applied = applier.applied().0;
+                let target = state
+                    .flushed
+                    .load(Ordering::Acquire)
+                    .min(applied + MAX_APPLY_BATCH_RECORDS);
+                if target > applied {
+                    let batch = reader
+                        .read(applied + 1, target, MAX_APPLY_BATCH_BYTES)
+                        .and_then(|recs| applier.apply(&recs));
+                    if let Err(e) = batch {
+                        report_failure(&node, &state, &e);
+                        return;
+                    }
+                    let (lsn, time) = applier.applied();
+                    state.applied_time_ms.store(time, Ordering::Release);
+                    state.applied.store(lsn, Ordering::Release);
+                    applied_tx.send_replace(lsn);
+                    continue;
                 }
-                let (lsn, time) = applier.applied();
-                state.applied_time_ms.store(time, Ordering::Release);
-                state.applied.store(lsn, Ordering::Release);
-                applied_tx.send_replace(lsn);
-                continue;
+                match wake.recv_timeout(IDLE_POLL) {
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
             }
-            match wake.recv_timeout(IDLE_POLL) {
-                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        }
-    })?;
+        })?;
     Ok(())
 }
 

@@ -51,12 +51,26 @@ pub struct Committer {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Committer {
-    pub fn new(executor: Executor, log: LogWriter, epoch: u64, committed: Arc<watch::Sender<Position>>) -> Self {
-        Committer { executor, log, epoch, committed, carried: None }
+    pub fn new(
+        executor: Executor,
+        log: LogWriter,
+        epoch: u64,
+        committed: Arc<watch::Sender<Position>>,
+    ) -> Self {
+        Committer {
+            executor,
+            log,
+            epoch,
+            committed,
+            carried: None,
+        }
     }
 
     /// Runs until every sender is dropped or the log fails.
@@ -77,7 +91,11 @@ impl Committer {
         }
     }
 
-    fn form_group(&mut self, first: WriteJob, jobs: &mut mpsc::Receiver<WriteJob>) -> Vec<WriteJob> {
+    fn form_group(
+        &mut self,
+        first: WriteJob,
+        jobs: &mut mpsc::Receiver<WriteJob>,
+    ) -> Vec<WriteJob> {
         let mut group = vec![first];
         if group[0].request.is_ddl() {
             return group;
@@ -116,14 +134,18 @@ impl Committer {
                 Ok(lsn) => lsn,
                 Err(refused) => {
                     for job in group {
-                        let _ = job.reply.send(Err(Error::InvalidInput(refused.to_string())));
+                        let _ = job
+                            .reply
+                            .send(Err(Error::InvalidInput(refused.to_string())));
                     }
                     return Ok(());
                 }
             },
         };
         for (job, result) in group.into_iter().zip(outcome.results) {
-            let _ = job.reply.send(result.map(|results| WriteOutcome { results, lsn }));
+            let _ = job
+                .reply
+                .send(result.map(|results| WriteOutcome { results, lsn }));
         }
         Ok(())
     }
@@ -132,7 +154,10 @@ impl Committer {
     /// start by replaying the log. The outer error is fatal to the write path; the inner one
     /// refuses this group only (a record too large to log).
     fn log_and_commit(&mut self, payload: &crate::store::TxnPayload) -> Result<Result<u64>> {
-        let record = match self.log.append(self.epoch, now_ms(), RecordKind::Txn, payload.encode()) {
+        let record = match self
+            .log
+            .append(self.epoch, now_ms(), RecordKind::Txn, payload.encode())
+        {
             Ok(r) => r,
             Err(e @ Error::InvalidInput(_)) => {
                 self.executor.rollback();
@@ -141,7 +166,8 @@ impl Committer {
             Err(e) => return Err(e),
         };
         let durable = self.log.sync()?;
-        self.executor.commit(Some((record.lsn, record.time_ms)), Some(payload))?;
+        self.executor
+            .commit(Some((record.lsn, record.time_ms)), Some(payload))?;
         self.committed.send_replace(durable);
         Ok(Ok(record.lsn))
     }
@@ -149,7 +175,9 @@ impl Committer {
     fn refuse_all(jobs: &mut mpsc::Receiver<WriteJob>, cause: &Error) {
         jobs.close();
         while let Ok(job) = jobs.try_recv() {
-            let _ = job.reply.send(Err(Error::Unavailable(format!("the write path stopped: {cause}"))));
+            let _ = job.reply.send(Err(Error::Unavailable(format!(
+                "the write path stopped: {cause}"
+            ))));
         }
     }
 }

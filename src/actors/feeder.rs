@@ -23,7 +23,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::actors::node::DataShared;
 use crate::actors::primary::{LinkState, PrimaryActor, SpareProgress};
-use crate::actors::{CONNECT_TIMEOUT, LINK_FRAME_QUEUE, PEER_SILENCE_TIMEOUT, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
+use crate::actors::{
+    CONNECT_TIMEOUT, LINK_FRAME_QUEUE, PEER_SILENCE_TIMEOUT, RECONNECT_BACKOFF_MAX,
+    RECONNECT_BACKOFF_MIN,
+};
 use crate::config::NodeConfig;
 use crate::core::feeder::Window;
 use crate::core::position::{self, Resume};
@@ -46,8 +49,19 @@ pub struct Feeder {
 }
 
 impl Feeder {
-    pub fn new(spare: NodeConfig, shared: Arc<DataShared>, committed: watch::Receiver<Position>, primary: Addr<PrimaryActor>) -> Self {
-        Feeder { spare, shared, committed, primary, backoff: RECONNECT_BACKOFF_MIN }
+    pub fn new(
+        spare: NodeConfig,
+        shared: Arc<DataShared>,
+        committed: watch::Receiver<Position>,
+        primary: Addr<PrimaryActor>,
+    ) -> Self {
+        Feeder {
+            spare,
+            shared,
+            committed,
+            primary,
+            backoff: RECONNECT_BACKOFF_MIN,
+        }
     }
 
     fn dial(&mut self, ctx: &mut Context<Self>) {
@@ -60,7 +74,11 @@ impl Feeder {
             times: VecDeque::new(),
             progress: None,
         };
-        ctx.spawn(link.run().into_actor(self).map(|outcome, act, ctx| act.on_link_end(outcome, ctx)));
+        ctx.spawn(
+            link.run()
+                .into_actor(self)
+                .map(|outcome, act, ctx| act.on_link_end(outcome, ctx)),
+        );
     }
 
     fn on_link_end(&mut self, outcome: LinkOutcome, ctx: &mut Context<Self>) {
@@ -81,12 +99,23 @@ impl Feeder {
             Ok(()) => return,
         };
         let mut last = outcome.progress.unwrap_or_else(|| SpareProgress {
-            spare: spare.clone(), state, received: 0, flushed: 0, applied: 0, oldest_unapplied_time_ms: None, last_ack: None, in_flight_bytes: 0,
+            spare: spare.clone(),
+            state,
+            received: 0,
+            flushed: 0,
+            applied: 0,
+            oldest_unapplied_time_ms: None,
+            last_ack: None,
+            in_flight_bytes: 0,
         });
         last.state = state;
         last.in_flight_bytes = 0;
         let _ = self.primary.try_send(last);
-        self.backoff = if outcome.connected { RECONNECT_BACKOFF_MIN } else { (self.backoff * 2).min(RECONNECT_BACKOFF_MAX) };
+        self.backoff = if outcome.connected {
+            RECONNECT_BACKOFF_MIN
+        } else {
+            (self.backoff * 2).min(RECONNECT_BACKOFF_MAX)
+        };
         ctx.run_later(self.backoff, |act, ctx| act.dial(ctx));
     }
 }
@@ -145,7 +174,11 @@ impl Link {
     async fn run(mut self) -> LinkOutcome {
         let mut connected = false;
         let result = self.run_inner(&mut connected).await;
-        LinkOutcome { connected, result, progress: self.progress }
+        LinkOutcome {
+            connected,
+            result,
+            progress: self.progress,
+        }
     }
 
     fn epoch(&self) -> u64 {
@@ -157,21 +190,38 @@ impl Link {
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
             .await
             .map_err(|_| Error::Unavailable(format!("connecting to {addr} timed out")))?
-            .map_err(Error::io(format!("connect to spare {} at {addr}", self.spare.name)))?;
-        stream.set_nodelay(true).map_err(Error::io("set TCP_NODELAY"))?;
-        let (spare_pos, spare_applied) = handshake::as_primary(&mut stream, &self.shared.identity, &self.spare.name, self.epoch()).await?;
+            .map_err(Error::io(format!(
+                "connect to spare {} at {addr}",
+                self.spare.name
+            )))?;
+        stream
+            .set_nodelay(true)
+            .map_err(Error::io("set TCP_NODELAY"))?;
+        let (spare_pos, spare_applied) = handshake::as_primary(
+            &mut stream,
+            &self.shared.identity,
+            &self.spare.name,
+            self.epoch(),
+        )
+        .await?;
         *connected = true;
         let start = self.resume_point(spare_pos).await;
         let start = match start {
             Ok(lsn) => lsn,
             Err(e) => {
-                let refuse = self.shared.identity.envelope(self.epoch(), Message::Refuse { reason: e.to_string() });
+                let refuse = self.shared.identity.envelope(
+                    self.epoch(),
+                    Message::Refuse {
+                        reason: e.to_string(),
+                    },
+                );
                 let _ = write_frame(&mut stream, &refuse).await;
                 return Err(e);
             }
         };
         tracing::info!(spare = %self.spare.name, from_lsn = start, "streaming to spare");
-        self.stream(stream, start, spare_pos.lsn, spare_applied).await
+        self.stream(stream, start, spare_pos.lsn, spare_applied)
+            .await
     }
 
     async fn resume_point(&mut self, spare: Position) -> Result<u64> {
@@ -201,14 +251,27 @@ impl Link {
         result
     }
 
-    async fn stream(&mut self, stream: TcpStream, start: u64, spare_lsn: u64, spare_applied: u64) -> Result<()> {
+    async fn stream(
+        &mut self,
+        stream: TcpStream,
+        start: u64,
+        spare_lsn: u64,
+        spare_applied: u64,
+    ) -> Result<()> {
         let (rd, mut wr) = stream.into_split();
         let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
         let _reader = AbortOnDrop(tokio::spawn(read_frames(rd, tx)));
         let mut window = Window::new(self.spare.window, start);
         let mut keepalive = tokio::time::interval(self.shared.config.cluster.heartbeat);
         let mut last_heard = Instant::now();
-        self.report(LinkState::Streaming, spare_lsn, spare_lsn, spare_applied, Some(last_heard), &window);
+        self.report(
+            LinkState::Streaming,
+            spare_lsn,
+            spare_lsn,
+            spare_applied,
+            Some(last_heard),
+            &window,
+        );
         loop {
             self.fill_window(&mut wr, &mut window).await?;
             tokio::select! {
@@ -247,7 +310,10 @@ impl Link {
             }
             let (first, last) = (records[0].lsn, records[records.len() - 1].lsn);
             let size = bytes.len() as u64;
-            let msg = Message::Records { count: records.len() as u32, bytes };
+            let msg = Message::Records {
+                count: records.len() as u32,
+                bytes,
+            };
             write_frame(wr, &self.shared.identity.envelope(self.epoch(), msg)).await?;
             window.on_sent(first, last, size);
         }
@@ -255,23 +321,48 @@ impl Link {
 
     fn on_frame(&mut self, env: Envelope, window: &mut Window, now: Instant) -> Result<()> {
         match env.message {
-            Message::Ack { received, flushed, applied, .. } => {
+            Message::Ack {
+                received,
+                flushed,
+                applied,
+                ..
+            } => {
                 if !window.on_flushed(flushed) || applied > flushed || flushed > received {
                     return Err(Error::InvalidData(format!("spare acknowledged impossible positions (received {received}, flushed {flushed}, applied {applied})")));
                 }
                 while self.times.front().is_some_and(|&(lsn, _)| lsn <= applied) {
                     self.times.pop_front();
                 }
-                self.report(LinkState::Streaming, received, flushed, applied, Some(now), window);
+                self.report(
+                    LinkState::Streaming,
+                    received,
+                    flushed,
+                    applied,
+                    Some(now),
+                    window,
+                );
                 Ok(())
             }
             Message::KeepAlive { .. } => Ok(()),
-            Message::Refuse { reason } => Err(Error::Unavailable(format!("spare refused: {reason}"))),
-            other => Err(Error::InvalidData(format!("unexpected {} from spare while streaming", other.name()))),
+            Message::Refuse { reason } => {
+                Err(Error::Unavailable(format!("spare refused: {reason}")))
+            }
+            other => Err(Error::InvalidData(format!(
+                "unexpected {} from spare while streaming",
+                other.name()
+            ))),
         }
     }
 
-    fn report(&mut self, state: LinkState, received: u64, flushed: u64, applied: u64, last_ack: Option<Instant>, window: &Window) {
+    fn report(
+        &mut self,
+        state: LinkState,
+        received: u64,
+        flushed: u64,
+        applied: u64,
+        last_ack: Option<Instant>,
+        window: &Window,
+    ) {
         let p = SpareProgress {
             spare: self.spare.name.clone(),
             state,

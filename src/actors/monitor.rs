@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use actix::{MessageResult, Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, MessageResult, WrapFuture,
+};
 use serde_json::{json, Value};
 
 use crate::actors::primary::GetStatus;
@@ -30,7 +32,12 @@ pub struct MonitorActor {
 
 impl MonitorActor {
     pub fn new(config: Arc<ClusterConfig>, node: NodeConfig) -> Self {
-        MonitorActor { config, node, latest: Vec::new(), polling: false }
+        MonitorActor {
+            config,
+            node,
+            latest: Vec::new(),
+            polling: false,
+        }
     }
 
     fn own_status(&self) -> Value {
@@ -42,10 +49,26 @@ impl MonitorActor {
             return;
         }
         self.polling = true;
-        let targets: Vec<(String, String)> = self.config.nodes.iter().filter(|n| n.role != Role::Monitor).map(|n| (n.name.clone(), n.http_advertise.clone())).collect();
+        let targets: Vec<(String, String)> = self
+            .config
+            .nodes
+            .iter()
+            .filter(|n| n.role != Role::Monitor)
+            .map(|n| (n.name.clone(), n.http_advertise.clone()))
+            .collect();
         let timeout = self.config.cluster.heartbeat * 2;
         let work = tokio::task::spawn_blocking(move || {
-            targets.into_iter().map(|(name, http)| (name, client::get(&http, "/v1/status", timeout).map(|r| r.body).map_err(|e| e.to_string()))).collect::<Statuses>()
+            targets
+                .into_iter()
+                .map(|(name, http)| {
+                    (
+                        name,
+                        client::get(&http, "/v1/status", timeout)
+                            .map(|r| r.body)
+                            .map_err(|e| e.to_string()),
+                    )
+                })
+                .collect::<Statuses>()
         });
         ctx.spawn(work.into_actor(self).map(|res, act, _| {
             act.polling = false;

@@ -49,9 +49,18 @@ impl DataShared {
 /// The running node, as the HTTP API reaches it.
 #[derive(Clone)]
 pub enum NodeAddr {
-    Primary { actor: Addr<PrimaryActor>, writes: mpsc::Sender<WriteJob>, shared: Arc<DataShared> },
-    Spare { actor: Addr<SpareActor>, shared: Arc<DataShared> },
-    Monitor { actor: Addr<MonitorActor> },
+    Primary {
+        actor: Addr<PrimaryActor>,
+        writes: mpsc::Sender<WriteJob>,
+        shared: Arc<DataShared>,
+    },
+    Spare {
+        actor: Addr<SpareActor>,
+        shared: Arc<DataShared>,
+    },
+    Monitor {
+        actor: Addr<MonitorActor>,
+    },
 }
 
 /// A node started in this process.
@@ -65,40 +74,69 @@ pub struct RunningNode {
 /// Where clients reach `node`'s HTTP API.
 pub fn primary_ref(config: &ClusterConfig) -> PrimaryRef {
     let p = config.primary();
-    PrimaryRef { name: p.name.clone(), http: p.http_advertise.clone() }
+    PrimaryRef {
+        name: p.name.clone(),
+        http: p.http_advertise.clone(),
+    }
 }
 
 /// Opens, recovers and starts node `name`; must run inside an actix system.
 pub async fn start(config: Arc<ClusterConfig>, name: &str) -> Result<RunningNode> {
     let node = config.node(name)?.clone();
     let addr = match node.role {
-        Role::Monitor => NodeAddr::Monitor { actor: MonitorActor::new(config.clone(), node.clone()).start() },
+        Role::Monitor => NodeAddr::Monitor {
+            actor: MonitorActor::new(config.clone(), node.clone()).start(),
+        },
         Role::Primary | Role::Spare => start_data_node(config.clone(), node.clone())?,
     };
     let http = crate::http::serve(config.clone(), node.clone(), addr.clone())?;
     tracing::info!(node = %node.name, role = node.role.as_str(), http = %node.http, peer = %node.peer, "node started");
-    Ok(RunningNode { name: node.name, role: node.role, addr, http })
+    Ok(RunningNode {
+        name: node.name,
+        role: node.role,
+        addr,
+        http,
+    })
 }
 
 fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
     std::fs::create_dir_all(&node.data_dir).map_err(|e| {
-        Error::Config(format!("{}: node \"{}\": field \"data_dir\": cannot create {}: {e}", config.path.display(), node.name, node.data_dir.display()))
+        Error::Config(format!(
+            "{}: node \"{}\": field \"data_dir\": cannot create {}: {e}",
+            config.path.display(),
+            node.name,
+            node.data_dir.display()
+        ))
     })?;
     let probe = node.data_dir.join(".write-test");
-    std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)).map_err(|e| {
-        Error::Config(format!("{}: node \"{}\": field \"data_dir\": {} is not writable: {e}", config.path.display(), node.name, node.data_dir.display()))
-    })
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            Error::Config(format!(
+                "{}: node \"{}\": field \"data_dir\": {} is not writable: {e}",
+                config.path.display(),
+                node.name,
+                node.data_dir.display()
+            ))
+        })
 }
 
 /// Opens the log and the database and replays the log past SQLite's applied LSN.
 pub fn recover(data_dir: &Path) -> Result<(LogWriter, Applier)> {
-    let mut applier = Applier::new(store::open(&data_dir.join(store::DB_FILE), ConnKind::Applier)?)?;
+    let mut applier = Applier::new(store::open(
+        &data_dir.join(store::DB_FILE),
+        ConnKind::Applier,
+    )?)?;
     let opened = log::open(&data_dir.join("log"), applier.applied().0)?;
     if let Some(torn) = &opened.torn {
         tracing::warn!(%torn, "cut a torn record at the end of the log (a write cut short by a crash; it was never acknowledged)");
     }
     if !opened.replay.is_empty() {
-        tracing::info!(records = opened.replay.len(), from = opened.replay[0].lsn, "replaying the log into the database");
+        tracing::info!(
+            records = opened.replay.len(),
+            from = opened.replay[0].lsn,
+            "replaying the log into the database"
+        );
     }
     for chunk in opened.replay.chunks(REPLAY_BATCH_RECORDS) {
         applier.apply(chunk)?;
@@ -110,7 +148,12 @@ fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<NodeState> {
     if let Some(state) = NodeState::load(&node.data_dir)? {
         return Ok(state);
     }
-    let state = NodeState { epoch: 1, promised_epoch: 1, primary: config.primary().name.clone(), role: node.role };
+    let state = NodeState {
+        epoch: 1,
+        promised_epoch: 1,
+        primary: config.primary().name.clone(),
+        role: node.role,
+    };
     state.save(&node.data_dir)?;
     Ok(state)
 }
@@ -120,7 +163,11 @@ fn start_data_node(config: Arc<ClusterConfig>, node: NodeConfig) -> Result<NodeA
     let secret = Arc::new(config.read_secret()?);
     let state = load_state(&config, &node)?;
     let (mut log, applier) = recover(&node.data_dir)?;
-    let identity = Identity { cluster: config.cluster.name.clone(), name: node.name.clone(), secret };
+    let identity = Identity {
+        cluster: config.cluster.name.clone(),
+        name: node.name.clone(),
+        secret,
+    };
     let (applied_tx, applied_rx) = watch::channel(applier.applied().0);
     let shared = Arc::new(DataShared {
         config: config.clone(),
@@ -135,19 +182,34 @@ fn start_data_node(config: Arc<ClusterConfig>, node: NodeConfig) -> Result<NodeA
         return Ok(NodeAddr::Spare { actor, shared });
     }
     if log.tail().lsn == 0 {
-        log.append(state.epoch, crate::actors::committer::now_ms(), RecordKind::Epoch, node.name.clone().into_bytes())?;
+        log.append(
+            state.epoch,
+            crate::actors::committer::now_ms(),
+            RecordKind::Epoch,
+            node.name.clone().into_bytes(),
+        )?;
         log.sync()?;
     }
     let durable = log.durable();
     drop(applier);
-    let executor = Executor::new(store::open(&node.data_dir.join(store::DB_FILE), ConnKind::Writer)?)?;
+    let executor = Executor::new(store::open(
+        &node.data_dir.join(store::DB_FILE),
+        ConnKind::Writer,
+    )?)?;
     let committed = Arc::new(watch::Sender::new(durable));
     let (writes, jobs) = mpsc::channel(WRITE_QUEUE_CAPACITY);
     let committer = Committer::new(executor, log, state.epoch, committed.clone());
-    std::thread::Builder::new().name(format!("{}-committer", node.name)).spawn(move || committer.run(jobs)).map_err(Error::io("start the write thread"))?;
+    std::thread::Builder::new()
+        .name(format!("{}-committer", node.name))
+        .spawn(move || committer.run(jobs))
+        .map_err(Error::io("start the write thread"))?;
     spawn_applied_mirror(committed.subscribe(), applied_tx);
     let actor = PrimaryActor::new(shared.clone(), committed.subscribe()).start();
-    Ok(NodeAddr::Primary { actor, writes, shared })
+    Ok(NodeAddr::Primary {
+        actor,
+        writes,
+        shared,
+    })
 }
 
 /// On a primary, what is committed is applied: mirror the committed LSN into `applied`.

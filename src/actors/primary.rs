@@ -75,7 +75,12 @@ pub struct PrimaryActor {
 
 impl PrimaryActor {
     pub fn new(shared: Arc<DataShared>, committed: watch::Receiver<Position>) -> Self {
-        PrimaryActor { shared, committed, progress: BTreeMap::new(), feeders: Vec::new() }
+        PrimaryActor {
+            shared,
+            committed,
+            progress: BTreeMap::new(),
+            feeders: Vec::new(),
+        }
     }
 
     fn spare_doc(&self, name: &str, tail: Position, now_ms: u64) -> Value {
@@ -105,7 +110,12 @@ impl Actor for PrimaryActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let me = ctx.address();
         for spare in self.shared.config.spares() {
-            let feeder = Feeder::new(spare.clone(), self.shared.clone(), self.committed.clone(), me.clone());
+            let feeder = Feeder::new(
+                spare.clone(),
+                self.shared.clone(),
+                self.committed.clone(),
+                me.clone(),
+            );
             self.feeders.push(feeder.start());
         }
     }
@@ -127,7 +137,12 @@ impl Handler<GetStatus> for PrimaryActor {
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> MessageResult<GetStatus> {
         let tail = *self.committed.borrow();
         let now = now_ms();
-        let spares: Vec<Value> = self.shared.config.spares().map(|s| self.spare_doc(&s.name, tail, now)).collect();
+        let spares: Vec<Value> = self
+            .shared
+            .config
+            .spares()
+            .map(|s| self.spare_doc(&s.name, tail, now))
+            .collect();
         let node = &self.shared.node;
         MessageResult(json!({
             "name": node.name,

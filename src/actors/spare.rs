@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 
-use actix::{MessageResult, Actor, AsyncContext, Context, Handler, WrapFuture};
+use actix::{Actor, AsyncContext, Context, Handler, MessageResult, WrapFuture};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -54,7 +54,13 @@ pub struct SpareActor {
 }
 
 impl SpareActor {
-    pub fn new(data: Arc<DataShared>, log: LogWriter, applier: Applier, applied_tx: watch::Sender<u64>, state: NodeState) -> Self {
+    pub fn new(
+        data: Arc<DataShared>,
+        log: LogWriter,
+        applier: Applier,
+        applied_tx: watch::Sender<u64>,
+        state: NodeState,
+    ) -> Self {
         let (wake, wake_rx) = std_mpsc::sync_channel(1);
         let apply = Arc::new(ApplyState::default());
         apply.flushed.store(log.durable().lsn, Ordering::Release);
@@ -72,7 +78,10 @@ impl SpareActor {
             primary: state.primary,
             diverged: Mutex::new(None),
         });
-        SpareActor { shared, pending: Some((applier, wake_rx, applied_tx)) }
+        SpareActor {
+            shared,
+            pending: Some((applier, wake_rx, applied_tx)),
+        }
     }
 
     fn state_name(&self) -> String {
@@ -84,7 +93,10 @@ impl SpareActor {
             return "diverged".into();
         }
         let applied = s.apply.applied.load(Ordering::Acquire);
-        match (s.connected.load(Ordering::Acquire), applied >= s.primary_last.load(Ordering::Acquire)) {
+        match (
+            s.connected.load(Ordering::Acquire),
+            applied >= s.primary_last.load(Ordering::Acquire),
+        ) {
             (false, _) => "disconnected".into(),
             (true, true) => "streaming".into(),
             (true, false) => "catching-up".into(),
@@ -99,7 +111,14 @@ impl Actor for SpareActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let (applier, wake_rx, applied_tx) = self.pending.take().expect("started once");
         let data = &self.shared.data;
-        if let Err(e) = applier::spawn(&data.node.name, applier, data.log_dir(), self.shared.apply.clone(), wake_rx, applied_tx) {
+        if let Err(e) = applier::spawn(
+            &data.node.name,
+            applier,
+            data.log_dir(),
+            self.shared.apply.clone(),
+            wake_rx,
+            applied_tx,
+        ) {
             tracing::error!(cause = %e, "cannot start the apply thread; stopping");
             actix::System::current().stop();
             return;

@@ -29,7 +29,9 @@ use crate::wire::{write_frame, Envelope, Message};
 pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let epoch = shared.data.epoch.load(Ordering::Relaxed);
-    let peer = match handshake::as_spare(&mut stream, &shared.data.identity, &shared.primary, epoch).await {
+    let peer = match handshake::as_spare(&mut stream, &shared.data.identity, &shared.primary, epoch)
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(%from, cause = %e, "refused a peer connection");
@@ -72,7 +74,10 @@ impl SendModifyReturn for tokio::sync::watch::Sender<u64> {
 }
 
 fn envelope(shared: &SpareShared, message: Message) -> Envelope {
-    shared.data.identity.envelope(shared.data.epoch.load(Ordering::Relaxed), message)
+    shared
+        .data
+        .identity
+        .envelope(shared.data.epoch.load(Ordering::Relaxed), message)
 }
 
 fn ack(shared: &SpareShared) -> Message {
@@ -84,11 +89,25 @@ fn ack(shared: &SpareShared) -> Message {
     }
 }
 
-async fn stream_from_primary(shared: &Arc<SpareShared>, stream: TcpStream, generation: u64) -> Result<()> {
+async fn stream_from_primary(
+    shared: &Arc<SpareShared>,
+    stream: TcpStream,
+    generation: u64,
+) -> Result<()> {
     let (rd, mut wr) = stream.into_split();
     let durable = shared.log.lock().expect("log lock").durable();
     let applied_lsn = shared.apply.applied.load(Ordering::Acquire);
-    write_frame(&mut wr, &envelope(shared, Message::Position { durable, applied_lsn })).await?;
+    write_frame(
+        &mut wr,
+        &envelope(
+            shared,
+            Message::Position {
+                durable,
+                applied_lsn,
+            },
+        ),
+    )
+    .await?;
     shared.connected.store(true, Ordering::Release);
     let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
     let reader = tokio::spawn(read_frames(rd, tx));
@@ -135,10 +154,16 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
         Message::Records { count, bytes } => {
             let records = decode_all(&bytes)?;
             if records.len() != count as usize || records.is_empty() {
-                return Err(Error::InvalidData(format!("batch announced {count} records but holds {}", records.len())));
+                return Err(Error::InvalidData(format!(
+                    "batch announced {count} records but holds {}",
+                    records.len()
+                )));
             }
             if let Some(r) = records.iter().find(|r| r.epoch > env.epoch) {
-                return Err(Error::InvalidData(format!("record {} has epoch {} above its sender's {}", r.lsn, r.epoch, env.epoch)));
+                return Err(Error::InvalidData(format!(
+                    "record {} has epoch {} above its sender's {}",
+                    r.lsn, r.epoch, env.epoch
+                )));
             }
             let last = records[records.len() - 1].lsn;
             shared.received.fetch_max(last, Ordering::AcqRel);
@@ -159,7 +184,12 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             shared.primary_last.fetch_max(last_lsn, Ordering::AcqRel);
             Ok(())
         }
-        Message::Refuse { reason } => Err(Error::Diverged(format!("the primary refused this spare: {reason}"))),
-        other => Err(Error::InvalidData(format!("unexpected {} from the primary while streaming", other.name()))),
+        Message::Refuse { reason } => Err(Error::Diverged(format!(
+            "the primary refused this spare: {reason}"
+        ))),
+        other => Err(Error::InvalidData(format!(
+            "unexpected {} from the primary while streaming",
+            other.name()
+        ))),
     }
 }

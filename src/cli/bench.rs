@@ -48,20 +48,37 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<()> {
         bail!("--clients must be between 1 and {MAX_CLIENTS}");
     }
     if args.duration > MAX_DURATION {
-        bail!("--duration must be at most {}", humantime::format_duration(MAX_DURATION));
+        bail!(
+            "--duration must be at most {}",
+            humantime::format_duration(MAX_DURATION)
+        );
     }
     let config = ClusterConfig::load(config_path)?;
     let http = config.primary().http_advertise.clone();
     let create = json!({ "sql": "CREATE TABLE IF NOT EXISTS spare_bench (id INTEGER PRIMARY KEY, client INTEGER NOT NULL, payload TEXT NOT NULL)" });
     let reply = client::post(&http, "/v1/execute", &create, REQUEST_TIMEOUT)?;
     if reply.status != 200 {
-        bail!("creating the bench table on the primary failed: {}", reply.body);
+        bail!(
+            "creating the bench table on the primary failed: {}",
+            reply.body
+        );
     }
-    let shared = Shared { http, stop: AtomicBool::new(false), commits: AtomicU64::new(0), errors: AtomicU64::new(0), max_commits: args.max_commits };
+    let shared = Shared {
+        http,
+        stop: AtomicBool::new(false),
+        commits: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        max_commits: args.max_commits,
+    };
     let spares: Vec<String> = config.spares().map(|s| s.name.clone()).collect();
     let started = Instant::now();
     let (latency, lag) = std::thread::scope(|s| {
-        let clients: Vec<_> = (0..args.clients).map(|c| { let shared = &shared; s.spawn(move || client_loop(shared, c, args.row_bytes)) }).collect();
+        let clients: Vec<_> = (0..args.clients)
+            .map(|c| {
+                let shared = &shared;
+                s.spawn(move || client_loop(shared, c, args.row_bytes))
+            })
+            .collect();
         let sampler = s.spawn(|| sample_lag(&shared, &spares));
         while started.elapsed() < args.duration && !shared.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
@@ -69,7 +86,9 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<()> {
         shared.stop.store(true, Ordering::Relaxed);
         let mut latency = new_histogram();
         for c in clients {
-            latency.add(c.join().expect("client thread")).expect("same histogram bounds");
+            latency
+                .add(c.join().expect("client thread"))
+                .expect("same histogram bounds");
         }
         (latency, sampler.join().expect("sampler thread"))
     });
@@ -139,9 +158,15 @@ fn sample_lag(shared: &Shared, spares: &[String]) -> Value {
     while !shared.stop.load(Ordering::Relaxed) {
         if let Ok(r) = client::get_with(&agent, &shared.http, "/v1/status") {
             for (i, name) in spares.iter().enumerate() {
-                let Some(s) = r.body["spares"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name.as_str())) else { continue };
+                let Some(s) = r.body["spares"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|s| s["name"] == name.as_str()))
+                else {
+                    continue;
+                };
                 let _ = records[i].record(s["lag"]["records"].as_u64().unwrap_or(0));
-                let _ = millis[i].record((s["lag"]["seconds"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
+                let _ =
+                    millis[i].record((s["lag"]["seconds"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
             }
         }
         std::thread::sleep(LAG_SAMPLE_INTERVAL);

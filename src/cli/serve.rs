@@ -9,9 +9,14 @@ use spare::actors::node::{self, RunningNode};
 use spare::config::{ClusterConfig, Role};
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SPARE_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SPARE_LOG").unwrap_or_else(|_| "info".into());
     use std::io::IsTerminal;
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Creates the cluster secret if the file is missing (first local run of `spare up`).
@@ -22,8 +27,12 @@ fn ensure_secret(config_path: &Path) -> Result<()> {
         return Ok(());
     }
     let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
-    std::fs::write(path, format!("{secret}\n")).with_context(|| format!("creating the cluster secret {}", path.display()))?;
-    eprintln!("created the cluster secret {} (every node of this cluster must use the same file)", path.display());
+    std::fs::write(path, format!("{secret}\n"))
+        .with_context(|| format!("creating the cluster secret {}", path.display()))?;
+    eprintln!(
+        "created the cluster secret {} (every node of this cluster must use the same file)",
+        path.display()
+    );
     Ok(())
 }
 
@@ -32,9 +41,20 @@ pub fn up(config_path: &Path) -> Result<()> {
     let config = Arc::new(ClusterConfig::load(config_path)?);
     config.read_secret()?;
     init_logging();
-    let mut order: Vec<&str> = config.nodes.iter().filter(|n| n.role == Role::Spare).map(|n| n.name.as_str()).collect();
+    let mut order: Vec<&str> = config
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Spare)
+        .map(|n| n.name.as_str())
+        .collect();
     order.push(config.primary().name.as_str());
-    order.extend(config.nodes.iter().filter(|n| n.role == Role::Monitor).map(|n| n.name.as_str()));
+    order.extend(
+        config
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Monitor)
+            .map(|n| n.name.as_str()),
+    );
     let names: Vec<String> = order.iter().map(|s| s.to_string()).collect();
     serve(config, names, true)
 }
@@ -54,7 +74,11 @@ fn serve(config: Arc<ClusterConfig>, names: Vec<String>, tour: bool) -> Result<(
     system.block_on(async move {
         let mut running = Vec::new();
         for name in &names {
-            running.push(node::start(config.clone(), name).await.with_context(|| format!("starting node {name}"))?);
+            running.push(
+                node::start(config.clone(), name)
+                    .await
+                    .with_context(|| format!("starting node {name}"))?,
+            );
         }
         print_summary(&config, &running, tour);
         wait_for_signal().await;
@@ -67,10 +91,20 @@ fn serve(config: Arc<ClusterConfig>, names: Vec<String>, tour: bool) -> Result<(
 }
 
 fn print_summary(config: &ClusterConfig, running: &[RunningNode], tour: bool) {
-    println!("spare: cluster \"{}\" from {}", config.cluster.name, config.path.display());
+    println!(
+        "spare: cluster \"{}\" from {}",
+        config.cluster.name,
+        config.path.display()
+    );
     for n in running {
         let c = config.node(&n.name).expect("started nodes are configured");
-        println!("  {:<10} {:<8} http://{}  (peer {})", n.name, n.role.as_str(), c.http_advertise, c.peer_advertise);
+        println!(
+            "  {:<10} {:<8} http://{}  (peer {})",
+            n.name,
+            n.role.as_str(),
+            c.http_advertise,
+            c.peer_advertise
+        );
     }
     if tour {
         println!("try, in another terminal:");
@@ -83,7 +117,8 @@ fn print_summary(config: &ClusterConfig, running: &[RunningNode], tour: bool) {
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

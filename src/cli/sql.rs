@@ -14,12 +14,25 @@ const MAX_REDIRECTS: usize = 3;
 
 fn param(s: &str) -> Value {
     match serde_json::from_str::<Value>(s) {
-        Ok(v @ (Value::Number(_) | Value::Null | Value::Bool(_) | Value::String(_) | Value::Object(_))) => v,
+        Ok(
+            v @ (Value::Number(_)
+            | Value::Null
+            | Value::Bool(_)
+            | Value::String(_)
+            | Value::Object(_)),
+        ) => v,
         _ => Value::String(s.to_string()),
     }
 }
 
-pub fn run(config_path: &Path, node: Option<&str>, as_json: bool, min_lsn: Option<u64>, sql: &str, params: &[String]) -> Result<()> {
+pub fn run(
+    config_path: &Path,
+    node: Option<&str>,
+    as_json: bool,
+    min_lsn: Option<u64>,
+    sql: &str,
+    params: &[String],
+) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
     let params: Vec<Value> = params.iter().map(|p| param(p)).collect();
     let read_node = match node {
@@ -30,7 +43,12 @@ pub fn run(config_path: &Path, node: Option<&str>, as_json: bool, min_lsn: Optio
     if let Some(m) = min_lsn {
         body["min_lsn"] = json!(m);
     }
-    let reply = client::post(&read_node.http_advertise, "/v1/query", &body, REQUEST_TIMEOUT)?;
+    let reply = client::post(
+        &read_node.http_advertise,
+        "/v1/query",
+        &body,
+        REQUEST_TIMEOUT,
+    )?;
     if reply.status == 200 {
         return print_rows(&reply.body, as_json);
     }
@@ -43,7 +61,10 @@ pub fn run(config_path: &Path, node: Option<&str>, as_json: bool, min_lsn: Optio
         return Ok(());
     }
     let r = &reply.body["results"][0];
-    println!("OK: {} row(s) affected, last insert rowid {}, LSN {}", r["rows_affected"], r["last_insert_rowid"], reply.body["lsn"]);
+    println!(
+        "OK: {} row(s) affected, last insert rowid {}, LSN {}",
+        r["rows_affected"], r["last_insert_rowid"], reply.body["lsn"]
+    );
     Ok(())
 }
 
@@ -53,7 +74,10 @@ fn execute(http: &str, body: &Value) -> Result<Reply> {
     for _ in 0..=MAX_REDIRECTS {
         let reply = client::post(&target, "/v1/execute", body, REQUEST_TIMEOUT)?;
         if reply.status == 421 {
-            if let Some(next) = reply.body["primary"]["http"].as_str().filter(|h| *h != target) {
+            if let Some(next) = reply.body["primary"]["http"]
+                .as_str()
+                .filter(|h| *h != target)
+            {
                 target = next.to_string();
                 continue;
             }
@@ -68,14 +92,20 @@ fn execute(http: &str, body: &Value) -> Result<Reply> {
 
 fn fail(node: &str, reply: &Reply) -> Result<()> {
     let msg = reply.body["message"].as_str().unwrap_or("no message");
-    bail!("{node}: {} ({})", msg, reply.body["error"].as_str().unwrap_or("error"))
+    bail!(
+        "{node}: {} ({})",
+        msg,
+        reply.body["error"].as_str().unwrap_or("error")
+    )
 }
 
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
         Value::String(s) => s.clone(),
-        Value::Object(o) if o.contains_key("base64") => format!("<blob {}>", o["base64"].as_str().unwrap_or("")),
+        Value::Object(o) if o.contains_key("base64") => {
+            format!("<blob {}>", o["base64"].as_str().unwrap_or(""))
+        }
         other => other.to_string(),
     }
 }
@@ -85,10 +115,28 @@ fn print_rows(body: &Value, as_json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(body)?);
         return Ok(());
     }
-    let columns: Vec<String> = body["columns"].as_array().map(|c| c.iter().map(cell).collect()).unwrap_or_default();
-    let rows: Vec<Vec<String>> = body["rows"].as_array().map(|rs| rs.iter().map(|r| r.as_array().map(|c| c.iter().map(cell).collect()).unwrap_or_default()).collect()).unwrap_or_default();
+    let columns: Vec<String> = body["columns"]
+        .as_array()
+        .map(|c| c.iter().map(cell).collect())
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = body["rows"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    r.as_array()
+                        .map(|c| c.iter().map(cell).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     print_table(&columns, &rows);
-    println!("({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" });
+    println!(
+        "({} row{})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
     Ok(())
 }
 
@@ -102,9 +150,25 @@ pub fn print_table(columns: &[String], rows: &[Vec<String>]) {
             }
         }
     }
-    let line = |cells: &[String]| cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string();
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
     println!("{}", line(columns));
-    println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+    println!(
+        "{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("  ")
+    );
     for row in rows {
         println!("{}", line(row));
     }

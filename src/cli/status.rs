@@ -23,9 +23,21 @@ pub fn collect(config: &ClusterConfig) -> Value {
         let handles: Vec<_> = config
             .nodes
             .iter()
-            .map(|n| s.spawn(move || (n.name.clone(), client::get(&n.http_advertise, "/v1/status", STATUS_TIMEOUT).map(|r| r.body).map_err(|e| e.to_string()))))
+            .map(|n| {
+                s.spawn(move || {
+                    (
+                        n.name.clone(),
+                        client::get(&n.http_advertise, "/v1/status", STATUS_TIMEOUT)
+                            .map(|r| r.body)
+                            .map_err(|e| e.to_string()),
+                    )
+                })
+            })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("status thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("status thread"))
+            .collect()
     });
     cluster_document(config, &statuses)
 }
@@ -62,11 +74,29 @@ fn text(v: &Value) -> String {
 }
 
 fn print_human(doc: &Value) {
-    println!("cluster {}  epoch {}  primary {}", text(&doc["cluster"]), text(&doc["epoch"]), text(&doc["primary"]));
+    println!(
+        "cluster {}  epoch {}  primary {}",
+        text(&doc["cluster"]),
+        text(&doc["epoch"]),
+        text(&doc["primary"])
+    );
     if doc["partial"] == true {
         println!("(partial view: some nodes did not answer)");
     }
-    let columns: Vec<String> = ["NODE", "ROLE", "STATE", "EPOCH", "LAST LSN", "APPLIED", "LAG (records)", "LAG (s)", "LAST ACK"].iter().map(|s| s.to_string()).collect();
+    let columns: Vec<String> = [
+        "NODE",
+        "ROLE",
+        "STATE",
+        "EPOCH",
+        "LAST LSN",
+        "APPLIED",
+        "LAG (records)",
+        "LAG (s)",
+        "LAST ACK",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let rows: Vec<Vec<String>> = doc["nodes"]
         .as_array()
         .map(|nodes| {
@@ -74,7 +104,17 @@ fn print_human(doc: &Value) {
                 .iter()
                 .map(|n| {
                     let lag = &n["lag"];
-                    vec![text(&n["name"]), text(&n["role"]), text(&n["state"]), text(&n["epoch"]), text(&n["last_lsn"]), text(&n["applied_lsn"]), text(&lag["records"]), text(&lag["seconds"]), text(&lag["last_ack_age_s"])]
+                    vec![
+                        text(&n["name"]),
+                        text(&n["role"]),
+                        text(&n["state"]),
+                        text(&n["epoch"]),
+                        text(&n["last_lsn"]),
+                        text(&n["applied_lsn"]),
+                        text(&lag["records"]),
+                        text(&lag["seconds"]),
+                        text(&lag["last_ack_age_s"]),
+                    ]
                 })
                 .collect()
         })

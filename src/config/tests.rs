@@ -34,7 +34,7 @@ fn parse(text: &str) -> Result<ClusterConfig> {
 }
 
 fn err(text: &str) -> String {
-    parse(text).err().expect("must be refused").to_string()
+    parse(text).expect_err("must be refused").to_string()
 }
 
 #[test]
@@ -56,13 +56,19 @@ fn example_parses_with_defaults_and_relative_paths() {
 #[test]
 fn unknown_key_names_file_node_and_field() {
     let e = err(&GOOD.replace("window = \"16MiB\"", "apply_dealy = \"5m\""));
-    assert!(e.contains("conf/cluster.toml: node \"lan-1\": field \"apply_dealy\": unknown key"), "{e}");
+    assert!(
+        e.contains("conf/cluster.toml: node \"lan-1\": field \"apply_dealy\": unknown key"),
+        "{e}"
+    );
 }
 
 #[test]
 fn duplicate_names_are_refused() {
     let e = err(&GOOD.replace("name = \"watch-1\"", "name = \"lan-1\""));
-    assert!(e.contains("node \"lan-1\": field \"name\": duplicate"), "{e}");
+    assert!(
+        e.contains("node \"lan-1\": field \"name\": duplicate"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -70,17 +76,26 @@ fn zero_or_two_primaries_are_refused() {
     let none = err(&GOOD.replace("role = \"primary\"", "role = \"spare\""));
     assert!(none.contains("no node has role = \"primary\""), "{none}");
     let two = err(&GOOD.replace("role = \"monitor\"", "role = \"primary\""));
-    assert!(two.contains("2 nodes have role = \"primary\" (main, watch-1)"), "{two}");
+    assert!(
+        two.contains("2 nodes have role = \"primary\" (main, watch-1)"),
+        "{two}"
+    );
 }
 
 #[test]
 fn bad_addresses_are_refused_with_an_example() {
     let e = err(&GOOD.replace("127.0.0.1:7302", "127.0.0.1:99999"));
-    assert!(e.contains("node \"lan-1\": field \"http\": \"127.0.0.1:99999\" is not an address"), "{e}");
+    assert!(
+        e.contains("node \"lan-1\": field \"http\": \"127.0.0.1:99999\" is not an address"),
+        "{e}"
+    );
     let e = err(&GOOD.replace("spare1.example.com:7402", "spare1.example.com"));
     assert!(e.contains("field \"peer_advertise\""), "{e}");
     let e = err(&GOOD.replace("127.0.0.1:7304", "127.0.0.1:7302"));
-    assert!(e.contains("node \"watch-1\": field \"http\": address 127.0.0.1:7302 is already used"), "{e}");
+    assert!(
+        e.contains("node \"watch-1\": field \"http\": address 127.0.0.1:7302 is already used"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -90,7 +105,10 @@ fn bad_values_are_refused() {
     let e = err(&GOOD.replace("heartbeat = \"500ms\"", "heartbeat = \"10s\""));
     assert!(e.contains("shorter than lease"), "{e}");
     let e = err(&GOOD.replace("role = \"monitor\"", "role = \"monitor\"\nwindow = 100000"));
-    assert!(e.contains("node \"watch-1\": field \"window\": only applies to spares"), "{e}");
+    assert!(
+        e.contains("node \"watch-1\": field \"window\": only applies to spares"),
+        "{e}"
+    );
     let e = err(&GOOD.replace("role = \"spare\"", "role = \"replica\""));
     assert!(e.contains("\"replica\" is not a role"), "{e}");
     let e = err("[cluster\nname=");
@@ -99,9 +117,19 @@ fn bad_values_are_refused() {
 
 #[test]
 fn commit_rule_must_name_spares() {
-    let with_rule = GOOD.replace("heartbeat = \"500ms\"", "heartbeat = \"500ms\"\ncommit = { any = 1, of = [\"lan-1\"], deadline = \"2s\" }");
+    let with_rule = GOOD.replace(
+        "heartbeat = \"500ms\"",
+        "heartbeat = \"500ms\"\ncommit = { any = 1, of = [\"lan-1\"], deadline = \"2s\" }",
+    );
     let c = parse(&with_rule).unwrap();
-    assert_eq!(c.cluster.commit, CommitRule::Any { any: 1, of: vec!["lan-1".into()], deadline: Duration::from_secs(2) });
+    assert_eq!(
+        c.cluster.commit,
+        CommitRule::Any {
+            any: 1,
+            of: vec!["lan-1".into()],
+            deadline: Duration::from_secs(2)
+        }
+    );
     let e = err(&with_rule.replace("of = [\"lan-1\"]", "of = [\"watch-1\"]"));
     assert!(e.contains("\"watch-1\" in `of` is not a spare"), "{e}");
     let e = err(&with_rule.replace("any = 1", "any = 2"));
@@ -112,5 +140,8 @@ fn commit_rule_must_name_spares() {
 fn missing_secret_says_how_to_create_it() {
     let c = parse(GOOD).unwrap();
     let e = c.read_secret().err().unwrap().to_string();
-    assert!(e.contains("field \"secret_file\"") && e.contains("spare up"), "{e}");
+    assert!(
+        e.contains("field \"secret_file\"") && e.contains("spare up"),
+        "{e}"
+    );
 }

@@ -18,8 +18,16 @@ pub struct Window {
 impl Window {
     /// A window that starts sending at `next_lsn`.
     pub fn new(window_bytes: u64, next_lsn: u64) -> Self {
-        assert!(window_bytes > 0 && next_lsn > 0, "window and LSN start above zero");
-        Window { window_bytes, next_lsn, in_flight: VecDeque::new(), in_flight_bytes: 0 }
+        assert!(
+            window_bytes > 0 && next_lsn > 0,
+            "window and LSN start above zero"
+        );
+        Window {
+            window_bytes,
+            next_lsn,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+        }
     }
 
     pub fn next_lsn(&self) -> u64 {
@@ -37,7 +45,10 @@ impl Window {
 
     /// Records a batch sent: `last_lsn` ends it, `bytes` is its size.
     pub fn on_sent(&mut self, first_lsn: u64, last_lsn: u64, bytes: u64) {
-        assert_eq!(first_lsn, self.next_lsn, "batches are sent in order without gaps");
+        assert_eq!(
+            first_lsn, self.next_lsn,
+            "batches are sent in order without gaps"
+        );
         assert!(last_lsn >= first_lsn, "a batch holds at least one record");
         self.in_flight.push_back((last_lsn, bytes));
         self.in_flight_bytes += bytes;
@@ -73,7 +84,11 @@ mod tests {
         w.on_sent(6, 9, 50);
         assert_eq!(w.room(), 0, "over-full by at most one batch, then no room");
         assert!(w.on_flushed(4));
-        assert_eq!(w.in_flight_bytes(), 110, "a partly flushed batch stays in flight");
+        assert_eq!(
+            w.in_flight_bytes(),
+            110,
+            "a partly flushed batch stays in flight"
+        );
         assert!(w.on_flushed(5));
         assert_eq!(w.room(), 50);
         assert!(w.on_flushed(9));

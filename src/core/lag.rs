@@ -14,13 +14,23 @@ pub struct Lag {
 }
 
 /// `oldest_unapplied_time_ms`: commit time of the record after `applied`, if known.
-pub fn compute(primary_last: u64, applied: u64, oldest_unapplied_time_ms: Option<u64>, now_ms: u64, last_ack_age_s: Option<f64>) -> Lag {
+pub fn compute(
+    primary_last: u64,
+    applied: u64,
+    oldest_unapplied_time_ms: Option<u64>,
+    now_ms: u64,
+    last_ack_age_s: Option<f64>,
+) -> Lag {
     let records = primary_last.saturating_sub(applied);
     let seconds = match (records, oldest_unapplied_time_ms) {
         (0, _) | (_, None) => 0.0,
         (_, Some(t)) => now_ms.saturating_sub(t) as f64 / 1000.0,
     };
-    Lag { records, seconds, last_ack_age_s }
+    Lag {
+        records,
+        seconds,
+        last_ack_age_s,
+    }
 }
 
 #[cfg(test)]

@@ -19,11 +19,19 @@ pub fn decide(spare: Position, primary: Position, ours_at_spare: Option<(u64, u6
         return Resume::From(1);
     }
     if spare.lsn > primary.lsn {
-        return Resume::Diverged(format!("the spare's log reaches LSN {} but the primary's ends at {}", spare.lsn, primary.lsn));
+        return Resume::Diverged(format!(
+            "the spare's log reaches LSN {} but the primary's ends at {}",
+            spare.lsn, primary.lsn
+        ));
     }
     match ours_at_spare {
-        Some((epoch, chain)) if epoch == spare.epoch && chain == spare.chain => Resume::From(spare.lsn + 1),
-        _ => Resume::Diverged(format!("the spare's record {} differs from the primary's (epoch or checksum chain)", spare.lsn)),
+        Some((epoch, chain)) if epoch == spare.epoch && chain == spare.chain => {
+            Resume::From(spare.lsn + 1)
+        }
+        _ => Resume::Diverged(format!(
+            "the spare's record {} differs from the primary's (epoch or checksum chain)",
+            spare.lsn
+        )),
     }
 }
 
@@ -32,7 +40,12 @@ mod tests {
     use super::*;
 
     fn pos(lsn: u64, chain: u64) -> Position {
-        Position { lsn, epoch: 1, chain, time_ms: 0 }
+        Position {
+            lsn,
+            epoch: 1,
+            chain,
+            time_ms: 0,
+        }
     }
 
     #[test]
@@ -42,14 +55,29 @@ mod tests {
 
     #[test]
     fn spare_with_a_matching_prefix_resumes_after_it() {
-        assert_eq!(decide(pos(4, 44), pos(10, 99), Some((1, 44))), Resume::From(5));
-        assert_eq!(decide(pos(10, 99), pos(10, 99), Some((1, 99))), Resume::From(11));
+        assert_eq!(
+            decide(pos(4, 44), pos(10, 99), Some((1, 44))),
+            Resume::From(5)
+        );
+        assert_eq!(
+            decide(pos(10, 99), pos(10, 99), Some((1, 99))),
+            Resume::From(11)
+        );
     }
 
     #[test]
     fn spare_ahead_or_with_another_record_has_diverged() {
-        assert!(matches!(decide(pos(11, 1), pos(10, 99), None), Resume::Diverged(_)));
-        assert!(matches!(decide(pos(4, 45), pos(10, 99), Some((1, 44))), Resume::Diverged(_)));
-        assert!(matches!(decide(pos(4, 44), pos(10, 99), Some((2, 44))), Resume::Diverged(_)));
+        assert!(matches!(
+            decide(pos(11, 1), pos(10, 99), None),
+            Resume::Diverged(_)
+        ));
+        assert!(matches!(
+            decide(pos(4, 45), pos(10, 99), Some((1, 44))),
+            Resume::Diverged(_)
+        ));
+        assert!(matches!(
+            decide(pos(4, 44), pos(10, 99), Some((2, 44))),
+            Resume::Diverged(_)
+        ));
     }
 }

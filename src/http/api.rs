@@ -21,18 +21,33 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MIN_LSN_WAIT: Duration = Duration::from_secs(5);
 
 fn parse_body(body: &web::Bytes) -> Result<Value> {
-    serde_json::from_slice(body).map_err(|e| Error::InvalidInput(format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| Error::InvalidInput(format!("the body is not valid JSON: {e}")))
 }
 
 fn statement(v: &Value, what: &str) -> Result<Statement> {
-    let sql = v.get("sql").and_then(Value::as_str).ok_or_else(|| Error::InvalidInput(format!("{what}: \"sql\" (a string) is required")))?;
-    Ok(Statement { sql: sql.to_string(), params: params_from_json(v.get("params"))? })
+    let sql = v
+        .get("sql")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::InvalidInput(format!("{what}: \"sql\" (a string) is required")))?;
+    Ok(Statement {
+        sql: sql.to_string(),
+        params: params_from_json(v.get("params"))?,
+    })
 }
 
 fn parse_request(v: &Value) -> Result<Request> {
     let statements = match v.get("batch") {
-        Some(Value::Array(items)) => items.iter().enumerate().map(|(i, s)| statement(s, &format!("batch[{i}]"))).collect::<Result<_>>()?,
-        Some(_) => return Err(Error::InvalidInput("\"batch\" must be an array of {\"sql\", \"params\"}".into())),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| statement(s, &format!("batch[{i}]")))
+            .collect::<Result<_>>()?,
+        Some(_) => {
+            return Err(Error::InvalidInput(
+                "\"batch\" must be an array of {\"sql\", \"params\"}".into(),
+            ))
+        }
         None => vec![statement(v, "request")?],
     };
     let request = Request { statements };
@@ -54,17 +69,30 @@ pub async fn execute(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespon
 
 async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     let NodeAddr::Primary { writes, .. } = &state.addr else {
-        return Err(Error::NotPrimary { primary: Some(primary_ref(&state.config)) });
+        return Err(Error::NotPrimary {
+            primary: Some(primary_ref(&state.config)),
+        });
     };
     let request = parse_request(&parse_body(body)?)?;
     let (reply, rx) = oneshot::channel();
     let job = WriteJob { request, reply };
     let outcome = tokio::time::timeout(WRITE_TIMEOUT, async {
-        writes.send(job).await.map_err(|_| Error::Unavailable("the write path has stopped; see the node's log".into()))?;
-        rx.await.map_err(|_| Error::Unavailable("the write path stopped before answering; the write may or may not have committed".into()))?
+        writes.send(job).await.map_err(|_| {
+            Error::Unavailable("the write path has stopped; see the node's log".into())
+        })?;
+        rx.await.map_err(|_| {
+            Error::Unavailable(
+                "the write path stopped before answering; the write may or may not have committed"
+                    .into(),
+            )
+        })?
     })
     .await
-    .map_err(|_| Error::Unavailable(format!("the write did not complete within {WRITE_TIMEOUT:?}")))??;
+    .map_err(|_| {
+        Error::Unavailable(format!(
+            "the write did not complete within {WRITE_TIMEOUT:?}"
+        ))
+    })??;
     Ok(json!({ "results": outcome.results, "lsn": outcome.lsn }))
 }
 
@@ -76,13 +104,19 @@ pub async fn query(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse
 async fn query_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     let shared = match &state.addr {
         NodeAddr::Primary { shared, .. } | NodeAddr::Spare { shared, .. } => shared.clone(),
-        NodeAddr::Monitor { .. } => return Err(Error::InvalidInput("a monitor holds no data; query a primary or a spare".into())),
+        NodeAddr::Monitor { .. } => {
+            return Err(Error::InvalidInput(
+                "a monitor holds no data; query a primary or a spare".into(),
+            ))
+        }
     };
     let v = parse_body(body)?;
     let st = statement(&v, "query")?;
     let min_lsn = match v.get("min_lsn") {
         None | Some(Value::Null) => 0,
-        Some(m) => m.as_u64().ok_or_else(|| Error::InvalidInput("\"min_lsn\" must be a non-negative integer".into()))?,
+        Some(m) => m.as_u64().ok_or_else(|| {
+            Error::InvalidInput("\"min_lsn\" must be a non-negative integer".into())
+        })?,
     };
     let mut applied = shared.applied.clone();
     let reached = tokio::time::timeout(MIN_LSN_WAIT, applied.wait_for(|&lsn| lsn >= min_lsn)).await;
@@ -91,8 +125,14 @@ async fn query_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
         return Err(Error::Unavailable(format!("this node has applied LSN {now}, not yet {min_lsn}, after waiting {MIN_LSN_WAIT:?}; retry, or read from the primary")));
     }
     let lsn = *shared.applied.borrow();
-    let result = web::block(move || shared.readers.query(&st)).await.map_err(|e| Error::Unavailable(format!("query worker failed: {e}")))??;
-    let rows: Vec<Vec<Value>> = result.rows.iter().map(|r| r.iter().map(|v| v.to_json()).collect()).collect();
+    let result = web::block(move || shared.readers.query(&st))
+        .await
+        .map_err(|e| Error::Unavailable(format!("query worker failed: {e}")))??;
+    let rows: Vec<Vec<Value>> = result
+        .rows
+        .iter()
+        .map(|r| r.iter().map(|v| v.to_json()).collect())
+        .collect();
     Ok(json!({ "columns": result.columns, "rows": rows, "lsn": lsn }))
 }
 
@@ -109,9 +149,16 @@ pub async fn status(state: web::Data<ApiState>) -> HttpResponse {
 /// `GET /v1/cluster`: the whole cluster, on monitors.
 pub async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
     let NodeAddr::Monitor { actor } = &state.addr else {
-        return error_response(&Error::InvalidInput("/v1/cluster is served by monitors; ask a monitor, or use `spare status`".into()));
+        return error_response(&Error::InvalidInput(
+            "/v1/cluster is served by monitors; ask a monitor, or use `spare status`".into(),
+        ));
     };
-    respond(actor.send(GetCluster).await.map_err(|e| Error::Unavailable(format!("monitor actor did not answer: {e}"))))
+    respond(
+        actor
+            .send(GetCluster)
+            .await
+            .map_err(|e| Error::Unavailable(format!("monitor actor did not answer: {e}"))),
+    )
 }
 
 pub async fn not_found() -> HttpResponse {

@@ -27,7 +27,11 @@ pub struct ApiState {
 }
 
 /// Binds the node's HTTP address and starts serving; returns the server's handle.
-pub fn serve(config: Arc<ClusterConfig>, node: NodeConfig, addr: NodeAddr) -> Result<actix_web::dev::ServerHandle> {
+pub fn serve(
+    config: Arc<ClusterConfig>,
+    node: NodeConfig,
+    addr: NodeAddr,
+) -> Result<actix_web::dev::ServerHandle> {
     let bind = node.http;
     let name = node.name.clone();
     let state = web::Data::new(ApiState { config, node, addr });
@@ -44,7 +48,11 @@ pub fn serve(config: Arc<ClusterConfig>, node: NodeConfig, addr: NodeAddr) -> Re
     .workers(HTTP_WORKERS)
     .disable_signals()
     .bind(bind)
-    .map_err(|e| Error::Config(format!("node \"{name}\": cannot listen on http {bind}: {e} (is another process using it?)")))?
+    .map_err(|e| {
+        Error::Config(format!(
+            "node \"{name}\": cannot listen on http {bind}: {e} (is another process using it?)"
+        ))
+    })?
     .run();
     let handle = server.handle();
     actix_rt::spawn(server);
@@ -57,7 +65,9 @@ pub fn error_response(err: &Error) -> HttpResponse {
         Error::InvalidInput(_) | Error::Sql(_) | Error::NotReadOnly => StatusCode::BAD_REQUEST,
         Error::NotPrimary { .. } => StatusCode::MISDIRECTED_REQUEST,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Config(_) | Error::InvalidData(_) | Error::Diverged(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Config(_) | Error::InvalidData(_) | Error::Diverged(_) | Error::Io { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     let mut body = json!({ "error": err.code(), "message": err.to_string() });
     if let Error::NotPrimary { primary } = err {

@@ -42,7 +42,8 @@ pub struct Opened {
 /// Opens (creating if needed) the log in `dir`, checks it, cuts a torn tail, and returns the
 /// records after `replay_after` for replay.
 pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
-    std::fs::create_dir_all(dir).map_err(Error::io(format!("create log directory {}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(Error::io(format!("create log directory {}", dir.display())))?;
     let segments = segment::list_segments(dir)?;
     let mut tail = Position::default();
     let mut replay = Vec::new();
@@ -50,12 +51,29 @@ pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
     let mut torn = None;
     for (i, &first) in segments.iter().enumerate() {
         let path = segment::segment_path(dir, first);
-        let bytes = std::fs::read(&path).map_err(Error::io(format!("read log segment {}", path.display())))?;
+        let bytes = std::fs::read(&path)
+            .map_err(Error::io(format!("read log segment {}", path.display())))?;
         let is_newest = i + 1 == segments.len();
         if tail.lsn != 0 && first != tail.lsn + 1 {
-            return Err(Error::InvalidData(format!("log segment {} should start at LSN {}", path.display(), tail.lsn + 1)));
+            return Err(Error::InvalidData(format!(
+                "log segment {} should start at LSN {}",
+                path.display(),
+                tail.lsn + 1
+            )));
         }
-        let scanned = segment::scan(&path, &bytes, is_newest, (first - 1, if tail.lsn == 0 { record::GENESIS_CHAIN } else { tail.chain }))?;
+        let scanned = segment::scan(
+            &path,
+            &bytes,
+            is_newest,
+            (
+                first - 1,
+                if tail.lsn == 0 {
+                    record::GENESIS_CHAIN
+                } else {
+                    tail.chain
+                },
+            ),
+        )?;
         if let Some(why) = scanned.torn {
             truncate(&path, scanned.valid_len)?;
             torn = Some(format!("{}: {why}", path.display()));
@@ -76,13 +94,27 @@ pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
         )));
     }
     let writer = LogWriter::resume(dir, tail, newest)?;
-    Ok(Opened { writer, replay, torn })
+    Ok(Opened {
+        writer,
+        replay,
+        torn,
+    })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<()> {
-    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(Error::io(format!("open {} to cut its torn tail", path.display())))?;
-    file.set_len(len).map_err(Error::io(format!("cut the torn tail of {}", path.display())))?;
-    file.sync_all().map_err(Error::io(format!("fsync {}", path.display())))
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(Error::io(format!(
+            "open {} to cut its torn tail",
+            path.display()
+        )))?;
+    file.set_len(len).map_err(Error::io(format!(
+        "cut the torn tail of {}",
+        path.display()
+    )))?;
+    file.sync_all()
+        .map_err(Error::io(format!("fsync {}", path.display())))
 }
 
 #[cfg(test)]

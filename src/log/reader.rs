@@ -25,7 +25,10 @@ pub struct LogReader {
 
 impl LogReader {
     pub fn new(dir: &Path) -> Self {
-        LogReader { dir: dir.to_path_buf(), cursor: None }
+        LogReader {
+            dir: dir.to_path_buf(),
+            cursor: None,
+        }
     }
 
     /// Reads records from `from` up to `up_to` (inclusive, which the caller knows to be
@@ -63,15 +66,26 @@ impl LogReader {
         let cursor = self.cursor.as_mut().expect("opened above");
         match read_one(cursor)? {
             Some(rec) => check_lsn(rec, lsn),
-            None => Err(Error::InvalidData(format!("log record {lsn} is missing from {}", self.dir.display()))),
+            None => Err(Error::InvalidData(format!(
+                "log record {lsn} is missing from {}",
+                self.dir.display()
+            ))),
         }
     }
 
     /// Opens the segment that starts exactly at `lsn`.
     fn open_segment(&mut self, lsn: u64) -> Result<()> {
         let path = segment_path(&self.dir, lsn);
-        let file = File::open(&path).map_err(Error::io(format!("open log segment {} for record {lsn}", path.display())))?;
-        self.cursor = Some(Cursor { segment_first_lsn: lsn, file: BufReader::new(file), offset: 0, next_lsn: lsn });
+        let file = File::open(&path).map_err(Error::io(format!(
+            "open log segment {} for record {lsn}",
+            path.display()
+        )))?;
+        self.cursor = Some(Cursor {
+            segment_first_lsn: lsn,
+            file: BufReader::new(file),
+            offset: 0,
+            next_lsn: lsn,
+        });
         Ok(())
     }
 
@@ -80,16 +94,30 @@ impl LogReader {
     fn position(&mut self, lsn: u64) -> Result<()> {
         let segments = list_segments(&self.dir)?;
         let Some(&first) = segments.iter().rev().find(|&&f| f <= lsn) else {
-            return Err(Error::InvalidData(format!("log record {lsn} is older than the oldest segment in {}", self.dir.display())));
+            return Err(Error::InvalidData(format!(
+                "log record {lsn} is older than the oldest segment in {}",
+                self.dir.display()
+            )));
         };
-        let reuse = self.cursor.as_ref().is_some_and(|c| c.segment_first_lsn == first && c.next_lsn <= lsn);
+        let reuse = self
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.segment_first_lsn == first && c.next_lsn <= lsn);
         if !reuse {
             self.open_segment(first)?;
         }
         let cursor = self.cursor.as_mut().expect("opened above");
         while cursor.next_lsn < lsn {
-            let len = peek_len(cursor)?.ok_or_else(|| Error::InvalidData(format!("log record {lsn} is missing from {}", self.dir.display())))?;
-            cursor.file.seek_relative(len as i64).map_err(Error::io("skip a log record"))?;
+            let len = peek_len(cursor)?.ok_or_else(|| {
+                Error::InvalidData(format!(
+                    "log record {lsn} is missing from {}",
+                    self.dir.display()
+                ))
+            })?;
+            cursor
+                .file
+                .seek_relative(len as i64)
+                .map_err(Error::io("skip a log record"))?;
             cursor.offset += len;
             cursor.next_lsn += 1;
         }
@@ -99,7 +127,10 @@ impl LogReader {
 
 fn check_lsn(rec: Record, lsn: u64) -> Result<Record> {
     if rec.lsn != lsn {
-        return Err(Error::InvalidData(format!("expected log record {lsn}, found {}", rec.lsn)));
+        return Err(Error::InvalidData(format!(
+            "expected log record {lsn}, found {}",
+            rec.lsn
+        )));
     }
     Ok(rec)
 }
@@ -110,22 +141,37 @@ fn peek_len(cursor: &mut Cursor) -> Result<Option<u64>> {
     match cursor.file.read_exact(&mut prefix) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            cursor.file.seek(SeekFrom::Start(cursor.offset)).map_err(Error::io("seek in a log segment"))?;
+            cursor
+                .file
+                .seek(SeekFrom::Start(cursor.offset))
+                .map_err(Error::io("seek in a log segment"))?;
             return Ok(None);
         }
         Err(e) => return Err(Error::io("read a log segment")(e)),
     }
-    cursor.file.seek_relative(-(FRAME_PREFIX_BYTES as i64)).map_err(Error::io("seek in a log segment"))?;
-    let len = record::announced_len(&prefix).map_err(|e| Error::InvalidData(format!("log segment at offset {}: {e:?}", cursor.offset)))?;
+    cursor
+        .file
+        .seek_relative(-(FRAME_PREFIX_BYTES as i64))
+        .map_err(Error::io("seek in a log segment"))?;
+    let len = record::announced_len(&prefix).map_err(|e| {
+        Error::InvalidData(format!("log segment at offset {}: {e:?}", cursor.offset))
+    })?;
     Ok(Some(len as u64))
 }
 
 /// Reads the record under the cursor; None at the end of the segment.
 fn read_one(cursor: &mut Cursor) -> Result<Option<Record>> {
-    let Some(len) = peek_len(cursor)? else { return Ok(None) };
+    let Some(len) = peek_len(cursor)? else {
+        return Ok(None);
+    };
     let mut buf = vec![0u8; len as usize];
-    cursor.file.read_exact(&mut buf).map_err(Error::io(format!("read log record at offset {}", cursor.offset)))?;
-    let (rec, _) = record::decode(&buf).map_err(|e| Error::InvalidData(format!("log record at offset {}: {e:?}", cursor.offset)))?;
+    cursor.file.read_exact(&mut buf).map_err(Error::io(format!(
+        "read log record at offset {}",
+        cursor.offset
+    )))?;
+    let (rec, _) = record::decode(&buf).map_err(|e| {
+        Error::InvalidData(format!("log record at offset {}: {e:?}", cursor.offset))
+    })?;
     cursor.offset += len;
     cursor.next_lsn = rec.lsn + 1;
     Ok(Some(rec))

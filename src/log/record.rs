@@ -67,7 +67,14 @@ pub struct Record {
 }
 
 /// Computes the chain value of a record that follows `prev_chain`.
-pub fn next_chain(prev_chain: u64, lsn: u64, epoch: u64, time_ms: u64, kind: RecordKind, payload: &[u8]) -> u64 {
+pub fn next_chain(
+    prev_chain: u64,
+    lsn: u64,
+    epoch: u64,
+    time_ms: u64,
+    kind: RecordKind,
+    payload: &[u8],
+) -> u64 {
     let mut h = Sha256::new();
     h.update(prev_chain.to_le_bytes());
     h.update(lsn.to_le_bytes());
@@ -81,14 +88,36 @@ pub fn next_chain(prev_chain: u64, lsn: u64, epoch: u64, time_ms: u64, kind: Rec
 
 impl Record {
     /// Builds the record that follows `prev_chain`, computing its chain.
-    pub fn new(prev_chain: u64, lsn: u64, epoch: u64, time_ms: u64, kind: RecordKind, payload: Vec<u8>) -> Self {
+    pub fn new(
+        prev_chain: u64,
+        lsn: u64,
+        epoch: u64,
+        time_ms: u64,
+        kind: RecordKind,
+        payload: Vec<u8>,
+    ) -> Self {
         let chain = next_chain(prev_chain, lsn, epoch, time_ms, kind, &payload);
-        Record { lsn, epoch, time_ms, chain, kind, payload }
+        Record {
+            lsn,
+            epoch,
+            time_ms,
+            chain,
+            kind,
+            payload,
+        }
     }
 
     /// Whether this record correctly follows a history ending with `prev_chain`.
     pub fn follows(&self, prev_chain: u64) -> bool {
-        self.chain == next_chain(prev_chain, self.lsn, self.epoch, self.time_ms, self.kind, &self.payload)
+        self.chain
+            == next_chain(
+                prev_chain,
+                self.lsn,
+                self.epoch,
+                self.time_ms,
+                self.kind,
+                &self.payload,
+            )
     }
 
     /// Size of the encoded record in bytes.
@@ -98,7 +127,11 @@ impl Record {
 
     /// Appends the encoded record to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        assert!(self.payload.len() <= MAX_PAYLOAD_BYTES, "payload of {} bytes exceeds MAX_PAYLOAD_BYTES", self.payload.len());
+        assert!(
+            self.payload.len() <= MAX_PAYLOAD_BYTES,
+            "payload of {} bytes exceeds MAX_PAYLOAD_BYTES",
+            self.payload.len()
+        );
         let body_len = (BODY_FIXED_BYTES + self.payload.len()) as u32;
         let start = out.len();
         out.extend_from_slice(&body_len.to_le_bytes());
@@ -133,14 +166,20 @@ pub enum DecodeError {
 pub fn announced_len(prefix: &[u8; FRAME_PREFIX_BYTES]) -> std::result::Result<usize, DecodeError> {
     let body_len = u32::from_le_bytes(prefix[..4].try_into().expect("4 bytes")) as usize;
     if !(BODY_FIXED_BYTES..=BODY_FIXED_BYTES + MAX_PAYLOAD_BYTES).contains(&body_len) {
-        return Err(DecodeError::Corrupt(format!("impossible record length {body_len}")));
+        return Err(DecodeError::Corrupt(format!(
+            "impossible record length {body_len}"
+        )));
     }
     Ok(FRAME_PREFIX_BYTES + body_len)
 }
 
 /// Decodes one record from the start of `buf`; returns it and its encoded length.
 pub fn decode(buf: &[u8]) -> std::result::Result<(Record, usize), DecodeError> {
-    let prefix: &[u8; FRAME_PREFIX_BYTES] = buf.get(..FRAME_PREFIX_BYTES).ok_or(DecodeError::Truncated)?.try_into().expect("8 bytes");
+    let prefix: &[u8; FRAME_PREFIX_BYTES] = buf
+        .get(..FRAME_PREFIX_BYTES)
+        .ok_or(DecodeError::Truncated)?
+        .try_into()
+        .expect("8 bytes");
     let total = announced_len(prefix)?;
     let frame = buf.get(..total).ok_or(DecodeError::Truncated)?;
     let body = &frame[FRAME_PREFIX_BYTES..];
@@ -149,8 +188,16 @@ pub fn decode(buf: &[u8]) -> std::result::Result<(Record, usize), DecodeError> {
         return Err(DecodeError::Corrupt("CRC mismatch".into()));
     }
     let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
-    let kind = RecordKind::from_byte(body[32]).ok_or_else(|| DecodeError::Corrupt(format!("unknown record kind {}", body[32])))?;
-    let record = Record { lsn: u64_at(0), epoch: u64_at(8), time_ms: u64_at(16), chain: u64_at(24), kind, payload: body[BODY_FIXED_BYTES..].to_vec() };
+    let kind = RecordKind::from_byte(body[32])
+        .ok_or_else(|| DecodeError::Corrupt(format!("unknown record kind {}", body[32])))?;
+    let record = Record {
+        lsn: u64_at(0),
+        epoch: u64_at(8),
+        time_ms: u64_at(16),
+        chain: u64_at(24),
+        kind,
+        payload: body[BODY_FIXED_BYTES..].to_vec(),
+    };
     Ok((record, total))
 }
 
@@ -158,7 +205,8 @@ pub fn decode(buf: &[u8]) -> std::result::Result<(Record, usize), DecodeError> {
 pub fn decode_all(mut buf: &[u8]) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     while !buf.is_empty() {
-        let (record, len) = decode(buf).map_err(|e| Error::InvalidData(format!("record {} of a batch: {e:?}", out.len())))?;
+        let (record, len) = decode(buf)
+            .map_err(|e| Error::InvalidData(format!("record {} of a batch: {e:?}", out.len())))?;
         out.push(record);
         buf = &buf[len..];
     }
@@ -170,7 +218,14 @@ mod tests {
     use super::*;
 
     fn sample(prev: u64, lsn: u64) -> Record {
-        Record::new(prev, lsn, 1, 1_700_000_000_000 + lsn, RecordKind::Txn, format!("payload {lsn}").into_bytes())
+        Record::new(
+            prev,
+            lsn,
+            1,
+            1_700_000_000_000 + lsn,
+            RecordKind::Txn,
+            format!("payload {lsn}").into_bytes(),
+        )
     }
 
     #[test]
@@ -186,13 +241,19 @@ mod tests {
         let mut bytes = sample(GENESIS_CHAIN, 1).encode();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
-        assert_eq!(decode(&bytes), Err(DecodeError::Corrupt("CRC mismatch".into())));
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::Corrupt("CRC mismatch".into()))
+        );
     }
 
     #[test]
     fn cut_record_is_reported_as_truncated() {
         let bytes = sample(GENESIS_CHAIN, 1).encode();
-        assert_eq!(decode(&bytes[..bytes.len() - 3]), Err(DecodeError::Truncated));
+        assert_eq!(
+            decode(&bytes[..bytes.len() - 3]),
+            Err(DecodeError::Truncated)
+        );
         assert_eq!(decode(&bytes[..5]), Err(DecodeError::Truncated));
     }
 

@@ -21,14 +21,23 @@ pub fn segment_path(dir: &Path, first_lsn: u64) -> PathBuf {
 /// First LSNs of the segments in `dir`, oldest first.
 pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(Error::io(format!("list log directory {}", dir.display())))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(Error::io(format!("list log directory {}", dir.display())))?;
     for entry in entries {
         let entry = entry.map_err(Error::io(format!("list log directory {}", dir.display())))?;
         let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else { continue };
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+            continue;
+        };
         match stem.parse::<u64>() {
             Ok(lsn) if lsn > 0 => out.push(lsn),
-            _ => return Err(Error::InvalidData(format!("unexpected file {} in log directory {}", name.to_string_lossy(), dir.display()))),
+            _ => {
+                return Err(Error::InvalidData(format!(
+                    "unexpected file {} in log directory {}",
+                    name.to_string_lossy(),
+                    dir.display()
+                )))
+            }
         }
     }
     out.sort_unstable();
@@ -49,7 +58,12 @@ pub struct ScannedSegment {
 /// Scans `bytes` of the segment at `path`, checking LSN continuity and the chain from
 /// `prev` (last LSN and chain before this segment). A bad record is a torn tail only if this
 /// is the newest segment and nothing valid follows it; otherwise the log is corrupt.
-pub fn scan(path: &Path, bytes: &[u8], is_newest: bool, prev: (u64, u64)) -> Result<ScannedSegment> {
+pub fn scan(
+    path: &Path,
+    bytes: &[u8],
+    is_newest: bool,
+    prev: (u64, u64),
+) -> Result<ScannedSegment> {
     let (mut prev_lsn, mut prev_chain) = prev;
     let mut records = Vec::new();
     let mut offset = 0usize;
@@ -65,20 +79,45 @@ pub fn scan(path: &Path, bytes: &[u8], is_newest: bool, prev: (u64, u64)) -> Res
                 if !is_newest || valid_record_follows(&bytes[offset..]) {
                     return Err(corrupt(path, offset, &format!("{err:?}")));
                 }
-                let torn = Some(format!("{err:?} at offset {offset}, {} bytes cut", bytes.len() - offset));
-                return Ok(ScannedSegment { records, valid_len: offset as u64, torn });
+                let torn = Some(format!(
+                    "{err:?} at offset {offset}, {} bytes cut",
+                    bytes.len() - offset
+                ));
+                return Ok(ScannedSegment {
+                    records,
+                    valid_len: offset as u64,
+                    torn,
+                });
             }
         }
     }
-    Ok(ScannedSegment { records, valid_len: offset as u64, torn: None })
+    Ok(ScannedSegment {
+        records,
+        valid_len: offset as u64,
+        torn: None,
+    })
 }
 
-fn check_continuity(path: &Path, offset: usize, rec: &Record, prev_lsn: u64, prev_chain: u64) -> Result<()> {
+fn check_continuity(
+    path: &Path,
+    offset: usize,
+    rec: &Record,
+    prev_lsn: u64,
+    prev_chain: u64,
+) -> Result<()> {
     if rec.lsn != prev_lsn + 1 {
-        return Err(corrupt(path, offset, &format!("LSN {} follows LSN {prev_lsn}", rec.lsn)));
+        return Err(corrupt(
+            path,
+            offset,
+            &format!("LSN {} follows LSN {prev_lsn}", rec.lsn),
+        ));
     }
     if !rec.follows(prev_chain) {
-        return Err(corrupt(path, offset, &format!("record {} breaks the checksum chain", rec.lsn)));
+        return Err(corrupt(
+            path,
+            offset,
+            &format!("record {} breaks the checksum chain", rec.lsn),
+        ));
     }
     Ok(())
 }
@@ -86,9 +125,18 @@ fn check_continuity(path: &Path, offset: usize, rec: &Record, prev_lsn: u64, pre
 /// Whether a well-formed record starts right after the bad one: then the bad record is not a
 /// torn tail but damage in the middle of the log.
 fn valid_record_follows(rest: &[u8]) -> bool {
-    let Some(prefix) = rest.get(..FRAME_PREFIX_BYTES) else { return false };
-    let Ok(len) = record::announced_len(prefix.try_into().expect("8 bytes")) else { return false };
-    rest.get(len..).is_some_and(|next| !matches!(record::decode(next), Err(DecodeError::Truncated | DecodeError::Corrupt(_))))
+    let Some(prefix) = rest.get(..FRAME_PREFIX_BYTES) else {
+        return false;
+    };
+    let Ok(len) = record::announced_len(prefix.try_into().expect("8 bytes")) else {
+        return false;
+    };
+    rest.get(len..).is_some_and(|next| {
+        !matches!(
+            record::decode(next),
+            Err(DecodeError::Truncated | DecodeError::Corrupt(_))
+        )
+    })
 }
 
 fn corrupt(path: &Path, offset: usize, what: &str) -> Error {

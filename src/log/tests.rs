@@ -11,7 +11,10 @@ fn write_records(dir: &Path, n: u64, segment_bytes: Option<u64>) -> Position {
     let start = opened.writer.tail().lsn;
     for i in 0..n {
         let payload = format!("txn {}", start + i).into_bytes();
-        opened.writer.append(1, 1_000 + i, RecordKind::Txn, payload).expect("append");
+        opened
+            .writer
+            .append(1, 1_000 + i, RecordKind::Txn, payload)
+            .expect("append");
     }
     opened.writer.sync().expect("sync")
 }
@@ -29,7 +32,10 @@ fn reopened_log_resumes_after_its_last_record() {
     assert_eq!(end.lsn, 5);
     let opened = open(tmp.path(), 2).expect("reopen");
     assert_eq!(opened.writer.tail(), end);
-    assert_eq!(opened.replay.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert_eq!(
+        opened.replay.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
     assert!(opened.torn.is_none());
 }
 
@@ -98,7 +104,10 @@ fn broken_chain_is_corruption() {
 fn reader_follows_records_across_segments() {
     let tmp = tempfile::tempdir().unwrap();
     let end = write_records(tmp.path(), 40, Some(256));
-    assert!(segment::list_segments(tmp.path()).unwrap().len() > 3, "small segments roll");
+    assert!(
+        segment::list_segments(tmp.path()).unwrap().len() > 3,
+        "small segments roll"
+    );
     let mut reader = LogReader::new(tmp.path());
     let all = reader.read(1, end.lsn, usize::MAX).unwrap();
     assert_eq!(all.len(), 40);
@@ -123,7 +132,20 @@ fn received_record_from_another_history_is_refused() {
     write_records(tmp.path(), 2, None);
     let mut opened = open(tmp.path(), 0).unwrap();
     let stray = Record::new(999, 3, 1, 7, RecordKind::Txn, b"x".to_vec());
-    assert!(matches!(opened.writer.append_received(&[stray]), Err(Error::Diverged(_))));
-    let gap = Record::new(opened.writer.tail().chain, 5, 1, 7, RecordKind::Txn, b"x".to_vec());
-    assert!(matches!(opened.writer.append_received(&[gap]), Err(Error::InvalidData(_))));
+    assert!(matches!(
+        opened.writer.append_received(&[stray]),
+        Err(Error::Diverged(_))
+    ));
+    let gap = Record::new(
+        opened.writer.tail().chain,
+        5,
+        1,
+        7,
+        RecordKind::Txn,
+        b"x".to_vec(),
+    );
+    assert!(matches!(
+        opened.writer.append_received(&[gap]),
+        Err(Error::InvalidData(_))
+    ));
 }

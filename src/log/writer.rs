@@ -24,7 +24,12 @@ pub struct Position {
 
 impl Position {
     pub fn of(record: &Record) -> Self {
-        Position { lsn: record.lsn, epoch: record.epoch, chain: record.chain, time_ms: record.time_ms }
+        Position {
+            lsn: record.lsn,
+            epoch: record.epoch,
+            chain: record.chain,
+            time_ms: record.time_ms,
+        }
     }
 }
 
@@ -53,11 +58,25 @@ impl LogWriter {
     pub(crate) fn resume(dir: &Path, tail: Position, newest: Option<(u64, u64)>) -> Result<Self> {
         let (first, len) = newest.unwrap_or((tail.lsn + 1, 0));
         let path = segment_path(dir, first);
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(Error::io(format!("open log segment {}", path.display())))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io(format!("open log segment {}", path.display())))?;
         if newest.is_none() {
             sync_dir(dir)?;
         }
-        Ok(LogWriter { dir: dir.to_path_buf(), file, segment_first_lsn: first, segment_bytes: len, pending: Vec::new(), pending_first_lsn: 0, tail, durable: tail, segment_target_bytes: SEGMENT_TARGET_BYTES })
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            file,
+            segment_first_lsn: first,
+            segment_bytes: len,
+            pending: Vec::new(),
+            pending_first_lsn: 0,
+            tail,
+            durable: tail,
+            segment_target_bytes: SEGMENT_TARGET_BYTES,
+        })
     }
 
     /// Closes segments at `bytes` instead of [`SEGMENT_TARGET_BYTES`] (tests use small ones).
@@ -76,15 +95,32 @@ impl LogWriter {
     }
 
     /// Appends a new record at the next LSN. Refuses payloads over [`MAX_PAYLOAD_BYTES`].
-    pub fn append(&mut self, epoch: u64, time_ms: u64, kind: RecordKind, payload: Vec<u8>) -> Result<Record> {
+    pub fn append(
+        &mut self,
+        epoch: u64,
+        time_ms: u64,
+        kind: RecordKind,
+        payload: Vec<u8>,
+    ) -> Result<Record> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(Error::InvalidInput(format!(
                 "the transaction's changes take {} bytes, more than the {MAX_PAYLOAD_BYTES} a log record may hold; split it into smaller transactions",
                 payload.len()
             )));
         }
-        assert!(epoch >= self.tail.epoch, "epoch went down from {} to {epoch}", self.tail.epoch);
-        let record = Record::new(self.tail.chain, self.tail.lsn + 1, epoch, time_ms, kind, payload);
+        assert!(
+            epoch >= self.tail.epoch,
+            "epoch went down from {} to {epoch}",
+            self.tail.epoch
+        );
+        let record = Record::new(
+            self.tail.chain,
+            self.tail.lsn + 1,
+            epoch,
+            time_ms,
+            kind,
+            payload,
+        );
         self.push(&record)?;
         Ok(record)
     }
@@ -95,13 +131,22 @@ impl LogWriter {
         let mut tail = self.tail;
         for record in records {
             if record.lsn != tail.lsn + 1 {
-                return Err(Error::InvalidData(format!("received LSN {} but the log ends at {}", record.lsn, tail.lsn)));
+                return Err(Error::InvalidData(format!(
+                    "received LSN {} but the log ends at {}",
+                    record.lsn, tail.lsn
+                )));
             }
             if !record.follows(tail.chain) {
-                return Err(Error::Diverged(format!("record {} does not continue this node's history (checksum chain)", record.lsn)));
+                return Err(Error::Diverged(format!(
+                    "record {} does not continue this node's history (checksum chain)",
+                    record.lsn
+                )));
             }
             if record.epoch < tail.epoch {
-                return Err(Error::InvalidData(format!("record {} has epoch {} below {}", record.lsn, record.epoch, tail.epoch)));
+                return Err(Error::InvalidData(format!(
+                    "record {} has epoch {} below {}",
+                    record.lsn, record.epoch, tail.epoch
+                )));
             }
             tail = Position::of(record);
         }
@@ -110,7 +155,9 @@ impl LogWriter {
 
     fn push(&mut self, record: &Record) -> Result<()> {
         let len = record.encoded_len() as u64;
-        if self.segment_bytes + self.pending.len() as u64 + len > self.segment_target_bytes && self.segment_bytes + self.pending.len() as u64 > 0 {
+        if self.segment_bytes + self.pending.len() as u64 + len > self.segment_target_bytes
+            && self.segment_bytes + self.pending.len() as u64 > 0
+        {
             self.roll(record.lsn)?;
         }
         if self.pending.is_empty() {
@@ -125,7 +172,11 @@ impl LogWriter {
     fn roll(&mut self, next_lsn: u64) -> Result<()> {
         self.sync()?;
         let path = segment_path(&self.dir, next_lsn);
-        self.file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(Error::io(format!("create log segment {}", path.display())))?;
+        self.file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io(format!("create log segment {}", path.display())))?;
         sync_dir(&self.dir)?;
         self.segment_first_lsn = next_lsn;
         self.segment_bytes = 0;
@@ -138,8 +189,12 @@ impl LogWriter {
             return Ok(self.durable);
         }
         let path = segment_path(&self.dir, self.segment_first_lsn);
-        self.file.write_all(&self.pending).map_err(Error::io(format!("write log segment {}", path.display())))?;
-        self.file.sync_data().map_err(Error::io(format!("fsync log segment {}", path.display())))?;
+        self.file
+            .write_all(&self.pending)
+            .map_err(Error::io(format!("write log segment {}", path.display())))?;
+        self.file
+            .sync_data()
+            .map_err(Error::io(format!("fsync log segment {}", path.display())))?;
         self.segment_bytes += self.pending.len() as u64;
         self.pending.clear();
         self.durable = self.tail;

@@ -25,7 +25,11 @@ pub struct Applier {
 impl Applier {
     pub fn new(conn: Connection) -> Result<Self> {
         let (applied_lsn, applied_time_ms) = meta::applied(&conn)?;
-        Ok(Applier { conn, applied_lsn, applied_time_ms })
+        Ok(Applier {
+            conn,
+            applied_lsn,
+            applied_time_ms,
+        })
     }
 
     /// (LSN, commit time in ms) of the last applied record.
@@ -35,8 +39,14 @@ impl Applier {
 
     /// Applies `records` (consecutive, starting right after the applied LSN) atomically.
     pub fn apply(&mut self, records: &[Record]) -> Result<()> {
-        let Some(last) = records.last() else { return Ok(()) };
-        assert_eq!(records[0].lsn, self.applied_lsn + 1, "records must continue the applied history");
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        assert_eq!(
+            records[0].lsn,
+            self.applied_lsn + 1,
+            "records must continue the applied history"
+        );
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         // Read afresh: a schema changed behind spare's back (someone editing the spare's
         // file) must show up as divergence, not as silently skipped changes.
@@ -47,7 +57,10 @@ impl Applier {
                 return Err(e);
             }
         };
-        let outcome = records.iter().try_for_each(|r| apply_one(&self.conn, r, &mut schema)).and_then(|()| meta::set_applied(&self.conn, last.lsn, last.time_ms));
+        let outcome = records
+            .iter()
+            .try_for_each(|r| apply_one(&self.conn, r, &mut schema))
+            .and_then(|()| meta::set_applied(&self.conn, last.lsn, last.time_ms));
         match outcome.and_then(|()| Ok(self.conn.execute_batch("COMMIT")?)) {
             Ok(()) => {
                 self.applied_lsn = last.lsn;
@@ -76,15 +89,28 @@ fn apply_one(conn: &Connection, record: &Record, schema: &mut u64) -> Result<()>
     }
     let payload = TxnPayload::decode(&record.payload)?;
     for st in &payload.ddl {
-        let mut stmt = conn.prepare(&st.sql).map_err(|e| Error::Diverged(format!("record {}: schema change failed here: {e}", record.lsn)))?;
+        let mut stmt = conn.prepare(&st.sql).map_err(|e| {
+            Error::Diverged(format!(
+                "record {}: schema change failed here: {e}",
+                record.lsn
+            ))
+        })?;
         bind(&mut stmt, &st.params)?;
-        stmt.raw_execute().map_err(|e| Error::Diverged(format!("record {}: schema change failed here: {e}", record.lsn)))?;
+        stmt.raw_execute().map_err(|e| {
+            Error::Diverged(format!(
+                "record {}: schema change failed here: {e}",
+                record.lsn
+            ))
+        })?;
     }
     if !payload.ddl.is_empty() {
         *schema = schema::checksum(conn)?;
     }
     if *schema != payload.schema {
-        return Err(Error::Diverged(format!("record {}: this node's schema differs from the primary's (checksum mismatch)", record.lsn)));
+        return Err(Error::Diverged(format!(
+            "record {}: this node's schema differs from the primary's (checksum mismatch)",
+            record.lsn
+        )));
     }
     apply_changeset(conn, &payload.changeset).map_err(|e| match e {
         Error::Diverged(m) => Error::Diverged(format!("record {}: {m}", record.lsn)),

@@ -47,12 +47,18 @@ impl Request {
             return Err(Error::InvalidInput("the request holds no statement".into()));
         }
         if self.statements.len() > MAX_BATCH_STATEMENTS {
-            return Err(Error::InvalidInput(format!("a batch may hold at most {MAX_BATCH_STATEMENTS} statements; split it")));
+            return Err(Error::InvalidInput(format!(
+                "a batch may hold at most {MAX_BATCH_STATEMENTS} statements; split it"
+            )));
         }
         for st in &self.statements {
             schema::check_statement_allowed(&st.sql)?;
         }
-        let ddl = self.statements.iter().filter(|s| schema::is_ddl(&s.sql)).count();
+        let ddl = self
+            .statements
+            .iter()
+            .filter(|s| schema::is_ddl(&s.sql))
+            .count();
         if ddl > 0 && ddl < self.statements.len() {
             return Err(Error::InvalidInput(
                 "this batch mixes schema changes (CREATE, ALTER, DROP) with other statements; send the schema changes in a request of their own".into(),
@@ -62,7 +68,9 @@ impl Request {
     }
 
     pub fn is_ddl(&self) -> bool {
-        self.statements.first().is_some_and(|s| schema::is_ddl(&s.sql))
+        self.statements
+            .first()
+            .is_some_and(|s| schema::is_ddl(&s.sql))
     }
 }
 
@@ -79,13 +87,20 @@ impl Executor {
     pub fn new(conn: Connection) -> Result<Self> {
         let schema = schema::checksum(&conn)?;
         let sequences = schema::sequences(&conn)?;
-        Ok(Executor { conn, schema, sequences })
+        Ok(Executor {
+            conn,
+            schema,
+            sequences,
+        })
     }
 
     /// Runs `requests` in one open transaction. Callers pass a DDL request alone.
     pub fn run_group(&mut self, requests: &[Request]) -> Result<GroupOutcome> {
         let ddl = requests.iter().any(Request::is_ddl);
-        assert!(!ddl || requests.len() == 1, "a schema change must run in a group of its own");
+        assert!(
+            !ddl || requests.len() == 1,
+            "a schema change must run in a group of its own"
+        );
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let session = Session::attach_all(&self.conn);
         let session = match session {
@@ -117,8 +132,18 @@ impl Executor {
 
     fn run_request(&self, req: &Request, ddl: bool) -> Result<Vec<StatementResult>> {
         self.conn.execute_batch("SAVEPOINT request")?;
-        let outcome = req.statements.iter().map(|st| run_statement(&self.conn, st)).collect::<Result<Vec<_>>>();
-        let outcome = outcome.and_then(|r| if ddl { schema::check_replicable(&self.conn).map(|()| r) } else { Ok(r) });
+        let outcome = req
+            .statements
+            .iter()
+            .map(|st| run_statement(&self.conn, st))
+            .collect::<Result<Vec<_>>>();
+        let outcome = outcome.and_then(|r| {
+            if ddl {
+                schema::check_replicable(&self.conn).map(|()| r)
+            } else {
+                Ok(r)
+            }
+        });
         if outcome.is_err() {
             self.conn.execute_batch("ROLLBACK TO request")?;
         }
@@ -126,19 +151,46 @@ impl Executor {
         outcome
     }
 
-    fn payload(&self, requests: &[Request], results: &[Result<Vec<StatementResult>>], changeset: Vec<u8>, ddl: bool) -> Result<Option<TxnPayload>> {
-        let ddl_statements: Vec<Statement> = if ddl && results[0].is_ok() { requests[0].statements.clone() } else { Vec::new() };
+    fn payload(
+        &self,
+        requests: &[Request],
+        results: &[Result<Vec<StatementResult>>],
+        changeset: Vec<u8>,
+        ddl: bool,
+    ) -> Result<Option<TxnPayload>> {
+        let ddl_statements: Vec<Statement> = if ddl && results[0].is_ok() {
+            requests[0].statements.clone()
+        } else {
+            Vec::new()
+        };
         let now = schema::sequences(&self.conn)?;
-        let sequences: Vec<(String, i64)> = now.iter().filter(|(k, v)| self.sequences.get(*k) != Some(v)).map(|(k, v)| (k.clone(), *v)).collect();
+        let sequences: Vec<(String, i64)> = now
+            .iter()
+            .filter(|(k, v)| self.sequences.get(*k) != Some(v))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         if ddl_statements.is_empty() && changeset.is_empty() && sequences.is_empty() {
             return Ok(None);
         }
-        let schema = if ddl_statements.is_empty() { self.schema } else { schema::checksum(&self.conn)? };
-        Ok(Some(TxnPayload { ddl: ddl_statements, changeset, sequences, schema }))
+        let schema = if ddl_statements.is_empty() {
+            self.schema
+        } else {
+            schema::checksum(&self.conn)?
+        };
+        Ok(Some(TxnPayload {
+            ddl: ddl_statements,
+            changeset,
+            sequences,
+            schema,
+        }))
     }
 
     /// Commits the open transaction, recording that it is log record `lsn`.
-    pub fn commit(&mut self, applied: Option<(u64, u64)>, payload: Option<&TxnPayload>) -> Result<()> {
+    pub fn commit(
+        &mut self,
+        applied: Option<(u64, u64)>,
+        payload: Option<&TxnPayload>,
+    ) -> Result<()> {
         if let Some((lsn, time_ms)) = applied {
             meta::set_applied(&self.conn, lsn, time_ms)?;
         }
@@ -173,5 +225,8 @@ fn run_statement(conn: &Connection, st: &Statement) -> Result<StatementResult> {
     bind(&mut stmt, &st.params)?;
     let mut rows = stmt.raw_query();
     while rows.next()?.is_some() {}
-    Ok(StatementResult { rows_affected: conn.changes(), last_insert_rowid: conn.last_insert_rowid() })
+    Ok(StatementResult {
+        rows_affected: conn.changes(),
+        last_insert_rowid: conn.last_insert_rowid(),
+    })
 }

@@ -14,7 +14,13 @@ pub fn ensure(conn: &Connection) -> Result<()> {
 }
 
 fn get(conn: &Connection, key: &str) -> Result<u64> {
-    let v: Option<i64> = conn.query_row(&format!("SELECT value FROM {META_TABLE} WHERE key = ?1"), [key], |r| r.get(0)).optional()?;
+    let v: Option<i64> = conn
+        .query_row(
+            &format!("SELECT value FROM {META_TABLE} WHERE key = ?1"),
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?;
     Ok(v.unwrap_or(0) as u64)
 }
 

@@ -55,7 +55,8 @@ impl TxnPayload {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        rmp_serde::from_slice(bytes).map_err(|e| Error::InvalidData(format!("transaction record payload: {e}")))
+        rmp_serde::from_slice(bytes)
+            .map_err(|e| Error::InvalidData(format!("transaction record payload: {e}")))
     }
 }
 
@@ -70,16 +71,24 @@ pub enum ConnKind {
 pub fn open(path: &Path, kind: ConnKind) -> Result<Connection> {
     let flags = match kind {
         ConnKind::Reader => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        _ => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        _ => {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        }
     };
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| Error::Sql(format!("cannot open database {}: {e}", path.display())))?;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| Error::Sql(format!("cannot open database {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     match kind {
         ConnKind::Reader => conn.execute_batch("PRAGMA query_only = ON")?,
         ConnKind::Writer | ConnKind::Applier => {
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(Error::Sql(format!("database {} refused WAL journal mode (got {mode})", path.display())));
+                return Err(Error::Sql(format!(
+                    "database {} refused WAL journal mode (got {mode})",
+                    path.display()
+                )));
             }
             conn.execute_batch("PRAGMA synchronous = NORMAL")?;
             meta::ensure(&conn)?;

@@ -30,7 +30,11 @@ pub fn run(conn: &Connection, st: &Statement) -> Result<QueryResult> {
         if out.len() == MAX_QUERY_ROWS {
             return Err(Error::InvalidInput(format!("the result has more than {MAX_QUERY_ROWS} rows; add a LIMIT (and page with OFFSET or a key)")));
         }
-        out.push((0..columns.len()).map(|i| row.get_ref(i).map(SqlValue::from_ref)).collect::<rusqlite::Result<Vec<_>>>()?);
+        out.push(
+            (0..columns.len())
+                .map(|i| row.get_ref(i).map(SqlValue::from_ref))
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+        );
     }
     Ok(QueryResult { columns, rows: out })
 }
@@ -46,7 +50,10 @@ pub struct ReaderPool {
 
 impl ReaderPool {
     pub fn new(path: &std::path::Path) -> Self {
-        ReaderPool { path: path.to_path_buf(), idle: std::sync::Mutex::new(Vec::new()) }
+        ReaderPool {
+            path: path.to_path_buf(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     /// Runs `st` on an idle connection (or a new one); blocking.

@@ -35,7 +35,9 @@ fn first_keyword(sql: &str) -> &str {
             break;
         }
     }
-    let end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
     &rest[..end]
 }
 
@@ -55,7 +57,9 @@ pub fn checksum(conn: &Connection) -> Result<u64> {
             h.update(s.as_bytes());
         }
     }
-    Ok(u64::from_le_bytes(h.finalize()[..8].try_into().expect("32-byte digest")))
+    Ok(u64::from_le_bytes(
+        h.finalize()[..8].try_into().expect("32-byte digest"),
+    ))
 }
 
 /// Refuses tables whose rows could not all be replicated: a PRIMARY KEY that may hold NULL
@@ -65,7 +69,10 @@ pub fn check_replicable(conn: &Connection) -> Result<()> {
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")?
         .query_map([], |r| r.get(0))?
         .collect::<std::result::Result<_, _>>()?;
-    for table in tables.iter().filter(|t| !t.starts_with(INTERNAL_TABLE_PREFIX)) {
+    for table in tables
+        .iter()
+        .filter(|t| !t.starts_with(INTERNAL_TABLE_PREFIX))
+    {
         check_table(conn, table)?;
     }
     Ok(())
@@ -75,7 +82,9 @@ fn check_table(conn: &Connection, table: &str) -> Result<()> {
     // (name, declared type, notnull, pk position)
     let cols: Vec<(String, String, bool, i64)> = conn
         .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1)")?
-        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([table], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<std::result::Result<_, _>>()?;
     let pk: Vec<&(String, String, bool, i64)> = cols.iter().filter(|c| c.3 > 0).collect();
     let without_rowid: bool = conn
@@ -95,7 +104,11 @@ fn check_table(conn: &Connection, table: &str) -> Result<()> {
 
 /// The AUTOINCREMENT counters, by table.
 pub fn sequences(conn: &Connection) -> Result<BTreeMap<String, i64>> {
-    let exists: bool = conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_sequence'", [], |r| r.get(0))?;
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_sequence'",
+        [],
+        |r| r.get(0),
+    )?;
     if !exists {
         return Ok(BTreeMap::new());
     }
@@ -107,48 +120,18 @@ pub fn sequences(conn: &Connection) -> Result<BTreeMap<String, i64>> {
 /// Sets AUTOINCREMENT counters to the primary's values (on a spare).
 pub fn set_sequences(conn: &Connection, seqs: &[(String, i64)]) -> Result<()> {
     for (name, seq) in seqs {
-        let updated = conn.execute("UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1", rusqlite::params![name, seq])?;
+        let updated = conn.execute(
+            "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1",
+            rusqlite::params![name, seq],
+        )?;
         if updated == 0 {
-            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)", rusqlite::params![name, seq])?;
+            conn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
+                rusqlite::params![name, seq],
+            )?;
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ddl_is_recognised_after_comments_and_in_any_case() {
-        assert!(is_ddl("create table t(x)"));
-        assert!(is_ddl("  -- make it\n /* now */ ALTER TABLE t ADD y"));
-        assert!(is_ddl("Drop index i"));
-        assert!(!is_ddl("INSERT INTO t VALUES (1)"));
-        assert!(!is_ddl("-- CREATE\nUPDATE t SET x = 1"));
-        assert!(!is_ddl("WITH c AS (SELECT 1) INSERT INTO t SELECT * FROM c"));
-    }
-
-    #[test]
-    fn nullable_primary_keys_are_refused_and_safe_keys_accepted() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE ok1 (id INTEGER PRIMARY KEY, v); CREATE TABLE ok2 (code TEXT PRIMARY KEY NOT NULL); CREATE TABLE ok3 (code TEXT PRIMARY KEY) WITHOUT ROWID; CREATE TABLE ok4 (v)").unwrap();
-        check_replicable(&conn).unwrap();
-        conn.execute_batch("CREATE TABLE bad (code TEXT PRIMARY KEY, v)").unwrap();
-        let e = check_replicable(&conn).unwrap_err().to_string();
-        assert!(e.contains("\"bad\"") && e.contains("\"code\"") && e.contains("NOT NULL"), "{e}");
-    }
-
-    #[test]
-    fn checksum_changes_with_the_schema_but_not_with_data() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY)").unwrap();
-        let a = checksum(&conn).unwrap();
-        conn.execute_batch("INSERT INTO t VALUES (1)").unwrap();
-        assert_eq!(a, checksum(&conn).unwrap());
-        conn.execute_batch("ALTER TABLE t ADD COLUMN v TEXT").unwrap();
-        assert_ne!(a, checksum(&conn).unwrap());
-    }
 }
 
 /// Refuses statements that would break the group transaction or the node's setup, with what
@@ -171,8 +154,12 @@ pub fn check_statement_allowed(sql: &str) -> Result<()> {
 /// non-deterministic values would differ: refused, with the two-step alternative.
 fn check_not_create_as(sql: &str) -> Result<()> {
     let upper = sql.to_ascii_uppercase();
-    let words: Vec<&str> = upper.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '(')).filter(|w| !w.is_empty()).collect();
-    let is_create_table = words.first() == Some(&"CREATE") && words.iter().take(3).any(|w| *w == "TABLE");
+    let words: Vec<&str> = upper
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '('))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let is_create_table =
+        words.first() == Some(&"CREATE") && words.iter().take(3).any(|w| *w == "TABLE");
     if !is_create_table {
         return Ok(());
     }
@@ -184,4 +171,48 @@ fn check_not_create_as(sql: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_is_recognised_after_comments_and_in_any_case() {
+        assert!(is_ddl("create table t(x)"));
+        assert!(is_ddl("  -- make it\n /* now */ ALTER TABLE t ADD y"));
+        assert!(is_ddl("Drop index i"));
+        assert!(!is_ddl("INSERT INTO t VALUES (1)"));
+        assert!(!is_ddl("-- CREATE\nUPDATE t SET x = 1"));
+        assert!(!is_ddl(
+            "WITH c AS (SELECT 1) INSERT INTO t SELECT * FROM c"
+        ));
+    }
+
+    #[test]
+    fn nullable_primary_keys_are_refused_and_safe_keys_accepted() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE ok1 (id INTEGER PRIMARY KEY, v); CREATE TABLE ok2 (code TEXT PRIMARY KEY NOT NULL); CREATE TABLE ok3 (code TEXT PRIMARY KEY) WITHOUT ROWID; CREATE TABLE ok4 (v)").unwrap();
+        check_replicable(&conn).unwrap();
+        conn.execute_batch("CREATE TABLE bad (code TEXT PRIMARY KEY, v)")
+            .unwrap();
+        let e = check_replicable(&conn).unwrap_err().to_string();
+        assert!(
+            e.contains("\"bad\"") && e.contains("\"code\"") && e.contains("NOT NULL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn checksum_changes_with_the_schema_but_not_with_data() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .unwrap();
+        let a = checksum(&conn).unwrap();
+        conn.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        assert_eq!(a, checksum(&conn).unwrap());
+        conn.execute_batch("ALTER TABLE t ADD COLUMN v TEXT")
+            .unwrap();
+        assert_ne!(a, checksum(&conn).unwrap());
+    }
 }

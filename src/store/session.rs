@@ -45,7 +45,10 @@ impl<'conn> Session<'conn> {
         // SAFETY: the handle is valid for the connection's lifetime, which bounds 'conn.
         let rc = unsafe { ffi::sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut raw) };
         check(conn, rc, "create a session")?;
-        let session = Session { raw, _conn: std::marker::PhantomData };
+        let session = Session {
+            raw,
+            _conn: std::marker::PhantomData,
+        };
         let mut on: c_int = 1;
         // SAFETY: raw is a live session; pArg points to an int as the API requires.
         let rc = unsafe {
@@ -102,7 +105,11 @@ pub struct ChangeCounts {
     pub deletes: u64,
 }
 
-unsafe extern "C" fn abort_on_conflict(ctx: *mut c_void, kind: c_int, _it: *mut ffi::sqlite3_changeset_iter) -> c_int {
+unsafe extern "C" fn abort_on_conflict(
+    ctx: *mut c_void,
+    kind: c_int,
+    _it: *mut ffi::sqlite3_changeset_iter,
+) -> c_int {
     // SAFETY: ctx points to the c_int owned by apply_changeset for the duration of the call.
     unsafe { *(ctx as *mut c_int) = kind };
     ffi::SQLITE_CHANGESET_ABORT
@@ -114,8 +121,12 @@ pub fn apply_changeset(conn: &Connection, changeset: &[u8]) -> Result<()> {
     if changeset.is_empty() {
         return Ok(());
     }
-    let len = c_int::try_from(changeset.len())
-        .map_err(|_| Error::InvalidData(format!("changeset of {} bytes is too large", changeset.len())))?;
+    let len = c_int::try_from(changeset.len()).map_err(|_| {
+        Error::InvalidData(format!(
+            "changeset of {} bytes is too large",
+            changeset.len()
+        ))
+    })?;
     let mut conflict: c_int = 0;
     // SAFETY: SQLite only reads the changeset buffer (the API takes *mut for history);
     // the conflict callback writes to `conflict`, which outlives the call.
@@ -133,7 +144,10 @@ pub fn apply_changeset(conn: &Connection, changeset: &[u8]) -> Result<()> {
         )
     };
     if conflict != 0 {
-        return Err(Error::Diverged(format!("applying a changeset met a {} conflict", conflict_name(conflict))));
+        return Err(Error::Diverged(format!(
+            "applying a changeset met a {} conflict",
+            conflict_name(conflict)
+        )));
     }
     check(conn, rc, "apply a changeset")
 }
@@ -155,19 +169,25 @@ pub fn count_changes(changeset: &[u8]) -> Result<Vec<(String, ChangeCounts)>> {
     if changeset.is_empty() {
         return Ok(out);
     }
-    let len = c_int::try_from(changeset.len()).map_err(|_| Error::InvalidData("changeset too large".into()))?;
+    let len = c_int::try_from(changeset.len())
+        .map_err(|_| Error::InvalidData("changeset too large".into()))?;
     let mut it = ptr::null_mut();
     // SAFETY: the iterator only reads the buffer, which outlives it (finalized below).
-    let rc = unsafe { ffi::sqlite3changeset_start(&mut it, len, changeset.as_ptr() as *mut c_void) };
+    let rc =
+        unsafe { ffi::sqlite3changeset_start(&mut it, len, changeset.as_ptr() as *mut c_void) };
     if rc != ffi::SQLITE_OK {
-        return Err(Error::InvalidData(format!("changeset is malformed (SQLite code {rc})")));
+        return Err(Error::InvalidData(format!(
+            "changeset is malformed (SQLite code {rc})"
+        )));
     }
     // SAFETY: `it` is a live iterator until finalize.
     while unsafe { ffi::sqlite3changeset_next(it) } == ffi::SQLITE_ROW {
         let (mut tab, mut ncol, mut op, mut indirect) = (ptr::null(), 0, 0, 0);
         // SAFETY: as above; tab points into the iterator's memory, copied at once.
         unsafe { ffi::sqlite3changeset_op(it, &mut tab, &mut ncol, &mut op, &mut indirect) };
-        let name = unsafe { CStr::from_ptr(tab) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(tab) }
+            .to_string_lossy()
+            .into_owned();
         let idx = match out.iter().position(|(t, _)| *t == name) {
             Some(i) => i,
             None => {
@@ -185,7 +205,9 @@ pub fn count_changes(changeset: &[u8]) -> Result<Vec<(String, ChangeCounts)>> {
     // SAFETY: finalize once; its code reports a malformed buffer met while iterating.
     let rc = unsafe { ffi::sqlite3changeset_finalize(it) };
     if rc != ffi::SQLITE_OK {
-        return Err(Error::InvalidData(format!("changeset is malformed (SQLite code {rc})")));
+        return Err(Error::InvalidData(format!(
+            "changeset is malformed (SQLite code {rc})"
+        )));
     }
     Ok(out)
 }
@@ -195,6 +217,10 @@ fn check(conn: &Connection, rc: c_int, what: &str) -> Result<()> {
         return Ok(());
     }
     // SAFETY: errmsg returns a NUL-terminated string owned by the connection.
-    let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(conn.handle())) }.to_string_lossy().into_owned();
-    Err(Error::Sql(format!("cannot {what}: {msg} (SQLite code {rc})")))
+    let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(conn.handle())) }
+        .to_string_lossy()
+        .into_owned();
+    Err(Error::Sql(format!(
+        "cannot {what}: {msg} (SQLite code {rc})"
+    )))
 }

@@ -16,14 +16,31 @@ struct Pair {
 impl Pair {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let primary = Executor::new(open(&dir.path().join("p.sqlite"), ConnKind::Writer).unwrap()).unwrap();
-        let spare = apply::Applier::new(open(&dir.path().join("s.sqlite"), ConnKind::Applier).unwrap()).unwrap();
-        Pair { _dir: dir, primary, spare, lsn: 0, chain: 0 }
+        let primary =
+            Executor::new(open(&dir.path().join("p.sqlite"), ConnKind::Writer).unwrap()).unwrap();
+        let spare =
+            apply::Applier::new(open(&dir.path().join("s.sqlite"), ConnKind::Applier).unwrap())
+                .unwrap();
+        Pair {
+            _dir: dir,
+            primary,
+            spare,
+            lsn: 0,
+            chain: 0,
+        }
     }
 
     /// Runs one request on the primary and ships its record to the spare.
     fn exec(&mut self, sqls: &[&str]) -> Result<()> {
-        let req = Request { statements: sqls.iter().map(|s| Statement { sql: s.to_string(), params: vec![] }).collect() };
+        let req = Request {
+            statements: sqls
+                .iter()
+                .map(|s| Statement {
+                    sql: s.to_string(),
+                    params: vec![],
+                })
+                .collect(),
+        };
         req.validate()?;
         let mut out = self.primary.run_group(std::slice::from_ref(&req))?;
         let result = out.results.pop().unwrap();
@@ -31,15 +48,31 @@ impl Pair {
             self.primary.commit(None, None)?;
             return result.map(|_| ());
         };
-        let rec = Record::new(self.chain, self.lsn + 1, 1, 1000, RecordKind::Txn, payload.encode());
-        self.primary.commit(Some((rec.lsn, rec.time_ms)), Some(&payload))?;
+        let rec = Record::new(
+            self.chain,
+            self.lsn + 1,
+            1,
+            1000,
+            RecordKind::Txn,
+            payload.encode(),
+        );
+        self.primary
+            .commit(Some((rec.lsn, rec.time_ms)), Some(&payload))?;
         (self.lsn, self.chain) = (rec.lsn, rec.chain);
         self.spare.apply(&[rec])?;
         result.map(|_| ())
     }
 
     fn dump(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<SqlValue>> {
-        query::run(conn, &Statement { sql: sql.into(), params: vec![] }).unwrap().rows
+        query::run(
+            conn,
+            &Statement {
+                sql: sql.into(),
+                params: vec![],
+            },
+        )
+        .unwrap()
+        .rows
     }
 
     fn assert_same(&self, sql: &str) -> usize {
@@ -53,8 +86,12 @@ impl Pair {
 #[test]
 fn rows_triggers_random_and_counters_arrive_identical() {
     let mut p = Pair::new();
-    p.exec(&["CREATE TABLE inv (id INTEGER PRIMARY KEY AUTOINCREMENT, total REAL, token BLOB, at TEXT)"]).unwrap();
-    p.exec(&["CREATE TABLE audit (n INTEGER PRIMARY KEY, what TEXT NOT NULL)"]).unwrap();
+    p.exec(&[
+        "CREATE TABLE inv (id INTEGER PRIMARY KEY AUTOINCREMENT, total REAL, token BLOB, at TEXT)",
+    ])
+    .unwrap();
+    p.exec(&["CREATE TABLE audit (n INTEGER PRIMARY KEY, what TEXT NOT NULL)"])
+        .unwrap();
     p.exec(&["CREATE TRIGGER inv_audit AFTER INSERT ON inv BEGIN INSERT INTO audit (what) VALUES ('inv ' || new.id); END"]).unwrap();
     for _ in 0..3 {
         p.exec(&["INSERT INTO inv (total, token, at) VALUES (abs(random()) % 1000, randomblob(8), datetime('now', 'subsec'))"]).unwrap();
@@ -64,7 +101,10 @@ fn rows_triggers_random_and_counters_arrive_identical() {
     assert_eq!(p.assert_same("SELECT * FROM inv ORDER BY id"), 2);
     assert_eq!(p.assert_same("SELECT * FROM audit ORDER BY n"), 3);
     assert_eq!(p.assert_same("SELECT name, seq FROM sqlite_sequence"), 1);
-    let seq = Pair::dump(p.spare.connection(), "SELECT seq FROM sqlite_sequence WHERE name = 'inv'");
+    let seq = Pair::dump(
+        p.spare.connection(),
+        "SELECT seq FROM sqlite_sequence WHERE name = 'inv'",
+    );
     assert_eq!(seq, vec![vec![SqlValue::Integer(3)]]);
 }
 
@@ -74,21 +114,29 @@ fn rowid_tables_and_foreign_key_cascades_replicate() {
     p.exec(&["CREATE TABLE notes (body TEXT)"]).unwrap();
     p.exec(&["CREATE TABLE customer (id INTEGER PRIMARY KEY, name TEXT)", "CREATE TABLE orders (id INTEGER PRIMARY KEY, cust INTEGER REFERENCES customer(id) ON DELETE CASCADE)"]).unwrap();
     p.exec(&["INSERT INTO notes VALUES ('a'), ('b')"]).unwrap();
-    p.exec(&["UPDATE notes SET body = 'c' WHERE body = 'a'"]).unwrap();
-    p.exec(&["INSERT INTO customer VALUES (1, 'x'), (2, 'y')"]).unwrap();
-    p.exec(&["INSERT INTO orders VALUES (10, 1), (11, 1), (12, 2)"]).unwrap();
+    p.exec(&["UPDATE notes SET body = 'c' WHERE body = 'a'"])
+        .unwrap();
+    p.exec(&["INSERT INTO customer VALUES (1, 'x'), (2, 'y')"])
+        .unwrap();
+    p.exec(&["INSERT INTO orders VALUES (10, 1), (11, 1), (12, 2)"])
+        .unwrap();
     p.exec(&["DELETE FROM customer WHERE id = 1"]).unwrap();
-    assert_eq!(p.assert_same("SELECT rowid, body FROM notes ORDER BY rowid"), 2);
+    assert_eq!(
+        p.assert_same("SELECT rowid, body FROM notes ORDER BY rowid"),
+        2
+    );
     assert_eq!(p.assert_same("SELECT * FROM orders ORDER BY id"), 1);
 }
 
 #[test]
 fn schema_changes_replay_including_drop_column() {
     let mut p = Pair::new();
-    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT)"]).unwrap();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT)"])
+        .unwrap();
     p.exec(&["INSERT INTO t VALUES (1, 'a', 'b')"]).unwrap();
     p.exec(&["ALTER TABLE t DROP COLUMN b"]).unwrap();
-    p.exec(&["ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 7"]).unwrap();
+    p.exec(&["ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 7"])
+        .unwrap();
     p.exec(&["INSERT INTO t (id, a) VALUES (2, 'z')"]).unwrap();
     p.exec(&["CREATE INDEX t_a ON t(a)"]).unwrap();
     assert_eq!(p.assert_same("SELECT * FROM t ORDER BY id"), 2);
@@ -98,8 +146,11 @@ fn schema_changes_replay_including_drop_column() {
 #[test]
 fn failing_statement_fails_its_request_alone() {
     let mut p = Pair::new();
-    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY)"]).unwrap();
-    let e = p.exec(&["INSERT INTO t VALUES (1)", "INSERT INTO nope VALUES (2)"]).unwrap_err();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY)"])
+        .unwrap();
+    let e = p
+        .exec(&["INSERT INTO t VALUES (1)", "INSERT INTO nope VALUES (2)"])
+        .unwrap_err();
     assert!(e.to_string().contains("no such table: nope"), "{e}");
     assert_eq!(p.assert_same("SELECT * FROM t"), 0);
     let lsn = p.lsn;
@@ -110,7 +161,8 @@ fn failing_statement_fails_its_request_alone() {
 #[test]
 fn spare_missing_a_table_reports_divergence_instead_of_skipping() {
     let mut p = Pair::new();
-    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY)"]).unwrap();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY)"])
+        .unwrap();
     p.spare.connection().execute_batch("DROP TABLE t").unwrap();
     let e = p.exec(&["INSERT INTO t VALUES (1)"]).unwrap_err();
     assert!(matches!(e, Error::Diverged(_)), "{e}");
@@ -119,9 +171,13 @@ fn spare_missing_a_table_reports_divergence_instead_of_skipping() {
 #[test]
 fn conflicting_row_on_the_spare_is_divergence() {
     let mut p = Pair::new();
-    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"]).unwrap();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"])
+        .unwrap();
     p.exec(&["INSERT INTO t VALUES (1, 'a')"]).unwrap();
-    p.spare.connection().execute_batch("UPDATE t SET v = 'tampered'").unwrap();
+    p.spare
+        .connection()
+        .execute_batch("UPDATE t SET v = 'tampered'")
+        .unwrap();
     let e = p.exec(&["UPDATE t SET v = 'b' WHERE id = 1"]).unwrap_err();
     assert!(matches!(e, Error::Diverged(_)), "{e}");
     // The failed apply left the spare's applied position where it was.
@@ -140,7 +196,13 @@ fn statements_that_would_break_replication_are_refused() {
         let e = p.exec(&[sql]).unwrap_err().to_string();
         assert!(e.contains(needle), "{sql}: {e}");
     }
-    let e = p.exec(&["CREATE TABLE a (id INTEGER PRIMARY KEY)", "INSERT INTO a VALUES (1)"]).unwrap_err().to_string();
+    let e = p
+        .exec(&[
+            "CREATE TABLE a (id INTEGER PRIMARY KEY)",
+            "INSERT INTO a VALUES (1)",
+        ])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("mixes schema changes"), "{e}");
     assert_eq!(p.lsn, 0);
 }

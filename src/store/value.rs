@@ -49,9 +49,13 @@ impl SqlValue {
         match self {
             SqlValue::Null => Json::Null,
             SqlValue::Integer(i) => Json::from(*i),
-            SqlValue::Real(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+            SqlValue::Real(f) => serde_json::Number::from_f64(*f)
+                .map(Json::Number)
+                .unwrap_or(Json::Null),
             SqlValue::Text(s) => Json::String(s.clone()),
-            SqlValue::Blob(b) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+            SqlValue::Blob(b) => {
+                serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) })
+            }
         }
     }
 
@@ -80,8 +84,14 @@ impl SqlValue {
 pub fn params_from_json(v: Option<&Json>) -> Result<Vec<SqlValue>> {
     match v {
         None | Some(Json::Null) => Ok(Vec::new()),
-        Some(Json::Array(items)) => items.iter().enumerate().map(|(i, p)| SqlValue::from_json(p, &format!("parameter {}", i + 1))).collect(),
-        Some(other) => Err(Error::InvalidInput(format!("\"params\" must be an array, found {other}"))),
+        Some(Json::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, p)| SqlValue::from_json(p, &format!("parameter {}", i + 1)))
+            .collect(),
+        Some(other) => Err(Error::InvalidInput(format!(
+            "\"params\" must be an array, found {other}"
+        ))),
     }
 }
 
@@ -89,7 +99,10 @@ pub fn params_from_json(v: Option<&Json>) -> Result<Vec<SqlValue>> {
 pub fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[SqlValue]) -> Result<()> {
     let expected = stmt.parameter_count();
     if expected != params.len() {
-        return Err(Error::InvalidInput(format!("the statement takes {expected} parameter(s) but {} were given", params.len())));
+        return Err(Error::InvalidInput(format!(
+            "the statement takes {expected} parameter(s) but {} were given",
+            params.len()
+        )));
     }
     for (i, p) in params.iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, p.to_sqlite())?;

@@ -16,9 +16,14 @@ const _: () = assert!(MAX_BATCH_BYTES < MAX_FRAME_BYTES);
 
 /// Encodes an envelope as one frame.
 pub fn encode(env: &Envelope) -> Result<Vec<u8>> {
-    let body = rmp_serde::to_vec(env).map_err(|e| Error::InvalidData(format!("encode {}: {e}", env.message.name())))?;
+    let body = rmp_serde::to_vec(env)
+        .map_err(|e| Error::InvalidData(format!("encode {}: {e}", env.message.name())))?;
     if body.len() > MAX_FRAME_BYTES {
-        return Err(Error::InvalidData(format!("{} frame of {} bytes exceeds MAX_FRAME_BYTES ({MAX_FRAME_BYTES})", env.message.name(), body.len())));
+        return Err(Error::InvalidData(format!(
+            "{} frame of {} bytes exceeds MAX_FRAME_BYTES ({MAX_FRAME_BYTES})",
+            env.message.name(),
+            body.len()
+        )));
     }
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -28,21 +33,32 @@ pub fn encode(env: &Envelope) -> Result<Vec<u8>> {
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, env: &Envelope) -> Result<()> {
     let frame = encode(env)?;
-    w.write_all(&frame).await.map_err(Error::io(format!("send {}", env.message.name())))?;
-    w.flush().await.map_err(Error::io("flush a peer connection"))
+    w.write_all(&frame)
+        .await
+        .map_err(Error::io(format!("send {}", env.message.name())))?;
+    w.flush()
+        .await
+        .map_err(Error::io("flush a peer connection"))
 }
 
 /// Reads one frame. End of stream, an oversized length and undecodable bytes are errors.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Envelope> {
     let mut len = [0u8; 4];
-    r.read_exact(&mut len).await.map_err(Error::io("read a frame length"))?;
+    r.read_exact(&mut len)
+        .await
+        .map_err(Error::io("read a frame length"))?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME_BYTES {
-        return Err(Error::InvalidData(format!("peer announced a frame of {len} bytes, above MAX_FRAME_BYTES ({MAX_FRAME_BYTES})")));
+        return Err(Error::InvalidData(format!(
+            "peer announced a frame of {len} bytes, above MAX_FRAME_BYTES ({MAX_FRAME_BYTES})"
+        )));
     }
     let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(Error::io("read a frame"))?;
-    rmp_serde::from_slice(&body).map_err(|e| Error::InvalidData(format!("undecodable frame of {len} bytes: {e}")))
+    r.read_exact(&mut body)
+        .await
+        .map_err(Error::io("read a frame"))?;
+    rmp_serde::from_slice(&body)
+        .map_err(|e| Error::InvalidData(format!("undecodable frame of {len} bytes: {e}")))
 }
 
 #[cfg(test)]
@@ -51,12 +67,22 @@ mod tests {
     use crate::wire::Message;
 
     fn env(message: Message) -> Envelope {
-        Envelope { cluster: "c".into(), from: "main".into(), epoch: 1, message }
+        Envelope {
+            cluster: "c".into(),
+            from: "main".into(),
+            epoch: 1,
+            message,
+        }
     }
 
     #[tokio::test]
     async fn frames_round_trip() {
-        let e = env(Message::Ack { received: 3, flushed: 2, applied: 1, applied_time_ms: 9 });
+        let e = env(Message::Ack {
+            received: 3,
+            flushed: 2,
+            applied: 1,
+            applied_time_ms: 9,
+        });
         let bytes = encode(&e).unwrap();
         assert_eq!(read_frame(&mut &bytes[..]).await.unwrap(), e);
     }
@@ -72,8 +98,14 @@ mod tests {
     async fn garbage_body_is_an_error_not_a_panic() {
         let mut bytes = 5u32.to_be_bytes().to_vec();
         bytes.extend_from_slice(b"\xc1\xc1\xc1\xc1\xc1");
-        assert!(matches!(read_frame(&mut &bytes[..]).await, Err(Error::InvalidData(_))));
+        assert!(matches!(
+            read_frame(&mut &bytes[..]).await,
+            Err(Error::InvalidData(_))
+        ));
         let short = 10u32.to_be_bytes();
-        assert!(matches!(read_frame(&mut &short[..]).await, Err(Error::Io { .. })));
+        assert!(matches!(
+            read_frame(&mut &short[..]).await,
+            Err(Error::Io { .. })
+        ));
     }
 }

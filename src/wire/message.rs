@@ -58,7 +58,12 @@ pub enum Message {
     },
     /// Spare → primary: highest LSN received, flushed (fsynced) and applied, and the commit
     /// time of the last applied record. The primary frees its window up to `flushed`.
-    Ack { received: u64, flushed: u64, applied: u64, applied_time_ms: u64 },
+    Ack {
+        received: u64,
+        flushed: u64,
+        applied: u64,
+        applied_time_ms: u64,
+    },
     /// Either way when idle, so a silent link is noticed. From the primary, `last_lsn` tells
     /// the spare how far the primary's durable log reaches (its own lag).
     KeepAlive { last_lsn: u64 },

@@ -19,7 +19,11 @@ const POLL: Duration = Duration::from_millis(50);
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn bin() -> &'static str {
@@ -30,7 +34,10 @@ pub fn bin() -> &'static str {
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < TIMEOUT, "timed out after {TIMEOUT:?} waiting for {what}");
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "timed out after {TIMEOUT:?} waiting for {what}"
+        );
         std::thread::sleep(POLL);
     }
 }
@@ -64,11 +71,19 @@ impl Cluster {
         std::fs::write(dir.path().join("cluster.secret"), SECRET).unwrap();
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, config_text("test", &nodes)).unwrap();
-        Cluster { dir, config, nodes, procs: BTreeMap::new() }
+        Cluster {
+            dir,
+            config,
+            nodes,
+            procs: BTreeMap::new(),
+        }
     }
 
     pub fn node(&self, name: &str) -> &NodeSpec {
-        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
     }
 
     pub fn http(&self, name: &str) -> String {
@@ -90,7 +105,11 @@ impl Cluster {
 
     /// Starts `spare run --node name` and waits until its API answers.
     pub fn start(&mut self, name: &str) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name)).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))
+            .unwrap();
         let child = Command::new(bin())
             .args(["run", "--node", name, "--config"])
             .arg(&self.config)
@@ -103,7 +122,10 @@ impl Cluster {
         let http = self.http(name);
         wait_until(&format!("{name} to answer on {http}"), || {
             if let Some(status) = self.procs.get_mut(name).unwrap().try_wait().unwrap() {
-                panic!("{name} exited with {status} while starting:\n{}", self.log(name));
+                panic!(
+                    "{name} exited with {status} while starting:\n{}",
+                    self.log(name)
+                );
             }
             client::get(&http, "/v1/status", Duration::from_secs(1)).is_ok_and(|r| r.status == 200)
         });
@@ -125,7 +147,9 @@ impl Cluster {
     }
 
     pub fn is_running(&mut self, name: &str) -> bool {
-        self.procs.get_mut(name).is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.procs
+            .get_mut(name)
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// POST /v1/execute on `node`.
@@ -142,13 +166,21 @@ impl Cluster {
 
     /// Runs a query on `node` after it applied `min_lsn`; returns the rows.
     pub fn rows(&self, node: &str, sql: &str, min_lsn: u64) -> Vec<Value> {
-        let r = client::post(&self.http(node), "/v1/query", &json!({ "sql": sql, "min_lsn": min_lsn }), TIMEOUT).expect("query request");
+        let r = client::post(
+            &self.http(node),
+            "/v1/query",
+            &json!({ "sql": sql, "min_lsn": min_lsn }),
+            TIMEOUT,
+        )
+        .expect("query request");
         assert_eq!(r.status, 200, "{node}: {sql}: {}", r.body);
         r.body["rows"].as_array().unwrap().clone()
     }
 
     pub fn status(&self, node: &str) -> Value {
-        client::get(&self.http(node), "/v1/status", TIMEOUT).expect("status").body
+        client::get(&self.http(node), "/v1/status", TIMEOUT)
+            .expect("status")
+            .body
     }
 
     pub fn applied(&self, node: &str) -> u64 {
@@ -157,12 +189,19 @@ impl Cluster {
 
     /// Waits until `spare` applied at least `lsn`.
     pub fn wait_applied(&self, spare: &str, lsn: u64) {
-        wait_until(&format!("{spare} to apply LSN {lsn}"), || client::get(&self.http(spare), "/v1/status", Duration::from_secs(2)).is_ok_and(|r| r.body["applied_lsn"].as_u64().unwrap_or(0) >= lsn));
+        wait_until(&format!("{spare} to apply LSN {lsn}"), || {
+            client::get(&self.http(spare), "/v1/status", Duration::from_secs(2))
+                .is_ok_and(|r| r.body["applied_lsn"].as_u64().unwrap_or(0) >= lsn)
+        });
     }
 
     /// Runs the CLI with this cluster's configuration.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin()).args(args).env("SPARE_CONFIG", &self.config).output().expect("run spare")
+        Command::new(bin())
+            .args(args)
+            .env("SPARE_CONFIG", &self.config)
+            .output()
+            .expect("run spare")
     }
 }
 
@@ -176,14 +215,22 @@ impl Drop for Cluster {
 }
 
 fn spec(name: &str, role: &'static str) -> NodeSpec {
-    NodeSpec { name: name.into(), role, http: format!("127.0.0.1:{}", free_port()), peer: format!("127.0.0.1:{}", free_port()) }
+    NodeSpec {
+        name: name.into(),
+        role,
+        http: format!("127.0.0.1:{}", free_port()),
+        peer: format!("127.0.0.1:{}", free_port()),
+    }
 }
 
 /// The configuration text for `nodes`, with data under `data/<name>` beside it.
 pub fn config_text(cluster: &str, nodes: &[NodeSpec]) -> String {
     let mut s = format!("[cluster]\nname = \"{cluster}\"\nsecret_file = \"cluster.secret\"\nheartbeat = \"200ms\"\nlease = \"2s\"\n");
     for n in nodes {
-        s += &format!("\n[[node]]\nname = \"{}\"\nrole = \"{}\"\npeer = \"{}\"\nhttp = \"{}\"\n", n.name, n.role, n.peer, n.http);
+        s += &format!(
+            "\n[[node]]\nname = \"{}\"\nrole = \"{}\"\npeer = \"{}\"\nhttp = \"{}\"\n",
+            n.name, n.role, n.peer, n.http
+        );
         if n.role != "monitor" {
             s += &format!("data_dir = \"data/{}\"\n", n.name);
         }
@@ -198,7 +245,11 @@ pub fn dump(c: &Cluster, node: &str, min_lsn: u64) -> Vec<(String, Vec<Value>)> 
         .iter()
         .map(|t| {
             let name = t[0].as_str().unwrap().to_string();
-            let rows = c.rows(node, &format!("SELECT * FROM \"{name}\" ORDER BY 1"), min_lsn);
+            let rows = c.rows(
+                node,
+                &format!("SELECT * FROM \"{name}\" ORDER BY 1"),
+                min_lsn,
+            );
             (name, rows)
         })
         .collect()

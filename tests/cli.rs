@@ -1,0 +1,310 @@
+//! The command line as a user drives it: `spare up` on a fresh configuration, `spare sql`,
+//! `spare status`, `--help`, and precise refusals of bad configuration files.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{wait_until, Cluster};
+use serde_json::Value;
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `spare run --node main` on `text` written as a configuration; returns its failure.
+fn run_refused(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(dir.path().join("cluster.secret"), common::SECRET).unwrap();
+    let out = Command::new(common::bin())
+        .args(["run", "--node", "main", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a bad configuration was accepted:\n{text}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&path.display().to_string()),
+        "the message names the file: {err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn bad_configuration_files_are_refused_naming_file_node_and_field() {
+    let c = Cluster::new(1, false);
+    let good = std::fs::read_to_string(&c.config).unwrap();
+    let lan = c.node("lan-1").clone();
+    let e =
+        run_refused(&good.replace("role = \"spare\"", "role = \"spare\"\napply_dealy = \"5m\""));
+    assert!(
+        e.contains("node \"lan-1\": field \"apply_dealy\": unknown key"),
+        "{e}"
+    );
+    let e = run_refused(&good.replace(
+        &format!("http = \"{}\"", lan.http),
+        "http = \"127.0.0.1:70000\"",
+    ));
+    assert!(
+        e.contains("node \"lan-1\": field \"http\"") && e.contains("not an address"),
+        "{e}"
+    );
+    let e = run_refused(&good.replace("role = \"spare\"", "role = \"primary\""));
+    assert!(e.contains("2 nodes have role = \"primary\""), "{e}");
+    let e = run_refused(&good.replace("name = \"lan-1\"", "name = \"main\""));
+    assert!(e.contains("duplicate node name"), "{e}");
+    let e = run_refused(&good.replace("lease = \"2s\"", "lease = \"soon\""));
+    assert!(e.contains("[cluster]: field \"lease\""), "{e}");
+    let e = run_refused("[cluster]\nname = \"x\"\n[[node]\n");
+    assert!(e.contains("not valid TOML"), "{e}");
+    let e = run_refused(&good.replace(
+        "data_dir = \"data/main\"",
+        "data_dir = \"/proc/forbidden/main\"",
+    ));
+    assert!(e.contains("node \"main\": field \"data_dir\""), "{e}");
+}
+
+#[test]
+fn run_without_the_secret_stops_and_names_the_command_that_creates_it() {
+    let c = Cluster::new(1, false);
+    std::fs::remove_file(c.dir.path().join("cluster.secret")).unwrap();
+    let out = c.cli(&["run", "--node", "main"]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("field \"secret_file\"") && e.contains("spare up"),
+        "{e}"
+    );
+    assert!(
+        !c.dir.path().join("cluster.secret").exists(),
+        "`spare run` must not create the secret"
+    );
+    let out = Command::new(common::bin())
+        .args(["status", "--config", "/nonexistent/cluster.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("cannot read configuration file /nonexistent/cluster.toml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+struct Up(std::process::Child);
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn spare_up_on_a_fresh_configuration_creates_the_secret_and_rows_reach_both_spares() {
+    let c = Cluster::new(2, true);
+    std::fs::remove_file(c.dir.path().join("cluster.secret")).unwrap();
+    let err_path = c.dir.path().join("up.err");
+    let up = Command::new(common::bin())
+        .args(["up", "--config"])
+        .arg(&c.config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let _up = Up(up);
+    wait_until("spare up to serve every node", || {
+        c.nodes
+            .iter()
+            .all(|n| spare::client::get(&n.http, "/v1/status", Duration::from_secs(1)).is_ok())
+    });
+    assert!(common::read_file(&err_path).contains("created the cluster secret"));
+    let out = c.cli(&[
+        "sql",
+        "CREATE TABLE invoice (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, total REAL)",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.cli(&[
+        "sql",
+        "INSERT INTO invoice (customer, total) VALUES (?, ?)",
+        "ACME",
+        "120.5",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1 row(s) affected"),
+        "{}",
+        stdout(&out)
+    );
+    for spare in ["lan-1", "lan-2"] {
+        wait_until(&format!("the row on {spare}"), || {
+            let out = c.cli(&[
+                "sql",
+                "--node",
+                spare,
+                "SELECT customer, total FROM invoice",
+            ]);
+            stdout(&out).contains("ACME      120.5")
+        });
+    }
+    wait_until("status to show both spares caught up", || {
+        let out = c.cli(&["status", "--json"]);
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["role"] == "spare")
+            .all(|n| n["lag"]["records"] == 0 && n["state"] == "streaming")
+    });
+    let table = stdout(&c.cli(&["status"]));
+    for needle in [
+        "main",
+        "primary",
+        "lan-1",
+        "lan-2",
+        "watch-1",
+        "monitor",
+        "streaming",
+    ] {
+        assert!(table.contains(needle), "{needle} missing from:\n{table}");
+    }
+    // The monitor's /v1/cluster is the same document as `spare status --json`.
+    let cli: Value = serde_json::from_slice(&c.cli(&["status", "--json"]).stdout).unwrap();
+    wait_until("the monitor to see the caught-up cluster", || {
+        let mon = spare::client::get(&c.http("watch-1"), "/v1/cluster", Duration::from_secs(2))
+            .unwrap()
+            .body;
+        let names = |d: &Value| {
+            d["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| (n["name"].clone(), n["role"].clone(), n["last_lsn"].clone()))
+                .collect::<Vec<_>>()
+        };
+        names(&mon) == names(&cli) && mon["primary"] == "main"
+    });
+}
+
+#[test]
+fn sql_prints_tables_json_and_one_line_errors() {
+    let mut c = Cluster::new(1, false);
+    c.start_all();
+    assert!(c
+        .cli(&[
+            "sql",
+            "CREATE TABLE item (id INTEGER PRIMARY KEY, code TEXT NOT NULL, qty INTEGER)"
+        ])
+        .status
+        .success());
+    let out = c.cli(&[
+        "sql",
+        "INSERT INTO item (code, qty) VALUES (?, ?)",
+        "007",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.cli(&[
+        "sql",
+        "--json",
+        "SELECT code, qty, typeof(code), typeof(qty) FROM item",
+    ]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // "5" is JSON, so a number; "007" is not JSON, so text.
+    assert_eq!(
+        doc["rows"][0],
+        serde_json::json!(["007", 5, "text", "integer"])
+    );
+    let out = c.cli(&[
+        "sql",
+        "INSERT INTO item (code, qty) VALUES (?, NULL)",
+        "\"007\"",
+    ]);
+    assert!(out.status.success());
+    let out = c.cli(&["sql", "SELECT code FROM item WHERE qty IS NULL"]);
+    assert_eq!(stdout(&out), "code\n----\n007\n(1 row)\n");
+    let out = c.cli(&["sql", "INSERT INTO nowhere VALUES (1)"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim().lines().count(), 1);
+    assert!(
+        stderr(&out).contains("no such table: nowhere"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn help_documents_every_command() {
+    let out = Command::new(common::bin()).arg("--help").output().unwrap();
+    let help = stdout(&out);
+    for cmd in ["up", "run", "sql", "status", "bench"] {
+        assert!(
+            help.contains(&format!("  {cmd} ")),
+            "{cmd} missing from --help:\n{help}"
+        );
+    }
+    let sql = stdout(
+        &Command::new(common::bin())
+            .args(["sql", "--help"])
+            .output()
+            .unwrap(),
+    );
+    assert!(sql.contains("Examples:") && sql.contains("--node"), "{sql}");
+}
+
+#[test]
+fn advertised_addresses_are_what_other_nodes_and_clients_use() {
+    // The spare binds one address but is reached through another (as behind NAT): a small
+    // forwarder stands in for the NAT, and the primary must dial the advertised address.
+    let mut c = Cluster::new(1, false);
+    let lan = c.node("lan-1").clone();
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_addr = front.local_addr().unwrap().to_string();
+    let target = lan.peer.clone();
+    std::thread::spawn(move || {
+        for conn in front.incoming().flatten() {
+            let Ok(back) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut a, mut b) = (conn.try_clone().unwrap(), back.try_clone().unwrap());
+            let (mut c2, mut d) = (conn, back);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d, &mut c2);
+            });
+        }
+    });
+    let text = std::fs::read_to_string(&c.config).unwrap();
+    let text = text.replace(
+        &format!("peer = \"{}\"", lan.peer),
+        &format!(
+            "peer = \"{}\"\npeer_advertise = \"{front_addr}\"\nhttp_advertise = \"localhost:{}\"",
+            lan.peer,
+            lan.http.rsplit(':').next().unwrap()
+        ),
+    );
+    std::fs::write(&c.config, text).unwrap();
+    c.start_all();
+    let lsn = c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+        serde_json::json!([]),
+    );
+    c.wait_applied("lan-1", lsn);
+    let status = c.status("lan-1");
+    assert_eq!(
+        status["http"],
+        format!("localhost:{}", lan.http.rsplit(':').next().unwrap())
+    );
+}

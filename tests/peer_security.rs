@@ -1,0 +1,219 @@
+//! Hostile or confused peers: garbage, oversized frames, another cluster, a wrong secret, a
+//! rogue primary process. Each is refused without a crash and without applying anything.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{config_text, wait_until, Cluster, NodeSpec};
+use serde_json::json;
+use spare::log::{Record, RecordKind};
+use spare::wire::codec::encode;
+use spare::wire::{Envelope, Message, PROTOCOL_VERSION};
+
+fn connect(c: &Cluster, node: &str) -> TcpStream {
+    let s = TcpStream::connect(&c.node(node).peer).expect("connect to the spare's peer port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn send(s: &mut TcpStream, env: &Envelope) {
+    s.write_all(&encode(env).unwrap()).unwrap();
+}
+
+/// Reads one frame; None when the peer closed the connection.
+fn recv(s: &mut TcpStream) -> Option<Envelope> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(rmp_serde::from_slice(&body).expect("the node sends valid frames"))
+}
+
+/// Whether the peer closed the connection (reads end of stream or a reset).
+fn closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => continue,
+        }
+    }
+}
+
+fn env(cluster: &str, from: &str, message: Message) -> Envelope {
+    Envelope {
+        cluster: cluster.into(),
+        from: from.into(),
+        epoch: 1,
+        message,
+    }
+}
+
+fn hello(to: &str) -> Message {
+    Message::Hello {
+        protocol: PROTOCOL_VERSION,
+        to: to.into(),
+        nonce: vec![7; 32],
+    }
+}
+
+/// A running primary and spare with a table holding one row; returns the spare's applied LSN.
+fn cluster() -> (Cluster, u64) {
+    let mut c = Cluster::new(1, false);
+    c.start_all();
+    c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    let lsn = c.exec("INSERT INTO t VALUES (1)", json!([]));
+    c.wait_applied("lan-1", lsn);
+    (c, lsn)
+}
+
+fn assert_unharmed(c: &mut Cluster, lsn: u64) {
+    assert!(
+        c.is_running("lan-1"),
+        "the spare crashed:\n{}",
+        c.log("lan-1")
+    );
+    assert_eq!(c.applied("lan-1"), lsn, "the spare applied something");
+    assert_eq!(c.rows("lan-1", "SELECT id FROM t", 0), vec![json!([1])]);
+    // And it still follows the real primary.
+    let next = c.exec("INSERT INTO t VALUES (2)", json!([]));
+    c.wait_applied("lan-1", next);
+}
+
+#[test]
+fn garbage_and_oversized_frames_are_refused_without_a_crash() {
+    let (mut c, lsn) = cluster();
+    let mut s = connect(&c, "lan-1");
+    s.write_all(&[0, 0, 0, 12, 0xc1, 0xc1, 0xc1, 0xc1, 1, 2, 3, 4, 5, 6, 7, 8])
+        .unwrap();
+    assert!(closed(&mut s), "garbage must close the connection");
+    let mut s = connect(&c, "lan-1");
+    s.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    s.write_all(&[0u8; 1024]).unwrap();
+    assert!(
+        closed(&mut s),
+        "an oversized frame must close the connection"
+    );
+    let mut s = connect(&c, "lan-1");
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(closed(&mut s));
+    wait_until("the refusals to be logged", || {
+        c.log("lan-1").matches("refused a peer connection").count() >= 3
+    });
+    assert_unharmed(&mut c, lsn);
+}
+
+#[test]
+fn peer_of_another_cluster_is_refused() {
+    let (mut c, lsn) = cluster();
+    let mut s = connect(&c, "lan-1");
+    send(&mut s, &env("other-cluster", "main", hello("lan-1")));
+    let reply = recv(&mut s).expect("a refusal");
+    let Message::Refuse { reason } = reply.message else {
+        panic!("expected Refuse, got {:?}", reply.message)
+    };
+    assert!(reason.contains("other-cluster"), "{reason}");
+    assert!(closed(&mut s));
+    assert_unharmed(&mut c, lsn);
+}
+
+#[test]
+fn peer_with_a_wrong_secret_is_refused_and_its_records_never_applied() {
+    let (mut c, lsn) = cluster();
+    let mut s = connect(&c, "lan-1");
+    send(&mut s, &env("test", "main", hello("lan-1")));
+    let challenge = recv(&mut s).expect("a challenge");
+    assert!(
+        matches!(challenge.message, Message::Challenge { .. }),
+        "{:?}",
+        challenge.message
+    );
+    send(
+        &mut s,
+        &env("test", "main", Message::Proof { proof: vec![0; 32] }),
+    );
+    // Records pushed right behind the bad proof must not be taken.
+    let rec = Record::new(0, lsn + 1, 1, 0, RecordKind::Txn, b"evil".to_vec());
+    send(
+        &mut s,
+        &env(
+            "test",
+            "main",
+            Message::Records {
+                count: 1,
+                bytes: rec.encode(),
+            },
+        ),
+    );
+    let reply = recv(&mut s).expect("a refusal");
+    let Message::Refuse { reason } = reply.message else {
+        panic!("expected Refuse, got {:?}", reply.message)
+    };
+    assert!(reason.contains("authentication failed"), "{reason}");
+    assert!(closed(&mut s));
+    assert_unharmed(&mut c, lsn);
+}
+
+#[test]
+fn rogue_primary_process_with_another_secret_cannot_feed_the_spare() {
+    let (mut c, lsn) = cluster();
+    // A second "main" with the same names and the spare's real address, but its own secret.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cluster.secret"),
+        "a-completely-different-secret-value",
+    )
+    .unwrap();
+    let rogue_main = NodeSpec {
+        name: "main".into(),
+        role: "primary",
+        http: format!("127.0.0.1:{}", common::free_port()),
+        peer: format!("127.0.0.1:{}", common::free_port()),
+    };
+    let nodes = vec![rogue_main.clone(), c.node("lan-1").clone()];
+    std::fs::write(dir.path().join("cluster.toml"), config_text("test", &nodes)).unwrap();
+    let log = std::fs::File::create(dir.path().join("rogue.log")).unwrap();
+    let mut rogue = Command::new(common::bin())
+        .args(["run", "--node", "main", "--config"])
+        .arg(dir.path().join("cluster.toml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut rogue);
+    wait_until("the rogue primary to serve", || {
+        spare::client::get(&rogue_main.http, "/v1/status", Duration::from_secs(1)).is_ok()
+    });
+    let r = spare::client::post(
+        &rogue_main.http,
+        "/v1/execute",
+        &json!({ "sql": "CREATE TABLE rogue (id INTEGER PRIMARY KEY)" }),
+        common::TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    wait_until("the spare to refuse the rogue primary", || {
+        c.log("lan-1").contains("authentication failed")
+    });
+    assert_unharmed(&mut c, lsn);
+    let tables = c.rows(
+        "lan-1",
+        "SELECT name FROM sqlite_schema WHERE name = 'rogue'",
+        0,
+    );
+    assert!(
+        tables.is_empty(),
+        "the rogue primary's table reached the spare"
+    );
+}
