@@ -1,4 +1,25 @@
 //! spare: spare servers for a SQLite database.
+//!
+//! One primary serves the database over HTTP and streams every committed transaction, as a
+//! record of its replication log, to its spares; monitors report each spare's lag. See
+//! `docs/architecture.md` for the tour and `../shared/DESIGN.md` for the design.
+//!
+//! # Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | `cluster.toml`: types, defaults as named constants, validation with precise errors |
+//! | [`error`] | the library's error enum, classified by how the caller handles it |
+//! | [`log`] | the replication log: records (CRC32C, checksum chain), segments, writer, reader, recovery |
+//! | [`store`] | SQLite: execution with changeset capture (session extension), apply, queries, meta |
+//! | [`wire`] | the peer protocol: `Envelope`, `Message`, length-prefixed msgpack framing |
+//! | [`net`] | peer authentication (secret challenge) and the handshake |
+//! | [`core`] | pure decisions: feeder window, where to resume a spare, lag |
+//! | [`actors`] | the actix side: primary, feeders, spare, monitor; the committer and apply threads |
+//! | [`http`] | the HTTP API on actix-web |
+//! | [`client`] | a blocking HTTP client for the command line and monitors |
+//! | [`view`] | the cluster document shared by `spare status` and `GET /v1/cluster` |
+//! | [`state`] | `node.state`: epoch, promise, primary, role, replaced atomically |
 pub mod actors;
 pub mod client;
 pub mod config;

@@ -127,3 +127,66 @@ fn spare_killed_mid_stream_catches_up_after_restart() {
         "the restarted spare was re-fed"
     );
 }
+
+/// The newest segment file of `node`'s log.
+fn newest_segment(c: &Cluster, node: &str) -> std::path::PathBuf {
+    let dir = c.data_dir(node).join("log");
+    let mut segs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    segs.pop().expect("a segment")
+}
+
+#[test]
+fn torn_write_at_the_end_of_the_primary_log_is_cut_with_a_warning() {
+    let mut c = Cluster::new(1, false);
+    c.start_all();
+    c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    let lsn = c.exec("INSERT INTO t VALUES (1)", json!([]));
+    c.kill("main");
+    // A crash in the middle of a write leaves the start of a record and nothing more.
+    let seg = newest_segment(&c, "main");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
+    std::fs::write(&seg, &bytes).unwrap();
+    c.start("main");
+    assert!(
+        c.log("main").contains("cut a torn record"),
+        "{}",
+        c.log("main")
+    );
+    assert_eq!(c.status("main")["last_lsn"].as_u64().unwrap(), lsn);
+    let next = c.exec("INSERT INTO t VALUES (2)", json!([]));
+    assert_eq!(next, lsn + 1);
+    assert_eq!(
+        c.rows("lan-1", "SELECT id FROM t ORDER BY id", next),
+        vec![json!([1]), json!([2])]
+    );
+}
+
+#[test]
+fn corruption_before_the_end_of_the_log_stops_the_node_naming_file_and_offset() {
+    let mut c = Cluster::new(1, false);
+    c.start_all();
+    c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    let lsn = c.exec("INSERT INTO t VALUES (1)", json!([]));
+    c.wait_applied("lan-1", lsn);
+    c.kill("lan-1");
+    let seg = newest_segment(&c, "lan-1");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let (_, first_len) = spare::log::record::decode(&bytes).unwrap();
+    bytes[first_len - 1] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = c.cli(&["run", "--node", "lan-1"]);
+    assert!(
+        !out.status.success(),
+        "a node with a corrupt log must not start"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&seg.display().to_string()) && err.contains("offset 0"),
+        "{err}"
+    );
+}
