@@ -343,7 +343,21 @@ impl Link {
                 );
                 Ok(())
             }
-            Message::KeepAlive { .. } => Ok(()),
+            Message::KeepAlive { .. } => {
+                // The spare answered: its positions are unchanged, its last-ack age resets.
+                if let Some(p) = &self.progress {
+                    let (received, flushed, applied) = (p.received, p.flushed, p.applied);
+                    self.report(
+                        LinkState::Streaming,
+                        received,
+                        flushed,
+                        applied,
+                        Some(now),
+                        window,
+                    );
+                }
+                Ok(())
+            }
             Message::Refuse { reason } => {
                 Err(Error::Unavailable(format!("spare refused: {reason}")))
             }
