@@ -48,10 +48,10 @@ fn ids(c: &Cluster, node: &str, min_lsn: u64) -> Vec<i64> {
         .collect()
 }
 
-#[test]
-fn kill_9_of_the_primary_under_concurrent_load_loses_no_acknowledged_write() {
-    let mut c = Cluster::new(2, false);
-    c.start_all();
+/// Creates the ledger, runs the load against the primary, and calls `during` with the
+/// cluster and the running count of acknowledged writes; stops the load when `during`
+/// returns. Returns the acknowledged ids.
+fn under_load(c: &mut Cluster, during: impl FnOnce(&mut Cluster, &AtomicUsize)) -> Vec<i64> {
     c.exec(
         "CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL)",
         json!([]),
@@ -62,13 +62,27 @@ fn kill_9_of_the_primary_under_concurrent_load_loses_no_acknowledged_write() {
     let http = c.http("main");
     std::thread::scope(|s| {
         s.spawn(|| load(&http, &stop, &acked, &count));
-        wait_until("300 acknowledged writes", || {
-            count.load(Ordering::Relaxed) >= 300
-        });
-        c.kill("main");
+        during(c, &count);
         stop.store(true, Ordering::Relaxed);
     });
-    let acked = acked.into_inner().unwrap();
+    acked.into_inner().unwrap()
+}
+
+/// Waits until at least `n` writes were acknowledged.
+fn wait_acked(count: &AtomicUsize, n: usize) {
+    wait_until(&format!("{n} acknowledged writes"), || {
+        count.load(Ordering::Relaxed) >= n
+    });
+}
+
+#[test]
+fn kill_9_of_the_primary_under_concurrent_load_loses_no_acknowledged_write() {
+    let mut c = Cluster::new(2, false);
+    c.start_all();
+    let acked = under_load(&mut c, |c, count| {
+        wait_acked(count, 300);
+        c.kill("main");
+    });
     c.start("main");
     let last = c.status("main")["last_lsn"].as_u64().unwrap();
     let on_primary = ids(&c, "main", last);
@@ -97,31 +111,17 @@ fn kill_9_of_the_primary_under_concurrent_load_loses_no_acknowledged_write() {
 fn spare_killed_mid_stream_catches_up_after_restart() {
     let mut c = Cluster::new(1, false);
     c.start_all();
-    c.exec(
-        "CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL)",
-        json!([]),
-    );
-    let stop = AtomicBool::new(false);
-    let acked = Mutex::new(Vec::new());
-    let count = AtomicUsize::new(0);
-    let http = c.http("main");
-    std::thread::scope(|s| {
-        s.spawn(|| load(&http, &stop, &acked, &count));
-        wait_until("200 acknowledged writes", || {
-            count.load(Ordering::Relaxed) >= 200
-        });
+    let acked = under_load(&mut c, |c, count| {
+        wait_acked(count, 200);
         c.kill("lan-1");
         let at_kill = count.load(Ordering::Relaxed);
-        wait_until("400 more writes while the spare is down", || {
-            count.load(Ordering::Relaxed) >= at_kill + 400
-        });
-        stop.store(true, Ordering::Relaxed);
+        wait_acked(count, at_kill + 400);
     });
     c.start("lan-1");
     let last = c.status("main")["last_lsn"].as_u64().unwrap();
     c.wait_applied("lan-1", last);
     assert_eq!(dump(&c, "lan-1", last), dump(&c, "main", last));
-    assert_eq!(ids(&c, "lan-1", last).len(), acked.lock().unwrap().len());
+    assert_eq!(ids(&c, "lan-1", last).len(), acked.len());
     assert!(
         c.log("lan-1").contains("primary connected"),
         "the restarted spare was re-fed"

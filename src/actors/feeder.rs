@@ -150,7 +150,7 @@ struct Link {
 }
 
 /// Ends the socket-reading task with the link.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::actors::committer::now_ms;
-use crate::actors::feeder::read_frames;
+use crate::actors::feeder::{read_frames, AbortOnDrop};
 use crate::actors::spare::SpareShared;
 use crate::actors::{LINK_FRAME_QUEUE, PEER_SILENCE_TIMEOUT};
 use crate::error::{Error, Result};
@@ -111,7 +111,7 @@ async fn stream_from_primary(
     shared.connected.store(true, Ordering::Release);
     let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
     let reader = tokio::spawn(read_frames(rd, tx));
-    let _abort = scopeguard(reader);
+    let _abort = AbortOnDrop(reader);
     let mut gen_rx = shared.generation.subscribe();
     let mut applied_rx = shared.data.applied.clone();
     let mut keepalive = tokio::time::interval(shared.data.config.cluster.heartbeat);
@@ -137,16 +137,6 @@ async fn stream_from_primary(
             }
         }
     }
-}
-
-struct AbortGuard(tokio::task::JoinHandle<()>);
-impl Drop for AbortGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-fn scopeguard(h: tokio::task::JoinHandle<()>) -> AbortGuard {
-    AbortGuard(h)
 }
 
 async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteHalf) -> Result<()> {
