@@ -18,7 +18,9 @@
 //! Caveats: the whole log is kept (retention comes with re-seeding); recovery reads every
 //! segment at start.
 
+pub mod base;
 pub mod reader;
+pub mod retention;
 pub mod record;
 pub mod segment;
 pub mod writer;
@@ -28,7 +30,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 pub use reader::LogReader;
 pub use record::{Record, RecordKind};
-pub use writer::{LogWriter, Position};
+pub use writer::{LogWriter, Position, SegmentInfo};
 
 /// What opening a log found: the writer positioned at the end, and the records whose
 /// `lsn > replay_after` (for the caller to re-apply to SQLite).
@@ -45,35 +47,23 @@ pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
     std::fs::create_dir_all(dir)
         .map_err(Error::io(format!("create log directory {}", dir.display())))?;
     let segments = segment::list_segments(dir)?;
-    let mut tail = Position::default();
+    let mut tail = base::load(dir)?.unwrap_or_default();
+    let mut infos = Vec::new();
     let mut replay = Vec::new();
-    let mut newest = None;
     let mut torn = None;
     for (i, &first) in segments.iter().enumerate() {
         let path = segment::segment_path(dir, first);
-        let bytes = std::fs::read(&path)
-            .map_err(Error::io(format!("read log segment {}", path.display())))?;
-        let is_newest = i + 1 == segments.len();
-        if tail.lsn != 0 && first != tail.lsn + 1 {
+        if first != tail.lsn + 1 {
             return Err(Error::InvalidData(format!(
-                "log segment {} should start at LSN {}",
+                "log segment {} should start at LSN {} (records are missing)",
                 path.display(),
                 tail.lsn + 1
             )));
         }
-        let scanned = segment::scan(
-            &path,
-            &bytes,
-            is_newest,
-            (
-                first - 1,
-                if tail.lsn == 0 {
-                    record::GENESIS_CHAIN
-                } else {
-                    tail.chain
-                },
-            ),
-        )?;
+        let bytes = std::fs::read(&path)
+            .map_err(Error::io(format!("read log segment {}", path.display())))?;
+        let is_newest = i + 1 == segments.len();
+        let scanned = segment::scan(&path, &bytes, is_newest, (tail.lsn, tail.chain))?;
         if let Some(why) = scanned.torn {
             truncate(&path, scanned.valid_len)?;
             torn = Some(format!("{}: {why}", path.display()));
@@ -81,10 +71,8 @@ pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
         if let Some(last) = scanned.records.last() {
             tail = Position::of(last);
         }
+        infos.push(SegmentInfo { first_lsn: first, last: tail, bytes: scanned.valid_len });
         replay.extend(scanned.records.into_iter().filter(|r| r.lsn > replay_after));
-        if is_newest {
-            newest = Some((first, scanned.valid_len));
-        }
     }
     if tail.lsn < replay_after {
         return Err(Error::InvalidData(format!(
@@ -93,12 +81,15 @@ pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
             tail.lsn
         )));
     }
-    let writer = LogWriter::resume(dir, tail, newest)?;
-    Ok(Opened {
-        writer,
-        replay,
-        torn,
-    })
+    let oldest = infos.first().map_or(tail.lsn + 1, |s| s.first_lsn);
+    if replay_after + 1 < oldest {
+        return Err(Error::InvalidData(format!(
+            "the database applied LSN {replay_after} but the log in {} starts at {oldest}: records it needs were deleted",
+            dir.display()
+        )));
+    }
+    let writer = LogWriter::resume(dir, tail, infos)?;
+    Ok(Opened { writer, replay, torn })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<()> {

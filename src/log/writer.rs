@@ -33,6 +33,16 @@ impl Position {
     }
 }
 
+/// What retention needs to know about one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub first_lsn: u64,
+    /// Position of its last record (for the open segment: the durable tail).
+    pub last: Position,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
 pub struct LogWriter {
     dir: PathBuf,
     file: File,
@@ -42,41 +52,64 @@ pub struct LogWriter {
     segment_bytes: u64,
     /// Encoded records appended but not yet written and synced.
     pending: Vec<u8>,
-    /// First LSN in `pending` (meaningful when it is not empty).
-    pending_first_lsn: u64,
     /// End of the history including unsynced records.
     tail: Position,
     /// End of the history that is on disk.
     durable: Position,
-    /// Size at which a segment is closed; [`SEGMENT_TARGET_BYTES`] except in tests.
+    /// Size at which a segment is closed; [`SEGMENT_TARGET_BYTES`] unless the retention
+    /// budget calls for smaller ones.
     segment_target_bytes: u64,
+    /// Every segment on disk, oldest first; the last one is the open segment.
+    segments: Vec<SegmentInfo>,
 }
 
 impl LogWriter {
-    /// Continues the log in `dir` after `tail`; `newest` is the newest segment's first LSN
-    /// and its valid length, or None for an empty log.
-    pub(crate) fn resume(dir: &Path, tail: Position, newest: Option<(u64, u64)>) -> Result<Self> {
-        let (first, len) = newest.unwrap_or((tail.lsn + 1, 0));
-        let path = segment_path(dir, first);
+    /// Continues the log in `dir` after `tail`, given the segments recovery found.
+    pub(crate) fn resume(dir: &Path, tail: Position, mut segments: Vec<SegmentInfo>) -> Result<Self> {
+        if segments.is_empty() {
+            segments.push(SegmentInfo { first_lsn: tail.lsn + 1, last: tail, bytes: 0 });
+        }
+        let open = *segments.last().expect("one segment at least");
+        let path = segment_path(dir, open.first_lsn);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(Error::io(format!("open log segment {}", path.display())))?;
-        if newest.is_none() {
-            sync_dir(dir)?;
-        }
+        sync_dir(dir)?;
         Ok(LogWriter {
             dir: dir.to_path_buf(),
             file,
-            segment_first_lsn: first,
-            segment_bytes: len,
+            segment_first_lsn: open.first_lsn,
+            segment_bytes: open.bytes,
             pending: Vec::new(),
-            pending_first_lsn: 0,
             tail,
             durable: tail,
             segment_target_bytes: SEGMENT_TARGET_BYTES,
+            segments,
         })
+    }
+
+    /// The segments on disk, oldest first (the last is the open one).
+    pub fn segments(&self) -> &[SegmentInfo] {
+        &self.segments
+    }
+
+    /// Deletes every segment whose records are all at or below `upto` (never the open one):
+    /// first records the new base, then removes the files, so a crash in between leaves at
+    /// worst a file that the next deletion removes.
+    pub fn delete_through(&mut self, upto: u64) -> Result<usize> {
+        let n = self.segments[..self.segments.len() - 1].iter().take_while(|s| s.last.lsn <= upto).count();
+        if n == 0 {
+            return Ok(0);
+        }
+        super::base::save(&self.dir, &self.segments[n - 1].last)?;
+        for seg in self.segments.drain(..n) {
+            let path = segment_path(&self.dir, seg.first_lsn);
+            std::fs::remove_file(&path).map_err(Error::io(format!("delete log segment {}", path.display())))?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(n)
     }
 
     /// Closes segments at `bytes` instead of [`SEGMENT_TARGET_BYTES`] (tests use small ones).
@@ -160,9 +193,6 @@ impl LogWriter {
         {
             self.roll(record.lsn)?;
         }
-        if self.pending.is_empty() {
-            self.pending_first_lsn = record.lsn;
-        }
         record.encode_into(&mut self.pending);
         self.tail = Position::of(record);
         Ok(())
@@ -180,6 +210,7 @@ impl LogWriter {
         sync_dir(&self.dir)?;
         self.segment_first_lsn = next_lsn;
         self.segment_bytes = 0;
+        self.segments.push(SegmentInfo { first_lsn: next_lsn, last: self.durable, bytes: 0 });
         Ok(())
     }
 
@@ -198,6 +229,9 @@ impl LogWriter {
         self.segment_bytes += self.pending.len() as u64;
         self.pending.clear();
         self.durable = self.tail;
+        let open = self.segments.last_mut().expect("one segment at least");
+        open.last = self.durable;
+        open.bytes = self.segment_bytes;
         Ok(self.durable)
     }
 }
