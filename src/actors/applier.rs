@@ -2,11 +2,16 @@
 //! log, [`MAX_APPLY_BATCH_RECORDS`] records per SQLite transaction. It reads from the log
 //! files, so receiving never waits for applying (a slow apply only grows the local log).
 //!
+//! Every [`CHECKPOINT_EVERY_RECORDS`] it checkpoints SQLite's WAL; once a checkpoint completes,
+//! what it applied is durable in the database file, and the log may drop records up to there
+//! (`ApplyState::durable_floor`).
+//!
 //! A divergence (schema mismatch, changeset conflict) stops applying, with an ERROR: the copy
-//! no longer matches the primary and must be re-seeded; it is never papered over.
+//! no longer matches the primary and must be re-seeded; it is never papered over. The thread
+//! also stops when asked (a seed is being installed), and is started again on the new files.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +25,10 @@ use crate::store::apply::Applier;
 pub const MAX_APPLY_BATCH_RECORDS: u64 = 1000;
 /// Bytes of records read per batch (at least one record).
 pub const MAX_APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// The thread re-checks for work at least this often even without a wake-up.
-const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Applied records between two WAL checkpoints.
+pub const CHECKPOINT_EVERY_RECORDS: u64 = 1000;
+/// The thread re-checks for work (and for a stop request) at least this often.
+const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// What the apply thread shares with the link and status.
 #[derive(Default)]
@@ -31,57 +38,117 @@ pub struct ApplyState {
     /// Highest LSN applied, and its commit time.
     pub applied: AtomicU64,
     pub applied_time_ms: AtomicU64,
+    /// Highest applied LSN known to be in the database file itself (after a checkpoint).
+    pub durable_floor: AtomicU64,
     /// Why applying stopped, when it did.
     pub failure: Mutex<Option<String>>,
 }
 
-/// Starts the thread; it ends when `wake`'s sender is dropped.
+/// A running apply thread.
+pub struct ApplierHandle {
+    stop: Arc<AtomicBool>,
+    wake: mpsc::SyncSender<()>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApplierHandle {
+    /// Tells the thread there is new work.
+    pub fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Stops the thread and waits for it (it closes its database connection).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+/// Starts the thread on `applier`, publishing applied LSNs to `applied_tx`.
 pub fn spawn(
     name: &str,
-    mut applier: Applier,
+    applier: Applier,
     log_dir: PathBuf,
     state: Arc<ApplyState>,
-    wake: mpsc::Receiver<()>,
-    applied_tx: watch::Sender<u64>,
-) -> std::io::Result<()> {
+    applied_tx: Arc<watch::Sender<u64>>,
+) -> std::io::Result<ApplierHandle> {
     let (lsn, time) = applier.applied();
     state.applied.store(lsn, Ordering::Release);
     state.applied_time_ms.store(time, Ordering::Release);
-    let node = name.to_string();
-    std::thread::Builder::new()
+    state.durable_floor.store(lsn, Ordering::Release);
+    applied_tx.send_replace(lsn);
+    *state.failure.lock().expect("failure lock") = None;
+    let (wake, wake_rx) = mpsc::sync_channel(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        node: name.to_string(),
+        applier,
+        reader: LogReader::new(&log_dir),
+        state,
+        applied_tx,
+        stop: stop.clone(),
+        checkpointed: lsn,
+    };
+    let join = std::thread::Builder::new()
         .name(format!("{name}-applier"))
-        .spawn(move || {
-            let mut reader = LogReader::new(&log_dir);
-            loop {
-                let applied = applier.applied().0;
-                let target = state
-                    .flushed
-                    .load(Ordering::Acquire)
-                    .min(applied + MAX_APPLY_BATCH_RECORDS);
-                if target > applied {
-                    let batch = reader
-                        .read(applied + 1, target, MAX_APPLY_BATCH_BYTES)
-                        .and_then(|recs| applier.apply(&recs));
-                    if let Err(e) = batch {
-                        report_failure(&node, &state, &e);
-                        return;
-                    }
-                    let (lsn, time) = applier.applied();
-                    state.applied_time_ms.store(time, Ordering::Release);
-                    state.applied.store(lsn, Ordering::Release);
-                    applied_tx.send_replace(lsn);
-                    continue;
-                }
-                match wake.recv_timeout(IDLE_POLL) {
-                    Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                }
-            }
-        })?;
-    Ok(())
+        .spawn(move || worker.run(wake_rx))?;
+    Ok(ApplierHandle {
+        stop,
+        wake,
+        join: Some(join),
+    })
 }
 
-fn report_failure(node: &str, state: &ApplyState, e: &Error) {
-    tracing::error!(%node, cause = %e, "applying stopped: this spare no longer matches the primary and must be re-seeded");
-    *state.failure.lock().expect("failure lock") = Some(e.to_string());
+struct Worker {
+    node: String,
+    applier: Applier,
+    reader: LogReader,
+    state: Arc<ApplyState>,
+    applied_tx: Arc<watch::Sender<u64>>,
+    stop: Arc<AtomicBool>,
+    /// Applied LSN at the last complete checkpoint.
+    checkpointed: u64,
+}
+
+impl Worker {
+    fn run(mut self, wake: mpsc::Receiver<()>) {
+        while !self.stop.load(Ordering::Acquire) {
+            let applied = self.applier.applied().0;
+            let target = self
+                .state
+                .flushed
+                .load(Ordering::Acquire)
+                .min(applied + MAX_APPLY_BATCH_RECORDS);
+            if target > applied {
+                if let Err(e) = self.apply_batch(applied + 1, target) {
+                    tracing::error!(node = %self.node, cause = %e, "applying stopped: this spare no longer matches the primary and must be re-seeded");
+                    *self.state.failure.lock().expect("failure lock") = Some(e.to_string());
+                    return;
+                }
+                continue;
+            }
+            if wake.recv_timeout(IDLE_POLL) == Err(mpsc::RecvTimeoutError::Disconnected) {
+                return;
+            }
+        }
+    }
+
+    fn apply_batch(&mut self, from: u64, to: u64) -> Result<(), Error> {
+        let records = self.reader.read(from, to, MAX_APPLY_BATCH_BYTES)?;
+        self.applier.apply(&records)?;
+        let (lsn, time) = self.applier.applied();
+        self.state.applied_time_ms.store(time, Ordering::Release);
+        self.state.applied.store(lsn, Ordering::Release);
+        self.applied_tx.send_replace(lsn);
+        if lsn - self.checkpointed >= CHECKPOINT_EVERY_RECORDS
+            && crate::store::checkpoint(self.applier.connection())?
+        {
+            self.checkpointed = lsn;
+            self.state.durable_floor.store(lsn, Ordering::Release);
+        }
+        Ok(())
+    }
 }

@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::actors::node::{DataShared, PrimaryShared};
 use crate::error::{Error, Result};
-use crate::log::{LogWriter, Position, RecordKind};
+use crate::log::{retention, LogWriter, Position, RecordKind};
 use crate::store::exec::{Executor, Request, StatementResult};
 
 /// Requests waiting for the write path; a client beyond this waits to enqueue (bounded by
@@ -48,6 +49,10 @@ pub struct Committer {
     committed: Arc<watch::Sender<Position>>,
     /// A schema request taken from the queue while a group was forming: runs next, alone.
     carried: Option<WriteJob>,
+    shared: Arc<DataShared>,
+    primary: Arc<PrimaryShared>,
+    /// Segment count at the last retention pass: a new segment triggers the next one.
+    segments_seen: usize,
 }
 
 pub fn now_ms() -> u64 {
@@ -63,14 +68,59 @@ impl Committer {
         log: LogWriter,
         epoch: u64,
         committed: Arc<watch::Sender<Position>>,
+        shared: Arc<DataShared>,
+        primary: Arc<PrimaryShared>,
     ) -> Self {
+        let segments_seen = log.segments().len();
         Committer {
             executor,
             log,
             epoch,
             committed,
             carried: None,
+            shared,
+            primary,
+            segments_seen,
         }
+    }
+
+    /// Retention (DESIGN.md §5), run when the log starts a new segment: checkpoint SQLite so
+    /// that the log is no longer needed for what it holds, then delete the segments that
+    /// every spare applied or that fall outside the budget, never what a seed still needs.
+    fn maintain(&mut self) -> Result<()> {
+        self.segments_seen = self.log.segments().len();
+        let committed = self.log.durable().lsn;
+        let floor = if crate::store::checkpoint(self.executor.connection())? {
+            committed
+        } else {
+            self.shared.oldest_lsn().saturating_sub(1)
+        };
+        let floor = self
+            .primary
+            .pins
+            .iter()
+            .map(|p| *p.value())
+            .fold(floor, u64::min);
+        let all_applied = self
+            .shared
+            .config
+            .spares()
+            .map(|s| self.primary.spare_applied.get(&s.name).map_or(0, |v| *v))
+            .min()
+            .unwrap_or(committed);
+        let through = retention::deletable_through(
+            self.log.segments(),
+            floor,
+            all_applied,
+            self.shared.retention_budget(),
+            now_ms(),
+        );
+        if self.log.delete_through(through)? > 0 {
+            let base = crate::log::base::load(&self.shared.log_dir())?.unwrap_or_default();
+            *self.shared.base.lock().expect("base lock") = base;
+            tracing::info!(through, oldest = base.lsn + 1, "deleted old log segments");
+        }
+        Ok(())
     }
 
     /// Runs until every sender is dropped or the log fails.
@@ -83,7 +133,14 @@ impl Committer {
                     None => return,
                 },
             };
-            if let Err(e) = self.commit_group(group) {
+            let outcome = self.commit_group(group).and_then(|()| {
+                if self.log.segments().len() > self.segments_seen {
+                    self.maintain()
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = outcome {
                 tracing::error!(cause = %e, "the write path stopped: the replication log could not be written; restart the node (it re-checks its log) after fixing the disk");
                 Self::refuse_all(&mut jobs, &e);
                 return;

@@ -1,27 +1,33 @@
 //! One feeder per spare: dials it, authenticates, positions, then streams records from the
-//! log files within its window (DESIGN.md §4).
+//! log files within its window, or seeds the spare from a snapshot first when the log no
+//! longer holds what it needs (DESIGN.md §4, §5). Seeding is in `feeder_seed`.
 //!
-//! Bounds: the feeder never holds more than its window of unacknowledged bytes plus one batch
-//! ([`MAX_BATCH_BYTES`]), and [`MAX_TRACKED_RECORD_TIMES`] commit times for lag. It reads from
-//! the log, never from a queue fed by the write path, so a stalled spare costs the primary no
-//! more than that, and never slows a commit.
+//! Bounds: a feeder holds at most its window of unacknowledged bytes plus one batch
+//! ([`MAX_BATCH_BYTES`]) or one seed chunk, and [`MAX_TRACKED_RECORD_TIMES`] commit times
+//! (16 bytes each) for lag: with the default 8 MiB window, under 11 MiB per spare however
+//! long the spare stalls. It reads from the log files, never from a queue fed by the write
+//! path, so a stalled spare never slows a commit.
 //!
 //! Failure handling: any error ends the link (logged at WARN, or ERROR for divergence, which
 //! needs an operator); the actor redials after a backoff that doubles up to
-//! [`RECONNECT_BACKOFF_MAX`] and resets once a handshake succeeds.
+//! [`RECONNECT_BACKOFF_MAX`] and resets once a handshake succeeds. A socket write that
+//! cannot complete within [`PEER_SILENCE_TIMEOUT`] (a stalled spare) ends the link too.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
+    Message as ActixMessage, WrapFuture,
+};
 use tokio::io::AsyncRead;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::actors::node::DataShared;
+use crate::actors::node::{DataShared, PrimaryShared};
 use crate::actors::primary::{LinkState, PrimaryActor, SpareProgress};
 use crate::actors::{
     CONNECT_TIMEOUT, LINK_FRAME_QUEUE, PEER_SILENCE_TIMEOUT, RECONNECT_BACKOFF_MAX,
@@ -29,19 +35,25 @@ use crate::actors::{
 };
 use crate::config::NodeConfig;
 use crate::core::feeder::Window;
-use crate::core::position::{self, Resume};
+use crate::core::position::{self, PrimaryLog, Resume};
 use crate::error::{Error, Result};
 use crate::log::{LogReader, Position, Record};
-use crate::net::handshake;
+use crate::net::handshake::{self, SpareReport};
 use crate::wire::codec::MAX_BATCH_BYTES;
 use crate::wire::{read_frame, write_frame, Envelope, Message};
 
 /// Commit times kept for records sent and not yet applied, to compute lag in seconds.
 pub const MAX_TRACKED_RECORD_TIMES: usize = 100_000;
 
+/// Stops the feeder (its spare left the configuration, or its settings changed).
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct StopFeeder;
+
 pub struct Feeder {
     spare: NodeConfig,
-    shared: Arc<DataShared>,
+    data: Arc<DataShared>,
+    primary_shared: Arc<PrimaryShared>,
     committed: watch::Receiver<Position>,
     primary: Addr<PrimaryActor>,
     /// Pause before the next dial; grows while dials fail.
@@ -51,13 +63,15 @@ pub struct Feeder {
 impl Feeder {
     pub fn new(
         spare: NodeConfig,
-        shared: Arc<DataShared>,
+        data: Arc<DataShared>,
+        primary_shared: Arc<PrimaryShared>,
         committed: watch::Receiver<Position>,
         primary: Addr<PrimaryActor>,
     ) -> Self {
         Feeder {
             spare,
-            shared,
+            data,
+            primary_shared,
             committed,
             primary,
             backoff: RECONNECT_BACKOFF_MIN,
@@ -67,10 +81,11 @@ impl Feeder {
     fn dial(&mut self, ctx: &mut Context<Self>) {
         let link = Link {
             spare: self.spare.clone(),
-            shared: self.shared.clone(),
+            data: self.data.clone(),
+            prim: self.primary_shared.clone(),
             committed: self.committed.clone(),
             primary: self.primary.clone(),
-            reader: Some(LogReader::new(&self.shared.log_dir())),
+            reader: Some(LogReader::new(&self.data.log_dir())),
             times: VecDeque::new(),
             progress: None,
         };
@@ -85,7 +100,7 @@ impl Feeder {
         let spare = &self.spare.name;
         let state = match &outcome.result {
             Err(Error::Diverged(why)) => {
-                tracing::error!(%spare, %why, "spare diverged from this primary's history; it must be re-seeded");
+                tracing::error!(%spare, %why, "spare diverged from this primary's history");
                 LinkState::Diverged
             }
             Err(e) if outcome.connected => {
@@ -98,16 +113,9 @@ impl Feeder {
             }
             Ok(()) => return,
         };
-        let mut last = outcome.progress.unwrap_or_else(|| SpareProgress {
-            spare: spare.clone(),
-            state,
-            received: 0,
-            flushed: 0,
-            applied: 0,
-            oldest_unapplied_time_ms: None,
-            last_ack: None,
-            in_flight_bytes: 0,
-        });
+        let mut last = outcome
+            .progress
+            .unwrap_or_else(|| SpareProgress::new(spare, state));
         last.state = state;
         last.in_flight_bytes = 0;
         let _ = self.primary.try_send(last);
@@ -128,7 +136,17 @@ impl Actor for Feeder {
     }
 }
 
-struct LinkOutcome {
+impl Handler<StopFeeder> for Feeder {
+    type Result = ();
+
+    /// Ends the link (its socket closes when the link's future is dropped) and the actor.
+    fn handle(&mut self, _: StopFeeder, ctx: &mut Context<Self>) {
+        tracing::info!(spare = %self.spare.name, "feeder stopped");
+        ctx.stop();
+    }
+}
+
+pub(crate) struct LinkOutcome {
     /// Whether the handshake succeeded (resets the backoff).
     connected: bool,
     result: Result<()>,
@@ -137,16 +155,27 @@ struct LinkOutcome {
 }
 
 /// One connection's worth of feeding.
-struct Link {
-    spare: NodeConfig,
-    shared: Arc<DataShared>,
-    committed: watch::Receiver<Position>,
-    primary: Addr<PrimaryActor>,
+pub(crate) struct Link {
+    pub(super) spare: NodeConfig,
+    pub(super) data: Arc<DataShared>,
+    pub(super) prim: Arc<PrimaryShared>,
+    pub(super) committed: watch::Receiver<Position>,
+    pub(super) primary: Addr<PrimaryActor>,
     /// Taken while a blocking read runs on the blocking pool.
     reader: Option<LogReader>,
     /// (LSN, commit time) of records sent and not applied, oldest first, for lag.
     times: VecDeque<(u64, u64)>,
-    progress: Option<SpareProgress>,
+    pub(super) progress: Option<SpareProgress>,
+}
+
+/// The socket of a link after the handshake: the write half, frames read by a separate
+/// task, and the liveness bookkeeping.
+pub(crate) struct LinkIo {
+    wr: OwnedWriteHalf,
+    frames: mpsc::Receiver<Result<Envelope>>,
+    keepalive: tokio::time::Interval,
+    last_heard: Instant,
+    _reader: AbortOnDrop,
 }
 
 /// Ends the socket-reading task with the link.
@@ -158,8 +187,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Reads frames off the socket into a bounded channel, so the link's select loop never
-/// cancels a half-read frame.
+/// Reads frames off the socket into a bounded channel, so a select loop never cancels a
+/// half-read frame.
 pub async fn read_frames<R: AsyncRead + Unpin>(mut rd: R, tx: mpsc::Sender<Result<Envelope>>) {
     loop {
         let frame = read_frame(&mut rd).await;
@@ -181,8 +210,45 @@ impl Link {
         }
     }
 
-    fn epoch(&self) -> u64 {
-        self.shared.epoch.load(Ordering::Relaxed)
+    pub(super) fn epoch(&self) -> u64 {
+        self.data.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Sends one message, giving up if the spare does not take it in time (stalled).
+    pub(super) async fn send(&self, io: &mut LinkIo, message: Message) -> Result<()> {
+        let env = self.data.identity.envelope(self.epoch(), message);
+        tokio::time::timeout(PEER_SILENCE_TIMEOUT, write_frame(&mut io.wr, &env))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "spare took no data for {PEER_SILENCE_TIMEOUT:?} (stalled)"
+                ))
+            })?
+    }
+
+    /// The next frame other than a keep-alive, keeping the link alive meanwhile; an error if
+    /// the spare stays silent longer than `silence`.
+    pub(super) async fn recv(&self, io: &mut LinkIo, silence: Duration) -> Result<Envelope> {
+        loop {
+            tokio::select! {
+                frame = io.frames.recv() => {
+                    let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
+                    io.last_heard = Instant::now();
+                    match env.message {
+                        Message::KeepAlive { .. } => continue,
+                        Message::Refuse { reason } => return Err(Error::Unavailable(format!("spare refused: {reason}"))),
+                        _ => return Ok(env),
+                    }
+                }
+                _ = io.keepalive.tick() => {
+                    if io.last_heard.elapsed() > silence {
+                        return Err(Error::Unavailable(format!("spare silent for {:?}", io.last_heard.elapsed())));
+                    }
+                    let last_lsn = self.committed.borrow().lsn;
+                    self.send(io, Message::KeepAlive { last_lsn }).await?;
+                }
+            }
+        }
     }
 
     async fn run_inner(&mut self, connected: &mut bool) -> Result<()> {
@@ -197,49 +263,73 @@ impl Link {
         stream
             .set_nodelay(true)
             .map_err(Error::io("set TCP_NODELAY"))?;
-        let (spare_pos, spare_applied) = handshake::as_primary(
+        let mut report = handshake::as_primary(
             &mut stream,
-            &self.shared.identity,
+            &self.data.identity,
             &self.spare.name,
             self.epoch(),
         )
         .await?;
         *connected = true;
-        let start = self.resume_point(spare_pos).await;
-        let start = match start {
-            Ok(lsn) => lsn,
-            Err(e) => {
-                let refuse = self.shared.identity.envelope(
-                    self.epoch(),
-                    Message::Refuse {
-                        reason: e.to_string(),
-                    },
-                );
-                let _ = write_frame(&mut stream, &refuse).await;
-                return Err(e);
-            }
+        let (rd, wr) = stream.into_split();
+        let (tx, frames) = mpsc::channel(LINK_FRAME_QUEUE);
+        let reader = AbortOnDrop(tokio::spawn(read_frames(rd, tx)));
+        let keepalive = tokio::time::interval(self.data.config.cluster.heartbeat);
+        let mut io = LinkIo {
+            wr,
+            frames,
+            keepalive,
+            last_heard: Instant::now(),
+            _reader: reader,
         };
-        tracing::info!(spare = %self.spare.name, from_lsn = start, "streaming to spare");
-        self.stream(stream, start, spare_pos.lsn, spare_applied)
-            .await
-    }
-
-    async fn resume_point(&mut self, spare: Position) -> Result<u64> {
-        let committed = *self.committed.borrow();
-        let ours = if (1..=committed.lsn).contains(&spare.lsn) {
-            let rec = self.read(spare.lsn, spare.lsn, 0).await?.remove(0);
-            Some((rec.epoch, rec.chain))
-        } else {
-            None
-        };
-        match position::decide(spare, committed, ours) {
-            Resume::From(lsn) => Ok(lsn),
-            Resume::Diverged(why) => Err(Error::Diverged(why)),
+        loop {
+            report = match self.decide(&report).await? {
+                Resume::From(lsn) => return self.stream(&mut io, lsn, &report).await,
+                Resume::Seed(reason) => {
+                    self.seed(&mut io, report.seed.clone(), None, reason)
+                        .await?
+                }
+                Resume::Diverged(reason) => {
+                    let common = self.find_fork(&mut io, &reason).await?;
+                    self.seed(&mut io, report.seed.clone(), Some(common), reason)
+                        .await?
+                }
+            };
         }
     }
 
+    async fn decide(&mut self, report: &SpareReport) -> Result<Resume> {
+        let durable = *self.committed.borrow();
+        let base = *self.data.base.lock().expect("base lock");
+        let spare = report.durable;
+        let ours = if spare.lsn == base.lsn {
+            Some((base.epoch, base.chain))
+        } else if spare.lsn > base.lsn && spare.lsn <= durable.lsn {
+            self.read(spare.lsn, spare.lsn, 0)
+                .await
+                .ok()
+                .map(|mut r| r.remove(0))
+                .map(|r| (r.epoch, r.chain))
+        } else {
+            None
+        };
+        Ok(position::decide(
+            spare,
+            PrimaryLog {
+                durable,
+                oldest: base.lsn + 1,
+            },
+            ours,
+        ))
+    }
+
     /// Reads records [from, up_to] (bounded by `max_bytes`) on the blocking pool.
-    async fn read(&mut self, from: u64, up_to: u64, max_bytes: usize) -> Result<Vec<Record>> {
+    pub(super) async fn read(
+        &mut self,
+        from: u64,
+        up_to: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>> {
         let mut reader = self.reader.take().expect("one read at a time");
         let (reader, result) = tokio::task::spawn_blocking(move || {
             let r = reader.read(from, up_to, max_bytes);
@@ -251,49 +341,39 @@ impl Link {
         result
     }
 
-    async fn stream(
-        &mut self,
-        stream: TcpStream,
-        start: u64,
-        spare_lsn: u64,
-        spare_applied: u64,
-    ) -> Result<()> {
-        let (rd, mut wr) = stream.into_split();
-        let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
-        let _reader = AbortOnDrop(tokio::spawn(read_frames(rd, tx)));
+    async fn stream(&mut self, io: &mut LinkIo, start: u64, report: &SpareReport) -> Result<()> {
+        tracing::info!(spare = %self.spare.name, from_lsn = start, "streaming to spare");
         let mut window = Window::new(self.spare.window, start);
-        let mut keepalive = tokio::time::interval(self.shared.config.cluster.heartbeat);
-        let mut last_heard = Instant::now();
+        let spare_lsn = report.durable.lsn;
         self.report(
             LinkState::Streaming,
-            spare_lsn,
-            spare_lsn,
-            spare_applied,
-            Some(last_heard),
+            (spare_lsn, spare_lsn, report.applied_lsn),
+            Some(io.last_heard),
             &window,
+            None,
         );
         loop {
-            self.fill_window(&mut wr, &mut window).await?;
+            self.fill_window(io, &mut window).await?;
             tokio::select! {
                 changed = self.committed.changed() => if changed.is_err() { return Ok(()) },
-                frame = frames.recv() => {
+                frame = io.frames.recv() => {
                     let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
-                    last_heard = Instant::now();
-                    self.on_frame(env, &mut window, last_heard)?;
+                    io.last_heard = Instant::now();
+                    self.on_frame(env, &mut window, io.last_heard)?;
                 }
-                _ = keepalive.tick() => {
-                    if last_heard.elapsed() > PEER_SILENCE_TIMEOUT {
-                        return Err(Error::Unavailable(format!("spare silent for {:?}", last_heard.elapsed())));
+                _ = io.keepalive.tick() => {
+                    if io.last_heard.elapsed() > PEER_SILENCE_TIMEOUT {
+                        return Err(Error::Unavailable(format!("spare silent for {:?}", io.last_heard.elapsed())));
                     }
                     let last_lsn = self.committed.borrow().lsn;
-                    write_frame(&mut wr, &self.shared.identity.envelope(self.epoch(), Message::KeepAlive { last_lsn })).await?;
+                    self.send(io, Message::KeepAlive { last_lsn }).await?;
                 }
             }
         }
     }
 
     /// Sends committed records while the window has room.
-    async fn fill_window(&mut self, wr: &mut OwnedWriteHalf, window: &mut Window) -> Result<()> {
+    async fn fill_window(&mut self, io: &mut LinkIo, window: &mut Window) -> Result<()> {
         loop {
             let committed = self.committed.borrow().lsn;
             if window.room() == 0 || window.next_lsn() > committed {
@@ -301,6 +381,8 @@ impl Link {
             }
             let max = (window.room() as usize).min(MAX_BATCH_BYTES);
             let records = self.read(window.next_lsn(), committed, max).await?;
+            // The records a seed pinned are read: the log may move on.
+            self.prim.pins.remove(&self.spare.name);
             let mut bytes = Vec::with_capacity(records.iter().map(Record::encoded_len).sum());
             for r in &records {
                 r.encode_into(&mut bytes);
@@ -310,17 +392,20 @@ impl Link {
             }
             let (first, last) = (records[0].lsn, records[records.len() - 1].lsn);
             let size = bytes.len() as u64;
-            let msg = Message::Records {
-                count: records.len() as u32,
-                bytes,
-            };
-            write_frame(wr, &self.shared.identity.envelope(self.epoch(), msg)).await?;
+            self.send(
+                io,
+                Message::Records {
+                    count: records.len() as u32,
+                    bytes,
+                },
+            )
+            .await?;
             window.on_sent(first, last, size);
         }
     }
 
     fn on_frame(&mut self, env: Envelope, window: &mut Window, now: Instant) -> Result<()> {
-        match env.message {
+        let positions = match env.message {
             Message::Ack {
                 received,
                 flushed,
@@ -333,49 +418,38 @@ impl Link {
                 while self.times.front().is_some_and(|&(lsn, _)| lsn <= applied) {
                     self.times.pop_front();
                 }
-                self.report(
-                    LinkState::Streaming,
-                    received,
-                    flushed,
-                    applied,
-                    Some(now),
-                    window,
-                );
-                Ok(())
+                self.prim
+                    .spare_applied
+                    .insert(self.spare.name.clone(), applied);
+                (received, flushed, applied)
             }
-            Message::KeepAlive { .. } => {
-                // The spare answered: its positions are unchanged, its last-ack age resets.
-                if let Some(p) = &self.progress {
-                    let (received, flushed, applied) = (p.received, p.flushed, p.applied);
-                    self.report(
-                        LinkState::Streaming,
-                        received,
-                        flushed,
-                        applied,
-                        Some(now),
-                        window,
-                    );
-                }
-                Ok(())
-            }
+            // The spare answered: its positions are unchanged, its last-ack age resets.
+            Message::KeepAlive { .. } => match &self.progress {
+                Some(p) => (p.received, p.flushed, p.applied),
+                None => return Ok(()),
+            },
             Message::Refuse { reason } => {
-                Err(Error::Unavailable(format!("spare refused: {reason}")))
+                return Err(Error::Unavailable(format!("spare refused: {reason}")))
             }
-            other => Err(Error::InvalidData(format!(
-                "unexpected {} from spare while streaming",
-                other.name()
-            ))),
-        }
+            other => {
+                return Err(Error::InvalidData(format!(
+                    "unexpected {} from spare while streaming",
+                    other.name()
+                )))
+            }
+        };
+        self.report(LinkState::Streaming, positions, Some(now), window, None);
+        Ok(())
     }
 
-    fn report(
+    /// Publishes this spare's progress to the primary actor (dropped if its mailbox is full).
+    pub(super) fn report(
         &mut self,
         state: LinkState,
-        received: u64,
-        flushed: u64,
-        applied: u64,
+        (received, flushed, applied): (u64, u64, u64),
         last_ack: Option<Instant>,
         window: &Window,
+        seed: Option<(u64, u64)>,
     ) {
         let p = SpareProgress {
             spare: self.spare.name.clone(),
@@ -386,6 +460,7 @@ impl Link {
             oldest_unapplied_time_ms: self.times.front().map(|&(_, t)| t),
             last_ack,
             in_flight_bytes: window.in_flight_bytes(),
+            seed,
         };
         let _ = self.primary.try_send(p.clone());
         self.progress = Some(p);

@@ -5,6 +5,7 @@
 pub mod applier;
 pub mod committer;
 pub mod feeder;
+pub mod feeder_seed;
 pub mod monitor;
 pub mod node;
 pub mod primary;

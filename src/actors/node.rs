@@ -38,6 +38,34 @@ pub struct DataShared {
     pub applied: watch::Receiver<u64>,
     /// Epoch this node follows or leads.
     pub epoch: AtomicU64,
+    /// Position just before the oldest record the log still holds (LSN 0 when it holds
+    /// everything); kept current by whoever owns the log writer.
+    pub base: std::sync::Mutex<Position>,
+}
+
+/// What only a primary's parts share: feeders, the committer's retention, status.
+#[derive(Default)]
+pub struct PrimaryShared {
+    /// Applied LSN of each spare, from its acknowledgements: segments every spare applied may go.
+    pub spare_applied: dashmap::DashMap<String, u64>,
+    /// Per seeding spare, the LSN above which the log must stay (its snapshot needs what follows).
+    pub pins: dashmap::DashMap<String, u64>,
+    /// Per seeding spare, the snapshot it is receiving (kept on disk until it is installed).
+    pub seeding: dashmap::DashMap<String, String>,
+}
+
+impl DataShared {
+    /// The oldest LSN the log still holds.
+    pub fn oldest_lsn(&self) -> u64 {
+        self.base.lock().expect("base lock").lsn + 1
+    }
+
+    pub fn retention_budget(&self) -> crate::log::retention::Budget {
+        crate::log::retention::Budget {
+            bytes: self.config.cluster.retention_bytes,
+            age: self.config.cluster.retention_age,
+        }
+    }
 }
 
 impl DataShared {
@@ -53,6 +81,7 @@ pub enum NodeAddr {
         actor: Addr<PrimaryActor>,
         writes: mpsc::Sender<WriteJob>,
         shared: Arc<DataShared>,
+        primary: Arc<PrimaryShared>,
     },
     Spare {
         actor: Addr<SpareActor>,
@@ -121,8 +150,17 @@ fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
         })
 }
 
-/// Opens the log and the database and replays the log past SQLite's applied LSN.
-pub fn recover(data_dir: &Path) -> Result<(LogWriter, Applier)> {
+/// Opens the log and the database and replays the log past SQLite's applied LSN. A seed
+/// whose installation a crash cut short is finished first.
+pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<(LogWriter, Applier)> {
+    let seed = crate::store::snapshot::SeedDir::new(data_dir);
+    if let Some(info) = seed.marker()? {
+        tracing::warn!(
+            lsn = info.position.lsn,
+            "finishing the installation of a seed that a crash interrupted"
+        );
+        finish_install(data_dir, &info)?;
+    }
     let mut applier = Applier::new(store::open(
         &data_dir.join(store::DB_FILE),
         ConnKind::Applier,
@@ -141,7 +179,27 @@ pub fn recover(data_dir: &Path) -> Result<(LogWriter, Applier)> {
     for chunk in opened.replay.chunks(REPLAY_BATCH_RECORDS) {
         applier.apply(chunk)?;
     }
-    Ok((opened.writer, applier))
+    let mut writer = opened.writer;
+    writer.set_segment_target_bytes(segment_bytes);
+    Ok((writer, applier))
+}
+
+/// Puts a verified seed in place: the snapshot becomes the database, and the log restarts
+/// right after the snapshot's last record. Every step can be redone after a crash.
+pub fn finish_install(data_dir: &Path, info: &crate::store::snapshot::SnapshotInfo) -> Result<()> {
+    let seed = crate::store::snapshot::SeedDir::new(data_dir);
+    seed.replace_db(&data_dir.join(store::DB_FILE))?;
+    let log_dir = data_dir.join("log");
+    match std::fs::remove_dir_all(&log_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(format!("remove {}", log_dir.display()))(e))
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&log_dir)
+        .map_err(Error::io(format!("create {}", log_dir.display())))?;
+    crate::log::base::save(&log_dir, &info.position)?;
+    seed.clear_marker()
 }
 
 fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<NodeState> {
@@ -162,7 +220,8 @@ fn start_data_node(config: Arc<ClusterConfig>, node: NodeConfig) -> Result<NodeA
     prepare_data_dir(&config, &node)?;
     let secret = Arc::new(config.read_secret()?);
     let state = load_state(&config, &node)?;
-    let (mut log, applier) = recover(&node.data_dir)?;
+    let segment_bytes = crate::log::retention::segment_bytes_for(config.cluster.retention_bytes);
+    let (mut log, applier) = recover(&node.data_dir, segment_bytes)?;
     let identity = Identity {
         cluster: config.cluster.name.clone(),
         name: node.name.clone(),
@@ -176,9 +235,13 @@ fn start_data_node(config: Arc<ClusterConfig>, node: NodeConfig) -> Result<NodeA
         identity,
         applied: applied_rx,
         epoch: AtomicU64::new(state.epoch),
+        base: std::sync::Mutex::new(
+            crate::log::base::load(&node.data_dir.join("log"))?.unwrap_or_default(),
+        ),
     });
     if node.role == Role::Spare {
-        let actor = SpareActor::new(shared.clone(), log, applier, applied_tx, state).start();
+        let actor =
+            SpareActor::new(shared.clone(), log, applier, Arc::new(applied_tx), state).start();
         return Ok(NodeAddr::Spare { actor, shared });
     }
     if log.tail().lsn == 0 {
@@ -198,17 +261,26 @@ fn start_data_node(config: Arc<ClusterConfig>, node: NodeConfig) -> Result<NodeA
     )?)?;
     let committed = Arc::new(watch::Sender::new(durable));
     let (writes, jobs) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-    let committer = Committer::new(executor, log, state.epoch, committed.clone());
+    let primary = Arc::new(PrimaryShared::default());
+    let committer = Committer::new(
+        executor,
+        log,
+        state.epoch,
+        committed.clone(),
+        shared.clone(),
+        primary.clone(),
+    );
     std::thread::Builder::new()
         .name(format!("{}-committer", node.name))
         .spawn(move || committer.run(jobs))
         .map_err(Error::io("start the write thread"))?;
     spawn_applied_mirror(committed.subscribe(), applied_tx);
-    let actor = PrimaryActor::new(shared.clone(), committed.subscribe()).start();
+    let actor = PrimaryActor::new(shared.clone(), primary.clone(), committed.subscribe()).start();
     Ok(NodeAddr::Primary {
         actor,
         writes,
         shared,
+        primary,
     })
 }
 

@@ -16,8 +16,9 @@ use tokio::sync::watch;
 
 use crate::actors::committer::now_ms;
 use crate::actors::feeder::Feeder;
-use crate::actors::node::{primary_ref, DataShared};
+use crate::actors::node::{primary_ref, DataShared, PrimaryShared};
 use crate::actors::MAILBOX_CAPACITY;
+use crate::config::NodeConfig;
 use crate::core::lag;
 use crate::log::Position;
 
@@ -31,6 +32,7 @@ pub struct GetStatus;
 pub enum LinkState {
     Connecting,
     Streaming,
+    Seeding,
     Disconnected,
     Diverged,
 }
@@ -40,6 +42,7 @@ impl LinkState {
         match self {
             LinkState::Connecting => "connecting",
             LinkState::Streaming => "streaming",
+            LinkState::Seeding => "seeding",
             LinkState::Disconnected => "disconnected",
             LinkState::Diverged => "diverged",
         }
@@ -64,23 +67,72 @@ pub struct SpareProgress {
     pub last_ack: Option<Instant>,
     /// Bytes sent and not yet flushed by the spare.
     pub in_flight_bytes: u64,
+    /// While seeding: (bytes the spare holds, snapshot size).
+    pub seed: Option<(u64, u64)>,
+}
+
+impl SpareProgress {
+    /// A spare the feeder never reached.
+    pub fn new(spare: &str, state: LinkState) -> Self {
+        SpareProgress {
+            spare: spare.to_string(),
+            state,
+            received: 0,
+            flushed: 0,
+            applied: 0,
+            oldest_unapplied_time_ms: None,
+            last_ack: None,
+            in_flight_bytes: 0,
+            seed: None,
+        }
+    }
+
+    /// The state as status shows it: "seeding (42 %)" while seeding.
+    pub fn state_text(&self) -> String {
+        match (self.state, self.seed) {
+            (LinkState::Seeding, Some((done, size))) => {
+                format!("seeding ({} %)", crate::core::lag::seed_percent(done, size))
+            }
+            (state, _) => state.as_str().to_string(),
+        }
+    }
 }
 
 pub struct PrimaryActor {
     shared: Arc<DataShared>,
+    primary: Arc<PrimaryShared>,
     committed: watch::Receiver<Position>,
     progress: BTreeMap<String, SpareProgress>,
-    feeders: Vec<Addr<Feeder>>,
+    /// One feeder per spare, with the settings it was started with.
+    feeders: BTreeMap<String, (NodeConfig, Addr<Feeder>)>,
 }
 
 impl PrimaryActor {
-    pub fn new(shared: Arc<DataShared>, committed: watch::Receiver<Position>) -> Self {
+    pub fn new(
+        shared: Arc<DataShared>,
+        primary: Arc<PrimaryShared>,
+        committed: watch::Receiver<Position>,
+    ) -> Self {
         PrimaryActor {
             shared,
+            primary,
             committed,
             progress: BTreeMap::new(),
-            feeders: Vec::new(),
+            feeders: BTreeMap::new(),
         }
+    }
+
+    fn start_feeder(&mut self, spare: &NodeConfig, me: Addr<PrimaryActor>) {
+        let feeder = Feeder::new(
+            spare.clone(),
+            self.shared.clone(),
+            self.primary.clone(),
+            self.committed.clone(),
+            me,
+        )
+        .start();
+        self.feeders
+            .insert(spare.name.clone(), (spare.clone(), feeder));
     }
 
     fn spare_doc(&self, name: &str, tail: Position, now_ms: u64) -> Value {
@@ -93,7 +145,7 @@ impl PrimaryActor {
         let lag = lag::compute(tail.lsn, p.applied, oldest, now_ms, ack_age);
         json!({
             "name": name,
-            "state": p.state.as_str(),
+            "state": p.state_text(),
             "received_lsn": p.received,
             "flushed_lsn": p.flushed,
             "applied_lsn": p.applied,
@@ -109,14 +161,9 @@ impl Actor for PrimaryActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let me = ctx.address();
-        for spare in self.shared.config.spares() {
-            let feeder = Feeder::new(
-                spare.clone(),
-                self.shared.clone(),
-                self.committed.clone(),
-                me.clone(),
-            );
-            self.feeders.push(feeder.start());
+        let spares: Vec<NodeConfig> = self.shared.config.spares().cloned().collect();
+        for spare in &spares {
+            self.start_feeder(spare, me.clone());
         }
     }
 }

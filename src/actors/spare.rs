@@ -3,35 +3,42 @@
 //! authenticated primary connection streams (an older one is told to stop), so two links
 //! never append to the log at once.
 //!
-//! Restart: everything is on disk (log, applied LSN in SQLite, node.state); the primary
-//! re-learns the position from the handshake.
+//! Restart: everything is on disk (log, applied LSN in SQLite, node.state, a seed in
+//! progress); the primary re-learns the position from the handshake.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 use actix::{Actor, AsyncContext, Context, Handler, MessageResult, WrapFuture};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::actors::applier::{self, ApplyState};
+use crate::actors::applier::{self, ApplierHandle, ApplyState};
 use crate::actors::committer::now_ms;
-use crate::actors::node::{primary_ref, DataShared};
+use crate::actors::node::{finish_install, primary_ref, DataShared};
 use crate::actors::primary::GetStatus;
 use crate::actors::spare_link;
 use crate::actors::MAILBOX_CAPACITY;
 use crate::core::lag;
-use crate::log::LogWriter;
+use crate::error::{Error, Result};
+use crate::log::{self, LogWriter, Position};
 use crate::state::NodeState;
 use crate::store::apply::Applier;
+use crate::store::snapshot::SeedDir;
+use crate::store::{self as sqlite, ConnKind};
 
 /// What the spare's links, apply thread and status share.
 pub struct SpareShared {
     pub data: Arc<DataShared>,
     pub log: Mutex<LogWriter>,
     pub apply: Arc<ApplyState>,
-    /// Wakes the apply thread after a flush (capacity 1: one pending wake-up is enough).
-    pub wake: std_mpsc::SyncSender<()>,
+    /// The running apply thread (replaced when a seed is installed).
+    pub applier: Mutex<Option<ApplierHandle>>,
+    pub applied_tx: Arc<watch::Sender<u64>>,
+    pub seed: SeedDir,
+    /// While a seed arrives: (bytes durable, snapshot size).
+    pub seeding: Mutex<Option<(u64, u64)>>,
     /// Highest LSN received (may run ahead of flushed while a batch is being synced).
     pub received: AtomicU64,
     /// The primary's durable LSN, from its keep-alives and batches.
@@ -47,10 +54,97 @@ pub struct SpareShared {
     pub diverged: Mutex<Option<String>>,
 }
 
+impl SpareShared {
+    pub fn wake_applier(&self) {
+        if let Some(h) = self.applier.lock().expect("applier lock").as_ref() {
+            h.wake();
+        }
+    }
+
+    fn start_applier(&self, applier: Applier) -> Result<()> {
+        let data = &self.data;
+        let handle = applier::spawn(
+            &data.node.name,
+            applier,
+            data.log_dir(),
+            self.apply.clone(),
+            self.applied_tx.clone(),
+        )
+        .map_err(Error::io("start the apply thread"))?;
+        *self.applier.lock().expect("applier lock") = Some(handle);
+        Ok(())
+    }
+
+    /// Verifies the received snapshot and installs it (blocking): quarantines this node's
+    /// records after `quarantine_after` if its history diverged, stops applying, swaps the
+    /// database and restarts the log right after the snapshot, then applies again.
+    pub fn install_seed(&self, quarantine_after: Option<u64>) -> Result<Position> {
+        let info = self.seed.verify()?;
+        let data_dir = &self.data.node.data_dir;
+        let mut log = self.log.lock().expect("log lock");
+        if let Some(after) = quarantine_after {
+            let reason = format!(
+                "diverged from primary {}; replaced by its snapshot at LSN {}",
+                self.primary, info.position.lsn
+            );
+            if let Some(dir) = crate::store::quarantine::save(
+                &self.data.log_dir(),
+                after.max(self.data.oldest_lsn() - 1),
+                log.durable().lsn,
+                &data_dir.join("quarantine"),
+                &reason,
+            )? {
+                tracing::warn!(folder = %dir.display(), "moved this node's divergent records to quarantine");
+            }
+        }
+        self.seed.write_marker(&info)?;
+        if let Some(h) = self.applier.lock().expect("applier lock").take() {
+            h.stop();
+        }
+        self.data.readers.reset();
+        finish_install(data_dir, &info)?;
+        let opened = log::open(&self.data.log_dir(), info.position.lsn)?;
+        *log = opened.writer;
+        log.set_segment_target_bytes(crate::log::retention::segment_bytes_for(
+            self.data.config.cluster.retention_bytes,
+        ));
+        *self.data.base.lock().expect("base lock") = info.position;
+        self.apply
+            .flushed
+            .store(info.position.lsn, Ordering::Release);
+        self.received.store(info.position.lsn, Ordering::Release);
+        drop(log);
+        self.start_applier(Applier::new(sqlite::open(
+            &data_dir.join(sqlite::DB_FILE),
+            ConnKind::Applier,
+        )?)?)?;
+        *self.diverged.lock().expect("lock") = None;
+        Ok(info.position)
+    }
+
+    /// Drops log segments outside the retention budget, never what SQLite has not made
+    /// durable in its own file (blocking; call with the log lock held by `log`).
+    pub fn maintain_log(&self, log: &mut LogWriter) -> Result<()> {
+        let floor = self.apply.durable_floor.load(Ordering::Acquire);
+        let through = log::retention::deletable_through(
+            log.segments(),
+            floor,
+            0,
+            self.data.retention_budget(),
+            now_ms(),
+        );
+        if log.delete_through(through)? > 0 {
+            *self.data.base.lock().expect("base lock") =
+                log::base::load(&self.data.log_dir())?.unwrap_or_default();
+        }
+        Ok(())
+    }
+}
+
 pub struct SpareActor {
     shared: Arc<SpareShared>,
     /// Taken by `started` to start the apply thread.
-    pending: Option<(Applier, std_mpsc::Receiver<()>, watch::Sender<u64>)>,
+    pending: Option<Applier>,
 }
 
 impl SpareActor {
@@ -58,18 +152,21 @@ impl SpareActor {
         data: Arc<DataShared>,
         log: LogWriter,
         applier: Applier,
-        applied_tx: watch::Sender<u64>,
+        applied_tx: Arc<watch::Sender<u64>>,
         state: NodeState,
     ) -> Self {
-        let (wake, wake_rx) = std_mpsc::sync_channel(1);
         let apply = Arc::new(ApplyState::default());
         apply.flushed.store(log.durable().lsn, Ordering::Release);
         let received = AtomicU64::new(log.durable().lsn);
+        let seed = SeedDir::new(&data.node.data_dir);
         let shared = Arc::new(SpareShared {
             data,
             log: Mutex::new(log),
             apply,
-            wake,
+            applier: Mutex::new(None),
+            applied_tx,
+            seed,
+            seeding: Mutex::new(None),
             received,
             primary_last: AtomicU64::new(0),
             connected: AtomicBool::new(false),
@@ -80,12 +177,15 @@ impl SpareActor {
         });
         SpareActor {
             shared,
-            pending: Some((applier, wake_rx, applied_tx)),
+            pending: Some(applier),
         }
     }
 
     fn state_name(&self) -> String {
         let s = &self.shared;
+        if let Some((done, size)) = *s.seeding.lock().expect("lock") {
+            return format!("seeding ({} %)", crate::core::lag::seed_percent(done, size));
+        }
         if let Some(why) = s.apply.failure.lock().expect("lock").as_ref() {
             return format!("apply stopped: {why}");
         }
@@ -109,16 +209,8 @@ impl Actor for SpareActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        let (applier, wake_rx, applied_tx) = self.pending.take().expect("started once");
-        let data = &self.shared.data;
-        if let Err(e) = applier::spawn(
-            &data.node.name,
-            applier,
-            data.log_dir(),
-            self.shared.apply.clone(),
-            wake_rx,
-            applied_tx,
-        ) {
+        let applier = self.pending.take().expect("started once");
+        if let Err(e) = self.shared.start_applier(applier) {
             tracing::error!(cause = %e, "cannot start the apply thread; stopping");
             actix::System::current().stop();
             return;
@@ -162,6 +254,7 @@ impl Handler<GetStatus> for SpareActor {
         let ack_age = (heard > 0).then(|| now.saturating_sub(heard) as f64 / 1000.0);
         let lag = lag::compute(primary_last, applied, None, now, ack_age);
         let node = &s.data.node;
+        let flushed = s.apply.flushed.load(Ordering::Acquire);
         MessageResult(json!({
             "name": node.name,
             "role": "spare",
@@ -169,13 +262,15 @@ impl Handler<GetStatus> for SpareActor {
             "cluster": s.data.config.cluster.name,
             "epoch": s.data.epoch.load(Ordering::Relaxed),
             "http": node.http_advertise,
-            "last_lsn": s.apply.flushed.load(Ordering::Acquire),
+            "last_lsn": flushed,
+            "oldest_lsn": s.data.oldest_lsn(),
             "received_lsn": s.received.load(Ordering::Acquire),
-            "flushed_lsn": s.apply.flushed.load(Ordering::Acquire),
+            "flushed_lsn": flushed,
             "applied_lsn": applied,
             "applied_time_ms": s.apply.applied_time_ms.load(Ordering::Acquire),
             "primary_last_lsn": primary_last,
             "primary": primary_ref(&s.data.config),
+            "seed": s.seeding.lock().expect("lock").map(|(done, size)| json!({ "bytes_done": done, "bytes_total": size })),
             "lag": { "records": lag.records, "last_heard_s": lag.last_ack_age_s },
         }))
     }

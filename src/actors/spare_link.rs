@@ -23,6 +23,7 @@ use crate::actors::{LINK_FRAME_QUEUE, PEER_SILENCE_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::log::record::decode_all;
 use crate::net::handshake;
+use crate::wire::message::SeedResume;
 use crate::wire::{write_frame, Envelope, Message};
 
 /// Serves one connection until it ends; logs why it ended.
@@ -80,6 +81,21 @@ fn envelope(shared: &SpareShared, message: Message) -> Envelope {
         .envelope(shared.data.epoch.load(Ordering::Relaxed), message)
 }
 
+/// This node's `Position`: durable log end, applied LSN, and a seed it can resume.
+fn position(shared: &SpareShared) -> Result<Message> {
+    let durable = shared.log.lock().expect("log lock").durable();
+    let applied_lsn = shared.apply.applied.load(Ordering::Acquire);
+    let seed = shared.seed.partial()?.map(|p| SeedResume {
+        id: p.info.id,
+        offset: p.offset,
+    });
+    Ok(Message::Position {
+        durable,
+        applied_lsn,
+        seed,
+    })
+}
+
 fn ack(shared: &SpareShared) -> Message {
     Message::Ack {
         received: shared.received.load(Ordering::Acquire),
@@ -95,19 +111,7 @@ async fn stream_from_primary(
     generation: u64,
 ) -> Result<()> {
     let (rd, mut wr) = stream.into_split();
-    let durable = shared.log.lock().expect("log lock").durable();
-    let applied_lsn = shared.apply.applied.load(Ordering::Acquire);
-    write_frame(
-        &mut wr,
-        &envelope(
-            shared,
-            Message::Position {
-                durable,
-                applied_lsn,
-            },
-        ),
-    )
-    .await?;
+    write_frame(&mut wr, &envelope(shared, position(shared)?)).await?;
     shared.connected.store(true, Ordering::Release);
     let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
     let reader = tokio::spawn(read_frames(rd, tx));
@@ -158,17 +162,51 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             let last = records[records.len() - 1].lsn;
             shared.received.fetch_max(last, Ordering::AcqRel);
             shared.primary_last.fetch_max(last, Ordering::AcqRel);
-            let s = shared.clone();
-            let durable = tokio::task::spawn_blocking(move || {
+            let durable = blocking(shared, move |s| {
                 let mut log = s.log.lock().expect("log lock");
                 log.append_received(&records)?;
-                log.sync()
+                let durable = log.sync()?;
+                s.maintain_log(&mut log)?;
+                Ok(durable)
             })
-            .await
-            .map_err(|e| Error::Unavailable(format!("log append task failed: {e}")))??;
+            .await?;
             shared.apply.flushed.store(durable.lsn, Ordering::Release);
-            let _ = shared.wake.try_send(());
+            shared.wake_applier();
             write_frame(wr, &envelope(shared, ack(shared))).await
+        }
+        Message::Diverged { reason } => {
+            tracing::warn!(%reason, "the primary says this spare's history diverged");
+            let points = blocking(shared, probes).await?;
+            write_frame(wr, &envelope(shared, Message::Probes { points })).await
+        }
+        Message::SeedStart { snapshot, reason } => {
+            tracing::info!(%reason, lsn = snapshot.position.lsn, bytes = snapshot.size, "receiving a seed");
+            let size = snapshot.size;
+            let offset = blocking(shared, move |s| s.seed.begin(&snapshot)).await?;
+            *shared.seeding.lock().expect("lock") = Some((offset, size));
+            write_frame(wr, &envelope(shared, Message::SeedAck { offset })).await
+        }
+        Message::SeedChunk { offset, crc, bytes } => {
+            if crc32c::crc32c(&bytes) != crc {
+                return Err(Error::InvalidData(format!(
+                    "seed chunk at offset {offset} fails its checksum"
+                )));
+            }
+            let offset = blocking(shared, move |s| s.seed.write_chunk(offset, &bytes)).await?;
+            if let Some(p) = shared.seeding.lock().expect("lock").as_mut() {
+                p.0 = offset;
+            }
+            write_frame(wr, &envelope(shared, Message::SeedAck { offset })).await
+        }
+        Message::SeedEnd { quarantine_after } => {
+            let installed = blocking(shared, move |s| s.install_seed(quarantine_after)).await;
+            *shared.seeding.lock().expect("lock") = None;
+            let at = installed?;
+            tracing::info!(
+                lsn = at.lsn,
+                "installed the seed; following the primary's log from here"
+            );
+            write_frame(wr, &envelope(shared, position(shared)?)).await
         }
         Message::KeepAlive { last_lsn } => {
             shared.primary_last.fetch_max(last_lsn, Ordering::AcqRel);
@@ -182,4 +220,31 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             other.name()
         ))),
     }
+}
+
+/// Runs blocking work (files, fsync) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<SpareShared>,
+    f: impl FnOnce(&SpareShared) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| Error::Unavailable(format!("blocking task failed: {e}")))?
+}
+
+/// (LSN, epoch, chain) at exponentially spaced points of this node's log, newest first.
+fn probes(shared: &SpareShared) -> Result<Vec<(u64, u64, u64)>> {
+    let tail = shared.log.lock().expect("log lock").durable();
+    let base = *shared.data.base.lock().expect("base lock");
+    let mut reader = crate::log::LogReader::new(&shared.data.log_dir());
+    let mut out = Vec::new();
+    for lsn in crate::core::position::probe_points(tail.lsn, base.lsn + 1) {
+        let r = reader.record_at(lsn)?;
+        out.push((r.lsn, r.epoch, r.chain));
+    }
+    if base.lsn > 0 {
+        out.push((base.lsn, base.epoch, base.chain));
+    }
+    Ok(out)
 }

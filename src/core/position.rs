@@ -1,28 +1,52 @@
-//! Where to resume streaming to a spare (DESIGN.md §4 "Positioning").
+//! Where to resume a spare (DESIGN.md §4 "Positioning", §5 "Seeding").
 
 use crate::log::Position;
 
 /// What the primary does with a spare that reported its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resume {
-    /// The spare's history is a prefix of ours: stream from this LSN.
+    /// The spare's history is a prefix of ours and we still hold what follows: stream from
+    /// this LSN.
     From(u64),
-    /// The spare holds records we do not (it is ahead of our durable log) or a record that
-    /// differs from ours at the same LSN: its history diverged. It must be re-seeded.
+    /// The spare must be seeded from a snapshot: it is new and empty, or it is behind what
+    /// we retain.
+    Seed(String),
+    /// The spare holds records we do not (ahead of our durable log) or a record that differs
+    /// from ours at the same LSN: its history diverged. Its divergent records go to
+    /// quarantine, then it is seeded.
     Diverged(String),
 }
 
-/// Decides from the spare's durable position, our durable position, and our record at the
-/// spare's last LSN (`ours_at_spare`: (epoch, chain), None if the spare is empty).
-pub fn decide(spare: Position, primary: Position, ours_at_spare: Option<(u64, u64)>) -> Resume {
-    if spare.lsn == 0 {
-        return Resume::From(1);
-    }
-    if spare.lsn > primary.lsn {
+/// What the primary knows when it decides.
+#[derive(Debug, Clone, Copy)]
+pub struct PrimaryLog {
+    /// End of our durable log.
+    pub durable: Position,
+    /// Oldest LSN we still hold.
+    pub oldest: u64,
+}
+
+/// Decides from the spare's durable position, our log, and our (epoch, chain) at the spare's
+/// last LSN: from the record, or from the log's base when the spare stops right before our
+/// oldest record.
+pub fn decide(spare: Position, primary: PrimaryLog, ours_at_spare: Option<(u64, u64)>) -> Resume {
+    if spare.lsn > primary.durable.lsn {
         return Resume::Diverged(format!(
             "the spare's log reaches LSN {} but the primary's ends at {}",
-            spare.lsn, primary.lsn
+            spare.lsn, primary.durable.lsn
         ));
+    }
+    if spare.lsn == 0 && primary.oldest > 1 {
+        return Resume::Seed("new, empty spare".into());
+    }
+    if spare.lsn + 1 < primary.oldest {
+        return Resume::Seed(format!(
+            "the spare is at LSN {} but the primary only retains the log from {}",
+            spare.lsn, primary.oldest
+        ));
+    }
+    if spare.lsn == 0 {
+        return Resume::From(1);
     }
     match ours_at_spare {
         Some((epoch, chain)) if epoch == spare.epoch && chain == spare.chain => {
@@ -33,6 +57,34 @@ pub fn decide(spare: Position, primary: Position, ours_at_spare: Option<(u64, u6
             spare.lsn
         )),
     }
+}
+
+/// LSNs at which a spare reports its chain when asked where its history forks: its tail,
+/// then exponentially further back, down to its oldest record. Bounded to 64 points.
+pub fn probe_points(tail: u64, oldest: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut step = 1;
+    let mut lsn = tail;
+    while lsn >= oldest.max(1) && out.len() < 64 {
+        out.push(lsn);
+        if lsn < step {
+            break;
+        }
+        lsn -= step;
+        step *= 2;
+    }
+    out
+}
+
+/// The highest probe at which the spare's chain equals ours: everything after it diverged.
+/// `ours(lsn)` is our (epoch, chain) at `lsn`, None if we do not hold it. 0 if none match.
+pub fn common_point(probes: &[(u64, u64, u64)], ours: impl Fn(u64) -> Option<(u64, u64)>) -> u64 {
+    probes
+        .iter()
+        .filter(|&&(lsn, epoch, chain)| ours(lsn) == Some((epoch, chain)))
+        .map(|p| p.0)
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -48,36 +100,76 @@ mod tests {
         }
     }
 
+    fn log(lsn: u64, oldest: u64) -> PrimaryLog {
+        PrimaryLog {
+            durable: pos(lsn, 99),
+            oldest,
+        }
+    }
+
     #[test]
-    fn empty_spare_starts_at_the_first_record() {
-        assert_eq!(decide(pos(0, 0), pos(10, 9), None), Resume::From(1));
+    fn empty_spare_streams_from_the_start_while_the_whole_log_is_there() {
+        assert_eq!(decide(pos(0, 0), log(10, 1), None), Resume::From(1));
+    }
+
+    #[test]
+    fn empty_spare_is_seeded_once_the_log_start_is_gone() {
+        assert!(matches!(
+            decide(pos(0, 0), log(10, 5), None),
+            Resume::Seed(_)
+        ));
     }
 
     #[test]
     fn spare_with_a_matching_prefix_resumes_after_it() {
         assert_eq!(
-            decide(pos(4, 44), pos(10, 99), Some((1, 44))),
+            decide(pos(4, 44), log(10, 1), Some((1, 44))),
             Resume::From(5)
         );
         assert_eq!(
-            decide(pos(10, 99), pos(10, 99), Some((1, 99))),
+            decide(pos(10, 99), log(10, 1), Some((1, 99))),
             Resume::From(11)
         );
+        assert_eq!(
+            decide(pos(4, 44), log(10, 5), Some((1, 44))),
+            Resume::From(5),
+            "our base is its last record"
+        );
+    }
+
+    #[test]
+    fn spare_behind_the_retained_log_is_seeded() {
+        assert!(matches!(
+            decide(pos(3, 33), log(10, 5), None),
+            Resume::Seed(_)
+        ));
     }
 
     #[test]
     fn spare_ahead_or_with_another_record_has_diverged() {
         assert!(matches!(
-            decide(pos(11, 1), pos(10, 99), None),
+            decide(pos(11, 1), log(10, 1), None),
             Resume::Diverged(_)
         ));
         assert!(matches!(
-            decide(pos(4, 45), pos(10, 99), Some((1, 44))),
+            decide(pos(4, 45), log(10, 1), Some((1, 44))),
             Resume::Diverged(_)
         ));
         assert!(matches!(
-            decide(pos(4, 44), pos(10, 99), Some((2, 44))),
+            decide(pos(4, 44), log(10, 1), Some((2, 44))),
             Resume::Diverged(_)
         ));
+    }
+
+    #[test]
+    fn probes_go_back_exponentially_and_find_the_fork() {
+        assert_eq!(probe_points(20, 1), vec![20, 19, 17, 13, 5]);
+        assert_eq!(probe_points(3, 3), vec![3]);
+        assert!(probe_points(0, 1).is_empty());
+        // Histories agree up to 14.
+        let ours = |lsn: u64| Some((1, if lsn <= 14 { lsn } else { lsn + 1000 }));
+        let probes: Vec<(u64, u64, u64)> =
+            probe_points(20, 1).into_iter().map(|l| (l, 1, l)).collect();
+        assert_eq!(common_point(&probes, ours), 13);
     }
 }

@@ -20,8 +20,8 @@
 
 pub mod base;
 pub mod reader;
-pub mod retention;
 pub mod record;
+pub mod retention;
 pub mod segment;
 pub mod writer;
 
@@ -71,7 +71,11 @@ pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
         if let Some(last) = scanned.records.last() {
             tail = Position::of(last);
         }
-        infos.push(SegmentInfo { first_lsn: first, last: tail, bytes: scanned.valid_len });
+        infos.push(SegmentInfo {
+            first_lsn: first,
+            last: tail,
+            bytes: scanned.valid_len,
+        });
         replay.extend(scanned.records.into_iter().filter(|r| r.lsn > replay_after));
     }
     if tail.lsn < replay_after {
@@ -89,7 +93,11 @@ pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
         )));
     }
     let writer = LogWriter::resume(dir, tail, infos)?;
-    Ok(Opened { writer, replay, torn })
+    Ok(Opened {
+        writer,
+        replay,
+        torn,
+    })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<()> {

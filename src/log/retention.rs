@@ -24,12 +24,21 @@ pub struct Budget {
 
 /// Size of the segments a log with this budget should write.
 pub fn segment_bytes_for(budget_bytes: u64) -> u64 {
-    (budget_bytes / BUDGET_TO_SEGMENT_RATIO).clamp(MIN_SEGMENT_BYTES, crate::log::segment::SEGMENT_TARGET_BYTES)
+    (budget_bytes / BUDGET_TO_SEGMENT_RATIO)
+        .clamp(MIN_SEGMENT_BYTES, crate::log::segment::SEGMENT_TARGET_BYTES)
 }
 
 /// The highest LSN through which segments may be deleted (0: none).
-pub fn deletable_through(segments: &[SegmentInfo], floor: u64, all_applied: u64, budget: Budget, now_ms: u64) -> u64 {
-    let Some((_open, closed)) = segments.split_last() else { return 0 };
+pub fn deletable_through(
+    segments: &[SegmentInfo],
+    floor: u64,
+    all_applied: u64,
+    budget: Budget,
+    now_ms: u64,
+) -> u64 {
+    let Some((_open, closed)) = segments.split_last() else {
+        return 0;
+    };
     let mut newer_bytes: u64 = segments.iter().map(|s| s.bytes).sum();
     let mut through = 0;
     for seg in closed {
@@ -56,26 +65,52 @@ mod tests {
         (0..n)
             .map(|i| {
                 let last = (i + 1) * 10;
-                SegmentInfo { first_lsn: i * 10 + 1, last: Position { lsn: last, epoch: 1, chain: 0, time_ms: last * 1000 }, bytes: 100 }
+                SegmentInfo {
+                    first_lsn: i * 10 + 1,
+                    last: Position {
+                        lsn: last,
+                        epoch: 1,
+                        chain: 0,
+                        time_ms: last * 1000,
+                    },
+                    bytes: 100,
+                }
             })
             .collect()
     }
 
-    const BIG: Budget = Budget { bytes: 1 << 40, age: Duration::from_secs(1 << 30) };
+    const BIG: Budget = Budget {
+        bytes: 1 << 40,
+        age: Duration::from_secs(1 << 30),
+    };
 
     #[test]
     fn segments_every_spare_applied_go_but_never_the_open_one() {
         assert_eq!(deletable_through(&segs(4), u64::MAX, 25, BIG, 0), 20);
-        assert_eq!(deletable_through(&segs(4), u64::MAX, 1000, BIG, 0), 30, "the open segment stays");
+        assert_eq!(
+            deletable_through(&segs(4), u64::MAX, 1000, BIG, 0),
+            30,
+            "the open segment stays"
+        );
     }
 
     #[test]
     fn a_spare_that_went_away_holds_the_log_only_within_the_budget() {
-        let budget = Budget { bytes: 250, age: BIG.age };
+        let budget = Budget {
+            bytes: 250,
+            age: BIG.age,
+        };
         // 400 bytes, spare at 0: delete until at most 250 bytes are retained.
         assert_eq!(deletable_through(&segs(4), u64::MAX, 0, budget, 0), 20);
-        let by_age = Budget { bytes: BIG.bytes, age: Duration::from_secs(15) };
-        assert_eq!(deletable_through(&segs(4), u64::MAX, 0, by_age, 40_000), 20, "records older than 15 s at t=40 s");
+        let by_age = Budget {
+            bytes: BIG.bytes,
+            age: Duration::from_secs(15),
+        };
+        assert_eq!(
+            deletable_through(&segs(4), u64::MAX, 0, by_age, 40_000),
+            20,
+            "records older than 15 s at t=40 s"
+        );
     }
 
     #[test]

@@ -65,9 +65,17 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Continues the log in `dir` after `tail`, given the segments recovery found.
-    pub(crate) fn resume(dir: &Path, tail: Position, mut segments: Vec<SegmentInfo>) -> Result<Self> {
+    pub(crate) fn resume(
+        dir: &Path,
+        tail: Position,
+        mut segments: Vec<SegmentInfo>,
+    ) -> Result<Self> {
         if segments.is_empty() {
-            segments.push(SegmentInfo { first_lsn: tail.lsn + 1, last: tail, bytes: 0 });
+            segments.push(SegmentInfo {
+                first_lsn: tail.lsn + 1,
+                last: tail,
+                bytes: 0,
+            });
         }
         let open = *segments.last().expect("one segment at least");
         let path = segment_path(dir, open.first_lsn);
@@ -99,14 +107,18 @@ impl LogWriter {
     /// first records the new base, then removes the files, so a crash in between leaves at
     /// worst a file that the next deletion removes.
     pub fn delete_through(&mut self, upto: u64) -> Result<usize> {
-        let n = self.segments[..self.segments.len() - 1].iter().take_while(|s| s.last.lsn <= upto).count();
+        let n = self.segments[..self.segments.len() - 1]
+            .iter()
+            .take_while(|s| s.last.lsn <= upto)
+            .count();
         if n == 0 {
             return Ok(0);
         }
         super::base::save(&self.dir, &self.segments[n - 1].last)?;
         for seg in self.segments.drain(..n) {
             let path = segment_path(&self.dir, seg.first_lsn);
-            std::fs::remove_file(&path).map_err(Error::io(format!("delete log segment {}", path.display())))?;
+            std::fs::remove_file(&path)
+                .map_err(Error::io(format!("delete log segment {}", path.display())))?;
         }
         sync_dir(&self.dir)?;
         Ok(n)
@@ -210,7 +222,11 @@ impl LogWriter {
         sync_dir(&self.dir)?;
         self.segment_first_lsn = next_lsn;
         self.segment_bytes = 0;
-        self.segments.push(SegmentInfo { first_lsn: next_lsn, last: self.durable, bytes: 0 });
+        self.segments.push(SegmentInfo {
+            first_lsn: next_lsn,
+            last: self.durable,
+            bytes: 0,
+        });
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::error::{Error, Result};
 use crate::log::Position;
 use crate::net::auth::{self, Direction};
+use crate::wire::message::SeedResume;
 use crate::wire::{read_frame, write_frame, Envelope, Message, PROTOCOL_VERSION};
 
 /// A handshake not finished within this time is abandoned, so a silent peer cannot hold a
@@ -33,6 +34,14 @@ impl Identity {
             message,
         }
     }
+}
+
+/// Where a spare stands, as it reports in `Position`.
+#[derive(Debug, Clone)]
+pub struct SpareReport {
+    pub durable: Position,
+    pub applied_lsn: u64,
+    pub seed: Option<SeedResume>,
 }
 
 /// What the spare learnt about the primary that connected.
@@ -91,7 +100,7 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
     me: &Identity,
     spare: &str,
     epoch: u64,
-) -> Result<(Position, u64)> {
+) -> Result<SpareReport> {
     let run = async {
         let nonce = auth::new_nonce();
         write_frame(
@@ -148,7 +157,12 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
             Message::Position {
                 durable,
                 applied_lsn,
-            } => Ok((durable, applied_lsn)),
+                seed,
+            } => Ok(SpareReport {
+                durable,
+                applied_lsn,
+                seed,
+            }),
             other => Err(Error::InvalidInput(format!(
                 "{spare} sent {} instead of its position",
                 other.name()

@@ -13,9 +13,11 @@
 pub mod apply;
 pub mod exec;
 pub mod meta;
+pub mod quarantine;
 pub mod query;
 pub mod schema;
 pub mod session;
+pub mod snapshot;
 pub mod value;
 
 use std::path::Path;
@@ -65,6 +67,8 @@ pub enum ConnKind {
     Writer,
     Applier,
     Reader,
+    /// Reads the database to copy it (`VACUUM INTO`): no settings changed.
+    Snapshot,
 }
 
 /// Opens the node's database for one purpose (see the module doc).
@@ -82,6 +86,7 @@ pub fn open(path: &Path, kind: ConnKind) -> Result<Connection> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     match kind {
         ConnKind::Reader => conn.execute_batch("PRAGMA query_only = ON")?,
+        ConnKind::Snapshot => {}
         ConnKind::Writer | ConnKind::Applier => {
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
@@ -106,3 +111,13 @@ pub fn open(path: &Path, kind: ConnKind) -> Result<Connection> {
 
 #[cfg(test)]
 mod tests;
+
+/// Runs a passive WAL checkpoint; true if every frame reached the database file (then every
+/// transaction committed before the call is durable there, not only in the WAL).
+pub fn checkpoint(conn: &rusqlite::Connection) -> Result<bool> {
+    let (busy, log, done): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(busy == 0 && log == done)
+}

@@ -45,29 +45,41 @@ pub const MAX_READERS: usize = 8;
 /// A small pool of read-only connections, opened on demand.
 pub struct ReaderPool {
     path: std::path::PathBuf,
-    idle: std::sync::Mutex<Vec<Connection>>,
+    /// Idle connections with the generation they were opened in.
+    idle: std::sync::Mutex<(u64, Vec<Connection>)>,
 }
 
 impl ReaderPool {
     pub fn new(path: &std::path::Path) -> Self {
         ReaderPool {
             path: path.to_path_buf(),
-            idle: std::sync::Mutex::new(Vec::new()),
+            idle: std::sync::Mutex::new((0, Vec::new())),
         }
     }
 
     /// Runs `st` on an idle connection (or a new one); blocking.
     pub fn query(&self, st: &Statement) -> Result<QueryResult> {
-        let conn = self.idle.lock().expect("reader pool lock").pop();
+        let (generation, conn) = {
+            let mut idle = self.idle.lock().expect("reader pool lock");
+            (idle.0, idle.1.pop())
+        };
         let conn = match conn {
             Some(c) => c,
             None => crate::store::open(&self.path, crate::store::ConnKind::Reader)?,
         };
         let result = run(&conn, st);
         let mut idle = self.idle.lock().expect("reader pool lock");
-        if idle.len() < MAX_READERS {
-            idle.push(conn);
+        if idle.0 == generation && idle.1.len() < MAX_READERS {
+            idle.1.push(conn);
         }
         result
+    }
+
+    /// Drops every idle connection and makes busy ones close when they finish: the database
+    /// file was replaced (a seed was installed).
+    pub fn reset(&self) {
+        let mut idle = self.idle.lock().expect("reader pool lock");
+        idle.0 += 1;
+        idle.1.clear();
     }
 }

@@ -3,6 +3,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::log::Position;
+use crate::store::snapshot::SnapshotInfo;
+
+/// A seed the spare was receiving when its link was cut.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedResume {
+    /// The snapshot's id.
+    pub id: String,
+    /// Bytes already durable on the spare.
+    pub offset: u64,
+}
 
 /// Version of this message set; a peer speaking another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -46,9 +56,40 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         proof: Vec<u8>,
     },
-    /// Spare → primary, once authenticated: where the spare's durable log ends and what it
-    /// applied. The primary resumes after `durable` if its own log holds the same record.
-    Position { durable: Position, applied_lsn: u64 },
+    /// Spare → primary, once authenticated and after installing a seed: where the spare's
+    /// durable log ends, what it applied, and the seed it was receiving, if any. The primary
+    /// resumes after `durable` if its own log holds the same record, else seeds the spare
+    /// (continuing `seed` if it still has that snapshot).
+    Position {
+        durable: Position,
+        applied_lsn: u64,
+        seed: Option<SeedResume>,
+    },
+    /// Primary → spare: your history differs from mine. The spare answers with `Probes`.
+    Diverged { reason: String },
+    /// Spare → primary: (LSN, epoch, chain) of some of its records, newest first, so the
+    /// primary can find the last record both histories share.
+    Probes { points: Vec<(u64, u64, u64)> },
+    /// Primary → spare: a snapshot follows. The spare keeps what it already received of the
+    /// same snapshot and answers `SeedAck` with the offset to continue from.
+    SeedStart {
+        snapshot: SnapshotInfo,
+        reason: String,
+    },
+    /// Primary → spare: `bytes` of the snapshot at `offset`, checked by `crc` (CRC32C). The
+    /// spare writes, fsyncs, and acknowledges.
+    SeedChunk {
+        offset: u64,
+        crc: u32,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Spare → primary: the snapshot is durable up to `offset`.
+    SeedAck { offset: u64 },
+    /// Primary → spare: the whole snapshot was sent. The spare verifies it, moves its records
+    /// after `quarantine_after` (if set: they diverged) to `quarantine/`, installs the
+    /// snapshot, and sends its new `Position`.
+    SeedEnd { quarantine_after: Option<u64> },
     /// Primary → spare: `count` consecutive records, encoded exactly as in the primary's log.
     /// The spare checks each (CRC, LSN continuity, chain), appends them, fsyncs, applies.
     Records {
@@ -79,6 +120,12 @@ impl Message {
             Message::Challenge { .. } => "Challenge",
             Message::Proof { .. } => "Proof",
             Message::Position { .. } => "Position",
+            Message::Diverged { .. } => "Diverged",
+            Message::Probes { .. } => "Probes",
+            Message::SeedStart { .. } => "SeedStart",
+            Message::SeedChunk { .. } => "SeedChunk",
+            Message::SeedAck { .. } => "SeedAck",
+            Message::SeedEnd { .. } => "SeedEnd",
             Message::Records { .. } => "Records",
             Message::Ack { .. } => "Ack",
             Message::KeepAlive { .. } => "KeepAlive",

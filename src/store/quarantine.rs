@@ -1,0 +1,75 @@
+//! `data/<node>/quarantine/`: records this node holds that the cluster's history does not
+//! (a diverged spare's tail), kept readable for the operator instead of being discarded.
+//! Each quarantine is a folder named after its time and the last common LSN, holding
+//! `reason.txt` and `records.jsonl`: one JSON object per record with its LSN, epoch, commit
+//! time, schema statements, per-table change counts, and the raw changeset (base64).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::log::{LogReader, Record, RecordKind};
+use crate::store::session::count_changes;
+use crate::store::TxnPayload;
+
+/// Records read per step while copying (bounds memory).
+const COPY_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Copies the records (`from`, `to`] of the log in `log_dir` to a new quarantine folder
+/// under `root`. Returns the folder, or None if there was nothing to keep.
+pub fn save(
+    log_dir: &Path,
+    from: u64,
+    to: u64,
+    root: &Path,
+    reason: &str,
+) -> Result<Option<PathBuf>> {
+    if to <= from {
+        return Ok(None);
+    }
+    let now = crate::actors::committer::now_ms();
+    let dir = root.join(format!("{now}-after-{from}"));
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    std::fs::write(
+        dir.join("reason.txt"),
+        format!(
+            "{reason}\nrecords {}..={to} of this node's log, not in the cluster's history\n",
+            from + 1
+        ),
+    )
+    .map_err(Error::io("write reason.txt"))?;
+    let path = dir.join("records.jsonl");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&path).map_err(Error::io(format!("create {}", path.display())))?,
+    );
+    let mut reader = LogReader::new(log_dir);
+    let mut next = from + 1;
+    while next <= to {
+        for r in reader.read(next, to, COPY_BATCH_BYTES)? {
+            writeln!(out, "{}", describe(&r)).map_err(Error::io("write records.jsonl"))?;
+            next = r.lsn + 1;
+        }
+    }
+    out.into_inner()
+        .map_err(|e| Error::io("flush records.jsonl")(e.into_error()))?
+        .sync_all()
+        .map_err(Error::io("fsync records.jsonl"))?;
+    Ok(Some(dir))
+}
+
+fn describe(r: &Record) -> serde_json::Value {
+    let mut v = json!({ "lsn": r.lsn, "epoch": r.epoch, "time_ms": r.time_ms, "kind": format!("{:?}", r.kind) });
+    if r.kind == RecordKind::Txn {
+        if let Ok(p) = TxnPayload::decode(&r.payload) {
+            let counts = count_changes(&p.changeset).unwrap_or_default();
+            v["ddl"] = json!(p.ddl.iter().map(|s| s.sql.clone()).collect::<Vec<_>>());
+            v["tables"] = counts.iter().map(|(t, c)| (t.clone(), json!({ "inserted": c.inserts, "updated": c.updates, "deleted": c.deletes }))).collect::<serde_json::Map<_, _>>().into();
+            v["changeset_base64"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(&p.changeset));
+        }
+    }
+    v
+}
