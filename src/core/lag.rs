@@ -33,6 +33,11 @@ pub fn compute(
     }
 }
 
+/// How far a seed got, in percent (an empty snapshot is done).
+pub fn seed_percent(done: u64, size: u64) -> u64 {
+    (done * 100).checked_div(size).unwrap_or(100)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,9 +54,4 @@ mod tests {
         assert_eq!(l.records, 3);
         assert!((l.seconds - 3.5).abs() < 1e-9);
     }
-}
-
-/// How far a seed got, in percent (an empty snapshot is done).
-pub fn seed_percent(done: u64, size: u64) -> u64 {
-    (done * 100).checked_div(size).unwrap_or(100)
 }
