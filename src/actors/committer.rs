@@ -49,8 +49,8 @@ pub struct Committer {
     committed: Arc<watch::Sender<Position>>,
     /// A schema request taken from the queue while a group was forming: runs next, alone.
     carried: Option<WriteJob>,
-    shared: Arc<DataShared>,
-    primary: Arc<PrimaryShared>,
+    /// What retention needs: the node's shared state and the spares' positions.
+    retention: Option<(Arc<DataShared>, Arc<PrimaryShared>)>,
     /// Segment count at the last retention pass: a new segment triggers the next one.
     segments_seen: usize,
 }
@@ -68,8 +68,6 @@ impl Committer {
         log: LogWriter,
         epoch: u64,
         committed: Arc<watch::Sender<Position>>,
-        shared: Arc<DataShared>,
-        primary: Arc<PrimaryShared>,
     ) -> Self {
         let segments_seen = log.segments().len();
         Committer {
@@ -78,10 +76,16 @@ impl Committer {
             epoch,
             committed,
             carried: None,
-            shared,
-            primary,
+            retention: None,
             segments_seen,
         }
+    }
+
+    /// Deletes old log segments as the node's retention rules allow (without this, the
+    /// log is kept whole: benchmarks and tools).
+    pub fn with_retention(mut self, shared: Arc<DataShared>, primary: Arc<PrimaryShared>) -> Self {
+        self.retention = Some((shared, primary));
+        self
     }
 
     /// Retention (DESIGN.md §5), run when the log starts a new segment: checkpoint SQLite so
@@ -89,35 +93,36 @@ impl Committer {
     /// every spare applied or that fall outside the budget, never what a seed still needs.
     fn maintain(&mut self) -> Result<()> {
         self.segments_seen = self.log.segments().len();
+        let Some((shared, primary)) = self.retention.clone() else {
+            return Ok(());
+        };
         let committed = self.log.durable().lsn;
         let floor = if crate::store::checkpoint(self.executor.connection())? {
             committed
         } else {
-            self.shared.oldest_lsn().saturating_sub(1)
+            shared.oldest_lsn().saturating_sub(1)
         };
-        let floor = self
-            .primary
+        let floor = primary
             .pins
             .iter()
             .map(|p| *p.value())
             .fold(floor, u64::min);
-        let all_applied = self
-            .shared
+        let all_applied = shared
             .config
             .spares()
-            .map(|s| self.primary.spare_applied.get(&s.name).map_or(0, |v| *v))
+            .map(|s| primary.spare_applied.get(&s.name).map_or(0, |v| *v))
             .min()
             .unwrap_or(committed);
         let through = retention::deletable_through(
             self.log.segments(),
             floor,
             all_applied,
-            self.shared.retention_budget(),
+            shared.retention_budget(),
             now_ms(),
         );
         if self.log.delete_through(through)? > 0 {
-            let base = crate::log::base::load(&self.shared.log_dir())?.unwrap_or_default();
-            *self.shared.base.lock().expect("base lock") = base;
+            let base = crate::log::base::load(&shared.log_dir())?.unwrap_or_default();
+            *shared.base.lock().expect("base lock") = base;
             tracing::info!(through, oldest = base.lsn + 1, "deleted old log segments");
         }
         Ok(())

@@ -262,14 +262,8 @@ fn start_data_node(config: Arc<ClusterConfig>, node: NodeConfig) -> Result<NodeA
     let committed = Arc::new(watch::Sender::new(durable));
     let (writes, jobs) = mpsc::channel(WRITE_QUEUE_CAPACITY);
     let primary = Arc::new(PrimaryShared::default());
-    let committer = Committer::new(
-        executor,
-        log,
-        state.epoch,
-        committed.clone(),
-        shared.clone(),
-        primary.clone(),
-    );
+    let committer = Committer::new(executor, log, state.epoch, committed.clone())
+        .with_retention(shared.clone(), primary.clone());
     std::thread::Builder::new()
         .name(format!("{}-committer", node.name))
         .spawn(move || committer.run(jobs))
