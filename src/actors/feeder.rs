@@ -226,7 +226,7 @@ impl Link {
             })?
     }
 
-    /// The next frame other than a keep-alive, keeping the link alive meanwhile; an error if
+    /// The next frame other than a keep-alive or ack, keeping the link alive meanwhile; an error if
     /// the spare stays silent longer than `silence`.
     pub(super) async fn recv(&self, io: &mut LinkIo, silence: Duration) -> Result<Envelope> {
         loop {
@@ -235,7 +235,9 @@ impl Link {
                     let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
                     io.last_heard = Instant::now();
                     match env.message {
-                        Message::KeepAlive { .. } => continue,
+                        // Progress reports can come at any time; outside streaming they are only
+                        // signs of life.
+                        Message::KeepAlive { .. } | Message::Ack { .. } => continue,
                         Message::Refuse { reason } => return Err(Error::Unavailable(format!("spare refused: {reason}"))),
                         _ => return Ok(env),
                     }

@@ -199,6 +199,7 @@ impl Handler<GetStatus> for PrimaryActor {
             "epoch": self.shared.epoch.load(Ordering::Relaxed),
             "http": node.http_advertise,
             "last_lsn": tail.lsn,
+            "oldest_lsn": self.shared.oldest_lsn(),
             "applied_lsn": tail.lsn,
             "last_commit_time_ms": tail.time_ms,
             "primary": primary_ref(&self.shared.config),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -55,6 +57,9 @@ pub struct Cluster {
     pub config: PathBuf,
     pub nodes: Vec<NodeSpec>,
     procs: BTreeMap<String, Child>,
+    /// Extra lines for `[cluster]`, and per node.
+    cluster_extra: Vec<String>,
+    node_extra: BTreeMap<String, Vec<String>>,
 }
 
 impl Cluster {
@@ -70,13 +75,61 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("cluster.secret"), SECRET).unwrap();
         let config = dir.path().join("cluster.toml");
-        std::fs::write(&config, config_text("test", &nodes)).unwrap();
-        Cluster {
+        let c = Cluster {
             dir,
             config,
             nodes,
             procs: BTreeMap::new(),
+            cluster_extra: Vec::new(),
+            node_extra: BTreeMap::new(),
+        };
+        c.write_config();
+        c
+    }
+
+    /// Rewrites the configuration file from the nodes and the extra lines.
+    pub fn write_config(&self) {
+        let mut text = config_text("test", &self.nodes);
+        let extra = self.cluster_extra.join("\n");
+        text = text.replacen("[cluster]\n", &format!("[cluster]\n{extra}\n"), 1);
+        for (node, lines) in &self.node_extra {
+            let anchor = format!("name = \"{node}\"\n");
+            text = text.replacen(&anchor, &format!("{anchor}{}\n", lines.join("\n")), 1);
         }
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Adds a line to `[cluster]` (e.g. `retention_bytes = "256KiB"`).
+    pub fn cluster_option(&mut self, line: &str) {
+        self.cluster_extra.push(line.to_string());
+        self.write_config();
+    }
+
+    /// Adds a line to a node's table (e.g. `window = "1MiB"`).
+    pub fn node_option(&mut self, node: &str, line: &str) {
+        self.node_extra
+            .entry(node.to_string())
+            .or_default()
+            .push(line.to_string());
+        self.write_config();
+    }
+
+    /// Routes the primary's link to `spare` through a fault proxy.
+    pub fn proxy(&mut self, spare: &str) -> proxy::Proxy {
+        let p = proxy::Proxy::start(&self.node(spare).peer);
+        self.node_option(spare, &format!("peer_advertise = \"{}\"", p.addr));
+        p
+    }
+
+    /// Adds a spare to the configuration (not started).
+    pub fn add_spare(&mut self, name: &str) {
+        self.nodes.push(spec(name, "spare"));
+        self.write_config();
+    }
+
+    /// A running node's process id, for memory checks.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.procs[name].id()
     }
 
     pub fn node(&self, name: &str) -> &NodeSpec {
@@ -210,6 +263,16 @@ impl Drop for Cluster {
         let names: Vec<String> = self.procs.keys().cloned().collect();
         for n in names {
             self.kill(&n);
+        }
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let log = self.log(&n.name);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- last lines of {}'s log ----", n.name);
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
         }
     }
 }

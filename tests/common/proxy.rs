@@ -1,0 +1,137 @@
+//! A fault-injecting TCP proxy on loopback, for the links between nodes: pass, delay, rate
+//! cap, stall (stop forwarding, so the sender's buffers fill) and cut (close every
+//! connection and refuse new ones). Threads only; stops when dropped.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PASS: u8 = 0;
+const STALL: u8 = 1;
+const CUT: u8 = 2;
+const CHUNK_BYTES: usize = 16 * 1024;
+const POLL: Duration = Duration::from_millis(10);
+
+#[derive(Default)]
+struct Ctl {
+    mode: AtomicU8,
+    /// Bytes per second per direction; 0 = unlimited.
+    rate: AtomicU64,
+    delay_ms: AtomicU64,
+    stop: AtomicBool,
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+pub struct Proxy {
+    /// Where nodes should connect (use as `peer_advertise`).
+    pub addr: String,
+    ctl: Arc<Ctl>,
+}
+
+impl Proxy {
+    /// Forwards connections to `target`.
+    pub fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let ctl = Arc::new(Ctl::default());
+        let (c, target) = (ctl.clone(), target.to_string());
+        std::thread::spawn(move || accept_loop(listener, target, c));
+        Proxy { addr, ctl }
+    }
+
+    pub fn pass(&self) {
+        self.ctl.mode.store(PASS, Ordering::SeqCst);
+    }
+
+    /// Stops forwarding (connections stay open, nothing moves).
+    pub fn stall(&self) {
+        self.ctl.mode.store(STALL, Ordering::SeqCst);
+    }
+
+    /// Closes every connection and refuses new ones until `pass`.
+    pub fn cut(&self) {
+        self.ctl.mode.store(CUT, Ordering::SeqCst);
+        for c in self.ctl.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn rate(&self, bytes_per_s: u64) {
+        self.ctl.rate.store(bytes_per_s, Ordering::SeqCst);
+    }
+
+    pub fn delay(&self, d: Duration) {
+        self.ctl
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.ctl.stop.store(true, Ordering::SeqCst);
+        for c in self.ctl.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, target: String, ctl: Arc<Ctl>) {
+    while !ctl.stop.load(Ordering::SeqCst) {
+        let Ok((client, _)) = listener.accept() else {
+            std::thread::sleep(POLL);
+            continue;
+        };
+        if ctl.mode.load(Ordering::SeqCst) == CUT {
+            drop(client);
+            continue;
+        }
+        let Ok(server) = TcpStream::connect(&target) else {
+            continue;
+        };
+        client.set_nonblocking(false).unwrap();
+        let mut conns = ctl.conns.lock().unwrap();
+        conns.push(client.try_clone().unwrap());
+        conns.push(server.try_clone().unwrap());
+        for (from, to) in [
+            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+            (server, client),
+        ] {
+            let c = ctl.clone();
+            std::thread::spawn(move || pump(from, to, c));
+        }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, ctl: Arc<Ctl>) {
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    loop {
+        while ctl.mode.load(Ordering::SeqCst) == STALL && !ctl.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(POLL);
+        }
+        if ctl.stop.load(Ordering::SeqCst) || ctl.mode.load(Ordering::SeqCst) == CUT {
+            break;
+        }
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let delay = ctl.delay_ms.load(Ordering::SeqCst);
+        let rate = ctl.rate.load(Ordering::SeqCst);
+        let pause = Duration::from_millis(delay)
+            + if rate > 0 {
+                Duration::from_secs_f64(n as f64 / rate as f64)
+            } else {
+                Duration::ZERO
+            };
+        std::thread::sleep(pause);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}

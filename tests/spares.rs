@@ -1,0 +1,219 @@
+//! Many spares (DESIGN.md §4, §5): a stalled or cut spare never holds back commits or the
+//! other spares and costs the primary bounded memory; a spare that was away past the
+//! retention budget, or whose history diverged, comes back through re-seeding; an
+//! interrupted seed resumes where it stopped.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{dump, wait_until, Cluster};
+use serde_json::{json, Value};
+
+/// Writes `txns` transactions of `rows` rows of `row_bytes` each; returns the last LSN.
+fn write_volume(c: &Cluster, txns: usize, rows: usize, row_bytes: usize) -> u64 {
+    let payload = "x".repeat(row_bytes);
+    let mut lsn = 0;
+    for _ in 0..txns {
+        let batch: Vec<Value> = (0..rows).map(|_| json!({ "sql": "INSERT INTO blob_rows (body) VALUES (?)", "params": [payload] })).collect();
+        let r = c.execute_on("main", json!({ "batch": batch }));
+        assert_eq!(r.status, 200, "{}", r.body);
+        lsn = r.body["lsn"].as_u64().unwrap();
+    }
+    lsn
+}
+
+fn create_table(c: &Cluster) -> u64 {
+    c.exec(
+        "CREATE TABLE blob_rows (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        json!([]),
+    )
+}
+
+fn spare_status<'a>(primary: &'a Value, spare: &str) -> &'a Value {
+    primary["spares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == spare)
+        .unwrap()
+}
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn stalled_spare_holds_back_neither_commits_nor_the_other_spare() {
+    let mut c = Cluster::new(2, false);
+    let proxy = c.proxy("lan-2");
+    c.start_all();
+    let start = create_table(&c);
+    c.wait_applied("lan-2", start);
+    proxy.stall();
+    let last = write_volume(&c, 300, 10, 200);
+    // lan-1 applied every commit while lan-2 is stalled.
+    c.wait_applied("lan-1", last);
+    assert!(
+        c.applied("lan-2") < last,
+        "the stalled spare cannot have everything"
+    );
+    let st = c.status("main");
+    assert!(
+        spare_status(&st, "lan-2")["lag"]["records"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{st}"
+    );
+    proxy.pass();
+    c.wait_applied("lan-2", last);
+    assert_eq!(dump(&c, "lan-2", last), dump(&c, "main", last));
+}
+
+#[test]
+fn primary_memory_stays_bounded_while_a_spare_is_stalled_through_a_long_load() {
+    let mut c = Cluster::new(1, false);
+    c.node_option("lan-1", "window = \"1MiB\"");
+    let proxy = c.proxy("lan-1");
+    c.start_all();
+    create_table(&c);
+    write_volume(&c, 20, 10, 1000);
+    proxy.stall();
+    let before = rss(c.pid("main"));
+    // About 60 MB of log while the spare takes nothing.
+    let last = write_volume(&c, 600, 100, 1000);
+    let after = rss(c.pid("main"));
+    let growth = after.saturating_sub(before);
+    assert!(
+        growth < 48 * 1024 * 1024,
+        "primary grew by {} MiB while a spare was stalled",
+        growth >> 20
+    );
+    proxy.pass();
+    c.wait_applied("lan-1", last);
+}
+
+#[test]
+fn spare_cut_off_past_the_retention_budget_is_reseeded_and_converges() {
+    let mut c = Cluster::new(1, false);
+    c.cluster_option("retention_bytes = \"256KiB\"");
+    let proxy = c.proxy("lan-1");
+    c.start_all();
+    let lsn = create_table(&c);
+    c.wait_applied("lan-1", lsn);
+    proxy.cut();
+    let last = write_volume(&c, 100, 10, 1000);
+    let oldest = c.status("main")["oldest_lsn"].as_u64().unwrap();
+    assert!(
+        oldest > lsn + 1,
+        "the primary kept its whole log ({oldest}) despite the budget"
+    );
+    let log_bytes: u64 = std::fs::read_dir(c.data_dir("main").join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        log_bytes < 1024 * 1024,
+        "the primary's log holds {log_bytes} bytes, far above its 256 KiB budget"
+    );
+    proxy.pass();
+    c.wait_applied("lan-1", last);
+    assert_eq!(dump(&c, "lan-1", last), dump(&c, "main", last));
+    assert!(
+        c.log("main").contains("seeding spare from a snapshot"),
+        "{}",
+        c.log("main")
+    );
+    // And it follows new writes from the log again.
+    let next = c.exec("INSERT INTO blob_rows (body) VALUES ('after')", json!([]));
+    c.wait_applied("lan-1", next);
+}
+
+#[test]
+fn interrupted_seed_resumes_where_it_stopped_and_converges() {
+    let mut c = Cluster::new(1, false);
+    c.cluster_option("retention_bytes = \"256KiB\"");
+    let proxy = c.proxy("lan-1");
+    c.start("main");
+    create_table(&c);
+    let last = write_volume(&c, 60, 50, 1000);
+    // About 3 MB to seed at 1 MB/s: cut it a third of the way.
+    proxy.rate(1024 * 1024);
+    c.start("lan-1");
+    wait_until("the seed to pass 30 %", || {
+        let s = c.status("lan-1");
+        s["seed"]["bytes_done"].as_u64().unwrap_or(0) * 100
+            > s["seed"]["bytes_total"].as_u64().unwrap_or(u64::MAX) * 30
+    });
+    proxy.cut();
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.rate(0);
+    proxy.pass();
+    c.wait_applied("lan-1", last);
+    assert!(
+        c.log("main")
+            .contains("resuming the seed where the spare stopped"),
+        "{}",
+        c.log("main")
+    );
+    assert_eq!(dump(&c, "lan-1", last), dump(&c, "main", last));
+}
+
+#[test]
+fn diverged_spare_quarantines_its_own_records_and_is_reseeded() {
+    let mut c = Cluster::new(1, false);
+    c.start_all();
+    c.exec(
+        "CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        json!([]),
+    );
+    let old = c.exec(
+        "INSERT INTO note (body) VALUES ('only on the old history')",
+        json!([]),
+    );
+    c.wait_applied("lan-1", old);
+    // The operator re-creates the primary from scratch: a new history with other records.
+    c.kill("main");
+    c.kill("lan-1");
+    std::fs::remove_dir_all(c.data_dir("main")).unwrap();
+    c.start("main");
+    c.exec(
+        "CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        json!([]),
+    );
+    c.exec("INSERT INTO note (body) VALUES ('new history')", json!([]));
+    let last = c.exec(
+        "INSERT INTO note (body) VALUES ('new history, second')",
+        json!([]),
+    );
+    c.start("lan-1");
+    c.wait_applied("lan-1", last);
+    wait_until("lan-1 to hold the new history", || {
+        dump(&c, "lan-1", last) == dump(&c, "main", last)
+    });
+    let q = c.data_dir("lan-1").join("quarantine");
+    let folder = std::fs::read_dir(&q)
+        .expect("a quarantine folder")
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let records = std::fs::read_to_string(folder.join("records.jsonl")).unwrap();
+    assert!(records.lines().count() >= 1, "{records}");
+    assert!(
+        records.contains("\"note\""),
+        "the quarantined records name the table they touched: {records}"
+    );
+}
