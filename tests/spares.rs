@@ -154,7 +154,10 @@ fn interrupted_seed_resumes_where_it_stopped_and_converges() {
     c.start("lan-1");
     wait_until("the seed to pass 30 %", || {
         let s = c.status("lan-1");
-        let (done, total) = (s["seed"]["bytes_done"].as_f64(), s["seed"]["bytes_total"].as_f64());
+        let (done, total) = (
+            s["seed"]["bytes_done"].as_f64(),
+            s["seed"]["bytes_total"].as_f64(),
+        );
         matches!((done, total), (Some(d), Some(t)) if d > 0.3 * t)
     });
     proxy.cut();

@@ -423,6 +423,9 @@ impl Link {
                 self.prim
                     .spare_applied
                     .insert(self.spare.name.clone(), applied);
+                if let Some(sync) = self.prim.sync() {
+                    sync.flushed(&self.spare.name, flushed, self.committed.borrow().lsn);
+                }
                 (received, flushed, applied)
             }
             // The spare answered: its positions are unchanged, its last-ack age resets.

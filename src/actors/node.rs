@@ -15,6 +15,7 @@ use crate::actors::committer::{Committer, WriteJob, WRITE_QUEUE_CAPACITY};
 use crate::actors::monitor::MonitorActor;
 use crate::actors::primary::PrimaryActor;
 use crate::actors::spare::SpareActor;
+use crate::actors::sync_tracker::SyncTracker;
 use crate::config::{ClusterConfig, NodeConfig, Role};
 use crate::error::{Error, PrimaryRef, Result};
 use crate::log::{self, LogWriter, Position, RecordKind};
@@ -52,6 +53,31 @@ pub struct PrimaryShared {
     pub pins: dashmap::DashMap<String, u64>,
     /// Per seeding spare, the snapshot it is receiving (kept on disk until it is installed).
     pub seeding: dashmap::DashMap<String, String>,
+    /// The commit rule, when the configuration has one (None: `async`).
+    pub sync: std::sync::RwLock<Option<Arc<SyncTracker>>>,
+}
+
+impl PrimaryShared {
+    pub fn sync(&self) -> Option<Arc<SyncTracker>> {
+        self.sync.read().expect("sync lock").clone()
+    }
+
+    /// Installs the configuration's commit rule (keeping what is known of its spares).
+    pub fn set_commit_rule(&self, rule: &crate::config::CommitRule) {
+        let mut sync = self.sync.write().expect("sync lock");
+        match (rule, sync.as_ref()) {
+            (crate::config::CommitRule::Async, _) => *sync = None,
+            (crate::config::CommitRule::Any { any, of, deadline }, Some(t)) => {
+                t.reconfigure(*any, of, *deadline)
+            }
+            (crate::config::CommitRule::Any { any, of, deadline }, None) => {
+                *sync = Some(Arc::new(SyncTracker::new(
+                    crate::core::commit_rule::CommitRule::new(*any, of),
+                    *deadline,
+                )));
+            }
+        }
+    }
 }
 
 impl DataShared {
@@ -262,6 +288,7 @@ fn start_data_node(config: Arc<ClusterConfig>, node: NodeConfig) -> Result<NodeA
     let committed = Arc::new(watch::Sender::new(durable));
     let (writes, jobs) = mpsc::channel(WRITE_QUEUE_CAPACITY);
     let primary = Arc::new(PrimaryShared::default());
+    primary.set_commit_rule(&config.cluster.commit);
     let committer = Committer::new(executor, log, state.epoch, committed.clone())
         .with_retention(shared.clone(), primary.clone());
     std::thread::Builder::new()

@@ -151,6 +151,7 @@ impl PrimaryActor {
             "applied_lsn": p.applied,
             "in_flight_bytes": p.in_flight_bytes,
             "lag": { "records": lag.records, "seconds": lag.seconds, "last_ack_age_s": lag.last_ack_age_s },
+            "sync": self.primary.sync().and_then(|t| t.state_of(name)),
         })
     }
 }
@@ -200,6 +201,7 @@ impl Handler<GetStatus> for PrimaryActor {
             "http": node.http_advertise,
             "last_lsn": tail.lsn,
             "oldest_lsn": self.shared.oldest_lsn(),
+            "commit_rule": self.primary.sync().map_or_else(|| "async".to_string(), |t| t.describe()),
             "applied_lsn": tail.lsn,
             "last_commit_time_ms": tail.time_ms,
             "primary": primary_ref(&self.shared.config),

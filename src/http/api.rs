@@ -68,7 +68,10 @@ pub async fn execute(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespon
 }
 
 async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
-    let NodeAddr::Primary { writes, .. } = &state.addr else {
+    let NodeAddr::Primary {
+        writes, primary, ..
+    } = &state.addr
+    else {
         return Err(Error::NotPrimary {
             primary: Some(primary_ref(&state.config)),
         });
@@ -93,7 +96,11 @@ async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
             "the write did not complete within {WRITE_TIMEOUT:?}"
         ))
     })??;
-    Ok(json!({ "results": outcome.results, "lsn": outcome.lsn }))
+    let mut answer = json!({ "results": outcome.results, "lsn": outcome.lsn });
+    if let Some(sync) = primary.sync() {
+        answer["commit"] = json!(sync.wait(outcome.lsn).await);
+    }
+    Ok(answer)
 }
 
 /// `POST /v1/query`: reads, on any data node.

@@ -119,6 +119,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, ctl: Arc<Ctl>) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        // Data read just before a stall is held until the link passes again.
+        while ctl.mode.load(Ordering::SeqCst) == STALL && !ctl.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(POLL);
+        }
         let delay = ctl.delay_ms.load(Ordering::SeqCst);
         let rate = ctl.rate.load(Ordering::SeqCst);
         let pause = Duration::from_millis(delay)
