@@ -96,7 +96,7 @@ pub enum CommitRule {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSection {
     pub name: String,
     pub secret_file: PathBuf,
@@ -108,7 +108,7 @@ pub struct ClusterSection {
     pub retention_age: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
     pub name: String,
     pub role: Role,
@@ -626,6 +626,26 @@ fn advertise(ctx: &Ctx, t: &Table, key: &str, bind: SocketAddr) -> Result<String
             check_host_port(ctx, key, s)?;
             Ok(s.to_string())
         }
+    }
+}
+
+/// The configuration a running process follows, replaced as a whole by a reload. Every node
+/// of the process shares one (they read the same file).
+#[derive(Debug)]
+pub struct ConfigCell(std::sync::RwLock<std::sync::Arc<ClusterConfig>>);
+
+impl ConfigCell {
+    pub fn new(config: ClusterConfig) -> Self {
+        ConfigCell(std::sync::RwLock::new(std::sync::Arc::new(config)))
+    }
+
+    /// The current configuration (a cheap snapshot: later reloads do not change it).
+    pub fn get(&self) -> std::sync::Arc<ClusterConfig> {
+        self.0.read().expect("config lock").clone()
+    }
+
+    pub fn set(&self, config: ClusterConfig) {
+        *self.0.write().expect("config lock") = std::sync::Arc::new(config);
     }
 }
 

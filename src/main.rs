@@ -71,6 +71,18 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Make the running nodes re-read the configuration: add, change or remove spares
+    /// without restarting the primary.
+    ///
+    /// The file is checked first: an invalid file changes nothing. Each running node is
+    /// asked to reload (`spare up` also starts and stops its local nodes to match); then the
+    /// command shows newly added spares being seeded until they stream (unless --no-wait).
+    /// SIGHUP to a `spare up` or `spare run` process does the same for that process.
+    Reload {
+        /// Return once the nodes reloaded, without waiting for new spares to catch up.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Load generator: N clients of single-row INSERT transactions for a bounded time against
     /// a running cluster; prints commits/s, commit latency and per-spare lag as JSON.
     Bench(cli::bench::BenchArgs),
@@ -90,6 +102,7 @@ fn main() {
             params,
         } => cli::sql::run(&config, node.as_deref(), json, min_lsn, &sql, &params),
         Command::Status { json, watch } => cli::status::run(&config, json, watch),
+        Command::Reload { no_wait } => cli::reload::run(&config, no_wait),
         Command::Bench(b) => cli::bench::run(&config, &b),
     };
     if let Err(e) = result {

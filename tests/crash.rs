@@ -134,6 +134,7 @@ fn newest_segment(c: &Cluster, node: &str) -> std::path::PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     segs.sort();
     segs.pop().expect("a segment")
@@ -172,6 +173,10 @@ fn corruption_before_the_end_of_the_log_stops_the_node_naming_file_and_offset() 
     c.start_all();
     c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
     let lsn = c.exec("INSERT INTO t VALUES (1)", json!([]));
+    c.wait_applied("lan-1", lsn);
+    // Two records in the spare's newest segment, whatever way it was fed so far.
+    c.exec("INSERT INTO t VALUES (2)", json!([]));
+    let lsn = c.exec("INSERT INTO t VALUES (3)", json!([]));
     c.wait_applied("lan-1", lsn);
     c.kill("lan-1");
     let seg = newest_segment(&c, "lan-1");

@@ -108,7 +108,7 @@ impl Committer {
             .map(|p| *p.value())
             .fold(floor, u64::min);
         let all_applied = shared
-            .config
+            .config()
             .spares()
             .map(|s| primary.spare_applied.get(&s.name).map_or(0, |v| *v))
             .min()

@@ -276,7 +276,7 @@ impl Link {
         let (rd, wr) = stream.into_split();
         let (tx, frames) = mpsc::channel(LINK_FRAME_QUEUE);
         let reader = AbortOnDrop(tokio::spawn(read_frames(rd, tx)));
-        let keepalive = tokio::time::interval(self.data.config.cluster.heartbeat);
+        let keepalive = tokio::time::interval(self.data.config().cluster.heartbeat);
         let mut io = LinkIo {
             wr,
             frames,

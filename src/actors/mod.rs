@@ -11,6 +11,7 @@ pub mod node;
 pub mod primary;
 pub mod spare;
 pub mod spare_link;
+pub mod supervisor;
 pub mod sync_tracker;
 
 use std::time::Duration;

@@ -5,14 +5,16 @@
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, MessageResult, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, MessageResult,
+    WrapFuture,
 };
 use serde_json::{json, Value};
 
 use crate::actors::primary::GetStatus;
+use crate::actors::supervisor::{ConfigChanged, StopNode};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::client;
-use crate::config::{ClusterConfig, NodeConfig, Role};
+use crate::config::{ConfigCell, NodeConfig, Role};
 use crate::view::cluster_document;
 
 /// Asks for the cluster document.
@@ -23,7 +25,7 @@ pub struct GetCluster;
 type Statuses = Vec<(String, Result<Value, String>)>;
 
 pub struct MonitorActor {
-    config: Arc<ClusterConfig>,
+    cell: Arc<ConfigCell>,
     node: NodeConfig,
     /// Latest status of every node, from the last completed poll.
     latest: Statuses,
@@ -31,9 +33,9 @@ pub struct MonitorActor {
 }
 
 impl MonitorActor {
-    pub fn new(config: Arc<ClusterConfig>, node: NodeConfig) -> Self {
+    pub fn new(cell: Arc<ConfigCell>, node: NodeConfig) -> Self {
         MonitorActor {
-            config,
+            cell,
             node,
             latest: Vec::new(),
             polling: false,
@@ -41,7 +43,7 @@ impl MonitorActor {
     }
 
     fn own_status(&self) -> Value {
-        json!({ "name": self.node.name, "role": "monitor", "state": "watching", "cluster": self.config.cluster.name, "http": self.node.http_advertise })
+        json!({ "name": self.node.name, "role": "monitor", "state": "watching", "cluster": self.cell.get().cluster.name, "http": self.node.http_advertise })
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
@@ -50,13 +52,14 @@ impl MonitorActor {
         }
         self.polling = true;
         let targets: Vec<(String, String)> = self
-            .config
+            .cell
+            .get()
             .nodes
             .iter()
             .filter(|n| n.role != Role::Monitor)
             .map(|n| (n.name.clone(), n.http_advertise.clone()))
             .collect();
-        let timeout = self.config.cluster.heartbeat * 2;
+        let timeout = self.cell.get().cluster.heartbeat * 2;
         let work = tokio::task::spawn_blocking(move || {
             targets
                 .into_iter()
@@ -85,7 +88,7 @@ impl Actor for MonitorActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.poll(ctx);
-        ctx.run_interval(self.config.cluster.heartbeat, |act, ctx| act.poll(ctx));
+        ctx.run_interval(self.cell.get().cluster.heartbeat, |act, ctx| act.poll(ctx));
     }
 }
 
@@ -105,6 +108,21 @@ impl Handler<GetCluster> for MonitorActor {
     fn handle(&mut self, _: GetCluster, _: &mut Context<Self>) -> MessageResult<GetCluster> {
         let mut statuses = self.latest.clone();
         statuses.push((self.node.name.clone(), Ok(self.own_status())));
-        MessageResult(cluster_document(&self.config, &statuses))
+        MessageResult(cluster_document(&self.cell.get(), &statuses))
+    }
+}
+
+impl Handler<ConfigChanged> for MonitorActor {
+    type Result = ();
+
+    /// Nothing to do: every poll reads the current configuration.
+    fn handle(&mut self, _: ConfigChanged, _: &mut Context<Self>) {}
+}
+
+impl Handler<StopNode> for MonitorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopNode, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }

@@ -15,8 +15,9 @@ use crate::actors::committer::{Committer, WriteJob, WRITE_QUEUE_CAPACITY};
 use crate::actors::monitor::MonitorActor;
 use crate::actors::primary::PrimaryActor;
 use crate::actors::spare::SpareActor;
+use crate::actors::supervisor::{ConfigChanged, StopNode, SupervisorActor};
 use crate::actors::sync_tracker::SyncTracker;
-use crate::config::{ClusterConfig, NodeConfig, Role};
+use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, PrimaryRef, Result};
 use crate::log::{self, LogWriter, Position, RecordKind};
 use crate::net::handshake::Identity;
@@ -31,7 +32,8 @@ pub const REPLAY_BATCH_RECORDS: usize = 1000;
 
 /// What every part of a data node shares.
 pub struct DataShared {
-    pub config: Arc<ClusterConfig>,
+    /// The process's configuration, replaced by reloads; read it with [`DataShared::config`].
+    pub cell: Arc<ConfigCell>,
     pub node: NodeConfig,
     pub identity: Identity,
     pub readers: ReaderPool,
@@ -81,6 +83,11 @@ impl PrimaryShared {
 }
 
 impl DataShared {
+    /// The configuration as of now.
+    pub fn config(&self) -> Arc<ClusterConfig> {
+        self.cell.get()
+    }
+
     /// The oldest LSN the log still holds.
     pub fn oldest_lsn(&self) -> u64 {
         self.base.lock().expect("base lock").lsn + 1
@@ -88,8 +95,8 @@ impl DataShared {
 
     pub fn retention_budget(&self) -> crate::log::retention::Budget {
         crate::log::retention::Budget {
-            bytes: self.config.cluster.retention_bytes,
-            age: self.config.cluster.retention_age,
+            bytes: self.config().cluster.retention_bytes,
+            age: self.config().cluster.retention_age,
         }
     }
 }
@@ -126,6 +133,36 @@ pub struct RunningNode {
     pub http: actix_web::dev::ServerHandle,
 }
 
+impl NodeAddr {
+    /// Tells the node's actor that the configuration changed.
+    pub fn notify(&self, msg: ConfigChanged) {
+        let sent = match self {
+            NodeAddr::Primary { actor, .. } => actor.try_send(msg).is_ok(),
+            NodeAddr::Spare { actor, .. } => actor.try_send(msg).is_ok(),
+            NodeAddr::Monitor { actor } => actor.try_send(msg).is_ok(),
+        };
+        if !sent {
+            tracing::warn!(
+                "a node's mailbox is full; it will see the new configuration at its next restart"
+            );
+        }
+    }
+}
+
+impl RunningNode {
+    /// Stops the node's actor and its HTTP API.
+    pub fn stop(self) {
+        match &self.addr {
+            NodeAddr::Primary { .. } => {
+                unreachable!("a reload never removes the primary (checked)")
+            }
+            NodeAddr::Spare { actor, .. } => actor.do_send(StopNode),
+            NodeAddr::Monitor { actor } => actor.do_send(StopNode),
+        }
+        actix_rt::spawn(async move { self.http.stop(true).await });
+    }
+}
+
 /// Where clients reach `node`'s HTTP API.
 pub fn primary_ref(config: &ClusterConfig) -> PrimaryRef {
     let p = config.primary();
@@ -135,16 +172,22 @@ pub fn primary_ref(config: &ClusterConfig) -> PrimaryRef {
     }
 }
 
-/// Opens, recovers and starts node `name`; must run inside an actix system.
-pub async fn start(config: Arc<ClusterConfig>, name: &str) -> Result<RunningNode> {
+/// Opens, recovers and starts node `name`; must run inside an actix system (on the arbiter
+/// that should own its actors).
+pub fn start(
+    cell: Arc<ConfigCell>,
+    name: &str,
+    supervisor: Addr<SupervisorActor>,
+) -> Result<RunningNode> {
+    let config = cell.get();
     let node = config.node(name)?.clone();
     let addr = match node.role {
         Role::Monitor => NodeAddr::Monitor {
-            actor: MonitorActor::new(config.clone(), node.clone()).start(),
+            actor: MonitorActor::new(cell.clone(), node.clone()).start(),
         },
-        Role::Primary | Role::Spare => start_data_node(config.clone(), node.clone())?,
+        Role::Primary | Role::Spare => start_data_node(cell.clone(), node.clone())?,
     };
-    let http = crate::http::serve(config.clone(), node.clone(), addr.clone())?;
+    let http = crate::http::serve(cell, node.clone(), addr.clone(), supervisor)?;
     tracing::info!(node = %node.name, role = node.role.as_str(), http = %node.http, peer = %node.peer, "node started");
     Ok(RunningNode {
         name: node.name,
@@ -242,7 +285,8 @@ fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<NodeState> {
     Ok(state)
 }
 
-fn start_data_node(config: Arc<ClusterConfig>, node: NodeConfig) -> Result<NodeAddr> {
+fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> {
+    let config = cell.get();
     prepare_data_dir(&config, &node)?;
     let secret = Arc::new(config.read_secret()?);
     let state = load_state(&config, &node)?;
@@ -255,7 +299,7 @@ fn start_data_node(config: Arc<ClusterConfig>, node: NodeConfig) -> Result<NodeA
     };
     let (applied_tx, applied_rx) = watch::channel(applier.applied().0);
     let shared = Arc::new(DataShared {
-        config: config.clone(),
+        cell,
         readers: ReaderPool::new(&node.data_dir.join(store::DB_FILE)),
         node: node.clone(),
         identity,

@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::actors::committer::now_ms;
-use crate::actors::feeder::Feeder;
+use crate::actors::feeder::{Feeder, StopFeeder};
 use crate::actors::node::{primary_ref, DataShared, PrimaryShared};
+use crate::actors::supervisor::ConfigChanged;
 use crate::actors::MAILBOX_CAPACITY;
 use crate::config::NodeConfig;
 use crate::core::lag;
@@ -162,7 +163,7 @@ impl Actor for PrimaryActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let me = ctx.address();
-        let spares: Vec<NodeConfig> = self.shared.config.spares().cloned().collect();
+        let spares: Vec<NodeConfig> = self.shared.config().spares().cloned().collect();
         for spare in &spares {
             self.start_feeder(spare, me.clone());
         }
@@ -187,7 +188,7 @@ impl Handler<GetStatus> for PrimaryActor {
         let now = now_ms();
         let spares: Vec<Value> = self
             .shared
-            .config
+            .config()
             .spares()
             .map(|s| self.spare_doc(&s.name, tail, now))
             .collect();
@@ -196,7 +197,7 @@ impl Handler<GetStatus> for PrimaryActor {
             "name": node.name,
             "role": "primary",
             "state": "serving",
-            "cluster": self.shared.config.cluster.name,
+            "cluster": self.shared.config().cluster.name,
             "epoch": self.shared.epoch.load(Ordering::Relaxed),
             "http": node.http_advertise,
             "last_lsn": tail.lsn,
@@ -204,8 +205,46 @@ impl Handler<GetStatus> for PrimaryActor {
             "commit_rule": self.primary.sync().map_or_else(|| "async".to_string(), |t| t.describe()),
             "applied_lsn": tail.lsn,
             "last_commit_time_ms": tail.time_ms,
-            "primary": primary_ref(&self.shared.config),
+            "primary": primary_ref(&self.shared.config()),
             "spares": spares,
         }))
+    }
+}
+
+impl Handler<ConfigChanged> for PrimaryActor {
+    type Result = ();
+
+    /// Adds, restarts (settings changed) or stops feeders to match the spares of the new
+    /// configuration, and installs its commit rule. Untouched spares keep their links.
+    fn handle(&mut self, _: ConfigChanged, ctx: &mut Context<Self>) {
+        let config = self.shared.config();
+        self.primary.set_commit_rule(&config.cluster.commit);
+        let wanted: Vec<NodeConfig> = config.spares().cloned().collect();
+        let stale: Vec<String> = self
+            .feeders
+            .iter()
+            .filter(|(name, (cfg, _))| !wanted.iter().any(|w| w == cfg && &w.name == *name))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            if let Some((_, feeder)) = self.feeders.remove(&name) {
+                feeder.do_send(StopFeeder);
+            }
+            if !wanted.iter().any(|w| w.name == name) {
+                self.progress.remove(&name);
+                self.primary.spare_applied.remove(&name);
+                self.primary.pins.remove(&name);
+                self.primary.seeding.remove(&name);
+            }
+        }
+        let missing: Vec<NodeConfig> = wanted
+            .iter()
+            .filter(|w| !self.feeders.contains_key(&w.name))
+            .cloned()
+            .collect();
+        for spare in &missing {
+            tracing::info!(spare = %spare.name, "feeding spare (configuration reloaded)");
+            self.start_feeder(spare, ctx.address());
+        }
     }
 }

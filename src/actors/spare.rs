@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use actix::{Actor, AsyncContext, Context, Handler, MessageResult, WrapFuture};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, WrapFuture};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,6 +19,7 @@ use crate::actors::committer::now_ms;
 use crate::actors::node::{finish_install, primary_ref, DataShared};
 use crate::actors::primary::GetStatus;
 use crate::actors::spare_link;
+use crate::actors::supervisor::{ConfigChanged, StopNode};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::core::lag;
 use crate::error::{Error, Result};
@@ -106,7 +107,7 @@ impl SpareShared {
         let opened = log::open(&self.data.log_dir(), info.position.lsn)?;
         *log = opened.writer;
         log.set_segment_target_bytes(crate::log::retention::segment_bytes_for(
-            self.data.config.cluster.retention_bytes,
+            self.data.config().cluster.retention_bytes,
         ));
         *self.data.base.lock().expect("base lock") = info.position;
         self.apply
@@ -259,7 +260,7 @@ impl Handler<GetStatus> for SpareActor {
             "name": node.name,
             "role": "spare",
             "state": self.state_name(),
-            "cluster": s.data.config.cluster.name,
+            "cluster": s.data.config().cluster.name,
             "epoch": s.data.epoch.load(Ordering::Relaxed),
             "http": node.http_advertise,
             "last_lsn": flushed,
@@ -269,9 +270,29 @@ impl Handler<GetStatus> for SpareActor {
             "applied_lsn": applied,
             "applied_time_ms": s.apply.applied_time_ms.load(Ordering::Acquire),
             "primary_last_lsn": primary_last,
-            "primary": primary_ref(&s.data.config),
+            "primary": primary_ref(&s.data.config()),
             "seed": s.seeding.lock().expect("lock").map(|(done, size)| json!({ "bytes_done": done, "bytes_total": size })),
             "lag": { "records": lag.records, "last_heard_s": lag.last_ack_age_s },
         }))
+    }
+}
+
+impl Handler<ConfigChanged> for SpareActor {
+    type Result = ();
+
+    /// Nothing to do yet: the spare reads the current configuration where it uses it.
+    fn handle(&mut self, _: ConfigChanged, _: &mut Context<Self>) {}
+}
+
+impl Handler<StopNode> for SpareActor {
+    type Result = ();
+
+    /// Ends the links (a newer generation), the apply thread and the listener.
+    fn handle(&mut self, _: StopNode, ctx: &mut Context<Self>) {
+        self.shared.generation.send_modify(|g| *g += 1);
+        if let Some(h) = self.shared.applier.lock().expect("applier lock").take() {
+            h.stop();
+        }
+        ctx.stop();
     }
 }

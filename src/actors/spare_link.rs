@@ -118,7 +118,7 @@ async fn stream_from_primary(
     let _abort = AbortOnDrop(reader);
     let mut gen_rx = shared.generation.subscribe();
     let mut applied_rx = shared.data.applied.clone();
-    let mut keepalive = tokio::time::interval(shared.data.config.cluster.heartbeat);
+    let mut keepalive = tokio::time::interval(shared.data.config().cluster.heartbeat);
     let mut last_heard = Instant::now();
     loop {
         tokio::select! {

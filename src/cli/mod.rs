@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod reload;
 pub mod serve;
 pub mod sql;
 pub mod status;

@@ -1,17 +1,19 @@
-//! `spare up` and `spare run`: start nodes inside one actix system and wait for a signal.
+//! `spare up` and `spare run`: start nodes inside one actix system under a supervisor, and
+//! wait for a signal (SIGINT/SIGTERM stop; SIGHUP reloads the configuration).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use actix::Actor;
 use anyhow::{Context, Result};
 use base64::Engine;
-use spare::actors::node::{self, RunningNode};
-use spare::config::{ClusterConfig, Role};
+use spare::actors::supervisor::{Mode, Reload, StartNodes, SupervisorActor};
+use spare::config::{ClusterConfig, ConfigCell, Role};
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("SPARE_LOG").unwrap_or_else(|_| "info".into());
-    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -38,70 +40,50 @@ fn ensure_secret(config_path: &Path) -> Result<()> {
 
 pub fn up(config_path: &Path) -> Result<()> {
     ensure_secret(config_path)?;
-    let config = Arc::new(ClusterConfig::load(config_path)?);
+    let config = ClusterConfig::load(config_path)?;
     config.read_secret()?;
     init_logging();
-    let mut order: Vec<&str> = config
-        .nodes
-        .iter()
-        .filter(|n| n.role == Role::Spare)
-        .map(|n| n.name.as_str())
-        .collect();
-    order.push(config.primary().name.as_str());
-    order.extend(
-        config
-            .nodes
-            .iter()
-            .filter(|n| n.role == Role::Monitor)
-            .map(|n| n.name.as_str()),
-    );
-    let names: Vec<String> = order.iter().map(|s| s.to_string()).collect();
-    serve(config, names, true)
+    serve(config, Mode::All)
 }
 
 pub fn run(config_path: &Path, node: &str) -> Result<()> {
-    let config = Arc::new(ClusterConfig::load(config_path)?);
-    config.node(node)?;
+    let config = ClusterConfig::load(config_path)?;
     if config.node(node)?.role != Role::Monitor {
         config.read_secret()?;
     }
     init_logging();
-    serve(config, vec![node.to_string()], false)
+    serve(config, Mode::One(node.to_string()))
 }
 
-fn serve(config: Arc<ClusterConfig>, names: Vec<String>, tour: bool) -> Result<()> {
+fn serve(config: ClusterConfig, mode: Mode) -> Result<()> {
+    let tour = matches!(mode, Mode::All);
+    let cell = Arc::new(ConfigCell::new(config));
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let mut running = Vec::new();
-        for name in &names {
-            running.push(
-                node::start(config.clone(), name)
-                    .await
-                    .with_context(|| format!("starting node {name}"))?,
-            );
-        }
-        print_summary(&config, &running, tour);
-        wait_for_signal().await;
+        let supervisor = SupervisorActor::new(cell.clone(), mode).start();
+        let names = supervisor
+            .send(StartNodes)
+            .await
+            .context("starting the supervisor")??;
+        print_summary(&cell.get(), &names, tour);
+        wait_for_signals(&supervisor).await;
         tracing::info!("stopping");
-        for n in &running {
-            n.http.stop(false).await;
-        }
         Ok::<(), anyhow::Error>(())
     })
 }
 
-fn print_summary(config: &ClusterConfig, running: &[RunningNode], tour: bool) {
+fn print_summary(config: &ClusterConfig, running: &[String], tour: bool) {
     println!(
         "spare: cluster \"{}\" from {}",
         config.cluster.name,
         config.path.display()
     );
-    for n in running {
-        let c = config.node(&n.name).expect("started nodes are configured");
+    for name in running {
+        let c = config.node(name).expect("started nodes are configured");
         println!(
             "  {:<10} {:<8} http://{}  (peer {})",
-            n.name,
-            n.role.as_str(),
+            c.name,
+            c.role.as_str(),
             c.http_advertise,
             c.peer_advertise
         );
@@ -113,14 +95,26 @@ fn print_summary(config: &ClusterConfig, running: &[RunningNode], tour: bool) {
         println!("  spare sql --node lan-1 \"SELECT * FROM invoice\"");
         println!("  spare status");
     }
-    println!("stop with Ctrl-C");
+    println!(
+        "stop with Ctrl-C; after editing the configuration: spare reload (or kill -HUP {})",
+        std::process::id()
+    );
 }
 
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Returns on SIGINT or SIGTERM; reloads on SIGHUP.
+async fn wait_for_signals(supervisor: &actix::Addr<SupervisorActor>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // The supervisor logs the outcome either way.
+                let _ = supervisor.send(Reload).await;
+            }
+        }
     }
 }

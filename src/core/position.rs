@@ -36,7 +36,9 @@ pub fn decide(spare: Position, primary: PrimaryLog, ours_at_spare: Option<(u64, 
             spare.lsn, primary.durable.lsn
         ));
     }
-    if spare.lsn == 0 && primary.oldest > 1 {
+    // A new, empty spare gets a snapshot, unless the primary has nothing but its first
+    // record: a copy of the database is smaller than the log that built it.
+    if spare.lsn == 0 && (primary.oldest > 1 || primary.durable.lsn > 1) {
         return Resume::Seed("new, empty spare".into());
     }
     if spare.lsn + 1 < primary.oldest {
@@ -108,12 +110,16 @@ mod tests {
     }
 
     #[test]
-    fn empty_spare_streams_from_the_start_while_the_whole_log_is_there() {
-        assert_eq!(decide(pos(0, 0), log(10, 1), None), Resume::From(1));
+    fn empty_spare_of_an_empty_primary_streams_from_the_start() {
+        assert_eq!(decide(pos(0, 0), log(1, 1), None), Resume::From(1));
     }
 
     #[test]
-    fn empty_spare_is_seeded_once_the_log_start_is_gone() {
+    fn empty_spare_is_seeded_once_the_primary_holds_data() {
+        assert!(matches!(
+            decide(pos(0, 0), log(10, 1), None),
+            Resume::Seed(_)
+        ));
         assert!(matches!(
             decide(pos(0, 0), log(10, 5), None),
             Resume::Seed(_)

@@ -10,6 +10,7 @@ use crate::actors::committer::WriteJob;
 use crate::actors::monitor::GetCluster;
 use crate::actors::node::{primary_ref, NodeAddr};
 use crate::actors::primary::GetStatus;
+use crate::actors::supervisor::Reload;
 use crate::error::{Error, Result};
 use crate::http::{error_response, ApiState};
 use crate::store::exec::Request;
@@ -73,7 +74,7 @@ async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     } = &state.addr
     else {
         return Err(Error::NotPrimary {
-            primary: Some(primary_ref(&state.config)),
+            primary: Some(primary_ref(&state.cell.get())),
         });
     };
     let request = parse_request(&parse_body(body)?)?;
@@ -170,4 +171,16 @@ pub async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
 
 pub async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(json!({ "error": "not_found", "message": "no such route; see the routes in the README (POST /v1/execute, POST /v1/query, GET /v1/status, GET /v1/cluster)" }))
+}
+
+/// `POST /v1/admin/reload`: the process re-reads its configuration file and applies it, or
+/// changes nothing and says why.
+pub async fn reload(state: web::Data<ApiState>) -> HttpResponse {
+    match state.supervisor.send(Reload).await {
+        Ok(Ok(report)) => HttpResponse::Ok().json(report),
+        Ok(Err(e)) => error_response(&e),
+        Err(e) => error_response(&Error::Unavailable(format!(
+            "the supervisor did not answer: {e}"
+        ))),
+    }
 }

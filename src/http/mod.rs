@@ -11,7 +11,10 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
 use crate::actors::node::NodeAddr;
-use crate::config::{ClusterConfig, NodeConfig};
+use actix::Addr;
+
+use crate::actors::supervisor::SupervisorActor;
+use crate::config::{ConfigCell, NodeConfig};
 use crate::error::{Error, Result};
 
 /// Largest request body accepted.
@@ -21,20 +24,28 @@ pub const HTTP_WORKERS: usize = 2;
 
 /// What every handler reaches.
 pub struct ApiState {
-    pub config: Arc<ClusterConfig>,
+    pub cell: Arc<ConfigCell>,
     pub node: NodeConfig,
     pub addr: NodeAddr,
+    /// Carries out reloads for the whole process.
+    pub supervisor: Addr<SupervisorActor>,
 }
 
 /// Binds the node's HTTP address and starts serving; returns the server's handle.
 pub fn serve(
-    config: Arc<ClusterConfig>,
+    cell: Arc<ConfigCell>,
     node: NodeConfig,
     addr: NodeAddr,
+    supervisor: Addr<SupervisorActor>,
 ) -> Result<actix_web::dev::ServerHandle> {
     let bind = node.http;
     let name = node.name.clone();
-    let state = web::Data::new(ApiState { config, node, addr });
+    let state = web::Data::new(ApiState {
+        cell,
+        node,
+        addr,
+        supervisor,
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -43,6 +54,7 @@ pub fn serve(
             .route("/v1/query", web::post().to(api::query))
             .route("/v1/status", web::get().to(api::status))
             .route("/v1/cluster", web::get().to(api::cluster))
+            .route("/v1/admin/reload", web::post().to(api::reload))
             .default_service(web::to(api::not_found))
     })
     .workers(HTTP_WORKERS)
@@ -62,10 +74,12 @@ pub fn serve(
 /// The JSON error answer for `err`.
 pub fn error_response(err: &Error) -> HttpResponse {
     let status = match err {
-        Error::InvalidInput(_) | Error::Sql(_) | Error::NotReadOnly => StatusCode::BAD_REQUEST,
+        Error::InvalidInput(_) | Error::Sql(_) | Error::NotReadOnly | Error::Config(_) => {
+            StatusCode::BAD_REQUEST
+        }
         Error::NotPrimary { .. } => StatusCode::MISDIRECTED_REQUEST,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Config(_) | Error::InvalidData(_) | Error::Diverged(_) | Error::Io { .. } => {
+        Error::InvalidData(_) | Error::Diverged(_) | Error::Io { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     };

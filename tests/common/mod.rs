@@ -60,6 +60,8 @@ pub struct Cluster {
     /// Extra lines for `[cluster]`, and per node.
     cluster_extra: Vec<String>,
     node_extra: BTreeMap<String, Vec<String>>,
+    /// Nodes taken out of the configuration (still reachable by name in tests).
+    removed: Vec<NodeSpec>,
 }
 
 impl Cluster {
@@ -82,6 +84,7 @@ impl Cluster {
             procs: BTreeMap::new(),
             cluster_extra: Vec::new(),
             node_extra: BTreeMap::new(),
+            removed: Vec::new(),
         };
         c.write_config();
         c
@@ -127,6 +130,14 @@ impl Cluster {
         self.write_config();
     }
 
+    /// Removes a node from the configuration (its process keeps running until killed).
+    pub fn remove_node(&mut self, name: &str) {
+        let spec = self.node(name).clone();
+        self.nodes.retain(|n| n.name != name);
+        self.removed.push(spec);
+        self.write_config();
+    }
+
     /// A running node's process id, for memory checks.
     pub fn pid(&self, name: &str) -> u32 {
         self.procs[name].id()
@@ -135,6 +146,7 @@ impl Cluster {
     pub fn node(&self, name: &str) -> &NodeSpec {
         self.nodes
             .iter()
+            .chain(&self.removed)
             .find(|n| n.name == name)
             .unwrap_or_else(|| panic!("no node {name}"))
     }

@@ -1,0 +1,227 @@
+//! The process's supervisor: starts the nodes this process runs (`spare up`: every node of
+//! the file; `spare run`: one) and carries out reloads (`spare reload`, `POST
+//! /v1/admin/reload`, SIGHUP): re-read the file, refuse it whole if it is invalid or asks
+//! for what only a restart can do, else publish it, start and stop local nodes to match,
+//! and tell every remaining node (the primary adds, changes or removes feeders).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
+use serde::Serialize;
+
+use crate::actors::node::{self, RunningNode};
+use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
+use crate::error::{Error, Result};
+
+/// Which nodes of the file this process runs.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Every node (`spare up`).
+    All,
+    /// One node (`spare run --node NAME`).
+    One(String),
+}
+
+/// Starts the nodes of the mode (once, at start).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<String>>")]
+pub struct StartNodes;
+
+/// Re-reads the configuration file and applies it.
+#[derive(Message)]
+#[rtype(result = "Result<ReloadReport>")]
+pub struct Reload;
+
+/// Tells a node actor the configuration changed (it reads the new one from the cell).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConfigChanged;
+
+/// Stops a node actor (its node left the configuration).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopNode;
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadReport {
+    /// Nodes now in the file that were not (this process started those it runs).
+    pub added: Vec<String>,
+    /// Nodes no longer in the file.
+    pub removed: Vec<String>,
+    /// Spares whose settings changed.
+    pub changed: Vec<String>,
+}
+
+pub struct SupervisorActor {
+    cell: Arc<ConfigCell>,
+    mode: Mode,
+    running: BTreeMap<String, RunningNode>,
+}
+
+impl SupervisorActor {
+    pub fn new(cell: Arc<ConfigCell>, mode: Mode) -> Self {
+        SupervisorActor {
+            cell,
+            mode,
+            running: BTreeMap::new(),
+        }
+    }
+
+    fn wanted(&self, config: &ClusterConfig) -> Vec<String> {
+        match &self.mode {
+            Mode::All => {
+                // Spares first, so the primary finds them listening.
+                let mut names: Vec<&NodeConfig> = config.nodes.iter().collect();
+                names.sort_by_key(|n| match n.role {
+                    Role::Spare => 0,
+                    Role::Primary => 1,
+                    Role::Monitor => 2,
+                });
+                names.into_iter().map(|n| n.name.clone()).collect()
+            }
+            Mode::One(name) => vec![name.clone()],
+        }
+    }
+
+    fn start_node(&mut self, name: &str, ctx: &mut Context<Self>) -> Result<()> {
+        let running = node::start(self.cell.clone(), name, ctx.address())?;
+        self.running.insert(name.to_string(), running);
+        Ok(())
+    }
+
+    fn reload(&mut self, ctx: &mut Context<Self>) -> Result<ReloadReport> {
+        let old = self.cell.get();
+        let new = ClusterConfig::load(&old.path)?;
+        check_compatible(&old, &new, &self.mode, self.running.keys())?;
+        let report = diff(&old, &new);
+        let wanted = self.wanted(&new);
+        self.cell.set(new);
+        let gone: Vec<String> = self
+            .running
+            .keys()
+            .filter(|n| !wanted.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(n) = self.running.remove(&name) {
+                tracing::info!(node = %name, "stopping: removed from the configuration");
+                n.stop();
+            }
+        }
+        for n in self.running.values() {
+            n.addr.notify(ConfigChanged);
+        }
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|n| !self.running.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in &missing {
+            self.start_node(name, ctx)?;
+        }
+        tracing::info!(added = ?report.added, removed = ?report.removed, changed = ?report.changed, "configuration reloaded");
+        Ok(report)
+    }
+}
+
+/// Refuses changes that only a restart (or a promotion) can make.
+fn check_compatible<'a>(
+    old: &ClusterConfig,
+    new: &ClusterConfig,
+    mode: &Mode,
+    running: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    let refuse = |what: String| {
+        Err(Error::Config(format!(
+            "{}: {what}; nothing was changed",
+            new.path.display()
+        )))
+    };
+    if old.cluster.name != new.cluster.name
+        || old.cluster.secret_file != new.cluster.secret_file
+        || old.cluster.tls_dir != new.cluster.tls_dir
+    {
+        return refuse("the cluster's name, secret_file or tls_dir changed, which needs a restart of every node".into());
+    }
+    if old.primary().name != new.primary().name {
+        return refuse(format!(
+            "the primary changed from {} to {}: that is a promotion (spare promote), not a reload",
+            old.primary().name,
+            new.primary().name
+        ));
+    }
+    if let Mode::One(name) = mode {
+        if new.node(name).is_err() {
+            return refuse(format!(
+                "this node ({name}) is no longer in the configuration: stop it instead"
+            ));
+        }
+    }
+    for name in running {
+        let (Ok(a), Ok(b)) = (old.node(name), new.node(name)) else {
+            continue;
+        };
+        if a.role != b.role || a.peer != b.peer || a.http != b.http || a.data_dir != b.data_dir {
+            return refuse(format!("node \"{name}\": role, peer, http or data_dir changed, which needs a restart of that node"));
+        }
+    }
+    Ok(())
+}
+
+fn diff(old: &ClusterConfig, new: &ClusterConfig) -> ReloadReport {
+    let names = |c: &ClusterConfig| c.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+    let (before, after) = (names(old), names(new));
+    ReloadReport {
+        added: after
+            .iter()
+            .filter(|n| !before.contains(n))
+            .cloned()
+            .collect(),
+        removed: before
+            .iter()
+            .filter(|n| !after.contains(n))
+            .cloned()
+            .collect(),
+        changed: new
+            .spares()
+            .filter(|s| old.node(&s.name).is_ok_and(|o| o != *s))
+            .map(|s| s.name.clone())
+            .collect(),
+    }
+}
+
+impl Actor for SupervisorActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartNodes> for SupervisorActor {
+    type Result = MessageResult<StartNodes>;
+
+    /// Starts the nodes of the mode; stops at the first that cannot start.
+    fn handle(&mut self, _: StartNodes, ctx: &mut Context<Self>) -> MessageResult<StartNodes> {
+        let wanted = self.wanted(&self.cell.get());
+        let result = wanted
+            .iter()
+            .try_for_each(|name| {
+                self.start_node(name, ctx)
+                    .map_err(|e| Error::Config(format!("starting node {name}: {e}")))
+            })
+            .map(|()| wanted);
+        MessageResult(result)
+    }
+}
+
+impl Handler<Reload> for SupervisorActor {
+    type Result = MessageResult<Reload>;
+
+    /// Re-reads the file and applies it, or changes nothing and says why.
+    fn handle(&mut self, _: Reload, ctx: &mut Context<Self>) -> MessageResult<Reload> {
+        let result = self.reload(ctx);
+        if let Err(e) = &result {
+            tracing::warn!(cause = %e, "reload refused; the running configuration is unchanged");
+        }
+        MessageResult(result)
+    }
+}

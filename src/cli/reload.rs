@@ -1,0 +1,126 @@
+//! `spare reload`: every running node re-reads the configuration file. The file is checked
+//! here first, so an invalid file changes nothing anywhere. Then, unless `--no-wait`, waits
+//! for newly added spares to be seeded and streaming, with a progress bar.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use spare::client::{self, REQUEST_TIMEOUT};
+use spare::config::{ClusterConfig, Role};
+
+/// How often the progress bar refreshes.
+const POLL: Duration = Duration::from_millis(500);
+/// The longest `spare reload` waits for new spares before telling the user to watch status.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+const BAR_WIDTH: usize = 30;
+
+pub fn run(config_path: &Path, no_wait: bool) -> Result<()> {
+    let config = ClusterConfig::load(config_path)?;
+    let mut added = Vec::new();
+    let mut failures = 0;
+    for node in &config.nodes {
+        match client::post(
+            &node.http_advertise,
+            "/v1/admin/reload",
+            &json!({}),
+            REQUEST_TIMEOUT,
+        ) {
+            Ok(r) if r.status == 200 => {
+                println!("{:<10} reloaded", node.name);
+                added.extend(
+                    r.body["added"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string),
+                );
+            }
+            Ok(r) => {
+                failures += 1;
+                println!(
+                    "{:<10} refused: {}",
+                    node.name,
+                    r.body["message"].as_str().unwrap_or("no message")
+                );
+            }
+            Err(_) => println!(
+                "{:<10} not running (start it with `spare run --node {}`)",
+                node.name, node.name
+            ),
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} node(s) refused the new configuration and kept the old one");
+    }
+    added.sort();
+    added.dedup();
+    let new_spares: Vec<&str> = added
+        .iter()
+        .map(String::as_str)
+        .filter(|n| config.node(n).is_ok_and(|c| c.role == Role::Spare))
+        .collect();
+    if no_wait || new_spares.is_empty() {
+        return Ok(());
+    }
+    wait_for_spares(&config, &new_spares)
+}
+
+/// Shows each new spare's progress until all stream.
+fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
+    let primary = &config.primary().http_advertise;
+    let started = Instant::now();
+    let mut err = std::io::stderr();
+    loop {
+        let status = client::get(primary, "/v1/status", REQUEST_TIMEOUT)?.body;
+        let mut done = true;
+        let mut line = String::new();
+        for name in spares {
+            let s = status["spares"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["name"] == *name)
+                .cloned()
+                .unwrap_or(Value::Null);
+            let state = s["state"].as_str().unwrap_or("connecting");
+            let pct = progress(state, &s);
+            done &= state == "streaming" && s["lag"]["records"] == 0;
+            line += &format!(
+                "{name} [{}{}] {pct:>3} % {state}   ",
+                "#".repeat(pct * BAR_WIDTH / 100),
+                ".".repeat(BAR_WIDTH - pct * BAR_WIDTH / 100)
+            );
+        }
+        let _ = write!(err, "\r{line}");
+        let _ = err.flush();
+        if done {
+            eprintln!();
+            return Ok(());
+        }
+        if started.elapsed() > MAX_WAIT {
+            eprintln!();
+            bail!("new spares are still catching up after {MAX_WAIT:?}; follow them with `spare status --watch`");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// 0..=100: seeding percent, then catching up, then 100 when streaming with no lag.
+fn progress(state: &str, s: &Value) -> usize {
+    if let Some(p) = state
+        .strip_prefix("seeding (")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        return p.min(100);
+    }
+    match (state, s["lag"]["records"].as_u64()) {
+        ("streaming", Some(0)) => 100,
+        ("streaming", Some(_)) => 99,
+        _ => 0,
+    }
+}
