@@ -187,6 +187,11 @@ fn diverged_spare_quarantines_its_own_records_and_is_reseeded() {
         json!([]),
     );
     c.wait_applied("lan-1", old);
+    let old = c.exec(
+        "INSERT INTO note (body) VALUES ('also only on the old history')",
+        json!([]),
+    );
+    c.wait_applied("lan-1", old);
     // The operator re-creates the primary from scratch: a new history with other records.
     c.kill("main");
     c.kill("lan-1");
@@ -214,9 +219,20 @@ fn diverged_spare_quarantines_its_own_records_and_is_reseeded() {
         .unwrap()
         .path();
     let records = std::fs::read_to_string(folder.join("records.jsonl")).unwrap();
-    assert!(records.lines().count() >= 1, "{records}");
     assert!(
         records.contains("\"note\""),
         "the quarantined records name the table they touched: {records}"
+    );
+    let kept = rusqlite::Connection::open(folder.join("db.sqlite")).unwrap();
+    let bodies: Vec<String> = kept
+        .prepare("SELECT body FROM note ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        vec!["only on the old history", "also only on the old history"]
     );
 }

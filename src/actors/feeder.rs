@@ -203,6 +203,9 @@ impl Link {
     async fn run(mut self) -> LinkOutcome {
         let mut connected = false;
         let result = self.run_inner(&mut connected).await;
+        // A seed pins the log only while it is being sent: a spare that went away must not
+        // hold the primary's disk (it gets a newer snapshot when it comes back).
+        self.prim.pins.remove(&self.spare.name);
         LinkOutcome {
             connected,
             result,

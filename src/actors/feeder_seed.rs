@@ -151,6 +151,7 @@ impl Link {
         };
         tracing::info!(spare = %self.spare.name, lsn = durable.lsn, "spare installed the snapshot");
         self.prim.seeding.remove(&self.spare.name);
+        self.prim.pins.remove(&self.spare.name);
         let keep: Vec<String> = self
             .prim
             .seeding

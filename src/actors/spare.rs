@@ -83,25 +83,27 @@ impl SpareShared {
         let info = self.seed.verify()?;
         let data_dir = &self.data.node.data_dir;
         let mut log = self.log.lock().expect("log lock");
+        if let Some(h) = self.applier.lock().expect("applier lock").take() {
+            h.stop();
+        }
         if let Some(after) = quarantine_after {
             let reason = format!(
                 "diverged from primary {}; replaced by its snapshot at LSN {}",
                 self.primary, info.position.lsn
             );
-            if let Some(dir) = crate::store::quarantine::save(
+            let from = after.max(self.data.oldest_lsn() - 1);
+            let db = data_dir.join(sqlite::DB_FILE);
+            let dir = crate::store::quarantine::save(
                 &self.data.log_dir(),
-                after.max(self.data.oldest_lsn() - 1),
+                from,
                 log.durable().lsn,
                 &data_dir.join("quarantine"),
                 &reason,
-            )? {
-                tracing::warn!(folder = %dir.display(), "moved this node's divergent records to quarantine");
-            }
+                Some(&db),
+            )?;
+            tracing::warn!(folder = %dir.display(), "kept this node's divergent database and records in quarantine");
         }
         self.seed.write_marker(&info)?;
-        if let Some(h) = self.applier.lock().expect("applier lock").take() {
-            h.stop();
-        }
         self.data.readers.reset();
         finish_install(data_dir, &info)?;
         let opened = log::open(&self.data.log_dir(), info.position.lsn)?;

@@ -1,8 +1,10 @@
 //! `data/<node>/quarantine/`: records this node holds that the cluster's history does not
 //! (a diverged spare's tail), kept readable for the operator instead of being discarded.
 //! Each quarantine is a folder named after its time and the last common LSN, holding
-//! `reason.txt` and `records.jsonl`: one JSON object per record with its LSN, epoch, commit
-//! time, schema statements, per-table change counts, and the raw changeset (base64).
+//! `reason.txt`, `db.sqlite` (the node's database as it was, openable with any SQLite tool)
+//! and `records.jsonl`: one JSON object per divergent record still in the log, with its LSN,
+//! epoch, commit time, schema statements, per-table change counts, and the raw changeset
+//! (base64).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,29 +20,34 @@ use crate::store::TxnPayload;
 /// Records read per step while copying (bounds memory).
 const COPY_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// Copies the records (`from`, `to`] of the log in `log_dir` to a new quarantine folder
-/// under `root`. Returns the folder, or None if there was nothing to keep.
+/// Creates a quarantine folder under `root` holding the records (`from`, `to`] of the log
+/// in `log_dir` and, if given, a consistent copy of the database `db` as it was. Returns
+/// the folder.
 pub fn save(
     log_dir: &Path,
     from: u64,
     to: u64,
     root: &Path,
     reason: &str,
-) -> Result<Option<PathBuf>> {
-    if to <= from {
-        return Ok(None);
-    }
+    db: Option<&Path>,
+) -> Result<PathBuf> {
     let now = crate::actors::committer::now_ms();
     let dir = root.join(format!("{now}-after-{from}"));
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    let span = if to > from {
+        format!("records {}..={to} of this node's log", from + 1)
+    } else {
+        "no log records".to_string()
+    };
     std::fs::write(
         dir.join("reason.txt"),
-        format!(
-            "{reason}\nrecords {}..={to} of this node's log, not in the cluster's history\n",
-            from + 1
-        ),
+        format!("{reason}\n{span}; db.sqlite: this node's database as it was\n"),
     )
     .map_err(Error::io("write reason.txt"))?;
+    if let Some(db) = db {
+        let conn = crate::store::open(db, crate::store::ConnKind::Snapshot)?;
+        conn.execute("VACUUM INTO ?1", [dir.join("db.sqlite").to_string_lossy()])?;
+    }
     let path = dir.join("records.jsonl");
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&path).map_err(Error::io(format!("create {}", path.display())))?,
@@ -57,7 +64,8 @@ pub fn save(
         .map_err(|e| Error::io("flush records.jsonl")(e.into_error()))?
         .sync_all()
         .map_err(Error::io("fsync records.jsonl"))?;
-    Ok(Some(dir))
+    crate::log::segment::sync_dir(&dir)?;
+    Ok(dir)
 }
 
 fn describe(r: &Record) -> serde_json::Value {
