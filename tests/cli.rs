@@ -308,3 +308,48 @@ fn advertised_addresses_are_what_other_nodes_and_clients_use() {
         format!("localhost:{}", lan.http.rsplit(':').next().unwrap())
     );
 }
+
+#[test]
+fn bench_suite_measures_every_scenario_on_throwaway_clusters() {
+    let child = Command::new(common::bin())
+        .args([
+            "bench",
+            "--suite",
+            "--duration",
+            "1s",
+            "--clients",
+            "2",
+            "--catchup-rows",
+            "1000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for n in ["0", "1", "2", "4"] {
+        assert!(doc["healthy"][n]["commits"].as_u64().unwrap() > 0, "{doc}");
+    }
+    assert_eq!(doc["healthy"]["4"]["spares"].as_object().unwrap().len(), 4);
+    assert!(
+        doc["one_of_two_stalled"]["spares"]["spare-2"]["lag_records"]["max"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{doc}"
+    );
+    assert!(
+        doc["catch_up"]["rows_per_s"].as_f64().unwrap() > 0.0,
+        "{doc}"
+    );
+    assert!(doc["ratios"]["commits_4_spares_vs_none"].as_f64().unwrap() > 0.0);
+    assert!(
+        !std::env::temp_dir()
+            .join(format!("spare-bench-{pid}"))
+            .exists(),
+        "the suite left its temporary clusters behind"
+    );
+}

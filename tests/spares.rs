@@ -77,6 +77,16 @@ fn stalled_spare_holds_back_neither_commits_nor_the_other_spare() {
             > 0,
         "{st}"
     );
+    // Its lag in seconds is the age of its oldest missing write, not zero.
+    std::thread::sleep(Duration::from_millis(300));
+    let st = c.status("main");
+    assert!(
+        spare_status(&st, "lan-2")["lag"]["seconds"]
+            .as_f64()
+            .unwrap()
+            >= 0.3,
+        "{st}"
+    );
     proxy.pass();
     c.wait_applied("lan-2", last);
     assert_eq!(dump(&c, "lan-2", last), dump(&c, "main", last));

@@ -406,6 +406,12 @@ impl Link {
             )
             .await?;
             window.on_sent(first, last, size);
+            // The oldest unapplied record may have just been sent: lag in seconds needs it
+            // even if the spare never answers again.
+            if let Some(p) = &self.progress {
+                let (positions, last_ack) = ((p.received, p.flushed, p.applied), p.last_ack);
+                self.report(LinkState::Streaming, positions, last_ack, window, None);
+            }
         }
     }
 

@@ -23,16 +23,25 @@ const LAG_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 pub struct BenchArgs {
     /// Concurrent clients, each running one INSERT transaction at a time.
     #[arg(long, default_value_t = 8)]
-    clients: usize,
+    pub clients: usize,
     /// How long to run, e.g. 10s (at most 10m).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub duration: Duration,
     /// Stop after this many commits in total, whichever comes first.
     #[arg(long, default_value_t = 1_000_000)]
-    max_commits: u64,
+    pub max_commits: u64,
     /// Bytes of text in each inserted row.
     #[arg(long, default_value_t = 100)]
-    row_bytes: usize,
+    pub row_bytes: usize,
+    /// Instead of loading a running cluster, start throw-away local clusters (real
+    /// processes on 127.0.0.1, in a temporary directory) and measure: 0, 1, 2 and 4 spares;
+    /// 2 spares with one stalled (SIGSTOP); and the catch-up rate of a spare that was
+    /// stopped while --catchup-rows rows were written.
+    #[arg(long)]
+    pub suite: bool,
+    /// Rows written while the catch-up spare is stopped (--suite).
+    #[arg(long, default_value_t = 100_000)]
+    pub catchup_rows: u64,
 }
 
 struct Shared {
@@ -53,24 +62,40 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<()> {
             humantime::format_duration(MAX_DURATION)
         );
     }
-    let config = ClusterConfig::load(config_path)?;
-    let http = config.primary().http_advertise.clone();
+    let out = if args.suite {
+        crate::cli::bench_suite::run(args)?
+    } else {
+        let config = ClusterConfig::load(config_path)?;
+        let spares: Vec<String> = config.spares().map(|s| s.name.clone()).collect();
+        measure(&config.primary().http_advertise, &spares, args)?
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Creates the bench table on the primary at `http`.
+pub fn create_table(http: &str) -> Result<()> {
     let create = json!({ "sql": "CREATE TABLE IF NOT EXISTS spare_bench (id INTEGER PRIMARY KEY, client INTEGER NOT NULL, payload TEXT NOT NULL)" });
-    let reply = client::post(&http, "/v1/execute", &create, REQUEST_TIMEOUT)?;
+    let reply = client::post(http, "/v1/execute", &create, REQUEST_TIMEOUT)?;
     if reply.status != 200 {
         bail!(
             "creating the bench table on the primary failed: {}",
             reply.body
         );
     }
+    Ok(())
+}
+
+/// Runs the load against the primary at `http` and samples the lag of `spares`.
+pub fn measure(http: &str, spares: &[String], args: &BenchArgs) -> Result<Value> {
+    create_table(http)?;
     let shared = Shared {
-        http,
+        http: http.to_string(),
         stop: AtomicBool::new(false),
         commits: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         max_commits: args.max_commits,
     };
-    let spares: Vec<String> = config.spares().map(|s| s.name.clone()).collect();
     let started = Instant::now();
     let (latency, lag) = std::thread::scope(|s| {
         let clients: Vec<_> = (0..args.clients)
@@ -79,7 +104,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<()> {
                 s.spawn(move || client_loop(shared, c, args.row_bytes))
             })
             .collect();
-        let sampler = s.spawn(|| sample_lag(&shared, &spares));
+        let sampler = s.spawn(|| sample_lag(&shared, spares));
         while started.elapsed() < args.duration && !shared.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -94,7 +119,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<()> {
     });
     let elapsed = started.elapsed().as_secs_f64();
     let commits = shared.commits.load(Ordering::Relaxed);
-    let out = json!({
+    Ok(json!({
         "clients": args.clients,
         "duration_s": elapsed,
         "commits": commits,
@@ -102,9 +127,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<()> {
         "commits_per_s": commits as f64 / elapsed,
         "commit_latency_ms": percentiles(&latency, 1000.0),
         "spares": lag,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    }))
 }
 
 fn new_histogram() -> Histogram<u64> {

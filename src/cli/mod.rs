@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_suite;
 pub mod reload;
 pub mod serve;
 pub mod sql;
