@@ -58,6 +58,12 @@ fn node_entry(
     });
     if doc["role"] == "spare" {
         entry["lag"] = spare_lag(name, doc, primary);
+        let seen = primary.and_then(|p| p["spares"].as_array()?.iter().find(|s| s["name"] == name));
+        // The primary's view of the link: "seeding (n %)", commit-rule membership.
+        if let Some(s) = seen {
+            entry["link"] = s["state"].clone();
+            entry["sync"] = s["sync"].clone();
+        }
     }
     entry
 }

@@ -114,6 +114,7 @@ fn print_human(doc: &Value) {
                         text(&lag["records"]),
                         text(&lag["seconds"]),
                         text(&lag["last_ack_age_s"]),
+                        text(&n["sync"]),
                     ]
                 })
                 .collect()
