@@ -27,10 +27,31 @@ struct LocalCluster {
     http: Vec<(String, String)>,
 }
 
+/// Ports for the throw-away nodes: below the kernel's ephemeral range, so no outgoing
+/// connection takes one between the moment it is chosen and the moment the node binds it.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
 fn free_addr() -> Result<String> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let _ = NEXT.compare_exchange(
+        0,
+        (std::process::id() % span as u32) as u16 + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = PORT_RANGE.start + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(format!("127.0.0.1:{port}"));
+        }
+    }
+    bail!(
+        "no free port on 127.0.0.1 between {} and {}",
+        PORT_RANGE.start,
+        PORT_RANGE.end
+    )
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {

@@ -20,12 +20,29 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
+/// Ports handed to nodes come from below the kernel's ephemeral range (32768 and up), so
+/// that no outgoing connection can take a port between the moment it is chosen and the
+/// moment the node binds it; a counter keeps tests of one binary from sharing one. Test
+/// binaries run one at a time.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    // Start where the previous binary probably did not (its ports may linger in TIME_WAIT).
+    let _ = NEXT.compare_exchange(
+        0,
+        (std::process::id() % span as u32) as u16 + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = PORT_RANGE.start + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn bin() -> &'static str {
