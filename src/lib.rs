@@ -19,11 +19,13 @@
 //! | [`http`] | the HTTP API on actix-web |
 //! | [`client`] | a blocking HTTP client for the command line and monitors |
 //! | [`view`] | the cluster document shared by `spare status` and `GET /v1/cluster` |
+//! | [`durable`] | small files replaced atomically |
 //! | [`state`] | `node.state`: epoch, promise, primary, role, replaced atomically |
 pub mod actors;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod durable;
 pub mod error;
 pub mod http;
 pub mod log;

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Role;
-use crate::error::{Error, Result};
-use crate::log::segment::sync_dir;
+use crate::error::Result;
 
 pub const STATE_FILE: &str = "node.state";
 
@@ -30,14 +29,7 @@ fn path(data_dir: &Path) -> PathBuf {
 impl NodeState {
     /// Loads the state, or None for a node that never started.
     pub fn load(data_dir: &Path) -> Result<Option<Self>> {
-        let p = path(data_dir);
-        match std::fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::InvalidData(format!("{} is unreadable: {e}", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("read {}", p.display()))(e)),
-        }
+        crate::durable::read_json(&path(data_dir))
     }
 
     pub fn save(&self, data_dir: &Path) -> Result<()> {
@@ -45,17 +37,6 @@ impl NodeState {
             self.promised_epoch >= self.epoch,
             "a node never promises less than the epoch it follows"
         );
-        let p = path(data_dir);
-        let tmp = data_dir.join(format!("{STATE_FILE}.tmp"));
-        let bytes = serde_json::to_vec_pretty(self).expect("state serialises");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &p)
-        };
-        write().map_err(Error::io(format!("write {}", p.display())))?;
-        sync_dir(data_dir)
+        crate::durable::write_json(&path(data_dir), self)
     }
 }

@@ -101,14 +101,6 @@ fn run_without_the_secret_stops_and_names_the_command_that_creates_it() {
     );
 }
 
-struct Up(std::process::Child);
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn spare_up_on_a_fresh_configuration_creates_the_secret_and_rows_reach_both_spares() {
     let c = Cluster::new(2, true);
@@ -121,7 +113,7 @@ fn spare_up_on_a_fresh_configuration_creates_the_secret_and_rows_reach_both_spar
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
-    let _up = Up(up);
+    let _up = common::ChildGuard(up);
     wait_until("spare up to serve every node", || {
         c.nodes
             .iter()

@@ -177,21 +177,14 @@ fn rogue_primary_process_with_another_secret_cannot_feed_the_spare() {
     let nodes = vec![rogue_main.clone(), c.node("lan-1").clone()];
     std::fs::write(dir.path().join("cluster.toml"), config_text("test", &nodes)).unwrap();
     let log = std::fs::File::create(dir.path().join("rogue.log")).unwrap();
-    let mut rogue = Command::new(common::bin())
+    let rogue = Command::new(common::bin())
         .args(["run", "--node", "main", "--config"])
         .arg(dir.path().join("cluster.toml"))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(&mut rogue);
+    let _guard = common::ChildGuard(rogue);
     wait_until("the rogue primary to serve", || {
         spare::client::get(&rogue_main.http, "/v1/status", Duration::from_secs(1)).is_ok()
     });

@@ -141,22 +141,15 @@ fn removed_spare_is_no_longer_fed_and_a_changed_one_is_refed() {
 #[test]
 fn sighup_makes_spare_up_start_and_stop_its_local_nodes() {
     let mut c = Cluster::new(1, false);
-    let mut up = Command::new(common::bin())
+    let up = Command::new(common::bin())
         .args(["up", "--config"])
         .arg(&c.config)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(c.log_path("up")).unwrap())
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let pid = up.id();
-    let _guard = Kill(&mut up);
+    let _guard = common::ChildGuard(up);
     wait_until("spare up to serve", || {
         spare::client::get(&c.http("lan-1"), "/v1/status", Duration::from_secs(1)).is_ok()
     });

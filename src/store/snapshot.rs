@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{read_json, write_json as write_json_atomic};
 use crate::error::{Error, Result};
 use crate::log::segment::sync_dir;
 use crate::log::{LogReader, Position};
@@ -33,29 +34,6 @@ pub struct SnapshotInfo {
     pub size: u64,
     /// CRC32C of the whole file.
     pub crc: u32,
-}
-
-fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(value).expect("serialisable");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(Error::io(format!("write {}", path.display())))?;
-    sync_dir(path.parent().expect("a file has a parent"))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::InvalidData(format!("{} is unreadable: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("read {}", path.display()))(e)),
-    }
 }
 
 /// CRC32C of a whole file.

@@ -69,6 +69,16 @@ pub struct NodeSpec {
     pub peer: String,
 }
 
+/// Kills a process started outside a [`Cluster`] when the test ends, pass or fail.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
