@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use spare::actors::committer::{Committer, WriteJob};
+use spare::actors::committer::{Committer, Job, WriteJob};
 use spare::log::{self, Position, RecordKind};
 use spare::store::exec::{Executor, Request};
 use spare::store::{self, ConnKind, SqlValue, Statement};
@@ -18,7 +18,7 @@ const COMMITS_PER_ITER: usize = 512;
 
 struct WritePath {
     _dir: tempfile::TempDir,
-    jobs: mpsc::Sender<WriteJob>,
+    jobs: mpsc::Sender<Job>,
 }
 
 fn write_path() -> WritePath {
@@ -53,10 +53,10 @@ fn run(path: &WritePath, writers: usize, commits: usize) -> Duration {
             s.spawn(move || {
                 for _ in 0..commits / writers {
                     let (reply, rx) = oneshot::channel();
-                    jobs.blocking_send(WriteJob {
+                    jobs.blocking_send(Job::Write(WriteJob {
                         request: insert(),
                         reply,
-                    })
+                    }))
                     .unwrap();
                     rx.blocking_recv().unwrap().unwrap();
                 }

@@ -61,6 +61,7 @@ fn node_entry(
         let seen = primary.and_then(|p| p["spares"].as_array()?.iter().find(|s| s["name"] == name));
         // The primary's view of the link: "seeding (n %)", commit-rule membership.
         if let Some(s) = seen {
+            entry["state"] = s["state"].clone();
             entry["link"] = s["state"].clone();
             entry["sync"] = s["sync"].clone();
         }
@@ -75,7 +76,7 @@ fn spare_lag(name: &str, spare_doc: &Value, primary: Option<&Value>) -> Value {
         .and_then(|s| s.get("lag"));
     match from_primary {
         Some(lag) => {
-            json!({ "records": lag["records"], "bytes": null, "seconds": lag["seconds"], "last_ack_age_s": lag["last_ack_age_s"] })
+            json!({ "records": lag["records"], "bytes": lag["bytes"], "seconds": lag["seconds"], "last_ack_age_s": lag["last_ack_age_s"] })
         }
         None => {
             json!({ "records": spare_doc["lag"]["records"], "bytes": null, "seconds": null, "last_ack_age_s": spare_doc["lag"]["last_heard_s"] })

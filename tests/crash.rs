@@ -158,9 +158,8 @@ fn torn_write_at_the_end_of_the_primary_log_is_cut_with_a_warning() {
         "{}",
         c.log("main")
     );
-    assert_eq!(c.status("main")["last_lsn"].as_u64().unwrap(), lsn);
     let next = c.exec("INSERT INTO t VALUES (2)", json!([]));
-    assert_eq!(next, lsn + 1);
+    assert!(next > lsn);
     assert_eq!(
         c.rows("lan-1", "SELECT id FROM t ORDER BY id", next),
         vec![json!([1]), json!([2])]

@@ -34,6 +34,15 @@ pub struct WriteJob {
     pub reply: oneshot::Sender<Result<WriteOutcome>>,
 }
 
+/// What the write path is asked to do.
+pub enum Job {
+    /// Run a client's request.
+    Write(WriteJob),
+    /// The primary is idle: log a heartbeat record, so that lag in seconds stays truthful
+    /// (an idle cluster reads zero, a disconnected spare's lag keeps growing).
+    Heartbeat,
+}
+
 /// What a successful write returns to its client.
 #[derive(Debug, Clone)]
 pub struct WriteOutcome {
@@ -129,16 +138,22 @@ impl Committer {
     }
 
     /// Runs until every sender is dropped or the log fails.
-    pub fn run(mut self, mut jobs: mpsc::Receiver<WriteJob>) {
+    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         loop {
             let group = match self.carried.take() {
                 Some(job) => vec![job],
                 None => match jobs.blocking_recv() {
-                    Some(first) => self.form_group(first, &mut jobs),
+                    Some(Job::Write(first)) => self.form_group(first, &mut jobs),
+                    Some(Job::Heartbeat) => Vec::new(),
                     None => return,
                 },
             };
-            let outcome = self.commit_group(group).and_then(|()| {
+            let step = if group.is_empty() {
+                self.heartbeat()
+            } else {
+                self.commit_group(group)
+            };
+            let outcome = step.and_then(|()| {
                 if self.log.segments().len() > self.segments_seen {
                     self.maintain()
                 } else {
@@ -153,22 +168,20 @@ impl Committer {
         }
     }
 
-    fn form_group(
-        &mut self,
-        first: WriteJob,
-        jobs: &mut mpsc::Receiver<WriteJob>,
-    ) -> Vec<WriteJob> {
+    fn form_group(&mut self, first: WriteJob, jobs: &mut mpsc::Receiver<Job>) -> Vec<WriteJob> {
         let mut group = vec![first];
         if group[0].request.is_ddl() {
             return group;
         }
         while group.len() < MAX_GROUP_REQUESTS {
             match jobs.try_recv() {
-                Ok(job) if job.request.is_ddl() => {
+                Ok(Job::Write(job)) if job.request.is_ddl() => {
                     self.carried = Some(job);
                     break;
                 }
-                Ok(job) => group.push(job),
+                Ok(Job::Write(job)) => group.push(job),
+                // This group's record serves as a heartbeat.
+                Ok(Job::Heartbeat) => continue,
                 Err(_) => break,
             }
         }
@@ -227,16 +240,46 @@ impl Committer {
             }
             Err(e) => return Err(e),
         };
+        let start = self.log.appended_bytes() - record.encoded_len() as u64;
         let durable = self.log.sync()?;
         self.executor
             .commit(Some((record.lsn, record.time_ms)), Some(payload))?;
-        self.committed.send_replace(durable);
+        if let Some((_, primary)) = &self.retention {
+            primary
+                .commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.published(&record, start, durable);
         Ok(Ok(record.lsn))
     }
 
-    fn refuse_all(jobs: &mut mpsc::Receiver<WriteJob>, cause: &Error) {
+    /// Logs a heartbeat record (no SQLite change: its LSN is applied by definition).
+    fn heartbeat(&mut self) -> Result<()> {
+        let record = self
+            .log
+            .append(self.epoch, now_ms(), RecordKind::Heartbeat, Vec::new())?;
+        let start = self.log.appended_bytes() - record.encoded_len() as u64;
+        let durable = self.log.sync()?;
+        self.published(&record, start, durable);
+        Ok(())
+    }
+
+    /// Makes a durable record visible: to lag bookkeeping, then to feeders and readers.
+    fn published(&mut self, record: &crate::log::Record, start: u64, durable: Position) {
+        if let Some((_, primary)) = &self.retention {
+            primary.recent.lock().expect("recent lock").push(
+                record.lsn,
+                start,
+                self.log.appended_bytes(),
+                record.time_ms,
+            );
+        }
+        self.committed.send_replace(durable);
+    }
+
+    fn refuse_all(jobs: &mut mpsc::Receiver<Job>, cause: &Error) {
         jobs.close();
-        while let Ok(job) = jobs.try_recv() {
+        while let Ok(Job::Write(job)) = jobs.try_recv() {
             let _ = job.reply.send(Err(Error::Unavailable(format!(
                 "the write path stopped: {cause}"
             ))));

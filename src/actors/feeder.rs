@@ -11,7 +11,7 @@
 //! Failure handling: any error ends the link (logged at WARN, or ERROR for divergence, which
 //! needs an operator); the actor redials after a backoff that doubles up to
 //! [`RECONNECT_BACKOFF_MAX`] and resets once a handshake succeeds. A socket write that
-//! cannot complete within [`PEER_SILENCE_TIMEOUT`] (a stalled spare) ends the link too.
+//! cannot complete within the silence timeout (a stalled spare) ends the link too.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -30,8 +30,7 @@ use tokio::sync::{mpsc, watch};
 use crate::actors::node::{DataShared, PrimaryShared};
 use crate::actors::primary::{LinkState, PrimaryActor, SpareProgress};
 use crate::actors::{
-    CONNECT_TIMEOUT, LINK_FRAME_QUEUE, PEER_SILENCE_TIMEOUT, RECONNECT_BACKOFF_MAX,
-    RECONNECT_BACKOFF_MIN,
+    CONNECT_TIMEOUT, LINK_FRAME_QUEUE, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN,
 };
 use crate::config::NodeConfig;
 use crate::core::feeder::Window;
@@ -213,6 +212,11 @@ impl Link {
         }
     }
 
+    /// How long the spare may stay silent before the link is given up.
+    pub(super) fn silence(&self) -> Duration {
+        crate::actors::silence_timeout(self.data.config().cluster.heartbeat)
+    }
+
     pub(super) fn epoch(&self) -> u64 {
         self.data.epoch.load(Ordering::Relaxed)
     }
@@ -220,11 +224,12 @@ impl Link {
     /// Sends one message, giving up if the spare does not take it in time (stalled).
     pub(super) async fn send(&self, io: &mut LinkIo, message: Message) -> Result<()> {
         let env = self.data.identity.envelope(self.epoch(), message);
-        tokio::time::timeout(PEER_SILENCE_TIMEOUT, write_frame(&mut io.wr, &env))
+        tokio::time::timeout(self.silence(), write_frame(&mut io.wr, &env))
             .await
             .map_err(|_| {
                 Error::Unavailable(format!(
-                    "spare took no data for {PEER_SILENCE_TIMEOUT:?} (stalled)"
+                    "spare took no data for {:?} (stalled)",
+                    self.silence()
                 ))
             })?
     }
@@ -367,7 +372,7 @@ impl Link {
                     self.on_frame(env, &mut window, io.last_heard)?;
                 }
                 _ = io.keepalive.tick() => {
-                    if io.last_heard.elapsed() > PEER_SILENCE_TIMEOUT {
+                    if io.last_heard.elapsed() > self.silence() {
                         return Err(Error::Unavailable(format!("spare silent for {:?}", io.last_heard.elapsed())));
                     }
                     let last_lsn = self.committed.borrow().lsn;

@@ -33,7 +33,7 @@ impl Link {
             },
         )
         .await?;
-        let env = self.recv(io, crate::actors::PEER_SILENCE_TIMEOUT).await?;
+        let env = self.recv(io, self.silence()).await?;
         let Message::Probes { points } = env.message else {
             return Err(Error::InvalidData(format!(
                 "spare answered Diverged with {}",
@@ -168,7 +168,7 @@ impl Link {
 
     /// Waits for a `SeedAck` between `low` and `high`.
     async fn seed_ack(&self, io: &mut LinkIo, low: u64, high: u64) -> Result<u64> {
-        let env = self.recv(io, crate::actors::PEER_SILENCE_TIMEOUT).await?;
+        let env = self.recv(io, self.silence()).await?;
         match env.message {
             Message::SeedAck { offset } if (low..=high).contains(&offset) => Ok(offset),
             other => Err(Error::InvalidData(format!(

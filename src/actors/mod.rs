@@ -18,8 +18,15 @@ use std::time::Duration;
 
 /// Keep-alive period on an idle peer link when the configuration does not say.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
-/// A peer link silent for this long is closed and redialled.
+/// A peer link silent for this long is closed and redialled (or four heartbeats, if the
+/// configured heartbeat is long): see [`silence_timeout`].
 pub const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a peer may stay silent, given the cluster's heartbeat: keep-alives flow every
+/// heartbeat, so four missed ones, and never less than [`PEER_SILENCE_TIMEOUT`].
+pub fn silence_timeout(heartbeat: Duration) -> Duration {
+    PEER_SILENCE_TIMEOUT.max(heartbeat * 4)
+}
 const _: () = assert!(PEER_SILENCE_TIMEOUT.as_millis() >= 4 * KEEPALIVE_INTERVAL.as_millis());
 /// First and largest pause before redialling a spare.
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);

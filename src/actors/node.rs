@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix::{Actor, Addr};
 use tokio::sync::{mpsc, watch};
 
-use crate::actors::committer::{Committer, WriteJob, WRITE_QUEUE_CAPACITY};
+use crate::actors::committer::{Committer, Job, WRITE_QUEUE_CAPACITY};
 use crate::actors::monitor::MonitorActor;
 use crate::actors::primary::PrimaryActor;
 use crate::actors::spare::SpareActor;
@@ -55,6 +55,10 @@ pub struct PrimaryShared {
     pub pins: dashmap::DashMap<String, u64>,
     /// Per seeding spare, the snapshot it is receiving (kept on disk until it is installed).
     pub seeding: dashmap::DashMap<String, String>,
+    /// Transactions committed (Txn records) since this process started.
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Offsets and commit times of the newest records, for lag in bytes and seconds.
+    pub recent: std::sync::Mutex<crate::core::lag::RecentRecords>,
     /// The commit rule, when the configuration has one (None: `async`).
     pub sync: std::sync::RwLock<Option<Arc<SyncTracker>>>,
 }
@@ -112,7 +116,7 @@ impl DataShared {
 pub enum NodeAddr {
     Primary {
         actor: Addr<PrimaryActor>,
-        writes: mpsc::Sender<WriteJob>,
+        writes: mpsc::Sender<Job>,
         shared: Arc<DataShared>,
         primary: Arc<PrimaryShared>,
     },
@@ -340,7 +344,13 @@ fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> 
         .spawn(move || committer.run(jobs))
         .map_err(Error::io("start the write thread"))?;
     spawn_applied_mirror(committed.subscribe(), applied_tx);
-    let actor = PrimaryActor::new(shared.clone(), primary.clone(), committed.subscribe()).start();
+    let actor = PrimaryActor::new(
+        shared.clone(),
+        primary.clone(),
+        committed.subscribe(),
+        writes.clone(),
+    )
+    .start();
     Ok(NodeAddr::Primary {
         actor,
         writes,

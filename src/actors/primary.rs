@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult};
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::actors::committer::now_ms;
+use crate::actors::committer::{now_ms, Job};
 use crate::actors::feeder::{Feeder, StopFeeder};
 use crate::actors::node::{primary_ref, DataShared, PrimaryShared};
 use crate::actors::supervisor::ConfigChanged;
@@ -106,6 +106,8 @@ pub struct PrimaryActor {
     progress: BTreeMap<String, SpareProgress>,
     /// One feeder per spare, with the settings it was started with.
     feeders: BTreeMap<String, (NodeConfig, Addr<Feeder>)>,
+    /// The write path, for heartbeat records.
+    writes: mpsc::Sender<Job>,
 }
 
 impl PrimaryActor {
@@ -113,6 +115,7 @@ impl PrimaryActor {
         shared: Arc<DataShared>,
         primary: Arc<PrimaryShared>,
         committed: watch::Receiver<Position>,
+        writes: mpsc::Sender<Job>,
     ) -> Self {
         PrimaryActor {
             shared,
@@ -120,6 +123,16 @@ impl PrimaryActor {
             committed,
             progress: BTreeMap::new(),
             feeders: BTreeMap::new(),
+            writes,
+        }
+    }
+
+    /// Asks for a heartbeat record when nothing was committed for a heartbeat period. If the
+    /// write queue is full the primary is not idle: nothing to do.
+    fn heartbeat(&mut self) {
+        let idle_ms = now_ms().saturating_sub(self.committed.borrow().time_ms);
+        if idle_ms >= self.shared.config().cluster.heartbeat.as_millis() as u64 {
+            let _ = self.writes.try_send(Job::Heartbeat);
         }
     }
 
@@ -136,22 +149,43 @@ impl PrimaryActor {
             .insert(spare.name.clone(), (spare.clone(), feeder));
     }
 
-    fn spare_doc(&self, name: &str, tail: Position, now_ms: u64) -> Value {
-        let Some(p) = self.progress.get(name) else {
-            return json!({ "name": name, "state": LinkState::Connecting.as_str() });
-        };
+    /// This spare's lag as the primary sees it (DESIGN.md §6).
+    pub fn spare_lag(&self, name: &str, tail: Position, now_ms: u64) -> Option<(String, lag::Lag)> {
+        let p = self.progress.get(name)?;
         let ack_age = p.last_ack.map(|t| t.elapsed().as_secs_f64());
-        // Unknown oldest record (never sent): the newest record's age is a lower bound.
-        let oldest = p.oldest_unapplied_time_ms.or(Some(tail.time_ms));
-        let lag = lag::compute(tail.lsn, p.applied, oldest, now_ms, ack_age);
+        let recent = self.primary.recent.lock().expect("recent lock");
+        // The oldest record it misses, from memory, else from the feeder; at worst the newest
+        // record's age, a lower bound.
+        let oldest = recent
+            .time_of(p.applied + 1)
+            .or(p.oldest_unapplied_time_ms)
+            .or(Some(tail.time_ms));
+        let mut l = lag::compute(tail.lsn, p.applied, oldest, now_ms, ack_age);
+        l.bytes = recent.bytes_after(p.applied, tail.lsn);
+        let state = match p.state {
+            LinkState::Streaming if l.seconds > lag::CATCHING_UP_AFTER_S => {
+                "catching-up".to_string()
+            }
+            _ => p.state_text(),
+        };
+        Some((state, l))
+    }
+
+    fn spare_doc(&self, name: &str, tail: Position, now_ms: u64) -> Value {
+        let (Some(p), Some((state, lag))) =
+            (self.progress.get(name), self.spare_lag(name, tail, now_ms))
+        else {
+            return json!({ "name": name, "state": LinkState::Connecting.as_str(), "lag": null });
+        };
         json!({
             "name": name,
-            "state": p.state_text(),
+            "state": state,
             "received_lsn": p.received,
             "flushed_lsn": p.flushed,
             "applied_lsn": p.applied,
             "in_flight_bytes": p.in_flight_bytes,
-            "lag": { "records": lag.records, "seconds": lag.seconds, "last_ack_age_s": lag.last_ack_age_s },
+            "seed": p.seed.map(|(done, size)| json!({ "bytes_done": done, "bytes_total": size })),
+            "lag": { "records": lag.records, "bytes": lag.bytes, "seconds": lag.seconds, "last_ack_age_s": lag.last_ack_age_s },
             "sync": self.primary.sync().and_then(|t| t.state_of(name)),
         })
     }
@@ -167,6 +201,8 @@ impl Actor for PrimaryActor {
         for spare in &spares {
             self.start_feeder(spare, me.clone());
         }
+        let period = self.shared.config().cluster.heartbeat;
+        ctx.run_interval(period, |act, _| act.heartbeat());
     }
 }
 
@@ -202,6 +238,7 @@ impl Handler<GetStatus> for PrimaryActor {
             "http": node.http_advertise,
             "last_lsn": tail.lsn,
             "oldest_lsn": self.shared.oldest_lsn(),
+            "commits_total": self.primary.commits.load(std::sync::atomic::Ordering::Relaxed),
             "commit_rule": self.primary.sync().map_or_else(|| "async".to_string(), |t| t.describe()),
             "applied_lsn": tail.lsn,
             "last_commit_time_ms": tail.time_ms,

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::actors::committer::now_ms;
 use crate::actors::feeder::{read_frames, AbortOnDrop};
 use crate::actors::spare::SpareShared;
-use crate::actors::{LINK_FRAME_QUEUE, PEER_SILENCE_TIMEOUT};
+use crate::actors::LINK_FRAME_QUEUE;
 use crate::error::{Error, Result};
 use crate::log::record::decode_all;
 use crate::net::handshake;
@@ -134,7 +134,7 @@ async fn stream_from_primary(
             }
             _ = gen_rx.changed() => if *gen_rx.borrow() != generation { return Ok(()) },
             _ = keepalive.tick() => {
-                if last_heard.elapsed() > PEER_SILENCE_TIMEOUT {
+                if last_heard.elapsed() > crate::actors::silence_timeout(shared.data.config().cluster.heartbeat) {
                     return Err(Error::Unavailable(format!("primary silent for {:?}", last_heard.elapsed())));
                 }
                 write_frame(&mut wr, &envelope(shared, Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) })).await?;

@@ -11,6 +11,9 @@ pub struct Lag {
     pub seconds: f64,
     /// Seconds since the spare last answered; None if it never did.
     pub last_ack_age_s: Option<f64>,
+    /// Log bytes between the spare's applied record and the primary's last one; None when
+    /// the spare is further behind than [`RECENT_RECORDS_CAPACITY`] records.
+    pub bytes: Option<u64>,
 }
 
 /// `oldest_unapplied_time_ms`: commit time of the record after `applied`, if known.
@@ -30,6 +33,63 @@ pub fn compute(
         records,
         seconds,
         last_ack_age_s,
+        bytes: None,
+    }
+}
+
+/// A connected spare whose oldest missing record is older than this is `catching-up`
+/// rather than `streaming`.
+pub const CATCHING_UP_AFTER_S: f64 = 2.0;
+
+/// Records the primary remembers (start offset in the log, commit time) for lag in bytes
+/// and seconds: 16 bytes each, so 4 MiB at most.
+pub const RECENT_RECORDS_CAPACITY: usize = 262_144;
+
+/// The most recent records' log offsets and commit times, consecutive by LSN. Offsets count
+/// bytes appended since the primary process started (only differences are meaningful).
+#[derive(Debug, Default)]
+pub struct RecentRecords {
+    /// LSN of `entries[0]`.
+    first_lsn: u64,
+    /// (start offset, commit time ms) per record.
+    entries: std::collections::VecDeque<(u64, u64)>,
+    /// Offset just past the newest record.
+    end_offset: u64,
+}
+
+impl RecentRecords {
+    /// Remembers record `lsn` spanning [start, end) of the log, committed at `time_ms`.
+    pub fn push(&mut self, lsn: u64, start: u64, end: u64, time_ms: u64) {
+        if self.entries.is_empty() || lsn != self.first_lsn + self.entries.len() as u64 {
+            self.entries.clear();
+            self.first_lsn = lsn;
+        }
+        if self.entries.len() == RECENT_RECORDS_CAPACITY {
+            self.entries.pop_front();
+            self.first_lsn += 1;
+        }
+        self.entries.push_back((start, time_ms));
+        self.end_offset = end;
+    }
+
+    fn get(&self, lsn: u64) -> Option<(u64, u64)> {
+        lsn.checked_sub(self.first_lsn)
+            .and_then(|i| self.entries.get(i as usize))
+            .copied()
+    }
+
+    /// Log bytes after `applied` (None if that is older than what is remembered).
+    pub fn bytes_after(&self, applied: u64, tail: u64) -> Option<u64> {
+        if applied >= tail {
+            return Some(0);
+        }
+        self.get(applied + 1)
+            .map(|(start, _)| self.end_offset.saturating_sub(start))
+    }
+
+    /// Commit time of record `lsn`, if remembered.
+    pub fn time_of(&self, lsn: u64) -> Option<u64> {
+        self.get(lsn).map(|(_, t)| t)
     }
 }
 
@@ -41,6 +101,23 @@ pub fn seed_percent(done: u64, size: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_records_give_bytes_and_times_behind_the_tail() {
+        let mut r = RecentRecords::default();
+        r.push(5, 0, 100, 1_000);
+        r.push(6, 100, 150, 2_000);
+        r.push(7, 150, 400, 3_000);
+        assert_eq!(r.bytes_after(7, 7), Some(0));
+        assert_eq!(r.bytes_after(5, 7), Some(300));
+        assert_eq!(r.bytes_after(4, 7), Some(400));
+        assert_eq!(r.bytes_after(2, 7), None, "older than what is remembered");
+        assert_eq!(r.time_of(6), Some(2_000));
+        // A gap (the log was replaced) starts over.
+        r.push(20, 1000, 1010, 9_000);
+        assert_eq!(r.time_of(6), None);
+        assert_eq!(r.bytes_after(19, 20), Some(10));
+    }
 
     #[test]
     fn caught_up_spare_has_zero_lag() {

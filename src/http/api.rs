@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::actors::committer::WriteJob;
+use crate::actors::committer::{Job, WriteJob};
 use crate::actors::monitor::GetCluster;
 use crate::actors::node::{primary_ref, NodeAddr};
 use crate::actors::primary::GetStatus;
@@ -81,7 +81,7 @@ async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     let (reply, rx) = oneshot::channel();
     let job = WriteJob { request, reply };
     let outcome = tokio::time::timeout(WRITE_TIMEOUT, async {
-        writes.send(job).await.map_err(|_| {
+        writes.send(Job::Write(job)).await.map_err(|_| {
             Error::Unavailable("the write path has stopped; see the node's log".into())
         })?;
         rx.await.map_err(|_| {

@@ -61,6 +61,8 @@ pub struct LogWriter {
     segment_target_bytes: u64,
     /// Every segment on disk, oldest first; the last one is the open segment.
     segments: Vec<SegmentInfo>,
+    /// Bytes appended since this writer was opened: offsets for lag in bytes.
+    appended: u64,
 }
 
 impl LogWriter {
@@ -95,7 +97,14 @@ impl LogWriter {
             durable: tail,
             segment_target_bytes: SEGMENT_TARGET_BYTES,
             segments,
+            appended: 0,
         })
+    }
+
+    /// Bytes appended since this writer was opened (a record's end offset, right after
+    /// appending it).
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended
     }
 
     /// The segments on disk, oldest first (the last is the open one).
@@ -206,6 +215,7 @@ impl LogWriter {
             self.roll(record.lsn)?;
         }
         record.encode_into(&mut self.pending);
+        self.appended += len;
         self.tail = Position::of(record);
         Ok(())
     }
