@@ -28,6 +28,8 @@ pub const DEFAULT_WAN_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
 pub const DEFAULT_RETENTION_BYTES: u64 = 1024 * 1024 * 1024;
 /// Age of log the primary keeps for spares that are behind.
 pub const DEFAULT_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A spare whose lag reaches this many seconds raises an alert, unless `lag_warn` says.
+pub const DEFAULT_LAG_WARN: Duration = Duration::from_secs(60);
 /// Smallest accepted cluster secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
 /// Smallest window: one window must hold at least one large batch.
@@ -35,6 +37,8 @@ pub const MIN_WINDOW_BYTES: u64 = 64 * 1024;
 
 const CLUSTER_KEYS: &[&str] = &[
     "name",
+    "lag_warn",
+    "notify_command",
     "secret_file",
     "tls_dir",
     "lease",
@@ -44,6 +48,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "retention_age",
 ];
 const NODE_KEYS: &[&str] = &[
+    "lag_warn",
     "name",
     "role",
     "peer",
@@ -57,7 +62,7 @@ const NODE_KEYS: &[&str] = &[
     "window",
     "vote",
 ];
-const SPARE_ONLY_KEYS: &[&str] = &["link", "apply_delay", "max_rate", "window"];
+const SPARE_ONLY_KEYS: &[&str] = &["lag_warn", "link", "apply_delay", "max_rate", "window"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,6 +111,10 @@ pub struct ClusterSection {
     pub commit: CommitRule,
     pub retention_bytes: u64,
     pub retention_age: Duration,
+    /// Lag (in seconds behind) that raises an alert, for spares without their own.
+    pub lag_warn: Duration,
+    /// Shell command run for each event, with the event in its environment.
+    pub notify_command: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +136,8 @@ pub struct NodeConfig {
     pub max_rate: Option<u64>,
     pub window: u64,
     pub vote: bool,
+    /// This spare's own alert threshold (else the cluster's).
+    pub lag_warn: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -334,6 +345,14 @@ impl ClusterConfig {
             .expect("validate() checked there is one primary")
     }
 
+    /// The lag alert threshold of `spare`.
+    pub fn lag_warn(&self, spare: &str) -> Duration {
+        self.node(spare)
+            .ok()
+            .and_then(|n| n.lag_warn)
+            .unwrap_or(self.cluster.lag_warn)
+    }
+
     pub fn spares(&self) -> impl Iterator<Item = &NodeConfig> {
         self.nodes.iter().filter(|n| n.role == Role::Spare)
     }
@@ -453,6 +472,8 @@ fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<ClusterSection> {
     let commit = parse_commit(ctx, t.get("commit"))?;
     let retention_bytes = get_size(ctx, t, "retention_bytes")?.unwrap_or(DEFAULT_RETENTION_BYTES);
     let retention_age = get_duration(ctx, t, "retention_age", DEFAULT_RETENTION_AGE)?;
+    let lag_warn = get_duration(ctx, t, "lag_warn", DEFAULT_LAG_WARN)?;
+    let notify_command = get_str(ctx, t, "notify_command")?.map(str::to_string);
     Ok(ClusterSection {
         name,
         secret_file,
@@ -462,6 +483,8 @@ fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<ClusterSection> {
         commit,
         retention_bytes,
         retention_age,
+        lag_warn,
+        notify_command,
     })
 }
 
@@ -593,6 +616,10 @@ fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> Result<NodeC
         Some(Value::Boolean(b)) => *b,
         Some(other) => return Err(ctx.err("vote", format!("must be true or false, found {other}"))),
     };
+    let lag_warn = t
+        .contains_key("lag_warn")
+        .then(|| get_duration(&ctx, t, "lag_warn", DEFAULT_LAG_WARN))
+        .transpose()?;
     Ok(NodeConfig {
         name,
         role,
@@ -606,6 +633,7 @@ fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> Result<NodeC
         max_rate,
         window,
         vote,
+        lag_warn,
     })
 }
 

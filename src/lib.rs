@@ -20,6 +20,7 @@
 //! | [`client`] | a blocking HTTP client for the command line and monitors |
 //! | [`view`] | the cluster document shared by `spare status` and `GET /v1/cluster` |
 //! | [`durable`] | small files replaced atomically |
+//! | [`events`] | the events log (JSON lines) and `notify_command` |
 //! | [`state`] | `node.state`: epoch, promise, primary, role, replaced atomically |
 pub mod actors;
 pub mod client;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod core;
 pub mod durable;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod log;
 pub mod net;

@@ -100,10 +100,14 @@ impl Feeder {
         let state = match &outcome.result {
             Err(Error::Diverged(why)) => {
                 tracing::error!(%spare, %why, "spare diverged from this primary's history");
+                self.data.events.record("spare_diverged", Some(spare), why);
                 LinkState::Diverged
             }
             Err(e) if outcome.connected => {
                 tracing::warn!(%spare, cause = %e, "link to spare lost; redialling");
+                self.data
+                    .events
+                    .record("spare_disconnected", Some(spare), &e.to_string());
                 LinkState::Disconnected
             }
             Err(e) => {
@@ -281,6 +285,14 @@ impl Link {
         )
         .await?;
         *connected = true;
+        self.data.events.record(
+            "spare_connected",
+            Some(&self.spare.name),
+            &format!(
+                "{} connected at LSN {}",
+                self.spare.name, report.durable.lsn
+            ),
+        );
         let (rd, wr) = stream.into_split();
         let (tx, frames) = mpsc::channel(LINK_FRAME_QUEUE);
         let reader = AbortOnDrop(tokio::spawn(read_frames(rd, tx)));
@@ -438,7 +450,13 @@ impl Link {
                     .spare_applied
                     .insert(self.spare.name.clone(), applied);
                 if let Some(sync) = self.prim.sync() {
-                    sync.flushed(&self.spare.name, flushed, self.committed.borrow().lsn);
+                    if sync.flushed(&self.spare.name, flushed, self.committed.borrow().lsn) {
+                        self.data.events.record(
+                            "commit_rule_rejoined",
+                            Some(&self.spare.name),
+                            "caught up and rejoined the commit rule",
+                        );
+                    }
                 }
                 (received, flushed, applied)
             }

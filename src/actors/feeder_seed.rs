@@ -104,6 +104,14 @@ impl Link {
     ) -> Result<SpareReport> {
         let snap = self.snapshot_for(resume).await?;
         tracing::info!(spare = %self.spare.name, %reason, lsn = snap.position.lsn, bytes = snap.size, "seeding spare from a snapshot");
+        self.data.events.record(
+            "seed_started",
+            Some(&self.spare.name),
+            &format!(
+                "seeding {} ({} bytes at LSN {}): {reason}",
+                self.spare.name, snap.size, snap.position.lsn
+            ),
+        );
         self.send(
             io,
             Message::SeedStart {
@@ -150,6 +158,14 @@ impl Link {
             )));
         };
         tracing::info!(spare = %self.spare.name, lsn = durable.lsn, "spare installed the snapshot");
+        self.data.events.record(
+            "seed_finished",
+            Some(&self.spare.name),
+            &format!(
+                "{} installed the snapshot at LSN {}",
+                self.spare.name, durable.lsn
+            ),
+        );
         self.prim.seeding.remove(&self.spare.name);
         self.prim.pins.remove(&self.spare.name);
         let keep: Vec<String> = self

@@ -1,7 +1,11 @@
-//! A monitor: polls every node's `/v1/status` once per heartbeat and serves the cluster
-//! document (`GET /v1/cluster`). Polls run on the blocking pool with bounded timeouts; a poll
-//! still running when the next tick comes is not doubled.
+//! A monitor: polls every node's `/v1/status` once per heartbeat, builds the cluster
+//! document (`GET /v1/cluster`), keeps each spare's lag over the last minutes for the
+//! dashboard, and raises events: a spare over its lag threshold (`lag_warn`, WARN), back
+//! under it, a node (above all the primary) that stopped answering, or answers again.
+//! Polls run on the blocking pool with bounded timeouts; a poll still running when the next
+//! tick comes is not doubled. The decisions are `core::alerts`'.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use actix::{
@@ -10,17 +14,28 @@ use actix::{
 };
 use serde_json::{json, Value};
 
+use crate::actors::committer::now_ms;
 use crate::actors::primary::GetStatus;
 use crate::actors::supervisor::{ConfigChanged, StopNode};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::client;
 use crate::config::{ConfigCell, NodeConfig, Role};
+use crate::core::alerts::{LagAlerts, Reachability, Transition};
+use crate::events::EventLog;
 use crate::view::cluster_document;
+
+/// Lag samples kept per spare for the dashboard (at one per heartbeat: 10 minutes at 500 ms).
+pub const HISTORY_SAMPLES: usize = 1200;
 
 /// Asks for the cluster document.
 #[derive(Message)]
 #[rtype(result = "Value")]
 pub struct GetCluster;
+
+/// Asks for each spare's recent lag samples: `{spare: [[time_ms, records, seconds], ...]}`.
+#[derive(Message)]
+#[rtype(result = "Value")]
+pub struct GetHistory;
 
 type Statuses = Vec<(String, Result<Value, String>)>;
 
@@ -30,15 +45,23 @@ pub struct MonitorActor {
     /// Latest status of every node, from the last completed poll.
     latest: Statuses,
     polling: bool,
+    events: Arc<EventLog>,
+    alerts: LagAlerts,
+    reach: Reachability,
+    history: BTreeMap<String, VecDeque<(u64, Value, Value)>>,
 }
 
 impl MonitorActor {
-    pub fn new(cell: Arc<ConfigCell>, node: NodeConfig) -> Self {
+    pub fn new(cell: Arc<ConfigCell>, node: NodeConfig, events: Arc<EventLog>) -> Self {
         MonitorActor {
             cell,
             node,
             latest: Vec::new(),
             polling: false,
+            events,
+            alerts: LagAlerts::default(),
+            reach: Reachability::default(),
+            history: BTreeMap::new(),
         }
     }
 
@@ -51,15 +74,14 @@ impl MonitorActor {
             return;
         }
         self.polling = true;
-        let targets: Vec<(String, String)> = self
-            .cell
-            .get()
+        let config = self.cell.get();
+        let targets: Vec<(String, String)> = config
             .nodes
             .iter()
             .filter(|n| n.role != Role::Monitor)
             .map(|n| (n.name.clone(), n.http_advertise.clone()))
             .collect();
-        let timeout = self.cell.get().cluster.heartbeat * 2;
+        let timeout = config.cluster.heartbeat * 2;
         let work = tokio::task::spawn_blocking(move || {
             targets
                 .into_iter()
@@ -77,8 +99,107 @@ impl MonitorActor {
             act.polling = false;
             if let Ok(statuses) = res {
                 act.latest = statuses;
+                act.observe();
             }
         }));
+    }
+
+    /// Turns the latest poll into events and lag history.
+    fn observe(&mut self) {
+        let now = now_ms();
+        let config = self.cell.get();
+        for (name, status) in &self.latest {
+            match (
+                self.reach.check(name, status.is_ok(), now),
+                config.node(name).map(|n| n.role),
+            ) {
+                (Some(Transition::Raised), Ok(Role::Primary)) => {
+                    tracing::warn!(node = %name, "the primary stopped answering");
+                    self.events.record(
+                        "primary_unreachable",
+                        None,
+                        &format!("primary {name} is not answering"),
+                    );
+                }
+                (Some(Transition::Raised), _) => self.events.record(
+                    "node_unreachable",
+                    Some(name),
+                    &format!("{name} is not answering"),
+                ),
+                (Some(Transition::Cleared), _) => self.events.record(
+                    "node_reachable",
+                    Some(name),
+                    &format!("{name} answers again"),
+                ),
+                _ => {}
+            }
+        }
+        let doc = cluster_document(&config, &self.latest);
+        for n in doc["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["role"] == "spare")
+        {
+            let name = n["name"].as_str().unwrap_or_default().to_string();
+            let seconds = n["lag"]["seconds"].as_f64();
+            let threshold = config.lag_warn(&name).as_secs_f64();
+            match self.alerts.check(&name, seconds, threshold) {
+                Some(Transition::Raised) => {
+                    let msg = format!(
+                        "{name} is {:.1} s behind (threshold {threshold} s), {} records",
+                        seconds.unwrap_or(0.0),
+                        n["lag"]["records"]
+                    );
+                    tracing::warn!(spare = %name, %msg, "lag alert");
+                    self.events.record("lag_alert", Some(&name), &msg);
+                }
+                Some(Transition::Cleared) => self.events.record(
+                    "lag_recovered",
+                    Some(&name),
+                    &format!("{name} is back under {threshold} s of lag"),
+                ),
+                None => {}
+            }
+            let samples = self.history.entry(name).or_default();
+            if samples.len() == HISTORY_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back((
+                now,
+                n["lag"]["records"].clone(),
+                n["lag"]["seconds"].clone(),
+            ));
+        }
+    }
+
+    /// What needs a human's eye, in words.
+    fn problems(&self) -> Vec<String> {
+        let now = now_ms();
+        let config = self.cell.get();
+        let mut out = Vec::new();
+        for n in &config.nodes {
+            if let Some(since) = self.reach.down_since(&n.name) {
+                let what = if n.role == Role::Primary {
+                    "the primary"
+                } else {
+                    "node"
+                };
+                out.push(format!(
+                    "{what} {} has not answered for {:.0} s",
+                    n.name,
+                    now.saturating_sub(since) as f64 / 1000.0
+                ));
+            }
+            if self.alerts.is_raised(&n.name) {
+                out.push(format!(
+                    "spare {} is behind by more than its lag_warn ({:?})",
+                    n.name,
+                    config.lag_warn(&n.name)
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -87,6 +208,11 @@ impl Actor for MonitorActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.events.record(
+            "node_started",
+            None,
+            &format!("monitor {} started", self.node.name),
+        );
         self.poll(ctx);
         ctx.run_interval(self.cell.get().cluster.heartbeat, |act, ctx| act.poll(ctx));
     }
@@ -104,19 +230,46 @@ impl Handler<GetStatus> for MonitorActor {
 impl Handler<GetCluster> for MonitorActor {
     type Result = MessageResult<GetCluster>;
 
-    /// The cluster document from the latest poll.
+    /// The cluster document from the latest poll, with the problems seen.
     fn handle(&mut self, _: GetCluster, _: &mut Context<Self>) -> MessageResult<GetCluster> {
         let mut statuses = self.latest.clone();
         statuses.push((self.node.name.clone(), Ok(self.own_status())));
-        MessageResult(cluster_document(&self.cell.get(), &statuses))
+        let mut doc = cluster_document(&self.cell.get(), &statuses);
+        doc["source"] = json!(format!("monitor {}", self.node.name));
+        doc["problems"] = json!(self.problems());
+        MessageResult(doc)
+    }
+}
+
+impl Handler<GetHistory> for MonitorActor {
+    type Result = MessageResult<GetHistory>;
+
+    fn handle(&mut self, _: GetHistory, _: &mut Context<Self>) -> MessageResult<GetHistory> {
+        let doc: serde_json::Map<String, Value> = self
+            .history
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    s.iter()
+                        .map(|(t, r, sec)| json!([t, r, sec]))
+                        .collect::<Vec<_>>()
+                        .into(),
+                )
+            })
+            .collect();
+        MessageResult(Value::Object(doc))
     }
 }
 
 impl Handler<ConfigChanged> for MonitorActor {
     type Result = ();
 
-    /// Nothing to do: every poll reads the current configuration.
-    fn handle(&mut self, _: ConfigChanged, _: &mut Context<Self>) {}
+    /// Every poll reads the current configuration; only the notify command is cached.
+    fn handle(&mut self, _: ConfigChanged, _: &mut Context<Self>) {
+        self.events
+            .set_notify(self.cell.get().cluster.notify_command.clone());
+    }
 }
 
 impl Handler<StopNode> for MonitorActor {

@@ -19,6 +19,7 @@ use crate::actors::supervisor::{ConfigChanged, StopNode, SupervisorActor};
 use crate::actors::sync_tracker::SyncTracker;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, PrimaryRef, Result};
+use crate::events::EventLog;
 use crate::log::{self, LogWriter, Position, RecordKind};
 use crate::net::handshake::Identity;
 use crate::state::NodeState;
@@ -44,6 +45,8 @@ pub struct DataShared {
     /// Position just before the oldest record the log still holds (LSN 0 when it holds
     /// everything); kept current by whoever owns the log writer.
     pub base: std::sync::Mutex<Position>,
+    /// This node's events log.
+    pub events: Arc<EventLog>,
 }
 
 /// What only a primary's parts share: feeders, the committer's retention, status.
@@ -126,6 +129,7 @@ pub enum NodeAddr {
     },
     Monitor {
         actor: Addr<MonitorActor>,
+        events: Arc<EventLog>,
     },
 }
 
@@ -143,7 +147,7 @@ impl NodeAddr {
         let sent = match self {
             NodeAddr::Primary { actor, .. } => actor.try_send(msg).is_ok(),
             NodeAddr::Spare { actor, .. } => actor.try_send(msg).is_ok(),
-            NodeAddr::Monitor { actor } => actor.try_send(msg).is_ok(),
+            NodeAddr::Monitor { actor, .. } => actor.try_send(msg).is_ok(),
         };
         if !sent {
             tracing::warn!(
@@ -161,7 +165,7 @@ impl RunningNode {
                 unreachable!("a reload never removes the primary (checked)")
             }
             NodeAddr::Spare { actor, .. } => actor.do_send(StopNode),
-            NodeAddr::Monitor { actor } => actor.do_send(StopNode),
+            NodeAddr::Monitor { actor, .. } => actor.do_send(StopNode),
         }
         actix_rt::spawn(async move { self.http.stop(true).await });
     }
@@ -186,19 +190,50 @@ pub fn start(
     let config = cell.get();
     let node = config.node(name)?.clone();
     let addr = match node.role {
-        Role::Monitor => NodeAddr::Monitor {
-            actor: MonitorActor::new(cell.clone(), node.clone()).start(),
-        },
+        Role::Monitor => {
+            let events = node_events(&config, &node)?;
+            NodeAddr::Monitor {
+                actor: MonitorActor::new(cell.clone(), node.clone(), events.clone()).start(),
+                events,
+            }
+        }
         Role::Primary | Role::Spare => start_data_node(cell.clone(), node.clone())?,
     };
     let http = crate::http::serve(cell, node.clone(), addr.clone(), supervisor)?;
     tracing::info!(node = %node.name, role = node.role.as_str(), http = %node.http, peer = %node.peer, "node started");
+    addr.events().record(
+        "node_started",
+        None,
+        &format!("{} started as {}", node.name, node.role.as_str()),
+    );
     Ok(RunningNode {
         name: node.name,
         role: node.role,
         addr,
         http,
     })
+}
+
+/// The node's events log, in its data directory (created if needed).
+fn node_events(config: &ClusterConfig, node: &NodeConfig) -> Result<Arc<EventLog>> {
+    prepare_data_dir(config, node)?;
+    Ok(Arc::new(EventLog::new(
+        &node.name,
+        Some(node.data_dir.join("events.jsonl")),
+        config.cluster.notify_command.clone(),
+    )))
+}
+
+impl NodeAddr {
+    /// The node's events log.
+    pub fn events(&self) -> Arc<EventLog> {
+        match self {
+            NodeAddr::Primary { shared, .. } | NodeAddr::Spare { shared, .. } => {
+                shared.events.clone()
+            }
+            NodeAddr::Monitor { events, .. } => events.clone(),
+        }
+    }
 }
 
 fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
@@ -312,6 +347,7 @@ fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> 
         base: std::sync::Mutex::new(
             crate::log::base::load(&node.data_dir.join("log"))?.unwrap_or_default(),
         ),
+        events: node_events(&config, &node)?,
     });
     if node.role == Role::Spare {
         let actor =

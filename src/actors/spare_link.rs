@@ -45,6 +45,11 @@ pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: Socket
     let generation = shared.generation.send_modify_return(|g| *g += 1);
     *shared.diverged.lock().expect("lock") = None;
     tracing::info!(%from, primary = %peer.name, "primary connected");
+    shared.data.events.record(
+        "primary_connected",
+        None,
+        &format!("primary {} connected", peer.name),
+    );
     let result = stream_from_primary(&shared, stream, generation).await;
     if shared.generation.borrow().eq(&generation) {
         shared.connected.store(false, Ordering::Release);
@@ -54,7 +59,13 @@ pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: Socket
             tracing::error!(%why, "this spare's history diverged from the primary's; it must be re-seeded");
             *shared.diverged.lock().expect("lock") = Some(why);
         }
-        Err(e) => tracing::warn!(cause = %e, "link to the primary ended"),
+        Err(e) => {
+            tracing::warn!(cause = %e, "link to the primary ended");
+            shared
+                .data
+                .events
+                .record("primary_disconnected", None, &e.to_string());
+        }
         Ok(()) => tracing::info!("link to the primary replaced by a newer connection"),
     }
 }

@@ -21,6 +21,9 @@ pub struct SyncTracker {
 pub struct RuleOutcome {
     pub rule: String,
     pub met: bool,
+    /// Spares this write's deadline took out of the rule (for the events log).
+    #[serde(skip)]
+    pub demoted: Vec<String>,
 }
 
 impl SyncTracker {
@@ -39,16 +42,18 @@ impl SyncTracker {
     }
 
     /// A spare reported its flushed LSN; `tail` is the primary's committed LSN.
-    pub fn flushed(&self, spare: &str, flushed: u64, tail: u64) {
-        if self
+    /// Returns true if this brought the spare back into the rule.
+    pub fn flushed(&self, spare: &str, flushed: u64, tail: u64) -> bool {
+        let rejoined = self
             .rule
             .lock()
             .expect("rule lock")
-            .on_flushed(spare, flushed, tail)
-        {
+            .on_flushed(spare, flushed, tail);
+        if rejoined {
             tracing::info!(%spare, "spare caught up and rejoined the commit rule");
         }
         self.changed.notify_waiters();
+        rejoined
     }
 
     pub fn state_of(&self, spare: &str) -> Option<&'static str> {
@@ -79,7 +84,10 @@ impl SyncTracker {
                     tracing::warn!(%spare, lsn, "spare missed the commit deadline and leaves the commit rule; commits go on without it");
                 }
                 let met = self.rule.lock().expect("rule lock").standing(lsn) == Standing::Met;
-                return self.outcome(met);
+                return RuleOutcome {
+                    demoted,
+                    ..self.outcome(met)
+                };
             }
         }
     }
@@ -88,6 +96,7 @@ impl SyncTracker {
         RuleOutcome {
             rule: self.describe(),
             met,
+            demoted: Vec::new(),
         }
     }
 }

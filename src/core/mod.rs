@@ -1,6 +1,7 @@
 //! Pure protocol decisions: no I/O, no actix, no clock reads (time is passed in). The actors
 //! call these and carry out what they return, so the rules are tested deterministically.
 
+pub mod alerts;
 pub mod commit_rule;
 pub mod feeder;
 pub mod lag;

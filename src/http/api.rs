@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::actors::committer::{Job, WriteJob};
-use crate::actors::monitor::GetCluster;
+use crate::actors::monitor::{GetCluster, GetHistory};
 use crate::actors::node::{primary_ref, NodeAddr};
 use crate::actors::primary::GetStatus;
 use crate::actors::supervisor::Reload;
@@ -99,7 +99,18 @@ async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     })??;
     let mut answer = json!({ "results": outcome.results, "lsn": outcome.lsn });
     if let Some(sync) = primary.sync() {
-        answer["commit"] = json!(sync.wait(outcome.lsn).await);
+        let rule = sync.wait(outcome.lsn).await;
+        for spare in &rule.demoted {
+            state.addr.events().record(
+                "commit_rule_demoted",
+                Some(spare),
+                &format!(
+                    "{spare} missed the commit deadline and left the rule {}",
+                    rule.rule
+                ),
+            );
+        }
+        answer["commit"] = json!(rule);
     }
     Ok(answer)
 }
@@ -149,14 +160,14 @@ pub async fn status(state: web::Data<ApiState>) -> HttpResponse {
     let doc = match &state.addr {
         NodeAddr::Primary { actor, .. } => actor.send(GetStatus).await,
         NodeAddr::Spare { actor, .. } => actor.send(GetStatus).await,
-        NodeAddr::Monitor { actor } => actor.send(GetStatus).await,
+        NodeAddr::Monitor { actor, .. } => actor.send(GetStatus).await,
     };
     respond(doc.map_err(|e| Error::Unavailable(format!("node actor did not answer: {e}"))))
 }
 
 /// `GET /v1/cluster`: the whole cluster, on monitors.
 pub async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
-    let NodeAddr::Monitor { actor } = &state.addr else {
+    let NodeAddr::Monitor { actor, .. } = &state.addr else {
         return error_response(&Error::InvalidInput(
             "/v1/cluster is served by monitors; ask a monitor, or use `spare status`".into(),
         ));
@@ -183,4 +194,24 @@ pub async fn reload(state: web::Data<ApiState>) -> HttpResponse {
             "the supervisor did not answer: {e}"
         ))),
     }
+}
+
+/// `GET /v1/events`: this node's most recent events, oldest first.
+pub async fn events(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "events": state.addr.events().recent() }))
+}
+
+/// `GET /v1/history`: (monitors) each spare's lag over the last minutes.
+pub async fn history(state: web::Data<ApiState>) -> HttpResponse {
+    let NodeAddr::Monitor { actor, .. } = &state.addr else {
+        return error_response(&Error::InvalidInput(
+            "/v1/history is served by monitors".into(),
+        ));
+    };
+    respond(
+        actor
+            .send(GetHistory)
+            .await
+            .map_err(|e| Error::Unavailable(format!("monitor actor did not answer: {e}"))),
+    )
 }

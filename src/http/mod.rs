@@ -55,6 +55,8 @@ pub fn serve(
             .route("/v1/status", web::get().to(api::status))
             .route("/v1/cluster", web::get().to(api::cluster))
             .route("/v1/admin/reload", web::post().to(api::reload))
+            .route("/v1/events", web::get().to(api::events))
+            .route("/v1/history", web::get().to(api::history))
             .default_service(web::to(api::not_found))
     })
     .workers(HTTP_WORKERS)
