@@ -57,6 +57,9 @@ pub struct Feeder {
     primary: Addr<PrimaryActor>,
     /// Pause before the next dial; grows while dials fail.
     backoff: Duration,
+    /// The spare's last known progress, carried across links so that a spare that cannot be
+    /// reached keeps its real position (and its lag keeps growing).
+    last_progress: Option<SpareProgress>,
 }
 
 impl Feeder {
@@ -74,6 +77,7 @@ impl Feeder {
             committed,
             primary,
             backoff: RECONNECT_BACKOFF_MIN,
+            last_progress: None,
         }
     }
 
@@ -86,7 +90,7 @@ impl Feeder {
             primary: self.primary.clone(),
             reader: Some(LogReader::new(&self.data.log_dir())),
             times: VecDeque::new(),
-            progress: None,
+            progress: self.last_progress.clone(),
         };
         ctx.spawn(
             link.run()
@@ -121,6 +125,8 @@ impl Feeder {
             .unwrap_or_else(|| SpareProgress::new(spare, state));
         last.state = state;
         last.in_flight_bytes = 0;
+        last.seed = None;
+        self.last_progress = Some(last.clone());
         let _ = self.primary.try_send(last);
         self.backoff = if outcome.connected {
             RECONNECT_BACKOFF_MIN

@@ -58,6 +58,8 @@ pub struct PrimaryShared {
     pub pins: dashmap::DashMap<String, u64>,
     /// Per seeding spare, the snapshot it is receiving (kept on disk until it is installed).
     pub seeding: dashmap::DashMap<String, String>,
+    /// Commit latency as clients see it, for `/metrics`.
+    pub latency: crate::http::metrics::LatencyHistogram,
     /// Transactions committed (Txn records) since this process started.
     pub commits: std::sync::atomic::AtomicU64,
     /// Offsets and commit times of the newest records, for lag in bytes and seconds.

@@ -5,9 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use serde_json::json;
 use serde_json::Value;
 use spare::client;
-use spare::config::ClusterConfig;
+use spare::config::{ClusterConfig, Role};
 use spare::view::cluster_document;
 
 use crate::cli::sql::print_table;
@@ -17,12 +18,21 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Refresh period of `--watch`.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Fetches every node's status and builds the cluster document.
+/// The cluster document: from the first monitor that answers (the same as its
+/// `GET /v1/cluster`), else built here from the data nodes and marked partial.
 pub fn collect(config: &ClusterConfig) -> Value {
+    for m in config.nodes.iter().filter(|n| n.role == Role::Monitor) {
+        if let Ok(r) = client::get(&m.http_advertise, "/v1/cluster", STATUS_TIMEOUT) {
+            if r.status == 200 {
+                return r.body;
+            }
+        }
+    }
     let statuses: Vec<(String, Result<Value, String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = config
             .nodes
             .iter()
+            .filter(|n| n.role != Role::Monitor)
             .map(|n| {
                 s.spawn(move || {
                     (
@@ -39,7 +49,18 @@ pub fn collect(config: &ClusterConfig) -> Value {
             .map(|h| h.join().expect("status thread"))
             .collect()
     });
-    cluster_document(config, &statuses)
+    let mut statuses = statuses;
+    for m in config.nodes.iter().filter(|n| n.role == Role::Monitor) {
+        statuses.push((m.name.clone(), Err("did not answer".to_string())));
+    }
+    let mut doc = cluster_document(config, &statuses);
+    let has_monitors = config.nodes.iter().any(|n| n.role == Role::Monitor);
+    doc["source"] = json!("data nodes");
+    if has_monitors {
+        doc["partial"] = json!(true);
+        doc["problems"] = json!(["no monitor answered: this view comes from the data nodes alone (no lag alerts, no history)"]);
+    }
+    doc
 }
 
 pub fn run(config_path: &Path, as_json: bool, watch: bool) -> Result<()> {
@@ -80,8 +101,14 @@ fn print_human(doc: &Value) {
         text(&doc["epoch"]),
         text(&doc["primary"])
     );
+    if let Some(source) = doc["source"].as_str() {
+        println!("(from {source})");
+    }
     if doc["partial"] == true {
-        println!("(partial view: some nodes did not answer)");
+        println!("partial view: some nodes did not answer");
+    }
+    for p in doc["problems"].as_array().into_iter().flatten() {
+        println!("! {}", p.as_str().unwrap_or_default());
     }
     let columns: Vec<String> = [
         "NODE",

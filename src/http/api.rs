@@ -65,7 +65,12 @@ fn respond(r: Result<Value>) -> HttpResponse {
 
 /// `POST /v1/execute`: writes, on the primary only.
 pub async fn execute(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
-    respond(execute_inner(&state, &body).await)
+    let started = std::time::Instant::now();
+    let answer = execute_inner(&state, &body).await;
+    if let (Ok(_), NodeAddr::Primary { primary, .. }) = (&answer, &state.addr) {
+        primary.latency.record(started.elapsed().as_secs_f64());
+    }
+    respond(answer)
 }
 
 async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
@@ -214,4 +219,23 @@ pub async fn history(state: web::Data<ApiState>) -> HttpResponse {
             .await
             .map_err(|e| Error::Unavailable(format!("monitor actor did not answer: {e}"))),
     )
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    let status = match &state.addr {
+        NodeAddr::Primary { actor, .. } => actor.send(GetStatus).await,
+        NodeAddr::Spare { actor, .. } => actor.send(GetStatus).await,
+        NodeAddr::Monitor { actor, .. } => actor.send(GetStatus).await,
+    };
+    let Ok(status) = status else {
+        return error_response(&Error::Unavailable("node actor did not answer".into()));
+    };
+    let latency = match &state.addr {
+        NodeAddr::Primary { primary, .. } => Some(&primary.latency),
+        _ => None,
+    };
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::http::metrics::render(&status, latency))
 }

@@ -3,6 +3,8 @@
 //! `{"error": code, "message": ...}` with a fitting status.
 
 mod api;
+mod dashboard;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -56,6 +58,8 @@ pub fn serve(
             .route("/v1/cluster", web::get().to(api::cluster))
             .route("/v1/admin/reload", web::post().to(api::reload))
             .route("/v1/events", web::get().to(api::events))
+            .route("/metrics", web::get().to(api::metrics))
+            .route("/", web::get().to(dashboard::page))
             .route("/v1/history", web::get().to(api::history))
             .default_service(web::to(api::not_found))
     })

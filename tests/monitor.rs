@@ -1,0 +1,349 @@
+//! Monitors (DESIGN.md §6): honest lag in records, bytes and seconds; status from a monitor
+//! or, without one, from the data nodes; Prometheus metrics; lag alerts with the events log
+//! and the notify command; the dashboard in a real headless browser.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{wait_until, Cluster};
+use serde_json::{json, Value};
+
+fn spare_lag(c: &Cluster, spare: &str) -> Value {
+    let st = c.status("main");
+    st["spares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == spare)
+        .unwrap()["lag"]
+        .clone()
+}
+
+fn caught_up(lag: &Value) -> bool {
+    lag["records"] == 0 && lag["bytes"] == 0 && lag["seconds"].as_f64() == Some(0.0)
+}
+
+fn write_some(c: &Cluster, n: usize) -> u64 {
+    let mut lsn = 0;
+    for i in 0..n {
+        lsn = c.exec(
+            "INSERT INTO t (v) VALUES (?)",
+            json!([format!("row {i} {}", "x".repeat(200))]),
+        );
+    }
+    lsn
+}
+
+#[test]
+fn idle_cluster_reads_zero_lag_in_every_unit() {
+    let mut c = Cluster::new(2, true);
+    c.start_all();
+    c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        json!([]),
+    );
+    write_some(&c, 20);
+    // Idle now: heartbeat records flow, and every spare applies them.
+    wait_until("both spares to read zero lag", || {
+        caught_up(&spare_lag(&c, "lan-1")) && caught_up(&spare_lag(&c, "lan-2"))
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    for spare in ["lan-1", "lan-2"] {
+        let lag = spare_lag(&c, spare);
+        assert!(
+            lag["records"].as_u64().unwrap() <= 1,
+            "an idle spare is at most one heartbeat behind: {lag}"
+        );
+        assert!(lag["seconds"].as_f64().unwrap() < 1.0, "{lag}");
+    }
+    let status = c.cli(&["status", "--json"]);
+    let doc: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["source"], "monitor watch-1");
+    assert!(
+        doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["role"] == "spare")
+            .all(|n| n["state"] == "streaming"),
+        "{doc}"
+    );
+}
+
+#[test]
+fn lag_grows_in_every_unit_while_a_spare_is_cut_off_and_returns_to_zero() {
+    let mut c = Cluster::new(1, false);
+    let proxy = c.proxy("lan-1");
+    c.start_all();
+    let lsn = c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        json!([]),
+    );
+    c.wait_applied("lan-1", lsn);
+    proxy.cut();
+    write_some(&c, 50);
+    let first = spare_lag(&c, "lan-1");
+    assert!(first["records"].as_u64().unwrap() >= 50, "{first}");
+    assert!(first["bytes"].as_u64().unwrap() >= 50 * 200, "{first}");
+    // Nobody writes now, yet the lag keeps growing: heartbeats.
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = spare_lag(&c, "lan-1");
+    assert!(
+        later["records"].as_u64() > first["records"].as_u64(),
+        "{first} then {later}"
+    );
+    assert!(
+        later["bytes"].as_u64() > first["bytes"].as_u64(),
+        "{first} then {later}"
+    );
+    assert!(
+        later["seconds"].as_f64().unwrap() >= first["seconds"].as_f64().unwrap() + 1.0,
+        "{first} then {later}"
+    );
+    proxy.pass();
+    wait_until("lan-1 back to zero lag", || {
+        caught_up(&spare_lag(&c, "lan-1"))
+    });
+}
+
+#[test]
+fn status_json_agrees_with_the_monitor_and_falls_back_to_the_data_nodes() {
+    let mut c = Cluster::new(1, true);
+    c.start_all();
+    let lsn = c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        json!([]),
+    );
+    c.wait_applied("lan-1", lsn);
+    let shape = |d: &Value| {
+        d["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["name"].clone(), n["role"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let from_cli: Value = serde_json::from_slice(&c.cli(&["status", "--json"]).stdout).unwrap();
+    let from_monitor = spare::client::get(&c.http("watch-1"), "/v1/cluster", common::TIMEOUT)
+        .unwrap()
+        .body;
+    assert_eq!(shape(&from_cli), shape(&from_monitor));
+    assert_eq!(from_cli["source"], from_monitor["source"]);
+    assert_eq!(from_cli["primary"], "main");
+    c.kill("watch-1");
+    let out = c.cli(&["status", "--json"]);
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["source"], "data nodes");
+    assert_eq!(doc["partial"], true);
+    assert_eq!(doc["primary"], "main");
+    let table = String::from_utf8_lossy(&c.cli(&["status"]).stdout).into_owned();
+    assert!(
+        table.contains("partial view") && table.contains("no monitor answered"),
+        "{table}"
+    );
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_on_every_node() {
+    let mut c = Cluster::new(1, true);
+    c.start_all();
+    let lsn = c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        json!([]),
+    );
+    c.wait_applied("lan-1", write_some(&c, 5).max(lsn));
+    wait_until("lan-1 to be streaming", || {
+        spare_lag(&c, "lan-1")["records"].as_u64().is_some()
+    });
+    for node in ["main", "lan-1", "watch-1"] {
+        let text = ureq::get(&format!("http://{}/metrics", c.http(node)))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .unwrap_or_else(|e| panic!("{node}: {e}\n{text}"));
+        assert!(
+            scrape
+                .samples
+                .iter()
+                .all(|s| s.metric.starts_with("spare_")),
+            "{node}: {text}"
+        );
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == "spare_up"),
+            "{node}: {text}"
+        );
+        if node == "main" {
+            for name in [
+                "spare_lag_records",
+                "spare_lag_bytes",
+                "spare_lag_seconds",
+                "spare_link_up",
+                "spare_feeder_window_in_use_bytes",
+                "spare_seed_progress_ratio",
+            ] {
+                assert!(
+                    scrape
+                        .samples
+                        .iter()
+                        .any(|s| s.metric == name && s.labels.get("spare") == Some("lan-1")),
+                    "{name} missing: {text}"
+                );
+            }
+            let commits = scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == "spare_commits_total")
+                .unwrap();
+            assert!(
+                matches!(commits.value, prometheus_parse::Value::Counter(v) if v >= 6.0),
+                "{text}"
+            );
+            assert!(
+                scrape
+                    .samples
+                    .iter()
+                    .any(|s| s.metric == "spare_commit_latency_seconds"),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn notify_command_receives_a_lag_alert_and_its_recovery() {
+    let mut c = Cluster::new(1, true);
+    let out = c.dir.path().join("notified.txt");
+    c.cluster_option("lag_warn = \"1s\"");
+    c.cluster_option(&format!(
+        "notify_command = 'echo \"$SPARE_EVENT_KIND $SPARE_EVENT_SPARE\" >> {}'",
+        out.display()
+    ));
+    let proxy = c.proxy("lan-1");
+    c.start_all();
+    let lsn = c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        json!([]),
+    );
+    c.wait_applied("lan-1", lsn);
+    proxy.cut();
+    write_some(&c, 5);
+    wait_until("the notify command to receive a lag alert", || {
+        common::read_file(&out).contains("lag_alert lan-1")
+    });
+    let events = std::fs::read_to_string(c.data_dir("watch-1").join("events.jsonl")).unwrap();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("\"kind\":\"lag_alert\"") && l.contains("lan-1")),
+        "{events}"
+    );
+    assert!(
+        c.log("watch-1").contains("lag alert"),
+        "the alert is a WARN in the monitor's log"
+    );
+    let problems = spare::client::get(&c.http("watch-1"), "/v1/cluster", common::TIMEOUT)
+        .unwrap()
+        .body["problems"]
+        .clone();
+    assert!(problems.to_string().contains("lan-1"), "{problems}");
+    proxy.pass();
+    wait_until("the notify command to receive the recovery", || {
+        common::read_file(&out).contains("lag_recovered lan-1")
+    });
+}
+
+#[test]
+fn monitor_says_when_the_primary_stops_answering() {
+    let mut c = Cluster::new(1, true);
+    c.start_all();
+    c.kill("main");
+    wait_until("the monitor to report the primary", || {
+        let doc = spare::client::get(&c.http("watch-1"), "/v1/cluster", common::TIMEOUT)
+            .unwrap()
+            .body;
+        doc["problems"]
+            .to_string()
+            .contains("the primary main has not answered")
+    });
+    let events = spare::client::get(&c.http("watch-1"), "/v1/events", common::TIMEOUT)
+        .unwrap()
+        .body;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "primary_unreachable"),
+        "{events}"
+    );
+}
+
+/// Debian's Chromium, if installed (CI installs it; `SPARE_REQUIRE_BROWSER=1` makes its
+/// absence a failure instead of a skip).
+fn chromium() -> Option<&'static str> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("SPARE_REQUIRE_BROWSER").is_none(),
+            "chromium is required (SPARE_REQUIRE_BROWSER is set): apt-get install chromium"
+        );
+        eprintln!("SKIPPED: the dashboard browser test needs Debian's chromium (apt-get install chromium); .ci/run installs it");
+    }
+    found
+}
+
+#[test]
+fn dashboard_shows_every_spare_and_its_lag_in_a_real_browser() {
+    let Some(browser) = chromium() else { return };
+    let mut c = Cluster::new(2, true);
+    c.start_all();
+    c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        json!([]),
+    );
+    let lsn = write_some(&c, 3);
+    c.wait_applied("lan-2", lsn);
+    let profile = c.dir.path().join("chromium-profile");
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=4000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("http://{}/", c.http("watch-1")))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for spare in ["lan-1", "lan-2"] {
+        let row = dom
+            .split(&format!("id=\"node-{spare}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no row for {spare} in the page:\n{dom}"));
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert!(
+            row.contains("data-lag-records=\"0\"") || row.contains("data-lag-records=\"1\""),
+            "{spare}'s lag is not shown: {row}"
+        );
+        assert!(row.contains("class=\"lag-seconds\""), "{row}");
+        assert!(
+            dom.contains(&format!("id=\"chart-{spare}\"")),
+            "no lag chart for {spare}"
+        );
+    }
+    assert!(dom.contains("node_started"), "recent events are shown");
+}
