@@ -208,13 +208,15 @@ impl Actor for MonitorActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        self.events.record(
-            "node_started",
-            None,
-            &format!("monitor {} started", self.node.name),
-        );
         self.poll(ctx);
-        ctx.run_interval(self.cell.get().cluster.heartbeat, |act, ctx| act.poll(ctx));
+        // Poll half a heartbeat out of step with the primary's heartbeat timer (the same
+        // period), so an idle cluster is not always sampled right after a heartbeat record,
+        // before the spares acknowledged it.
+        let period = self.cell.get().cluster.heartbeat;
+        ctx.run_later(period / 2, move |act, ctx| {
+            act.poll(ctx);
+            ctx.run_interval(period, |act, ctx| act.poll(ctx));
+        });
     }
 }
 

@@ -120,6 +120,8 @@ fn print_human(doc: &Value) {
         "LAG (records)",
         "LAG (s)",
         "LAST ACK",
+        "LAG (bytes)",
+        "SYNC",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -141,6 +143,7 @@ fn print_human(doc: &Value) {
                         text(&lag["records"]),
                         text(&lag["seconds"]),
                         text(&lag["last_ack_age_s"]),
+                        text(&lag["bytes"]),
                         text(&n["sync"]),
                     ]
                 })

@@ -135,7 +135,12 @@ fn render_latency(t: &mut Text, h: &LatencyHistogram) {
 }
 
 /// A per-spare gauge: name, type, help, and how to read it from the spare's status.
-type Series = (&'static str, &'static str, &'static str, fn(&Value) -> Option<f64>);
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Value) -> Option<f64>,
+);
 
 fn render_spares(t: &mut Text, spares: &[Value]) {
     let series: [Series; 7] = [
