@@ -5,4 +5,10 @@ pub mod alerts;
 pub mod commit_rule;
 pub mod feeder;
 pub mod lag;
+pub mod lease;
 pub mod position;
+pub mod promotion;
+pub mod voter;
+
+#[cfg(test)]
+mod sim;
