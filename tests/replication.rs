@@ -197,3 +197,35 @@ fn query_with_min_lsn_waits_boundedly_for_the_spare() {
         r.body
     );
 }
+
+#[test]
+fn api_errors_are_json_with_a_fitting_status() {
+    let mut c = Cluster::new(1, false);
+    c.start_all();
+    let http = c.http("main");
+    let big = format!("{{\"sql\": \"{}\"}}", "x".repeat(17 * 1024 * 1024));
+    let answer = |r: Result<ureq::Response, ureq::Error>| match r {
+        Ok(r) => (r.status(), r.into_json::<serde_json::Value>().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json::<serde_json::Value>().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    let (status, body) = answer(ureq::post(&format!("http://{http}/v1/execute")).send_string(&big));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("too_large")),
+        "{body}"
+    );
+    let (status, body) = answer(ureq::get(&format!("http://{http}/v1/execute")).call());
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{body}"
+    );
+    let (status, body) = answer(ureq::get(&format!("http://{http}/v1/nothing")).call());
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    assert!(c.is_running("main"));
+}

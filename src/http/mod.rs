@@ -9,6 +9,7 @@ pub mod metrics;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
@@ -52,15 +53,16 @@ pub fn serve(
         App::new()
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(MAX_REQUEST_BYTES))
-            .route("/v1/execute", web::post().to(api::execute))
-            .route("/v1/query", web::post().to(api::query))
-            .route("/v1/status", web::get().to(api::status))
-            .route("/v1/cluster", web::get().to(api::cluster))
-            .route("/v1/admin/reload", web::post().to(api::reload))
-            .route("/v1/events", web::get().to(api::events))
-            .route("/metrics", web::get().to(api::metrics))
-            .route("/", web::get().to(dashboard::page))
-            .route("/v1/history", web::get().to(api::history))
+            .service(post("/v1/execute").to(api::execute))
+            .service(post("/v1/query").to(api::query))
+            .service(get("/v1/status").to(api::status))
+            .service(get("/v1/cluster").to(api::cluster))
+            .service(post("/v1/admin/reload").to(api::reload))
+            .service(get("/v1/events").to(api::events))
+            .service(get("/v1/history").to(api::history))
+            .service(get("/metrics").to(api::metrics))
+            .service(get("/").to(dashboard::page))
+            .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, too_large))
             .default_service(web::to(api::not_found))
     })
     .workers(HTTP_WORKERS)
@@ -75,6 +77,60 @@ pub fn serve(
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(handle)
+}
+
+/// A route answering `method` only; any other method gets a JSON 405 naming the right one.
+struct OneMethod {
+    path: &'static str,
+    method: actix_web::http::Method,
+}
+
+fn post(path: &'static str) -> OneMethod {
+    OneMethod {
+        path,
+        method: actix_web::http::Method::POST,
+    }
+}
+
+fn get(path: &'static str) -> OneMethod {
+    OneMethod {
+        path,
+        method: actix_web::http::Method::GET,
+    }
+}
+
+impl OneMethod {
+    fn to<F, Args>(self, handler: F) -> actix_web::Resource
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        let expected = self.method.to_string();
+        web::resource(self.path)
+            .route(web::method(self.method).to(handler))
+            .default_service(web::to(move || {
+                let message = format!("use {expected} on this route");
+                async move {
+                    HttpResponse::MethodNotAllowed()
+                        .json(json!({ "error": "method_not_allowed", "message": message }))
+                }
+            }))
+    }
+}
+
+/// Bodies over [`MAX_REQUEST_BYTES`] get a JSON answer too.
+fn too_large<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (req, _) = res.into_parts();
+    let body = json!({ "error": "too_large", "message": format!("the request body is over {} MiB; split the batch", MAX_REQUEST_BYTES >> 20) });
+    let res = HttpResponse::PayloadTooLarge()
+        .json(body)
+        .map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, res),
+    ))
 }
 
 /// The JSON error answer for `err`.
