@@ -71,3 +71,111 @@ pub fn post_with(agent: &ureq::Agent, http: &str, path: &str, body: &Value) -> R
 pub fn get_with(agent: &ureq::Agent, http: &str, path: &str) -> Result<Reply> {
     finish(http, agent.get(&url(http, path)).call())
 }
+
+/// How many "not the primary" answers a write follows before giving up (a promotion in
+/// progress can move the primary once more while a write looks for it).
+pub const MAX_REDIRECTS: usize = 3;
+
+/// A client of the cluster that knows several nodes and finds the primary by itself: it
+/// sends writes to the last primary it saw, follows "not the primary" answers (HTTP 421,
+/// which name the primary), and tries the other nodes when one does not answer. No DNS
+/// change is needed when the primary moves.
+pub struct Client {
+    nodes: Vec<String>,
+    primary: std::sync::Mutex<Option<String>>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client of the nodes at these HTTP addresses (host:port), in the order to try them.
+    pub fn new(nodes: impl IntoIterator<Item = String>) -> Self {
+        Client {
+            nodes: nodes.into_iter().collect(),
+            primary: std::sync::Mutex::new(None),
+            agent: agent(REQUEST_TIMEOUT),
+        }
+    }
+
+    /// A client of every data node of `config`, its primary first.
+    pub fn from_config(config: &crate::config::ClusterConfig) -> Self {
+        let mut nodes = vec![config.primary().http_advertise.clone()];
+        nodes.extend(config.spares().map(|s| s.http_advertise.clone()));
+        Client::new(nodes)
+    }
+
+    /// Runs a write (`{"sql", "params"}` or `{"batch": [...]}`) on the primary; returns its
+    /// answer. SQL errors come back as `Error::Sql` / `Error::InvalidInput` with the node's
+    /// message; `Error::Unavailable` when no node could be reached.
+    pub fn execute(&self, body: &Value) -> Result<Value> {
+        let mut candidates: Vec<String> = self
+            .primary
+            .lock()
+            .expect("primary lock")
+            .iter()
+            .cloned()
+            .collect();
+        candidates.extend(self.nodes.iter().cloned());
+        let mut last_error = None;
+        for start in candidates {
+            match self.execute_from(&start, body) {
+                Ok(v) => return Ok(v),
+                Err(e @ Error::Unavailable(_)) => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::Unavailable("no node to send the write to".into())))
+    }
+
+    /// Sends the write to `http`, following redirects to the primary.
+    fn execute_from(&self, http: &str, body: &Value) -> Result<Value> {
+        let mut target = http.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let reply = post_with(&self.agent, &target, "/v1/execute", body)?;
+            if reply.status == 421 {
+                match reply.body["primary"]["http"].as_str() {
+                    Some(next) if next != target => {
+                        target = next.to_string();
+                        continue;
+                    }
+                    _ => {
+                        return Err(Error::Unavailable(format!(
+                            "{target} is not the primary and names no other"
+                        )))
+                    }
+                }
+            }
+            if reply.status == 200 {
+                *self.primary.lock().expect("primary lock") = Some(target);
+                return Ok(reply.body);
+            }
+            return Err(node_error(&target, &reply));
+        }
+        Err(Error::Unavailable(format!(
+            "the primary could not be found after {MAX_REDIRECTS} redirects; check `spare status`"
+        )))
+    }
+
+    /// Runs a read on `http` (a node's address).
+    pub fn query(&self, http: &str, body: &Value) -> Result<Value> {
+        let reply = post_with(&self.agent, http, "/v1/query", body)?;
+        if reply.status == 200 {
+            return Ok(reply.body);
+        }
+        Err(node_error(http, &reply))
+    }
+}
+
+/// The node's JSON error as a library error, keeping its code's meaning.
+fn node_error(http: &str, reply: &Reply) -> Error {
+    let message = reply.body["message"]
+        .as_str()
+        .unwrap_or("no message")
+        .to_string();
+    match reply.body["error"].as_str() {
+        Some("sql_error") => Error::Sql(message),
+        Some("not_read_only") => Error::NotReadOnly,
+        Some("unavailable") => Error::Unavailable(format!("{http}: {message}")),
+        _ if reply.status >= 500 => Error::Unavailable(format!("{http}: {message}")),
+        _ => Error::InvalidInput(message),
+    }
+}

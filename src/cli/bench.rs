@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use spare::client::{self, REQUEST_TIMEOUT};
+use spare::client::{self, Client, REQUEST_TIMEOUT};
 use spare::config::ClusterConfig;
 
 /// Longest run accepted, so a mistyped duration cannot load a production primary for hours.
@@ -148,9 +148,10 @@ fn percentiles(h: &Histogram<u64>, divisor: f64) -> Value {
     })
 }
 
-/// One client: INSERTs until told to stop; returns its latencies in µs.
+/// One client: INSERTs until told to stop; returns its latencies in µs. It finds the
+/// primary by itself (a switchover during a run moves it).
 fn client_loop(shared: &Shared, client: usize, row_bytes: usize) -> Histogram<u64> {
-    let agent = client::agent(REQUEST_TIMEOUT);
+    let cluster = Client::new(vec![shared.http.clone()]);
     let mut h = new_histogram();
     let payload = "x".repeat(row_bytes);
     let body = json!({ "sql": "INSERT INTO spare_bench (client, payload) VALUES (?, ?)", "params": [client, payload] });
@@ -160,12 +161,12 @@ fn client_loop(shared: &Shared, client: usize, row_bytes: usize) -> Histogram<u6
             break;
         }
         let t = Instant::now();
-        match client::post_with(&agent, &shared.http, "/v1/execute", &body) {
-            Ok(r) if r.status == 200 => {
+        match cluster.execute(&body) {
+            Ok(_) => {
                 let _ = h.record(t.elapsed().as_micros() as u64);
                 shared.commits.fetch_add(1, Ordering::Relaxed);
             }
-            _ => {
+            Err(_) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
             }
         }

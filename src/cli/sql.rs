@@ -1,16 +1,15 @@
 //! `spare sql`: reads go to --node (or the primary); anything that writes is sent to the
 //! primary's /v1/execute. Which is which is SQLite's own judgement: the node refuses a
-//! writing statement on /v1/query with `not_read_only`, and the command then executes it.
+//! writing statement on /v1/query with `not_read_only`, and the command then executes it
+//! through [`spare::client::Client`], which finds the primary by itself.
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
-use spare::client::{self, Reply, REQUEST_TIMEOUT};
+use spare::client::Client;
 use spare::config::ClusterConfig;
-
-/// How many 421 redirects a write follows before giving up (a promotion in progress).
-const MAX_REDIRECTS: usize = 3;
+use spare::error::Error;
 
 fn param(s: &str) -> Value {
     match serde_json::from_str::<Value>(s) {
@@ -43,60 +42,23 @@ pub fn run(
     if let Some(m) = min_lsn {
         body["min_lsn"] = json!(m);
     }
-    let reply = client::post(
-        &read_node.http_advertise,
-        "/v1/query",
-        &body,
-        REQUEST_TIMEOUT,
-    )?;
-    if reply.status == 200 {
-        return print_rows(&reply.body, as_json);
+    let client = Client::from_config(&config);
+    match client.query(&read_node.http_advertise, &body) {
+        Ok(rows) => return print_rows(&rows, as_json),
+        Err(Error::NotReadOnly) => {}
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", read_node.name)),
     }
-    if reply.body["error"] != "not_read_only" {
-        fail(&read_node.name, &reply)?;
-    }
-    let reply = execute(&config.primary().http_advertise, &body)?;
+    let reply = client.execute(&body)?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&reply.body)?);
+        println!("{}", serde_json::to_string_pretty(&reply)?);
         return Ok(());
     }
-    let r = &reply.body["results"][0];
+    let r = &reply["results"][0];
     println!(
         "OK: {} row(s) affected, last insert rowid {}, LSN {}",
-        r["rows_affected"], r["last_insert_rowid"], reply.body["lsn"]
+        r["rows_affected"], r["last_insert_rowid"], reply["lsn"]
     );
     Ok(())
-}
-
-/// Sends a write to `http`, following "not the primary" answers to the node they name.
-fn execute(http: &str, body: &Value) -> Result<Reply> {
-    let mut target = http.to_string();
-    for _ in 0..=MAX_REDIRECTS {
-        let reply = client::post(&target, "/v1/execute", body, REQUEST_TIMEOUT)?;
-        if reply.status == 421 {
-            if let Some(next) = reply.body["primary"]["http"]
-                .as_str()
-                .filter(|h| *h != target)
-            {
-                target = next.to_string();
-                continue;
-            }
-        }
-        if reply.status != 200 {
-            fail(&target, &reply)?;
-        }
-        return Ok(reply);
-    }
-    bail!("the primary could not be found after {MAX_REDIRECTS} redirects; check `spare status`")
-}
-
-fn fail(node: &str, reply: &Reply) -> Result<()> {
-    let msg = reply.body["message"].as_str().unwrap_or("no message");
-    bail!(
-        "{node}: {} ({})",
-        msg,
-        reply.body["error"].as_str().unwrap_or("error")
-    )
 }
 
 fn cell(v: &Value) -> String {
