@@ -106,7 +106,12 @@ fn primary_memory_stays_bounded_while_a_spare_is_stalled_through_a_long_load() {
     let last = write_volume(&c, 600, 100, 1000);
     let after = rss(c.pid("main"));
     let growth = after.saturating_sub(before);
-    eprintln!("primary RSS before {} KiB, after {} KiB (growth {} KiB) while a spare was stalled", before >> 10, after >> 10, growth >> 10);
+    eprintln!(
+        "primary RSS before {} KiB, after {} KiB (growth {} KiB) while a spare was stalled",
+        before >> 10,
+        after >> 10,
+        growth >> 10
+    );
     assert!(
         growth < 48 * 1024 * 1024,
         "primary grew by {} MiB while a spare was stalled",
