@@ -1,6 +1,7 @@
 //! One feeder per spare: dials it, authenticates, positions, then streams records from the
 //! log files within its window, or seeds the spare from a snapshot first when the log no
-//! longer holds what it needs (DESIGN.md §4, §5). Seeding is in `feeder_seed`.
+//! longer holds what it needs (DESIGN.md §4, §5). Streaming is in `feeder_stream`, seeding in
+//! `feeder_seed`.
 //!
 //! Bounds: a feeder holds at most its window of unacknowledged bytes plus one batch
 //! ([`MAX_BATCH_BYTES`]) or one seed chunk, and [`MAX_TRACKED_RECORD_TIMES`] commit times
@@ -33,12 +34,10 @@ use crate::actors::{
     CONNECT_TIMEOUT, LINK_FRAME_QUEUE, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN,
 };
 use crate::config::NodeConfig;
-use crate::core::feeder::Window;
 use crate::core::position::{self, PrimaryLog, Resume};
 use crate::error::{Error, Result};
 use crate::log::{LogReader, Position, Record};
 use crate::net::handshake::{self, SpareReport};
-use crate::wire::codec::MAX_BATCH_BYTES;
 use crate::wire::{read_frame, write_frame, Envelope, Message};
 
 /// Commit times kept for records sent and not yet applied, to compute lag in seconds.
@@ -171,19 +170,19 @@ pub(crate) struct Link {
     pub(super) committed: watch::Receiver<Position>,
     pub(super) primary: Addr<PrimaryActor>,
     /// Taken while a blocking read runs on the blocking pool.
-    reader: Option<LogReader>,
+    pub(super) reader: Option<LogReader>,
     /// (LSN, commit time) of records sent and not applied, oldest first, for lag.
-    times: VecDeque<(u64, u64)>,
+    pub(super) times: VecDeque<(u64, u64)>,
     pub(super) progress: Option<SpareProgress>,
 }
 
 /// The socket of a link after the handshake: the write half, frames read by a separate
 /// task, and the liveness bookkeeping.
 pub(crate) struct LinkIo {
-    wr: OwnedWriteHalf,
-    frames: mpsc::Receiver<Result<Envelope>>,
-    keepalive: tokio::time::Interval,
-    last_heard: Instant,
+    pub(super) wr: OwnedWriteHalf,
+    pub(super) frames: mpsc::Receiver<Result<Envelope>>,
+    pub(super) keepalive: tokio::time::Interval,
+    pub(super) last_heard: Instant,
     _reader: AbortOnDrop,
 }
 
@@ -367,145 +366,5 @@ impl Link {
         .map_err(|e| Error::Unavailable(format!("log read task failed: {e}")))?;
         self.reader = Some(reader);
         result
-    }
-
-    async fn stream(&mut self, io: &mut LinkIo, start: u64, report: &SpareReport) -> Result<()> {
-        tracing::info!(spare = %self.spare.name, from_lsn = start, "streaming to spare");
-        let mut window = Window::new(self.spare.window, start);
-        let spare_lsn = report.durable.lsn;
-        self.report(
-            LinkState::Streaming,
-            (spare_lsn, spare_lsn, report.applied_lsn),
-            Some(io.last_heard),
-            &window,
-            None,
-        );
-        loop {
-            self.fill_window(io, &mut window).await?;
-            tokio::select! {
-                changed = self.committed.changed() => if changed.is_err() { return Ok(()) },
-                frame = io.frames.recv() => {
-                    let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
-                    io.last_heard = Instant::now();
-                    self.on_frame(env, &mut window, io.last_heard)?;
-                }
-                _ = io.keepalive.tick() => {
-                    if io.last_heard.elapsed() > self.silence() {
-                        return Err(Error::Unavailable(format!("spare silent for {:?}", io.last_heard.elapsed())));
-                    }
-                    let last_lsn = self.committed.borrow().lsn;
-                    self.send(io, Message::KeepAlive { last_lsn }).await?;
-                }
-            }
-        }
-    }
-
-    /// Sends committed records while the window has room.
-    async fn fill_window(&mut self, io: &mut LinkIo, window: &mut Window) -> Result<()> {
-        loop {
-            let committed = self.committed.borrow().lsn;
-            if window.room() == 0 || window.next_lsn() > committed {
-                return Ok(());
-            }
-            let max = (window.room() as usize).min(MAX_BATCH_BYTES);
-            let records = self.read(window.next_lsn(), committed, max).await?;
-            // The records a seed pinned are read: the log may move on.
-            self.prim.pins.remove(&self.spare.name);
-            let mut bytes = Vec::with_capacity(records.iter().map(Record::encoded_len).sum());
-            for r in &records {
-                r.encode_into(&mut bytes);
-                if self.times.len() < MAX_TRACKED_RECORD_TIMES {
-                    self.times.push_back((r.lsn, r.time_ms));
-                }
-            }
-            let (first, last) = (records[0].lsn, records[records.len() - 1].lsn);
-            let size = bytes.len() as u64;
-            self.send(
-                io,
-                Message::Records {
-                    count: records.len() as u32,
-                    bytes,
-                },
-            )
-            .await?;
-            window.on_sent(first, last, size);
-            // The oldest unapplied record may have just been sent: lag in seconds needs it
-            // even if the spare never answers again.
-            if let Some(p) = &self.progress {
-                let (positions, last_ack) = ((p.received, p.flushed, p.applied), p.last_ack);
-                self.report(LinkState::Streaming, positions, last_ack, window, None);
-            }
-        }
-    }
-
-    fn on_frame(&mut self, env: Envelope, window: &mut Window, now: Instant) -> Result<()> {
-        let positions = match env.message {
-            Message::Ack {
-                received,
-                flushed,
-                applied,
-                ..
-            } => {
-                if !window.on_flushed(flushed) || applied > flushed || flushed > received {
-                    return Err(Error::InvalidData(format!("spare acknowledged impossible positions (received {received}, flushed {flushed}, applied {applied})")));
-                }
-                while self.times.front().is_some_and(|&(lsn, _)| lsn <= applied) {
-                    self.times.pop_front();
-                }
-                self.prim
-                    .spare_applied
-                    .insert(self.spare.name.clone(), applied);
-                if let Some(sync) = self.prim.sync() {
-                    if sync.flushed(&self.spare.name, flushed, self.committed.borrow().lsn) {
-                        self.data.events.record(
-                            "commit_rule_rejoined",
-                            Some(&self.spare.name),
-                            "caught up and rejoined the commit rule",
-                        );
-                    }
-                }
-                (received, flushed, applied)
-            }
-            // The spare answered: its positions are unchanged, its last-ack age resets.
-            Message::KeepAlive { .. } => match &self.progress {
-                Some(p) => (p.received, p.flushed, p.applied),
-                None => return Ok(()),
-            },
-            Message::Refuse { reason } => {
-                return Err(Error::Unavailable(format!("spare refused: {reason}")))
-            }
-            other => {
-                return Err(Error::InvalidData(format!(
-                    "unexpected {} from spare while streaming",
-                    other.name()
-                )))
-            }
-        };
-        self.report(LinkState::Streaming, positions, Some(now), window, None);
-        Ok(())
-    }
-
-    /// Publishes this spare's progress to the primary actor (dropped if its mailbox is full).
-    pub(super) fn report(
-        &mut self,
-        state: LinkState,
-        (received, flushed, applied): (u64, u64, u64),
-        last_ack: Option<Instant>,
-        window: &Window,
-        seed: Option<(u64, u64)>,
-    ) {
-        let p = SpareProgress {
-            spare: self.spare.name.clone(),
-            state,
-            received,
-            flushed,
-            applied,
-            oldest_unapplied_time_ms: self.times.front().map(|&(_, t)| t),
-            last_ack,
-            in_flight_bytes: window.in_flight_bytes(),
-            seed,
-        };
-        let _ = self.primary.try_send(p.clone());
-        self.progress = Some(p);
     }
 }

@@ -6,6 +6,7 @@ pub mod applier;
 pub mod committer;
 pub mod feeder;
 pub mod feeder_seed;
+pub mod feeder_stream;
 pub mod monitor;
 pub mod node;
 pub mod primary;
