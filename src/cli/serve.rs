@@ -94,6 +94,9 @@ fn print_summary(config: &ClusterConfig, running: &[String], tour: bool) {
         println!("  spare sql \"INSERT INTO invoice (customer, total) VALUES (?, ?)\" ACME 120.5");
         println!("  spare sql --node lan-1 \"SELECT * FROM invoice\"");
         println!("  spare status");
+        if let Some(m) = config.nodes.iter().find(|n| n.role == Role::Monitor) {
+            println!("dashboard: http://{}/", m.http_advertise);
+        }
     }
     println!(
         "stop with Ctrl-C; after editing the configuration: spare reload (or kill -HUP {})",
