@@ -252,3 +252,52 @@ fn diverged_spare_quarantines_its_own_records_and_is_reseeded() {
         vec!["only on the old history", "also only on the old history"]
     );
 }
+
+#[test]
+fn spare_whose_copy_was_changed_behind_its_back_is_reseeded_and_its_copy_quarantined() {
+    let mut c = Cluster::new(1, false);
+    c.start_all();
+    c.exec(
+        "CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        json!([]),
+    );
+    let lsn = c.exec("INSERT INTO note VALUES (1, 'original')", json!([]));
+    c.wait_applied("lan-1", lsn);
+    // Someone edits the spare's database file directly.
+    let tampered = rusqlite::Connection::open(c.data_dir("lan-1").join("db.sqlite")).unwrap();
+    tampered.busy_timeout(Duration::from_secs(5)).unwrap();
+    tampered
+        .execute(
+            "UPDATE note SET body = 'edited on the spare' WHERE id = 1",
+            [],
+        )
+        .unwrap();
+    drop(tampered);
+    // The next change to that row conflicts on the spare: it must not be skipped.
+    let last = c.exec(
+        "UPDATE note SET body = 'changed on the primary' WHERE id = 1",
+        json!([]),
+    );
+    wait_until("lan-1 to be re-seeded with the primary's row", || {
+        c.status("lan-1")["applied_lsn"].as_u64().unwrap_or(0) >= last
+            && c.rows("lan-1", "SELECT body FROM note", 0)
+                == vec![json!(["changed on the primary"])]
+    });
+    let q = c.data_dir("lan-1").join("quarantine");
+    let folder = std::fs::read_dir(&q)
+        .expect("a quarantine folder")
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let kept = rusqlite::Connection::open(folder.join("db.sqlite")).unwrap();
+    let body: String = kept
+        .query_row("SELECT body FROM note WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(body, "edited on the spare");
+    assert!(
+        c.log("main").contains("the spare cannot apply"),
+        "{}",
+        c.log("main")
+    );
+}

@@ -347,6 +347,7 @@ impl Link {
                 oldest: base.lsn + 1,
             },
             ours,
+            report.broken.as_deref(),
         ))
     }
 

@@ -150,6 +150,7 @@ impl Link {
             durable,
             applied_lsn,
             seed,
+            broken,
         } = env.message
         else {
             return Err(Error::InvalidData(format!(
@@ -179,6 +180,7 @@ impl Link {
             durable,
             applied_lsn,
             seed,
+            broken,
         })
     }
 

@@ -100,10 +100,12 @@ fn position(shared: &SpareShared) -> Result<Message> {
         id: p.info.id,
         offset: p.offset,
     });
+    let broken = shared.apply.failure.lock().expect("failure lock").clone();
     Ok(Message::Position {
         durable,
         applied_lsn,
         seed,
+        broken,
     })
 }
 
@@ -122,7 +124,13 @@ async fn stream_from_primary(
     generation: u64,
 ) -> Result<()> {
     let (rd, mut wr) = stream.into_split();
-    write_frame(&mut wr, &envelope(shared, position(shared)?)).await?;
+    let first = position(shared)?;
+    // A spare that already said why it cannot apply waits here for its re-seed.
+    let reported_broken = match &first {
+        Message::Position { broken, .. } => broken.clone(),
+        _ => None,
+    };
+    write_frame(&mut wr, &envelope(shared, first)).await?;
     shared.connected.store(true, Ordering::Release);
     let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
     let reader = tokio::spawn(read_frames(rd, tx));
@@ -147,6 +155,12 @@ async fn stream_from_primary(
             _ = keepalive.tick() => {
                 if last_heard.elapsed() > crate::actors::silence_timeout(shared.data.config().cluster.heartbeat) {
                     return Err(Error::Unavailable(format!("primary silent for {:?}", last_heard.elapsed())));
+                }
+                // Applying stopped on a conflict: end the link, so that the primary's next
+                // handshake learns it (`Position::broken`) and re-seeds this spare.
+                let failure = shared.apply.failure.lock().expect("failure lock").clone();
+                if let Some(why) = failure.filter(|f| Some(f) != reported_broken.as_ref()) {
+                    return Err(Error::Unavailable(format!("applying stopped ({why}); reconnecting to be re-seeded")));
                 }
                 write_frame(&mut wr, &envelope(shared, Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) })).await?;
             }

@@ -29,7 +29,17 @@ pub struct PrimaryLog {
 /// Decides from the spare's durable position, our log, and our (epoch, chain) at the spare's
 /// last LSN: from the record, or from the log's base when the spare stops right before our
 /// oldest record.
-pub fn decide(spare: Position, primary: PrimaryLog, ours_at_spare: Option<(u64, u64)>) -> Resume {
+pub fn decide(
+    spare: Position,
+    primary: PrimaryLog,
+    ours_at_spare: Option<(u64, u64)>,
+    broken: Option<&str>,
+) -> Resume {
+    if let Some(why) = broken {
+        // Its log may agree with ours, but its database does not: treat it as diverged, so
+        // its database is kept in quarantine before it is replaced.
+        return Resume::Diverged(format!("the spare cannot apply: {why}"));
+    }
     if spare.lsn > primary.durable.lsn {
         return Resume::Diverged(format!(
             "the spare's log reaches LSN {} but the primary's ends at {}",
@@ -111,17 +121,17 @@ mod tests {
 
     #[test]
     fn empty_spare_of_an_empty_primary_streams_from_the_start() {
-        assert_eq!(decide(pos(0, 0), log(1, 1), None), Resume::From(1));
+        assert_eq!(decide(pos(0, 0), log(1, 1), None, None), Resume::From(1));
     }
 
     #[test]
     fn empty_spare_is_seeded_once_the_primary_holds_data() {
         assert!(matches!(
-            decide(pos(0, 0), log(10, 1), None),
+            decide(pos(0, 0), log(10, 1), None, None),
             Resume::Seed(_)
         ));
         assert!(matches!(
-            decide(pos(0, 0), log(10, 5), None),
+            decide(pos(0, 0), log(10, 5), None, None),
             Resume::Seed(_)
         ));
     }
@@ -129,24 +139,32 @@ mod tests {
     #[test]
     fn spare_with_a_matching_prefix_resumes_after_it() {
         assert_eq!(
-            decide(pos(4, 44), log(10, 1), Some((1, 44))),
+            decide(pos(4, 44), log(10, 1), Some((1, 44)), None),
             Resume::From(5)
         );
         assert_eq!(
-            decide(pos(10, 99), log(10, 1), Some((1, 99))),
+            decide(pos(10, 99), log(10, 1), Some((1, 99)), None),
             Resume::From(11)
         );
         assert_eq!(
-            decide(pos(4, 44), log(10, 5), Some((1, 44))),
+            decide(pos(4, 44), log(10, 5), Some((1, 44)), None),
             Resume::From(5),
             "our base is its last record"
         );
     }
 
     #[test]
+    fn spare_that_cannot_apply_is_treated_as_diverged_whatever_its_log() {
+        assert!(matches!(
+            decide(pos(10, 99), log(10, 1), Some((1, 99)), Some("conflict")),
+            Resume::Diverged(_)
+        ));
+    }
+
+    #[test]
     fn spare_behind_the_retained_log_is_seeded() {
         assert!(matches!(
-            decide(pos(3, 33), log(10, 5), None),
+            decide(pos(3, 33), log(10, 5), None, None),
             Resume::Seed(_)
         ));
     }
@@ -154,15 +172,15 @@ mod tests {
     #[test]
     fn spare_ahead_or_with_another_record_has_diverged() {
         assert!(matches!(
-            decide(pos(11, 1), log(10, 1), None),
+            decide(pos(11, 1), log(10, 1), None, None),
             Resume::Diverged(_)
         ));
         assert!(matches!(
-            decide(pos(4, 45), log(10, 1), Some((1, 44))),
+            decide(pos(4, 45), log(10, 1), Some((1, 44)), None),
             Resume::Diverged(_)
         ));
         assert!(matches!(
-            decide(pos(4, 44), log(10, 1), Some((2, 44))),
+            decide(pos(4, 44), log(10, 1), Some((2, 44)), None),
             Resume::Diverged(_)
         ));
     }

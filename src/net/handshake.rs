@@ -42,6 +42,8 @@ pub struct SpareReport {
     pub durable: Position,
     pub applied_lsn: u64,
     pub seed: Option<SeedResume>,
+    /// Why the spare cannot apply any more, if it cannot.
+    pub broken: Option<String>,
 }
 
 /// What the spare learnt about the primary that connected.
@@ -158,10 +160,12 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
                 durable,
                 applied_lsn,
                 seed,
+                broken,
             } => Ok(SpareReport {
                 durable,
                 applied_lsn,
                 seed,
+                broken,
             }),
             other => Err(Error::InvalidInput(format!(
                 "{spare} sent {} instead of its position",

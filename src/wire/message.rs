@@ -60,10 +60,15 @@ pub enum Message {
     /// durable log ends, what it applied, and the seed it was receiving, if any. The primary
     /// resumes after `durable` if its own log holds the same record, else seeds the spare
     /// (continuing `seed` if it still has that snapshot).
+    ///
+    /// `broken` says why the spare cannot apply any more (a conflict: its copy no longer
+    /// matches); the primary then re-seeds it, keeping its database in quarantine.
     Position {
         durable: Position,
         applied_lsn: u64,
         seed: Option<SeedResume>,
+        #[serde(default)]
+        broken: Option<String>,
     },
     /// Primary → spare: your history differs from mine. The spare answers with `Probes`.
     Diverged { reason: String },
