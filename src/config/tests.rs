@@ -145,3 +145,29 @@ fn missing_secret_says_how_to_create_it() {
         "{e}"
     );
 }
+
+#[test]
+fn lag_warn_is_cluster_wide_unless_a_spare_sets_its_own() {
+    let text = GOOD
+        .replace(
+            "heartbeat = \"500ms\"",
+            "heartbeat = \"500ms\"\nlag_warn = \"30s\"\nnotify_command = 'logger spare'",
+        )
+        .replace(
+            "window = \"16MiB\"",
+            "window = \"16MiB\"\nlag_warn = \"2m\"",
+        );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.lag_warn("lan-1"), Duration::from_secs(120));
+    assert_eq!(c.cluster.lag_warn, Duration::from_secs(30));
+    assert_eq!(c.cluster.notify_command.as_deref(), Some("logger spare"));
+    assert_eq!(parse(GOOD).unwrap().lag_warn("lan-1"), DEFAULT_LAG_WARN);
+    let e = err(&GOOD.replace(
+        "role = \"monitor\"",
+        "role = \"monitor\"\nlag_warn = \"5s\"",
+    ));
+    assert!(
+        e.contains("node \"watch-1\": field \"lag_warn\": only applies to spares"),
+        "{e}"
+    );
+}
