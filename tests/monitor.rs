@@ -177,6 +177,24 @@ fn metrics_parse_as_prometheus_text_on_every_node() {
             scrape.samples.iter().any(|s| s.metric == "spare_up"),
             "{node}: {text}"
         );
+        if node == "watch-1" {
+            assert!(
+                scrape
+                    .samples
+                    .iter()
+                    .any(|s| s.metric == "spare_lag_seconds"
+                        && s.labels.get("spare") == Some("lan-1")),
+                "{text}"
+            );
+            assert!(
+                scrape
+                    .samples
+                    .iter()
+                    .any(|s| s.metric == "spare_node_reachable"
+                        && s.labels.get("target") == Some("main")),
+                "{text}"
+            );
+        }
         if node == "main" {
             for name in [
                 "spare_lag_records",

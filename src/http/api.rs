@@ -226,7 +226,12 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let status = match &state.addr {
         NodeAddr::Primary { actor, .. } => actor.send(GetStatus).await,
         NodeAddr::Spare { actor, .. } => actor.send(GetStatus).await,
-        NodeAddr::Monitor { actor, .. } => actor.send(GetStatus).await,
+        // A monitor exposes every spare's lag and every node's reachability, so that one
+        // scrape of a monitor covers the cluster.
+        NodeAddr::Monitor { actor, .. } => actor.send(GetCluster).await.map(|doc| {
+            let spares: Vec<Value> = doc["nodes"].as_array().into_iter().flatten().filter(|n| n["role"] == "spare").cloned().collect();
+            json!({ "name": state.node.name, "role": "monitor", "spares": spares, "nodes": doc["nodes"] })
+        }),
     };
     let Ok(status) = status else {
         return error_response(&Error::Unavailable("node actor did not answer".into()));

@@ -107,6 +107,22 @@ pub fn render(status: &Value, latency: Option<&LatencyHistogram>) -> String {
     if let Some(spares) = status["spares"].as_array() {
         render_spares(&mut t, spares);
     }
+    if let Some(nodes) = status["nodes"].as_array() {
+        t.family(
+            "spare_node_reachable",
+            "gauge",
+            "1 if the node answered the monitor's last poll",
+        );
+        for n in nodes {
+            if let Some(name) = n["name"].as_str() {
+                t.sample(
+                    "spare_node_reachable",
+                    &[("target", name)],
+                    f64::from(u8::from(n["state"] != "unreachable")),
+                );
+            }
+        }
+    }
     t.out
 }
 
