@@ -158,6 +158,16 @@ fn metrics_parse_as_prometheus_text_on_every_node() {
     wait_until("lan-1 to be streaming", || {
         spare_lag(&c, "lan-1")["records"].as_u64().is_some()
     });
+    wait_until("the monitor to see lan-1's lag", || {
+        let doc = spare::client::get(&c.http("watch-1"), "/v1/cluster", common::TIMEOUT)
+            .unwrap()
+            .body;
+        doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "lan-1" && n["lag"]["seconds"].is_number())
+    });
     for node in ["main", "lan-1", "watch-1"] {
         let text = ureq::get(&format!("http://{}/metrics", c.http(node)))
             .call()
