@@ -345,3 +345,24 @@ fn bench_suite_measures_every_scenario_on_throwaway_clusters() {
         "the suite left its temporary clusters behind"
     );
 }
+
+#[test]
+fn a_second_process_on_the_same_data_directory_is_refused_before_touching_it() {
+    let mut c = Cluster::new(1, false);
+    c.start_all();
+    let lsn = c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+        serde_json::json!([]),
+    );
+    c.wait_applied("lan-1", lsn);
+    let out = c.cli(&["run", "--node", "lan-1"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("in use by another running spare process"),
+        "{err}"
+    );
+    let next = c.exec("INSERT INTO t VALUES (1)", serde_json::json!([]));
+    c.wait_applied("lan-1", next);
+    assert!(c.is_running("lan-1"));
+}

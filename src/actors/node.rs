@@ -47,6 +47,8 @@ pub struct DataShared {
     pub base: std::sync::Mutex<Position>,
     /// This node's events log.
     pub events: Arc<EventLog>,
+    /// The data directory's lock, held as long as the node runs.
+    pub _lock: std::fs::File,
 }
 
 /// What only a primary's parts share: feeders, the committer's retention, status.
@@ -260,6 +262,31 @@ fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
         })
 }
 
+/// Takes the data directory's lock (`LOCK`, an exclusive `flock`), held while the returned
+/// file is open: a second process on the same directory would replay and cut the first
+/// one's log under it.
+fn lock_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = node.data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(Error::io(format!("open {}", path.display())))?;
+    // SAFETY: flock(2) on a descriptor we own, with valid flags.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(Error::Config(format!(
+            "{}: node \"{}\": field \"data_dir\": {} is in use by another running spare process; stop it first (one process per data directory)",
+            config.path.display(),
+            node.name,
+            node.data_dir.display()
+        )));
+    }
+    Ok(file)
+}
+
 /// Opens the log and the database and replays the log past SQLite's applied LSN. A seed
 /// whose installation a crash cut short is finished first.
 pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<(LogWriter, Applier)> {
@@ -329,6 +356,7 @@ fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<NodeState> {
 fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> {
     let config = cell.get();
     prepare_data_dir(&config, &node)?;
+    let lock = lock_data_dir(&config, &node)?;
     let secret = Arc::new(config.read_secret()?);
     let state = load_state(&config, &node)?;
     let segment_bytes = crate::log::retention::segment_bytes_for(config.cluster.retention_bytes);
@@ -350,6 +378,7 @@ fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> 
             crate::log::base::load(&node.data_dir.join("log"))?.unwrap_or_default(),
         ),
         events: node_events(&config, &node)?,
+        _lock: lock,
     });
     if node.role == Role::Spare {
         let actor =
