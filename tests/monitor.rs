@@ -403,4 +403,8 @@ fn dashboard_shows_every_spare_and_its_lag_in_a_real_browser() {
         );
     }
     assert!(dom.contains("node_started"), "recent events are shown");
+    assert!(
+        dom.contains("spare_connected"),
+        "the primary's events are shown too"
+    );
 }

@@ -21,7 +21,7 @@ use crate::actors::MAILBOX_CAPACITY;
 use crate::client;
 use crate::config::{ConfigCell, NodeConfig, Role};
 use crate::core::alerts::{LagAlerts, Reachability, Transition};
-use crate::events::EventLog;
+use crate::events::{EventLog, RECENT_EVENTS};
 use crate::view::cluster_document;
 
 /// Lag samples kept per spare for the dashboard (at one per heartbeat: 10 minutes at 500 ms).
@@ -31,6 +31,11 @@ pub const HISTORY_SAMPLES: usize = 1200;
 #[derive(Message)]
 #[rtype(result = "Value")]
 pub struct GetCluster;
+
+/// Asks for the recent events of the monitor and of the primary, oldest first.
+#[derive(Message)]
+#[rtype(result = "Value")]
+pub struct GetEvents;
 
 /// Asks for each spare's recent lag samples: `{spare: [[time_ms, records, seconds], ...]}`.
 #[derive(Message)]
@@ -49,6 +54,8 @@ pub struct MonitorActor {
     alerts: LagAlerts,
     reach: Reachability,
     history: BTreeMap<String, VecDeque<(u64, Value, Value)>>,
+    /// The primary's recent events, from the last poll.
+    primary_events: Vec<Value>,
 }
 
 impl MonitorActor {
@@ -62,6 +69,7 @@ impl MonitorActor {
             alerts: LagAlerts::default(),
             reach: Reachability::default(),
             history: BTreeMap::new(),
+            primary_events: Vec::new(),
         }
     }
 
@@ -82,8 +90,9 @@ impl MonitorActor {
             .map(|n| (n.name.clone(), n.http_advertise.clone()))
             .collect();
         let timeout = config.cluster.heartbeat * 2;
+        let primary_http = config.primary().http_advertise.clone();
         let work = tokio::task::spawn_blocking(move || {
-            targets
+            let statuses = targets
                 .into_iter()
                 .map(|(name, http)| {
                     (
@@ -93,15 +102,32 @@ impl MonitorActor {
                             .map_err(|e| e.to_string()),
                     )
                 })
-                .collect::<Statuses>()
+                .collect::<Statuses>();
+            // The primary's events (links, seeding, commit rule) complete the monitor's own.
+            let events = client::get(&primary_http, "/v1/events", timeout)
+                .ok()
+                .and_then(|r| r.body["events"].as_array().cloned());
+            (statuses, events)
         });
         ctx.spawn(work.into_actor(self).map(|res, act, _| {
             act.polling = false;
-            if let Ok(statuses) = res {
+            if let Ok((statuses, events)) = res {
                 act.latest = statuses;
+                if let Some(events) = events {
+                    act.primary_events = events;
+                }
                 act.observe();
             }
         }));
+    }
+
+    /// The monitor's events and the primary's, oldest first, at most [`RECENT_EVENTS`].
+    fn merged_events(&self) -> Vec<Value> {
+        let mut all: Vec<Value> = self.events.recent();
+        all.extend(self.primary_events.iter().cloned());
+        all.sort_by_key(|e| e["time_ms"].as_u64().unwrap_or(0));
+        let skip = all.len().saturating_sub(RECENT_EVENTS);
+        all.split_off(skip)
     }
 
     /// Turns the latest poll into events and lag history.
@@ -261,6 +287,14 @@ impl Handler<GetHistory> for MonitorActor {
             })
             .collect();
         MessageResult(Value::Object(doc))
+    }
+}
+
+impl Handler<GetEvents> for MonitorActor {
+    type Result = MessageResult<GetEvents>;
+
+    fn handle(&mut self, _: GetEvents, _: &mut Context<Self>) -> MessageResult<GetEvents> {
+        MessageResult(json!({ "events": self.merged_events() }))
     }
 }
 

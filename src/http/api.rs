@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::actors::committer::{Job, WriteJob};
-use crate::actors::monitor::{GetCluster, GetHistory};
+use crate::actors::monitor::{GetCluster, GetEvents, GetHistory};
 use crate::actors::node::{primary_ref, NodeAddr};
 use crate::actors::primary::GetStatus;
 use crate::actors::supervisor::Reload;
@@ -203,6 +203,14 @@ pub async fn reload(state: web::Data<ApiState>) -> HttpResponse {
 
 /// `GET /v1/events`: this node's most recent events, oldest first.
 pub async fn events(state: web::Data<ApiState>) -> HttpResponse {
+    if let NodeAddr::Monitor { actor, .. } = &state.addr {
+        return respond(
+            actor
+                .send(GetEvents)
+                .await
+                .map_err(|e| Error::Unavailable(format!("monitor actor did not answer: {e}"))),
+        );
+    }
     HttpResponse::Ok().json(json!({ "events": state.addr.events().recent() }))
 }
 
