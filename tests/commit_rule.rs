@@ -20,13 +20,7 @@ fn sync_cluster(deadline: &str) -> Cluster {
 }
 
 fn spare_sync(c: &Cluster, spare: &str) -> String {
-    let st = c.status("main");
-    st["spares"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == spare)
-        .unwrap()["sync"]
+    c.spare_view(spare)["sync"]
         .as_str()
         .unwrap_or("")
         .to_string()

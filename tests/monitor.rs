@@ -11,14 +11,7 @@ use common::{wait_until, Cluster};
 use serde_json::{json, Value};
 
 fn spare_lag(c: &Cluster, spare: &str) -> Value {
-    let st = c.status("main");
-    st["spares"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == spare)
-        .unwrap()["lag"]
-        .clone()
+    c.spare_view(spare)["lag"].clone()
 }
 
 fn caught_up(lag: &Value) -> bool {

@@ -275,6 +275,18 @@ impl Cluster {
             .body
     }
 
+    /// The primary's view of `spare` (its entry in the primary's `spares`).
+    pub fn spare_view(&self, spare: &str) -> Value {
+        let st = self.status("main");
+        st["spares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == spare)
+            .unwrap_or_else(|| panic!("main does not feed {spare}: {st}"))
+            .clone()
+    }
+
     pub fn applied(&self, node: &str) -> u64 {
         self.status(node)["applied_lsn"].as_u64().unwrap_or(0)
     }
