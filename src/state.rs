@@ -20,6 +20,38 @@ pub struct NodeState {
     /// The primary of `epoch`, as this node knows it.
     pub primary: String,
     pub role: Role,
+    /// The candidate `promised_epoch` was promised to (empty in files of older versions:
+    /// then the primary of `epoch`).
+    #[serde(default)]
+    pub promised_to: String,
+}
+
+impl NodeState {
+    /// The voter's part of the state.
+    pub fn voter(&self) -> crate::core::voter::VoterState {
+        let promised_to = if self.promised_to.is_empty() {
+            self.primary.clone()
+        } else {
+            self.promised_to.clone()
+        };
+        crate::core::voter::VoterState {
+            epoch: self.epoch,
+            primary: self.primary.clone(),
+            promised_epoch: self.promised_epoch,
+            promised_to,
+        }
+    }
+
+    /// This state with the voter's part replaced.
+    pub fn with_voter(&self, v: &crate::core::voter::VoterState) -> Self {
+        NodeState {
+            epoch: v.epoch,
+            primary: v.primary.clone(),
+            promised_epoch: v.promised_epoch,
+            promised_to: v.promised_to.clone(),
+            role: self.role,
+        }
+    }
 }
 
 fn path(data_dir: &Path) -> PathBuf {

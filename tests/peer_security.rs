@@ -58,6 +58,7 @@ fn hello(to: &str) -> Message {
         protocol: PROTOCOL_VERSION,
         to: to.into(),
         nonce: vec![7; 32],
+        purpose: spare::wire::message::Purpose::Stream,
     }
 }
 

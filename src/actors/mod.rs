@@ -14,6 +14,7 @@ pub mod spare;
 pub mod spare_link;
 pub mod supervisor;
 pub mod sync_tracker;
+pub mod voter;
 
 use std::time::Duration;
 

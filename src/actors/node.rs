@@ -17,6 +17,7 @@ use crate::actors::primary::PrimaryActor;
 use crate::actors::spare::SpareActor;
 use crate::actors::supervisor::{ConfigChanged, StopNode, SupervisorActor};
 use crate::actors::sync_tracker::SyncTracker;
+use crate::actors::voter::{control_listener, VoterCell};
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, PrimaryRef, Result};
 use crate::events::EventLog;
@@ -49,6 +50,8 @@ pub struct DataShared {
     pub events: Arc<EventLog>,
     /// The data directory's lock, held as long as the node runs.
     pub _lock: std::fs::File,
+    /// This node's voter (leases, promises), persisted in `node.state`.
+    pub voter: Arc<VoterCell>,
 }
 
 /// What only a primary's parts share: feeders, the committer's retention, status.
@@ -196,6 +199,7 @@ pub fn start(
     let addr = match node.role {
         Role::Monitor => {
             let events = node_events(&config, &node)?;
+            start_monitor_voter(&cell, &config, &node)?;
             NodeAddr::Monitor {
                 actor: MonitorActor::new(cell.clone(), node.clone(), events.clone()).start(),
                 events,
@@ -216,6 +220,27 @@ pub fn start(
         addr,
         http,
     })
+}
+
+/// A monitor votes too: its voter, persisted in its data directory, answers on its peer port.
+fn start_monitor_voter(
+    cell: &Arc<ConfigCell>,
+    config: &ClusterConfig,
+    node: &NodeConfig,
+) -> Result<()> {
+    let state = load_state(config, node)?;
+    let voter = Arc::new(VoterCell::new(
+        state,
+        node.data_dir.clone(),
+        config.cluster.lease.as_millis() as u64,
+    ));
+    let identity = Identity {
+        cluster: config.cluster.name.clone(),
+        name: node.name.clone(),
+        secret: Arc::new(config.read_secret()?),
+    };
+    actix_rt::spawn(control_listener(node.peer, identity, voter, cell.clone()));
+    Ok(())
 }
 
 /// The node's events log, in its data directory (created if needed).
@@ -348,6 +373,7 @@ fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<NodeState> {
         promised_epoch: 1,
         primary: config.primary().name.clone(),
         role: node.role,
+        promised_to: config.primary().name.clone(),
     };
     state.save(&node.data_dir)?;
     Ok(state)
@@ -379,6 +405,11 @@ fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> 
         ),
         events: node_events(&config, &node)?,
         _lock: lock,
+        voter: Arc::new(VoterCell::new(
+            state.clone(),
+            node.data_dir.clone(),
+            config.cluster.lease.as_millis() as u64,
+        )),
     });
     if node.role == Role::Spare {
         let actor =
@@ -411,6 +442,12 @@ fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> 
         .spawn(move || committer.run(jobs))
         .map_err(Error::io("start the write thread"))?;
     spawn_applied_mirror(committed.subscribe(), applied_tx);
+    actix_rt::spawn(control_listener(
+        node.peer,
+        shared.identity.clone(),
+        shared.voter.clone(),
+        shared.cell.clone(),
+    ));
     let actor = PrimaryActor::new(
         shared.clone(),
         primary.clone(),

@@ -19,26 +19,49 @@ use tokio::sync::mpsc;
 use crate::actors::committer::now_ms;
 use crate::actors::feeder::{read_frames, AbortOnDrop};
 use crate::actors::spare::SpareShared;
+use crate::actors::voter::serve_control;
 use crate::actors::LINK_FRAME_QUEUE;
 use crate::error::{Error, Result};
 use crate::log::record::decode_all;
 use crate::net::handshake;
-use crate::wire::message::SeedResume;
+use crate::wire::message::{Purpose, SeedResume};
 use crate::wire::{write_frame, Envelope, Message};
 
 /// Serves one connection until it ends; logs why it ended.
 pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let epoch = shared.data.epoch.load(Ordering::Relaxed);
-    let peer = match handshake::as_spare(&mut stream, &shared.data.identity, &shared.primary, epoch)
-        .await
-    {
+    let members: Vec<String> = shared
+        .data
+        .config()
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    let admission = handshake::Admission {
+        streamer: Some(&shared.primary),
+        members: &members,
+    };
+    let peer = match handshake::accept(&mut stream, &shared.data.identity, epoch, admission).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(%from, cause = %e, "refused a peer connection");
             return;
         }
     };
+    if peer.purpose == Purpose::Control {
+        if let Err(e) = serve_control(
+            stream,
+            shared.data.voter.clone(),
+            shared.data.identity.clone(),
+            peer.name.clone(),
+        )
+        .await
+        {
+            tracing::debug!(%from, peer = %peer.name, cause = %e, "control connection ended");
+        }
+        return;
+    }
     if peer.epoch > epoch {
         shared.data.epoch.store(peer.epoch, Ordering::Relaxed);
     }

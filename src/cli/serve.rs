@@ -48,9 +48,9 @@ pub fn up(config_path: &Path) -> Result<()> {
 
 pub fn run(config_path: &Path, node: &str) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
-    if config.node(node)?.role != Role::Monitor {
-        config.read_secret()?;
-    }
+    config.node(node)?;
+    // Every node, monitors included, authenticates to its peers with the cluster secret.
+    config.read_secret()?;
     init_logging();
     serve(config, Mode::One(node.to_string()))
 }

@@ -1,7 +1,9 @@
-//! Both ends of a peer connection's handshake (see `wire` for the flow). A peer that names
-//! the wrong cluster, node or protocol version, or fails the secret challenge, is sent a
-//! `Refuse` with the reason and dropped; the caller logs it as a WARN (an operator should
-//! know someone knocked, but nothing broke).
+//! Both ends of a peer connection's handshake (see `wire` for the flow). The dialer says
+//! what the connection is for (`Purpose`): streaming the log (accepted only from the
+//! primary this node follows) or control requests to a voter (accepted from any node of
+//! the configuration). A peer that names the wrong cluster, node or protocol version, or
+//! fails the secret challenge, is sent a `Refuse` with the reason and dropped; the caller
+//! logs it as a WARN (an operator should know someone knocked, but nothing broke).
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::error::{Error, Result};
 use crate::log::Position;
 use crate::net::auth::{self, Direction};
-use crate::wire::message::SeedResume;
+use crate::wire::message::{Purpose, SeedResume};
 use crate::wire::{read_frame, write_frame, Envelope, Message, PROTOCOL_VERSION};
 
 /// A handshake not finished within this time is abandoned, so a silent peer cannot hold a
@@ -46,11 +48,20 @@ pub struct SpareReport {
     pub broken: Option<String>,
 }
 
-/// What the spare learnt about the primary that connected.
+/// Who connected, once authenticated.
 #[derive(Debug, Clone)]
-pub struct PeerPrimary {
+pub struct Peer {
     pub name: String,
     pub epoch: u64,
+    pub purpose: Purpose,
+}
+
+/// Which dialers an acceptor lets in.
+pub struct Admission<'a> {
+    /// The only node that may stream to us (the primary we follow); None: nobody.
+    pub streamer: Option<&'a str>,
+    /// Nodes that may send control requests (the configuration's nodes).
+    pub members: &'a [String],
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(
@@ -95,36 +106,31 @@ async fn expect<S: AsyncRead + Unpin>(s: &mut S, me: &Identity, peer: &str) -> R
     Ok(env)
 }
 
-/// Primary side, on a fresh connection to `spare`: authenticates both ways and returns the
-/// spare's durable position and applied LSN.
-pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
+/// Dialer side, on a fresh connection to `peer`: authenticates both ways.
+pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &Identity,
-    spare: &str,
+    peer: &str,
     epoch: u64,
-) -> Result<SpareReport> {
+    purpose: Purpose,
+) -> Result<()> {
     let run = async {
         let nonce = auth::new_nonce();
-        write_frame(
-            s,
-            &me.envelope(
-                epoch,
-                Message::Hello {
-                    protocol: PROTOCOL_VERSION,
-                    to: spare.to_string(),
-                    nonce: nonce.clone(),
-                },
-            ),
-        )
-        .await?;
-        let env = expect(s, me, spare).await?;
+        let hello = Message::Hello {
+            protocol: PROTOCOL_VERSION,
+            to: peer.to_string(),
+            nonce: nonce.clone(),
+            purpose,
+        };
+        write_frame(s, &me.envelope(epoch, hello)).await?;
+        let env = expect(s, me, peer).await?;
         let Message::Challenge {
-            nonce: spare_nonce,
+            nonce: peer_nonce,
             proof,
         } = env.message
         else {
             return Err(Error::InvalidInput(format!(
-                "{spare} answered Hello with {}",
+                "{peer} answered Hello with {}",
                 env.message.name()
             )));
         };
@@ -133,7 +139,7 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
             Direction::SpareToPrimary,
             &me.cluster,
             &me.name,
-            spare,
+            peer,
             &nonce,
             &proof,
         ) {
@@ -141,7 +147,7 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
                 s,
                 me,
                 epoch,
-                "authentication failed: the spare does not hold this cluster's secret".into(),
+                format!("authentication failed: {peer} does not hold this cluster's secret"),
             )
             .await);
         }
@@ -150,55 +156,74 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
             Direction::PrimaryToSpare,
             &me.cluster,
             &me.name,
-            spare,
-            &spare_nonce,
+            peer,
+            &peer_nonce,
         );
-        write_frame(s, &me.envelope(epoch, Message::Proof { proof })).await?;
-        let env = expect(s, me, spare).await?;
-        match env.message {
-            Message::Position {
-                durable,
-                applied_lsn,
-                seed,
-                broken,
-            } => Ok(SpareReport {
-                durable,
-                applied_lsn,
-                seed,
-                broken,
-            }),
-            other => Err(Error::InvalidInput(format!(
-                "{spare} sent {} instead of its position",
-                other.name()
-            ))),
-        }
+        write_frame(s, &me.envelope(epoch, Message::Proof { proof })).await
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
         .await
-        .map_err(|_| Error::Unavailable(format!("handshake with {spare} timed out")))?
+        .map_err(|_| Error::Unavailable(format!("handshake with {peer} timed out")))?
 }
 
-/// Spare side, on an accepted connection: checks the caller is `primary` of our cluster and
-/// holds the secret. The caller then sends its `Position`.
-pub async fn as_spare<S: AsyncRead + AsyncWrite + Unpin>(
+/// Primary side, on a fresh connection to `spare`: authenticates both ways for streaming and
+/// returns the spare's position.
+pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &Identity,
-    primary: &str,
+    spare: &str,
+    epoch: u64,
+) -> Result<SpareReport> {
+    dial(s, me, spare, epoch, Purpose::Stream).await?;
+    let env = tokio::time::timeout(HANDSHAKE_TIMEOUT, expect(s, me, spare))
+        .await
+        .map_err(|_| Error::Unavailable(format!("{spare} did not send its position")))??;
+    match env.message {
+        Message::Position {
+            durable,
+            applied_lsn,
+            seed,
+            broken,
+        } => Ok(SpareReport {
+            durable,
+            applied_lsn,
+            seed,
+            broken,
+        }),
+        other => Err(Error::InvalidInput(format!(
+            "{spare} sent {} instead of its position",
+            other.name()
+        ))),
+    }
+}
+
+/// Acceptor side: checks the caller belongs to our cluster, may open a connection of its
+/// purpose, and holds the secret.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    me: &Identity,
     my_epoch: u64,
-) -> Result<PeerPrimary> {
+    admission: Admission<'_>,
+) -> Result<Peer> {
     let run = async {
         let env = read_frame(s).await?;
         if env.cluster != me.cluster {
-            let reason = format!(
-                "this is cluster \"{}\", not \"{}\"",
-                me.cluster, env.cluster
-            );
-            return Err(refuse(s, me, my_epoch, reason).await);
+            return Err(refuse(
+                s,
+                me,
+                my_epoch,
+                format!(
+                    "this is cluster \"{}\", not \"{}\"",
+                    me.cluster, env.cluster
+                ),
+            )
+            .await);
         }
         let Message::Hello {
             protocol,
             to,
             nonce,
+            purpose,
         } = env.message
         else {
             return Err(refuse(
@@ -212,14 +237,28 @@ pub async fn as_spare<S: AsyncRead + AsyncWrite + Unpin>(
         if protocol != PROTOCOL_VERSION {
             return Err(refuse(s, me, my_epoch, format!("protocol version {protocol} is not supported (this node speaks {PROTOCOL_VERSION})")).await);
         }
-        if to != me.name || env.from != primary {
-            let reason = format!(
-                "this is {} following primary {primary}; a connection from {} for {to} is refused",
-                me.name, env.from
-            );
+        let admitted = match purpose {
+            Purpose::Stream => admission.streamer == Some(env.from.as_str()),
+            Purpose::Control => admission.members.contains(&env.from),
+        };
+        if to != me.name || !admitted {
+            let reason = match (purpose, admission.streamer) {
+                (Purpose::Stream, Some(p)) => format!(
+                    "this is {} following primary {p}; a stream from {} for {to} is refused",
+                    me.name, env.from
+                ),
+                (Purpose::Stream, None) => format!(
+                    "{} takes no stream; a stream from {} for {to} is refused",
+                    me.name, env.from
+                ),
+                (Purpose::Control, _) => format!(
+                    "{} is not a node of this cluster's configuration (or this is not {to})",
+                    env.from
+                ),
+            };
             return Err(refuse(s, me, my_epoch, reason).await);
         }
-        if env.epoch < my_epoch {
+        if purpose == Purpose::Stream && env.epoch < my_epoch {
             return Err(refuse(
                 s,
                 me,
@@ -236,7 +275,7 @@ pub async fn as_spare<S: AsyncRead + AsyncWrite + Unpin>(
             &me.secret,
             Direction::SpareToPrimary,
             &me.cluster,
-            primary,
+            &env.from,
             &me.name,
             &nonce,
         );
@@ -251,7 +290,7 @@ pub async fn as_spare<S: AsyncRead + AsyncWrite + Unpin>(
             ),
         )
         .await?;
-        let reply = expect(s, me, primary).await?;
+        let reply = expect(s, me, &env.from).await?;
         let Message::Proof { proof } = reply.message else {
             return Err(refuse(
                 s,
@@ -265,7 +304,7 @@ pub async fn as_spare<S: AsyncRead + AsyncWrite + Unpin>(
             &me.secret,
             Direction::PrimaryToSpare,
             &me.cluster,
-            primary,
+            &env.from,
             &me.name,
             &my_nonce,
             &proof,
@@ -274,13 +313,17 @@ pub async fn as_spare<S: AsyncRead + AsyncWrite + Unpin>(
                 s,
                 me,
                 my_epoch,
-                "authentication failed: the primary does not hold this cluster's secret".into(),
+                format!(
+                    "authentication failed: {} does not hold this cluster's secret",
+                    env.from
+                ),
             )
             .await);
         }
-        Ok(PeerPrimary {
+        Ok(Peer {
             name: env.from,
             epoch: env.epoch,
+            purpose,
         })
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)

@@ -19,6 +19,16 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Size of the random challenges exchanged during authentication.
 pub const NONCE_BYTES: usize = 32;
 
+/// What a connection is for, said in its `Hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Purpose {
+    /// The primary streams the log to a spare.
+    #[default]
+    Stream,
+    /// Requests to a voter (leases, promises, commits), each answered in order.
+    Control,
+}
+
 /// Every frame on a peer connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -41,6 +51,9 @@ pub enum Message {
         to: String,
         #[serde(with = "serde_bytes")]
         nonce: Vec<u8>,
+        /// What the connection is for; streaming is accepted only from the primary.
+        #[serde(default)]
+        purpose: Purpose,
     },
     /// Spare → primary: `proof` is HMAC(secret, the primary's nonce and both names); the
     /// primary checks it, then proves itself on `nonce`.
@@ -113,6 +126,31 @@ pub enum Message {
     /// Either way when idle, so a silent link is noticed. From the primary, `last_lsn` tells
     /// the spare how far the primary's durable log reaches (its own lag).
     KeepAlive { last_lsn: u64 },
+    /// Control → voter: grant the sender a write lease for `epoch`; `sent_ms` is the sender's
+    /// own clock, echoed back so it knows from when the grant counts.
+    LeaseRequest { epoch: u64, sent_ms: u64 },
+    /// Voter → control: granted or not; if not, the epoch and primary the voter follows.
+    LeaseReply {
+        epoch: u64,
+        sent_ms: u64,
+        granted: bool,
+        known_epoch: u64,
+        known_primary: String,
+    },
+    /// Coordinator → voter: promise `epoch` to `candidate` (persisted before the answer).
+    Prepare { epoch: u64, candidate: String },
+    /// Voter → coordinator: promised or not (then to whom the epoch went), and how long a
+    /// lease it granted may still run.
+    PrepareReply {
+        epoch: u64,
+        promised: bool,
+        promised_to: String,
+        lease_remaining_ms: u64,
+    },
+    /// Coordinator → voter: `primary` leads `epoch` now.
+    Commit { epoch: u64, primary: String },
+    /// Voter → coordinator: the epoch and primary it follows after the commit.
+    CommitReply { epoch: u64, primary: String },
     /// Either way: the connection is refused or ended, for `reason`; the receiver logs it.
     Refuse { reason: String },
 }
@@ -135,6 +173,12 @@ impl Message {
             Message::Ack { .. } => "Ack",
             Message::KeepAlive { .. } => "KeepAlive",
             Message::Refuse { .. } => "Refuse",
+            Message::LeaseRequest { .. } => "LeaseRequest",
+            Message::LeaseReply { .. } => "LeaseReply",
+            Message::Prepare { .. } => "Prepare",
+            Message::PrepareReply { .. } => "PrepareReply",
+            Message::Commit { .. } => "Commit",
+            Message::CommitReply { .. } => "CommitReply",
         }
     }
 }
