@@ -110,6 +110,7 @@ fn kill_9_of_the_primary_under_concurrent_load_loses_no_acknowledged_write() {
 #[test]
 fn spare_killed_mid_stream_catches_up_after_restart() {
     let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
     c.start_all();
     let acked = under_load(&mut c, |c, count| {
         wait_acked(count, 200);

@@ -75,6 +75,7 @@ fn idle_cluster_reads_zero_lag_in_every_unit() {
 #[test]
 fn lag_grows_in_every_unit_while_a_spare_is_cut_off_and_returns_to_zero() {
     let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
     let proxy = c.proxy("lan-1");
     c.start_all();
     let lsn = c.exec(

@@ -184,7 +184,14 @@ fn rogue_primary_process_with_another_secret_cannot_feed_the_spare() {
         peer: format!("127.0.0.1:{}", common::free_port()),
     };
     let nodes = vec![rogue_main.clone(), c.node("lan-1").clone()];
-    std::fs::write(dir.path().join("cluster.toml"), config_text("test", &nodes)).unwrap();
+    // lan-1 refuses the rogue (another secret), so it must not count in the rogue's quorum
+    // for the rogue to take writes at all.
+    let rogue_config = config_text("test", &nodes).replacen(
+        "role = \"spare\"",
+        "role = \"spare\"\nvote = false",
+        1,
+    );
+    std::fs::write(dir.path().join("cluster.toml"), rogue_config).unwrap();
     let log = std::fs::File::create(dir.path().join("rogue.log")).unwrap();
     let rogue = Command::new(common::bin())
         .args(["run", "--node", "main", "--config"])

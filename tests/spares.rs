@@ -74,6 +74,7 @@ fn stalled_spare_holds_back_neither_commits_nor_the_other_spare() {
 #[test]
 fn primary_memory_stays_bounded_while_a_spare_is_stalled_through_a_long_load() {
     let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
     c.node_option("lan-1", "window = \"1MiB\"");
     let proxy = c.proxy("lan-1");
     c.start_all();
@@ -103,6 +104,7 @@ fn primary_memory_stays_bounded_while_a_spare_is_stalled_through_a_long_load() {
 #[test]
 fn spare_cut_off_past_the_retention_budget_is_reseeded_and_converges() {
     let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
     c.cluster_option("retention_bytes = \"256KiB\"");
     let proxy = c.proxy("lan-1");
     c.start_all();
@@ -139,6 +141,7 @@ fn spare_cut_off_past_the_retention_budget_is_reseeded_and_converges() {
 #[test]
 fn interrupted_seed_resumes_where_it_stopped_and_converges() {
     let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
     c.cluster_option("retention_bytes = \"256KiB\"");
     let proxy = c.proxy("lan-1");
     c.start("main");
@@ -172,6 +175,7 @@ fn interrupted_seed_resumes_where_it_stopped_and_converges() {
 #[test]
 fn diverged_spare_quarantines_its_own_records_and_is_reseeded() {
     let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
     c.start_all();
     c.exec(
         "CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",

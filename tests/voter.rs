@@ -194,3 +194,84 @@ async fn control_connections_need_the_secret_and_a_member_name() {
     );
     c.wait_applied("lan-1", lsn);
 }
+
+fn write(c: &Cluster, v: i64) -> spare::client::Reply {
+    spare::client::post(
+        &c.http("main"),
+        "/v1/execute",
+        &serde_json::json!({ "sql": "INSERT INTO t VALUES (?)", "params": [v] }),
+        common::TIMEOUT,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_without_a_quorum_of_voters_refuses_writes_and_says_why() {
+    let mut c = Cluster::new(2, false);
+    c.start_all();
+    c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+        serde_json::json!([]),
+    );
+    assert_eq!(c.status("main")["lease"]["valid"], true);
+    c.kill("lan-1");
+    c.kill("lan-2");
+    common::wait_until("the lease to run out", || {
+        c.status("main")["lease"]["valid"] == false
+    });
+    let r = write(&c, 1);
+    assert_eq!(r.status, 503, "{}", r.body);
+    let msg = r.body["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no write lease") && msg.contains("lan-1"),
+        "{msg}"
+    );
+    assert!(
+        c.rows("main", "SELECT * FROM t", 0).is_empty(),
+        "nothing was written"
+    );
+    // One voter back is a quorum again (2 of 3).
+    c.start("lan-1");
+    common::wait_until("writes to be taken again", || write(&c, 2).status == 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_stops_acknowledging_once_a_quorum_promised_a_newer_epoch() {
+    let mut c = Cluster::new(2, true);
+    c.start_all();
+    c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+        serde_json::json!([]),
+    );
+    // A coordinator's prepare reaches three of the four voters: a quorum promised epoch 2.
+    for voter in ["lan-1", "lan-2", "watch-1"] {
+        let (mut s, id) = control(&c, voter, "watch-1", SECRET).await.unwrap();
+        let reply = ask(
+            &mut s,
+            &id,
+            Message::Prepare {
+                epoch: 2,
+                candidate: "lan-1".into(),
+            },
+        )
+        .await;
+        assert!(
+            matches!(reply, Message::PrepareReply { promised: true, .. }),
+            "{voter}: {reply:?}"
+        );
+    }
+    common::wait_until("main to be fenced", || {
+        c.status("main")["lease"]["fenced"].is_string()
+    });
+    let r = write(&c, 1);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer the primary"),
+        "{}",
+        r.body
+    );
+    assert!(c.log("main").contains("a newer epoch exists"));
+}

@@ -60,6 +60,8 @@ pub struct Committer {
     carried: Option<WriteJob>,
     /// What retention needs: the node's shared state and the spares' positions.
     retention: Option<(Arc<DataShared>, Arc<PrimaryShared>)>,
+    /// The write lease: nothing is acknowledged without it (None: benchmarks and tools).
+    lease: Option<Arc<crate::actors::lease::LeaseGuard>>,
     /// Segment count at the last retention pass: a new segment triggers the next one.
     segments_seen: usize,
 }
@@ -86,8 +88,15 @@ impl Committer {
             committed,
             carried: None,
             retention: None,
+            lease: None,
             segments_seen,
         }
+    }
+
+    /// Acknowledges writes only while `lease` is valid.
+    pub fn with_lease(mut self, lease: Arc<crate::actors::lease::LeaseGuard>) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// Deletes old log segments as the node's retention rules allow (without this, the
@@ -189,6 +198,13 @@ impl Committer {
     }
 
     fn commit_group(&mut self, group: Vec<WriteJob>) -> Result<()> {
+        // Without a lease another node may have been promoted: write nothing.
+        if let Some(Err(refused)) = self.lease.as_ref().map(|l| l.wait_valid()) {
+            for job in group {
+                let _ = job.reply.send(Err(Error::Unavailable(refused.to_string())));
+            }
+            return Ok(());
+        }
         let requests: Vec<Request> = group.iter().map(|j| j.request.clone()).collect();
         let outcome = match self.executor.run_group(&requests) {
             Ok(o) => o,
@@ -217,7 +233,14 @@ impl Committer {
                 }
             },
         };
+        // The lease may have run out while the group was written: then the write is durable
+        // here, but acknowledging it could contradict a newer primary.
+        let expired = self.lease.as_ref().is_some_and(|l| !l.is_valid());
         for (job, result) in group.into_iter().zip(outcome.results) {
+            if expired {
+                let _ = job.reply.send(Err(Error::Unavailable("this primary's write lease ran out while the write was committed: it is durable here but not confirmed; check `spare status` before retrying".into())));
+                continue;
+            }
             let _ = job
                 .reply
                 .send(result.map(|results| WriteOutcome { results, lsn }));

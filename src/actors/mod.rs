@@ -7,6 +7,7 @@ pub mod committer;
 pub mod feeder;
 pub mod feeder_seed;
 pub mod feeder_stream;
+pub mod lease;
 pub mod monitor;
 pub mod node;
 pub mod primary;

@@ -69,6 +69,8 @@ pub struct PrimaryShared {
     pub commits: std::sync::atomic::AtomicU64,
     /// Offsets and commit times of the newest records, for lag in bytes and seconds.
     pub recent: std::sync::Mutex<crate::core::lag::RecentRecords>,
+    /// The write lease (set once the primary starts).
+    pub lease: std::sync::OnceLock<Arc<crate::actors::lease::LeaseGuard>>,
     /// The commit rule, when the configuration has one (None: `async`).
     pub sync: std::sync::RwLock<Option<Arc<SyncTracker>>>,
 }
@@ -435,8 +437,22 @@ fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> 
     let (writes, jobs) = mpsc::channel(WRITE_QUEUE_CAPACITY);
     let primary = Arc::new(PrimaryShared::default());
     primary.set_commit_rule(&config.cluster.commit);
+    let voters: Vec<String> = config
+        .nodes
+        .iter()
+        .filter(|n| n.vote)
+        .map(|n| n.name.clone())
+        .collect();
+    let guard = Arc::new(crate::actors::lease::LeaseGuard::new(
+        state.epoch,
+        config.cluster.lease,
+        voters,
+    ));
+    let _ = primary.lease.set(guard.clone());
+    crate::actors::lease::start(shared.clone(), guard.clone(), state.epoch);
     let committer = Committer::new(executor, log, state.epoch, committed.clone())
-        .with_retention(shared.clone(), primary.clone());
+        .with_retention(shared.clone(), primary.clone())
+        .with_lease(guard);
     std::thread::Builder::new()
         .name(format!("{}-committer", node.name))
         .spawn(move || committer.run(jobs))

@@ -239,6 +239,7 @@ impl Handler<GetStatus> for PrimaryActor {
             "last_lsn": tail.lsn,
             "oldest_lsn": self.shared.oldest_lsn(),
             "commits_total": self.primary.commits.load(std::sync::atomic::Ordering::Relaxed),
+            "lease": self.primary.lease.get().map(|l| l.describe()),
             "commit_rule": self.primary.sync().map_or_else(|| "async".to_string(), |t| t.describe()),
             "applied_lsn": tail.lsn,
             "last_commit_time_ms": tail.time_ms,

@@ -81,10 +81,10 @@ impl LocalCluster {
         let mut http = Vec::new();
         for (i, n) in names.iter().enumerate() {
             let (peer, h) = (free_addr()?, free_addr()?);
-            text += &format!(
-                "\n[[node]]\nname = \"{n}\"\nrole = \"{}\"\npeer = \"{peer}\"\nhttp = \"{h}\"\n",
-                if i == 0 { "primary" } else { "spare" }
-            );
+            // Spares do not vote: a stopped spare must not cost the primary its write lease
+            // while the suite measures replication.
+            let role = if i == 0 { "primary\"" } else { "spare\"\nvote = false" };
+            text += &format!("\n[[node]]\nname = \"{n}\"\nrole = \"{role}\npeer = \"{peer}\"\nhttp = \"{h}\"\n");
             http.push((n.clone(), h));
         }
         std::fs::write(dir.join("cluster.toml"), text)?;

@@ -144,6 +144,12 @@ impl Cluster {
         self.write_config();
     }
 
+    /// Takes `node` out of the quorums (`vote = false`): for tests whose primary must keep
+    /// its write lease while that node is down, cut off or not started.
+    pub fn non_voting(&mut self, node: &str) {
+        self.node_option(node, "vote = false");
+    }
+
     /// Routes the primary's link to `spare` through a fault proxy.
     pub fn proxy(&mut self, spare: &str) -> proxy::Proxy {
         let p = proxy::Proxy::start(&self.node(spare).peer);

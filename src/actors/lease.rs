@@ -1,0 +1,191 @@
+//! The primary's write lease, kept alive (DESIGN.md §7): every heartbeat it asks every
+//! voting node for a lease over a control connection (its own voter answers locally); the
+//! decision is `core::lease::LeaseHolder`'s. The write path acknowledges nothing without a
+//! valid lease. Time is this process's monotonic clock: a primary frozen (SIGSTOP) longer
+//! than the lease finds it expired when it resumes, before it acknowledges anything.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use crate::actors::node::DataShared;
+use crate::core::lease::LeaseHolder;
+use crate::error::{Error, Result};
+use crate::net::handshake;
+use crate::wire::message::Purpose;
+use crate::wire::{read_frame, write_frame, Message};
+
+/// How long the write path waits for a lease it does not hold (at start, after a blip)
+/// before refusing a write.
+pub const LEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// The lease, as the write path and status see it.
+pub struct LeaseGuard {
+    holder: Mutex<LeaseHolder>,
+    origin: Instant,
+    voters: Vec<String>,
+    /// Set when a voter answered with a newer epoch: this node is no longer the primary.
+    fenced: Mutex<Option<String>>,
+}
+
+impl LeaseGuard {
+    pub fn new(epoch: u64, lease: Duration, voters: Vec<String>) -> Self {
+        let quorum = voters.len() / 2 + 1;
+        LeaseGuard {
+            holder: Mutex::new(LeaseHolder::new(
+                epoch,
+                lease.as_millis() as u64,
+                quorum.max(1),
+            )),
+            origin: Instant::now(),
+            voters,
+            fenced: Mutex::new(None),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.fenced.lock().expect("fenced lock").is_none()
+            && self
+                .holder
+                .lock()
+                .expect("lease lock")
+                .is_valid(self.now_ms())
+    }
+
+    fn granted(&self, voter: &str, epoch: u64, sent_ms: u64) {
+        self.holder
+            .lock()
+            .expect("lease lock")
+            .on_grant(voter, epoch, sent_ms);
+    }
+
+    fn fence(&self, why: String) {
+        let mut fenced = self.fenced.lock().expect("fenced lock");
+        if fenced.is_none() {
+            tracing::error!(%why, "a newer epoch exists: this node stops acknowledging writes");
+            *fenced = Some(why);
+        }
+    }
+
+    /// Waits (blocking, at most [`LEASE_WAIT`]) for a valid lease; else says why there is none.
+    pub fn wait_valid(&self) -> Result<()> {
+        let started = Instant::now();
+        while !self.is_valid() {
+            if let Some(why) = self.fenced.lock().expect("fenced lock").clone() {
+                return Err(Error::Unavailable(format!("this node is no longer the primary ({why}); send writes to the current primary")));
+            }
+            if started.elapsed() > LEASE_WAIT {
+                let quorum = self.voters.len() / 2 + 1;
+                return Err(Error::Unavailable(format!(
+                    "this primary has no write lease: fewer than {quorum} of its {} voters ({}) confirmed it recently, so it cannot be sure no other node was promoted; check that the voters run and are reachable, then retry",
+                    self.voters.len(),
+                    self.voters.join(", ")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// For status: whether the lease is valid and for how long.
+    pub fn describe(&self) -> serde_json::Value {
+        let now = self.now_ms();
+        let until = self.holder.lock().expect("lease lock").valid_until();
+        serde_json::json!({
+            "valid": self.is_valid(),
+            "remaining_ms": until.map(|u| u.saturating_sub(now)),
+            "voters": self.voters,
+            "fenced": self.fenced.lock().expect("fenced lock").clone(),
+        })
+    }
+}
+
+/// Starts renewing: one task per other voter, and the node's own voter every heartbeat.
+pub fn start(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) {
+    let heartbeat = data.config().cluster.heartbeat;
+    for voter in guard.voters.clone() {
+        let (data, guard) = (data.clone(), guard.clone());
+        if voter == data.node.name {
+            actix_rt::spawn(async move {
+                let mut tick = tokio::time::interval(heartbeat);
+                loop {
+                    tick.tick().await;
+                    let sent_ms = guard.now_ms();
+                    if let Ok(Message::LeaseReply { granted: true, .. }) = data
+                        .voter
+                        .answer(&data.node.name, Message::LeaseRequest { epoch, sent_ms })
+                    {
+                        guard.granted(&data.node.name, epoch, sent_ms);
+                    }
+                }
+            });
+        } else {
+            actix_rt::spawn(async move {
+                loop {
+                    if let Err(e) = renew_from(&data, &guard, &voter, epoch).await {
+                        tracing::debug!(%voter, cause = %e, "lease renewal link lost");
+                    }
+                    tokio::time::sleep(heartbeat).await;
+                }
+            });
+        }
+    }
+}
+
+/// One control connection to `voter`, asking for the lease every heartbeat.
+async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u64) -> Result<()> {
+    let config = data.config();
+    let addr = config.node(voter)?.peer_advertise.clone();
+    let heartbeat = config.cluster.heartbeat;
+    let mut s = tokio::time::timeout(crate::actors::CONNECT_TIMEOUT, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| Error::Unavailable(format!("connecting to {addr} timed out")))?
+        .map_err(Error::io(format!("connect to voter {voter}")))?;
+    s.set_nodelay(true).map_err(Error::io("set TCP_NODELAY"))?;
+    handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
+    let mut tick = tokio::time::interval(heartbeat);
+    loop {
+        tick.tick().await;
+        let sent_ms = guard.now_ms();
+        write_frame(
+            &mut s,
+            &data
+                .identity
+                .envelope(epoch, Message::LeaseRequest { epoch, sent_ms }),
+        )
+        .await?;
+        let reply = tokio::time::timeout(heartbeat * 4, read_frame(&mut s))
+            .await
+            .map_err(|_| Error::Unavailable(format!("{voter} did not answer")))??;
+        match reply.message {
+            Message::LeaseReply {
+                granted: true,
+                epoch: e,
+                sent_ms,
+                ..
+            } => guard.granted(voter, e, sent_ms),
+            Message::LeaseReply {
+                granted: false,
+                known_epoch,
+                known_primary,
+                ..
+            } if known_epoch > epoch => {
+                guard.fence(format!(
+                    "{voter} follows epoch {known_epoch} led by {known_primary}"
+                ));
+            }
+            Message::LeaseReply { .. } => {}
+            other => {
+                return Err(Error::InvalidData(format!(
+                    "{voter} answered a lease request with {}",
+                    other.name()
+                )))
+            }
+        }
+    }
+}
