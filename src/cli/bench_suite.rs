@@ -83,8 +83,14 @@ impl LocalCluster {
             let (peer, h) = (free_addr()?, free_addr()?);
             // Spares do not vote: a stopped spare must not cost the primary its write lease
             // while the suite measures replication.
-            let role = if i == 0 { "primary\"" } else { "spare\"\nvote = false" };
-            text += &format!("\n[[node]]\nname = \"{n}\"\nrole = \"{role}\npeer = \"{peer}\"\nhttp = \"{h}\"\n");
+            let role = if i == 0 {
+                "primary\""
+            } else {
+                "spare\"\nvote = false"
+            };
+            text += &format!(
+                "\n[[node]]\nname = \"{n}\"\nrole = \"{role}\npeer = \"{peer}\"\nhttp = \"{h}\"\n"
+            );
             http.push((n.clone(), h));
         }
         std::fs::write(dir.join("cluster.toml"), text)?;
