@@ -284,3 +284,26 @@ fn spare_whose_copy_was_changed_behind_its_back_is_reseeded_and_its_copy_quarant
         c.log("main")
     );
 }
+
+#[test]
+fn two_spares_seeded_at_the_same_time_both_converge() {
+    let mut c = Cluster::new(2, false);
+    c.non_voting("lan-1");
+    c.non_voting("lan-2");
+    let p1 = c.proxy("lan-1");
+    let p2 = c.proxy("lan-2");
+    c.start("main");
+    create_table(&c);
+    let last = write_volume(&c, 20, 50, 1000);
+    // About 1 MB each, at different speeds: one seed ends (and tidies the snapshots) while
+    // the other is still running.
+    p1.rate(4 * 1024 * 1024);
+    p2.rate(1024 * 1024);
+    c.start("lan-1");
+    c.start("lan-2");
+    c.wait_applied("lan-1", last);
+    c.wait_applied("lan-2", last);
+    let primary = dump(&c, "main", last);
+    assert_eq!(dump(&c, "lan-1", last), primary);
+    assert_eq!(dump(&c, "lan-2", last), primary);
+}

@@ -82,7 +82,13 @@ impl Link {
         self.prim.pins.insert(self.spare.name.clone(), before);
         let db = self.data.node.data_dir.join(crate::store::DB_FILE);
         let log_dir = self.data.log_dir();
-        let info = tokio::task::spawn_blocking(move || snapshots.create(&db, &log_dir))
+        // Reserved before the files exist: another spare's finished seed prunes every
+        // snapshot not listed in `seeding`, and must not take this one while it is written.
+        let id = Snapshots::new_id();
+        self.prim
+            .seeding
+            .insert(self.spare.name.clone(), id.clone());
+        let info = tokio::task::spawn_blocking(move || snapshots.create(&db, &log_dir, &id))
             .await
             .map_err(|e| Error::Unavailable(format!("snapshot task failed: {e}")))??;
         self.prim

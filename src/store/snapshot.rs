@@ -68,9 +68,15 @@ impl Snapshots {
         self.dir.join(format!("{id}.sqlite"))
     }
 
-    /// A snapshot still on disk, by id.
+    /// A new snapshot id (reserve it before [`Snapshots::create`], so that a concurrent
+    /// prune keeps the files being written).
+    pub fn new_id() -> String {
+        format!("{:016x}", rand::random::<u64>())
+    }
+
+    /// A complete snapshot still on disk, by id.
     pub fn find(&self, id: &str) -> Result<Option<SnapshotInfo>> {
-        if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || !self.path(id).exists() {
             return Ok(None);
         }
         read_json(&self.dir.join(format!("{id}.json")))
@@ -78,10 +84,9 @@ impl Snapshots {
 
     /// Takes a new snapshot of `db` (blocking; writers go on). `log_dir` gives the position
     /// of the record it ends at, which the caller keeps retained.
-    pub fn create(&self, db: &Path, log_dir: &Path) -> Result<SnapshotInfo> {
+    pub fn create(&self, db: &Path, log_dir: &Path, id: &str) -> Result<SnapshotInfo> {
         std::fs::create_dir_all(&self.dir)
             .map_err(Error::io(format!("create {}", self.dir.display())))?;
-        let id = format!("{:016x}", rand::random::<u64>());
         let tmp = self.dir.join(format!("{id}.tmp"));
         let conn = open(db, ConnKind::Snapshot)?;
         conn.execute("VACUUM INTO ?1", [tmp.to_string_lossy()])?;
@@ -97,13 +102,13 @@ impl Snapshots {
         } else {
             Position::of(&LogReader::new(log_dir).record_at(lsn)?)
         };
-        let path = self.path(&id);
+        let path = self.path(id);
         std::fs::rename(&tmp, &path).map_err(Error::io(format!("rename {}", tmp.display())))?;
         let size = std::fs::metadata(&path)
             .map_err(Error::io(format!("stat {}", path.display())))?
             .len();
         let info = SnapshotInfo {
-            id: id.clone(),
+            id: id.to_string(),
             position,
             size,
             crc: file_crc(&path)?,
@@ -277,5 +282,43 @@ impl SeedDir {
     pub fn clear_marker(&self) -> Result<()> {
         let _ = std::fs::remove_file(self.install_marker());
         sync_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot_of_a_small_db(dir: &Path, id: &str) -> (Snapshots, SnapshotInfo) {
+        let db = dir.join("db.sqlite");
+        let conn = open(&db, ConnKind::Writer).unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .unwrap();
+        let snaps = Snapshots::new(dir);
+        let info = snaps.create(&db, &dir.join("log"), id).unwrap();
+        (snaps, info)
+    }
+
+    #[test]
+    fn a_snapshot_whose_file_is_gone_is_not_found_so_a_new_one_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snaps, info) = snapshot_of_a_small_db(dir.path(), "aaaa");
+        assert_eq!(snaps.find("aaaa").unwrap(), Some(info));
+        std::fs::remove_file(snaps.path("aaaa")).unwrap();
+        assert_eq!(snaps.find("aaaa").unwrap(), None);
+        assert_eq!(snaps.find("../etc").unwrap(), None, "ids are plain names");
+    }
+
+    #[test]
+    fn prune_keeps_reserved_snapshots_even_while_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snaps, _) = snapshot_of_a_small_db(dir.path(), "old0");
+        std::fs::write(dir.path().join("snapshots/busy1.tmp"), b"being written").unwrap();
+        snaps.prune(&["busy1".to_string()]).unwrap();
+        assert!(
+            dir.path().join("snapshots/busy1.tmp").exists(),
+            "a reserved snapshot's files stay"
+        );
+        assert!(!snaps.path("old0").exists(), "unreserved snapshots go");
     }
 }
