@@ -19,6 +19,8 @@ use crate::wire::{read_frame, write_frame, Message};
 /// How long the write path waits for a lease it does not hold (at start, after a blip)
 /// before refusing a write.
 pub const LEASE_WAIT: Duration = Duration::from_secs(2);
+/// How often the write path re-checks a lease it is waiting for.
+const LEASE_POLL: Duration = Duration::from_millis(10);
 
 /// The lease, as the write path and status see it.
 pub struct LeaseGuard {
@@ -87,7 +89,7 @@ impl LeaseGuard {
                     self.voters.join(", ")
                 )));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(LEASE_POLL);
         }
         Ok(())
     }
@@ -159,9 +161,12 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
                 .envelope(epoch, Message::LeaseRequest { epoch, sent_ms }),
         )
         .await?;
-        let reply = tokio::time::timeout(heartbeat * 4, read_frame(&mut s))
-            .await
-            .map_err(|_| Error::Unavailable(format!("{voter} did not answer")))??;
+        let reply = tokio::time::timeout(
+            crate::actors::silence_timeout(heartbeat),
+            read_frame(&mut s),
+        )
+        .await
+        .map_err(|_| Error::Unavailable(format!("{voter} did not answer")))??;
         match reply.message {
             Message::LeaseReply {
                 granted: true,
