@@ -18,6 +18,14 @@ fn caught_up(lag: &Value) -> bool {
     lag["records"] == 0 && lag["bytes"] == 0 && lag["seconds"].as_f64() == Some(0.0)
 }
 
+/// The table every test here writes to; returns its LSN.
+fn create_t(c: &Cluster) -> u64 {
+    c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        json!([]),
+    )
+}
+
 fn write_some(c: &Cluster, n: usize) -> u64 {
     let mut lsn = 0;
     for i in 0..n {
@@ -33,10 +41,7 @@ fn write_some(c: &Cluster, n: usize) -> u64 {
 fn idle_cluster_reads_zero_lag_in_every_unit() {
     let mut c = Cluster::new(2, true);
     c.start_all();
-    c.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
-        json!([]),
-    );
+    create_t(&c);
     write_some(&c, 20);
     // Idle now: heartbeat records flow, and every spare applies them.
     wait_until("both spares to read zero lag", || {
@@ -78,10 +83,7 @@ fn lag_grows_in_every_unit_while_a_spare_is_cut_off_and_returns_to_zero() {
     c.non_voting("lan-1");
     let proxy = c.proxy("lan-1");
     c.start_all();
-    let lsn = c.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
-        json!([]),
-    );
+    let lsn = create_t(&c);
     c.wait_applied("lan-1", lsn);
     proxy.cut();
     write_some(&c, 50);
@@ -113,10 +115,7 @@ fn lag_grows_in_every_unit_while_a_spare_is_cut_off_and_returns_to_zero() {
 fn status_json_agrees_with_the_monitor_and_falls_back_to_the_data_nodes() {
     let mut c = Cluster::new(1, true);
     c.start_all();
-    let lsn = c.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
-        json!([]),
-    );
+    let lsn = create_t(&c);
     c.wait_applied("lan-1", lsn);
     let shape = |d: &Value| {
         d["nodes"]
@@ -151,10 +150,7 @@ fn status_json_agrees_with_the_monitor_and_falls_back_to_the_data_nodes() {
 fn metrics_parse_as_prometheus_text_on_every_node() {
     let mut c = Cluster::new(1, true);
     c.start_all();
-    let lsn = c.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
-        json!([]),
-    );
+    let lsn = create_t(&c);
     c.wait_applied("lan-1", write_some(&c, 5).max(lsn));
     wait_until("lan-1 to be streaming", || {
         spare_lag(&c, "lan-1")["records"].as_u64().is_some()
@@ -254,10 +250,7 @@ fn notify_command_receives_a_lag_alert_and_its_recovery() {
     ));
     let proxy = c.proxy("lan-1");
     c.start_all();
-    let lsn = c.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
-        json!([]),
-    );
+    let lsn = create_t(&c);
     c.wait_applied("lan-1", lsn);
     proxy.cut();
     write_some(&c, 5);
@@ -333,10 +326,7 @@ fn dashboard_shows_every_spare_and_its_lag_in_a_real_browser() {
     let Some(browser) = chromium() else { return };
     let mut c = Cluster::new(2, true);
     c.start_all();
-    c.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
-        json!([]),
-    );
+    create_t(&c);
     let lsn = write_some(&c, 3);
     c.wait_applied("lan-1", lsn);
     c.wait_applied("lan-2", lsn);

@@ -34,6 +34,25 @@ async fn ask(s: &mut TcpStream, id: &Identity, m: Message) -> Message {
     read_frame(s).await.unwrap().message
 }
 
+/// Asks for a lease for epoch 1, stamped `sent_ms`.
+async fn ask_lease(s: &mut TcpStream, id: &Identity, sent_ms: u64) -> Message {
+    ask(s, id, Message::LeaseRequest { epoch: 1, sent_ms }).await
+}
+
+fn assert_refused_for_epoch_2(reply: &Message) {
+    assert!(
+        matches!(
+            reply,
+            Message::LeaseReply {
+                granted: false,
+                known_epoch: 2,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+}
+
 fn promised(c: &Cluster, node: &str) -> (u64, String) {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(c.data_dir(node).join("node.state")).unwrap())
@@ -49,15 +68,7 @@ async fn a_monitor_keeps_its_promise_on_disk_and_refuses_the_old_primary_a_lease
     let mut c = Cluster::new(1, true);
     c.start_all();
     let (mut s, id) = control(&c, "watch-1", "main", SECRET).await.unwrap();
-    let lease = ask(
-        &mut s,
-        &id,
-        Message::LeaseRequest {
-            epoch: 1,
-            sent_ms: 5,
-        },
-    )
-    .await;
+    let lease = ask_lease(&mut s, &id, 5).await;
     assert!(
         matches!(
             lease,
@@ -94,26 +105,8 @@ async fn a_monitor_keeps_its_promise_on_disk_and_refuses_the_old_primary_a_lease
         (2, "lan-1".to_string()),
         "the promise is on disk"
     );
-    let lease = ask(
-        &mut s,
-        &id,
-        Message::LeaseRequest {
-            epoch: 1,
-            sent_ms: 6,
-        },
-    )
-    .await;
-    assert!(
-        matches!(
-            lease,
-            Message::LeaseReply {
-                granted: false,
-                known_epoch: 2,
-                ..
-            }
-        ),
-        "{lease:?}"
-    );
+    let lease = ask_lease(&mut s, &id, 6).await;
+    assert_refused_for_epoch_2(&lease);
     let other = ask(
         &mut s,
         &id,
@@ -132,26 +125,8 @@ async fn a_monitor_keeps_its_promise_on_disk_and_refuses_the_old_primary_a_lease
     c.kill("watch-1");
     c.start("watch-1");
     let (mut s, id) = control(&c, "watch-1", "main", SECRET).await.unwrap();
-    let lease = ask(
-        &mut s,
-        &id,
-        Message::LeaseRequest {
-            epoch: 1,
-            sent_ms: 7,
-        },
-    )
-    .await;
-    assert!(
-        matches!(
-            lease,
-            Message::LeaseReply {
-                granted: false,
-                known_epoch: 2,
-                ..
-            }
-        ),
-        "{lease:?}"
-    );
+    let lease = ask_lease(&mut s, &id, 7).await;
+    assert_refused_for_epoch_2(&lease);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,15 +147,7 @@ async fn control_connections_need_the_secret_and_a_member_name() {
         let (mut s, id) = control(&c, node, "lan-1", SECRET)
             .await
             .unwrap_or_else(|e| panic!("{node}: {e}"));
-        let reply = ask(
-            &mut s,
-            &id,
-            Message::LeaseRequest {
-                epoch: 1,
-                sent_ms: 1,
-            },
-        )
-        .await;
+        let reply = ask_lease(&mut s, &id, 1).await;
         assert!(
             matches!(reply, Message::LeaseReply { granted: false, .. }),
             "{node} granted a lease to a spare: {reply:?}"
