@@ -392,21 +392,103 @@ impl ClusterConfig {
 
 /// The configuration a running process follows, replaced as a whole by a reload. Every node
 /// of the process shares one (they read the same file).
+///
+/// Roles in the file are *initial* roles: after a promotion the primary is whichever node the
+/// newest epoch names. The cell learns that leader (from `node.state`, a committed
+/// promotion, a newer peer) and hands out the file with roles re-assigned: the leader is the
+/// `primary`, the file's primary a data node like the spares. Code that asks
+/// `config.primary()` or `config.spares()` thus follows promotions without knowing of them.
 #[derive(Debug)]
-pub struct ConfigCell(std::sync::RwLock<std::sync::Arc<ClusterConfig>>);
+pub struct ConfigCell {
+    inner: std::sync::RwLock<CellInner>,
+}
+
+#[derive(Debug)]
+struct CellInner {
+    /// As read from the file.
+    file: std::sync::Arc<ClusterConfig>,
+    /// The newest (epoch, primary) this process knows of.
+    leader: Option<(u64, String)>,
+    /// `file` with the leader as primary.
+    effective: std::sync::Arc<ClusterConfig>,
+}
 
 impl ConfigCell {
     pub fn new(config: ClusterConfig) -> Self {
-        ConfigCell(std::sync::RwLock::new(std::sync::Arc::new(config)))
+        let file = std::sync::Arc::new(config);
+        ConfigCell {
+            inner: std::sync::RwLock::new(CellInner {
+                effective: file.clone(),
+                file,
+                leader: None,
+            }),
+        }
     }
 
-    /// The current configuration (a cheap snapshot: later reloads do not change it).
+    /// The current configuration, roles following the newest known epoch (a cheap
+    /// snapshot: later reloads and promotions do not change it).
     pub fn get(&self) -> std::sync::Arc<ClusterConfig> {
-        self.0.read().expect("config lock").clone()
+        self.inner.read().expect("config lock").effective.clone()
     }
 
+    /// The configuration as the file says it (initial roles).
+    pub fn file(&self) -> std::sync::Arc<ClusterConfig> {
+        self.inner.read().expect("config lock").file.clone()
+    }
+
+    /// The newest (epoch, primary) known, if any was learned.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        self.inner.read().expect("config lock").leader.clone()
+    }
+
+    /// Replaces the file's configuration (a reload).
     pub fn set(&self, config: ClusterConfig) {
-        *self.0.write().expect("config lock") = std::sync::Arc::new(config);
+        let mut inner = self.inner.write().expect("config lock");
+        inner.file = std::sync::Arc::new(config);
+        inner.effective = std::sync::Arc::new(inner.file.led_by(inner.leader.as_ref()));
+    }
+
+    /// Learns that `primary` leads `epoch`; ignored unless newer than what is known. Returns
+    /// whether it was news.
+    pub fn learn(&self, epoch: u64, primary: &str) -> bool {
+        let mut inner = self.inner.write().expect("config lock");
+        if inner.leader.as_ref().is_some_and(|(e, _)| *e >= epoch) {
+            return false;
+        }
+        if inner.file.node(primary).is_err() {
+            tracing::warn!(%primary, epoch, "the primary of a newer epoch is not in this configuration file; keeping the file's roles");
+            return false;
+        }
+        inner.leader = Some((epoch, primary.to_string()));
+        inner.effective = std::sync::Arc::new(inner.file.led_by(inner.leader.as_ref()));
+        true
+    }
+}
+
+impl ClusterConfig {
+    /// This configuration with `leader` as the primary (the file's primary becoming a data
+    /// node like the spares); unchanged without a leader or if it names no data node.
+    pub fn led_by(&self, leader: Option<&(u64, String)>) -> ClusterConfig {
+        let mut c = self.clone();
+        let Some((_, name)) = leader else { return c };
+        if !c
+            .nodes
+            .iter()
+            .any(|n| &n.name == name && n.role != Role::Monitor)
+        {
+            return c;
+        }
+        for n in &mut c.nodes {
+            if n.role == Role::Monitor {
+                continue;
+            }
+            n.role = if &n.name == name {
+                Role::Primary
+            } else {
+                Role::Spare
+            };
+        }
+        c
     }
 }
 

@@ -54,6 +54,40 @@ impl NodeState {
     }
 }
 
+/// What a node runs as, from its state (DESIGN.md §2 "role").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incarnation {
+    Primary,
+    Spare,
+    /// An old primary that learned of a newer epoch: read-only until `spare rejoin`.
+    Fenced,
+    Monitor,
+}
+
+impl Incarnation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Incarnation::Primary => "primary",
+            Incarnation::Spare => "spare",
+            Incarnation::Fenced => "fenced",
+            Incarnation::Monitor => "monitor",
+        }
+    }
+}
+
+impl NodeState {
+    /// The node named primary of the newest epoch it knows leads; an old primary that has
+    /// not rejoined is fenced; other data nodes are spares.
+    pub fn incarnation(&self, me: &str) -> Incarnation {
+        match self.role {
+            Role::Monitor => Incarnation::Monitor,
+            _ if self.primary == me => Incarnation::Primary,
+            Role::Primary => Incarnation::Fenced,
+            Role::Spare => Incarnation::Spare,
+        }
+    }
+}
+
 fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(STATE_FILE)
 }

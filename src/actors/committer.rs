@@ -41,6 +41,9 @@ pub enum Job {
     /// The primary is idle: log a heartbeat record, so that lag in seconds stays truthful
     /// (an idle cluster reads zero, a disconnected spare's lag keeps growing).
     Heartbeat,
+    /// The node changes role: refuse what waits, release the log and the database, then
+    /// answer.
+    Stop(std::sync::mpsc::Sender<()>),
 }
 
 /// What a successful write returns to its client.
@@ -64,6 +67,8 @@ pub struct Committer {
     lease: Option<Arc<crate::actors::lease::LeaseGuard>>,
     /// Segment count at the last retention pass: a new segment triggers the next one.
     segments_seen: usize,
+    /// A stop taken from the queue while a group was forming: honoured after the group.
+    stop: Option<std::sync::mpsc::Sender<()>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -90,6 +95,7 @@ impl Committer {
             retention: None,
             lease: None,
             segments_seen,
+            stop: None,
         }
     }
 
@@ -154,6 +160,7 @@ impl Committer {
                 None => match jobs.blocking_recv() {
                     Some(Job::Write(first)) => self.form_group(first, &mut jobs),
                     Some(Job::Heartbeat) => Vec::new(),
+                    Some(Job::Stop(ack)) => return self.stop(jobs, ack),
                     None => return,
                 },
             };
@@ -174,7 +181,21 @@ impl Committer {
                 Self::refuse_all(&mut jobs, &e);
                 return;
             }
+            if let Some(ack) = self.stop.take() {
+                return self.stop(jobs, ack);
+            }
         }
+    }
+
+    /// Ends the write path: waiting writes are refused (retryable), the log writer and the
+    /// database connection are closed, then `ack` is answered.
+    fn stop(self, mut jobs: mpsc::Receiver<Job>, ack: std::sync::mpsc::Sender<()>) {
+        Self::refuse_all(
+            &mut jobs,
+            &Error::Unavailable("this node is changing role".into()),
+        );
+        drop(self);
+        let _ = ack.send(());
     }
 
     fn form_group(&mut self, first: WriteJob, jobs: &mut mpsc::Receiver<Job>) -> Vec<WriteJob> {
@@ -191,6 +212,10 @@ impl Committer {
                 Ok(Job::Write(job)) => group.push(job),
                 // This group's record serves as a heartbeat.
                 Ok(Job::Heartbeat) => continue,
+                Ok(Job::Stop(ack)) => {
+                    self.stop = Some(ack);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -278,6 +303,10 @@ impl Committer {
 
     /// Logs a heartbeat record (no SQLite change: its LSN is applied by definition).
     fn heartbeat(&mut self) -> Result<()> {
+        // Without a lease another node may lead: add nothing to this history.
+        if self.lease.as_ref().is_some_and(|l| !l.is_valid()) {
+            return Ok(());
+        }
         let record = self
             .log
             .append(self.epoch, now_ms(), RecordKind::Heartbeat, Vec::new())?;
@@ -302,10 +331,18 @@ impl Committer {
 
     fn refuse_all(jobs: &mut mpsc::Receiver<Job>, cause: &Error) {
         jobs.close();
-        while let Ok(Job::Write(job)) = jobs.try_recv() {
-            let _ = job.reply.send(Err(Error::Unavailable(format!(
-                "the write path stopped: {cause}"
-            ))));
+        while let Ok(job) = jobs.try_recv() {
+            match job {
+                Job::Write(job) => {
+                    let _ = job.reply.send(Err(Error::Unavailable(format!(
+                        "the write path stopped: {cause}"
+                    ))));
+                }
+                Job::Stop(ack) => {
+                    let _ = ack.send(());
+                }
+                Job::Heartbeat => {}
+            }
         }
     }
 }

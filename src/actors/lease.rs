@@ -29,6 +29,8 @@ pub struct LeaseGuard {
     voters: Vec<String>,
     /// Set when a voter answered with a newer epoch: this node is no longer the primary.
     fenced: Mutex<Option<String>>,
+    /// Set when this primary incarnation stops: renewals end, nothing is valid any more.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl LeaseGuard {
@@ -43,7 +45,18 @@ impl LeaseGuard {
             origin: Instant::now(),
             voters,
             fenced: Mutex::new(None),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Ends the lease for good (the node changes role).
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -51,7 +64,8 @@ impl LeaseGuard {
     }
 
     pub fn is_valid(&self) -> bool {
-        self.fenced.lock().expect("fenced lock").is_none()
+        !self.stopped()
+            && self.fenced.lock().expect("fenced lock").is_none()
             && self
                 .holder
                 .lock()
@@ -78,6 +92,11 @@ impl LeaseGuard {
     pub fn wait_valid(&self) -> Result<()> {
         let started = Instant::now();
         while !self.is_valid() {
+            if self.stopped() {
+                return Err(Error::Unavailable(
+                    "this node is changing role; retry (clients that know several nodes find the new primary)".into(),
+                ));
+            }
             if let Some(why) = self.fenced.lock().expect("fenced lock").clone() {
                 return Err(Error::Unavailable(format!("this node is no longer the primary ({why}); send writes to the current primary")));
             }
@@ -115,7 +134,7 @@ pub fn start(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) {
         if voter == data.node.name {
             actix_rt::spawn(async move {
                 let mut tick = tokio::time::interval(heartbeat);
-                loop {
+                while !guard.stopped() {
                     tick.tick().await;
                     let sent_ms = guard.now_ms();
                     if let Ok(Message::LeaseReply { granted: true, .. }) = data
@@ -128,7 +147,7 @@ pub fn start(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) {
             });
         } else {
             actix_rt::spawn(async move {
-                loop {
+                while !guard.stopped() {
                     if let Err(e) = renew_from(&data, &guard, &voter, epoch).await {
                         tracing::debug!(%voter, cause = %e, "lease renewal link lost");
                     }
@@ -151,7 +170,7 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
     s.set_nodelay(true).map_err(Error::io("set TCP_NODELAY"))?;
     handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
     let mut tick = tokio::time::interval(heartbeat);
-    loop {
+    while !guard.stopped() {
         tick.tick().await;
         let sent_ms = guard.now_ms();
         write_frame(
@@ -178,11 +197,24 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
                 granted: false,
                 known_epoch,
                 known_primary,
+                known_committed: true,
                 ..
             } if known_epoch > epoch => {
                 guard.fence(format!(
                     "{voter} follows epoch {known_epoch} led by {known_primary}"
                 ));
+                // Remember it (node.state): the node restarts as fenced, here and after a
+                // restart, and sends clients to the new primary.
+                let cell = data.voter.clone();
+                let adopted =
+                    tokio::task::spawn_blocking(move || cell.adopt(&known_primary, known_epoch))
+                        .await;
+                if !matches!(adopted, Ok(Ok(_))) {
+                    tracing::error!(
+                        "cannot record the newer epoch in node.state; writes stay refused"
+                    );
+                }
+                return Ok(());
             }
             Message::LeaseReply { .. } => {}
             other => {
@@ -193,4 +225,5 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
             }
         }
     }
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod lease;
 pub mod monitor;
 pub mod node;
 pub mod primary;
+pub mod slot;
 pub mod spare;
 pub mod spare_link;
 pub mod supervisor;

@@ -1,4 +1,5 @@
-//! Starting one node: open and recover its storage, start its actor and its HTTP API.
+//! Starting one incarnation of a node (the slot, `slot.rs`, owns what outlives it): open and
+//! recover its storage, start its actor.
 //!
 //! Recovery (data nodes): the log is opened and checked (a torn tail is cut with a WARN), then
 //! every record past the LSN that SQLite says it applied is applied again. Only then does the
@@ -14,16 +15,17 @@ use tokio::sync::{mpsc, watch};
 use crate::actors::committer::{Committer, Job, WRITE_QUEUE_CAPACITY};
 use crate::actors::monitor::MonitorActor;
 use crate::actors::primary::PrimaryActor;
+use crate::actors::slot::NodeSlot;
 use crate::actors::spare::SpareActor;
-use crate::actors::supervisor::{ConfigChanged, StopNode, SupervisorActor};
+use crate::actors::supervisor::ConfigChanged;
 use crate::actors::sync_tracker::SyncTracker;
-use crate::actors::voter::{control_listener, VoterCell};
+use crate::actors::voter::VoterCell;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, PrimaryRef, Result};
 use crate::events::EventLog;
 use crate::log::{self, LogWriter, Position, RecordKind};
 use crate::net::handshake::Identity;
-use crate::state::NodeState;
+use crate::state::{Incarnation, NodeState};
 use crate::store::apply::Applier;
 use crate::store::exec::Executor;
 use crate::store::query::ReaderPool;
@@ -48,8 +50,8 @@ pub struct DataShared {
     pub base: std::sync::Mutex<Position>,
     /// This node's events log.
     pub events: Arc<EventLog>,
-    /// The data directory's lock, held as long as the node runs.
-    pub _lock: std::fs::File,
+    /// The data directory's lock, held as long as the node runs (the slot's).
+    pub _lock: Arc<std::fs::File>,
     /// This node's voter (leases, promises), persisted in `node.state`.
     pub voter: Arc<VoterCell>,
 }
@@ -135,19 +137,12 @@ pub enum NodeAddr {
     Spare {
         actor: Addr<SpareActor>,
         shared: Arc<DataShared>,
+        spare: Arc<crate::actors::spare::SpareShared>,
     },
     Monitor {
         actor: Addr<MonitorActor>,
         events: Arc<EventLog>,
     },
-}
-
-/// A node started in this process.
-pub struct RunningNode {
-    pub name: String,
-    pub role: Role,
-    pub addr: NodeAddr,
-    pub http: actix_web::dev::ServerHandle,
 }
 
 impl NodeAddr {
@@ -166,20 +161,6 @@ impl NodeAddr {
     }
 }
 
-impl RunningNode {
-    /// Stops the node's actor and its HTTP API.
-    pub fn stop(self) {
-        match &self.addr {
-            NodeAddr::Primary { .. } => {
-                unreachable!("a reload never removes the primary (checked)")
-            }
-            NodeAddr::Spare { actor, .. } => actor.do_send(StopNode),
-            NodeAddr::Monitor { actor, .. } => actor.do_send(StopNode),
-        }
-        actix_rt::spawn(async move { self.http.stop(true).await });
-    }
-}
-
 /// Where clients reach `node`'s HTTP API.
 pub fn primary_ref(config: &ClusterConfig) -> PrimaryRef {
     let p = config.primary();
@@ -189,64 +170,16 @@ pub fn primary_ref(config: &ClusterConfig) -> PrimaryRef {
     }
 }
 
-/// Opens, recovers and starts node `name`; must run inside an actix system (on the arbiter
-/// that should own its actors).
-pub fn start(
-    cell: Arc<ConfigCell>,
-    name: &str,
-    supervisor: Addr<SupervisorActor>,
-) -> Result<RunningNode> {
-    let config = cell.get();
-    let node = config.node(name)?.clone();
-    let addr = match node.role {
-        Role::Monitor => {
-            let events = node_events(&config, &node)?;
-            start_monitor_voter(&cell, &config, &node)?;
-            NodeAddr::Monitor {
-                actor: MonitorActor::new(cell.clone(), node.clone(), events.clone()).start(),
-                events,
-            }
-        }
-        Role::Primary | Role::Spare => start_data_node(cell.clone(), node.clone())?,
-    };
-    let http = crate::http::serve(cell, node.clone(), addr.clone(), supervisor)?;
-    tracing::info!(node = %node.name, role = node.role.as_str(), http = %node.http, peer = %node.peer, "node started");
-    addr.events().record(
-        "node_started",
-        None,
-        &format!("{} started as {}", node.name, node.role.as_str()),
-    );
-    Ok(RunningNode {
-        name: node.name,
-        role: node.role,
-        addr,
-        http,
-    })
-}
-
-/// A monitor votes too: its voter, persisted in its data directory, answers on its peer port.
-fn start_monitor_voter(
-    cell: &Arc<ConfigCell>,
-    config: &ClusterConfig,
-    node: &NodeConfig,
-) -> Result<()> {
-    let state = load_state(config, node)?;
-    let voter = Arc::new(VoterCell::new(
-        state,
-        node.data_dir.clone(),
-        config.cluster.lease.as_millis() as u64,
-    ));
-    let identity = Identity {
-        cluster: config.cluster.name.clone(),
-        name: node.name.clone(),
-        secret: Arc::new(config.read_secret()?),
-    };
-    actix_rt::spawn(control_listener(node.peer, identity, voter, cell.clone()));
-    Ok(())
+/// Starts a monitor's actor (its voter and listeners are the slot's).
+pub fn start_monitor(slot: &NodeSlot, node: &NodeConfig) -> NodeAddr {
+    NodeAddr::Monitor {
+        actor: MonitorActor::new(slot.cell.clone(), node.clone(), slot.events.clone()).start(),
+        events: slot.events.clone(),
+    }
 }
 
 /// The node's events log, in its data directory (created if needed).
-fn node_events(config: &ClusterConfig, node: &NodeConfig) -> Result<Arc<EventLog>> {
+pub(crate) fn node_events(config: &ClusterConfig, node: &NodeConfig) -> Result<Arc<EventLog>> {
     prepare_data_dir(config, node)?;
     Ok(Arc::new(EventLog::new(
         &node.name,
@@ -267,7 +200,7 @@ impl NodeAddr {
     }
 }
 
-fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
+pub(crate) fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
     std::fs::create_dir_all(&node.data_dir).map_err(|e| {
         Error::Config(format!(
             "{}: node \"{}\": field \"data_dir\": cannot create {}: {e}",
@@ -292,7 +225,7 @@ fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
 /// Takes the data directory's lock (`LOCK`, an exclusive `flock`), held while the returned
 /// file is open: a second process on the same directory would replay and cut the first
 /// one's log under it.
-fn lock_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<std::fs::File> {
+pub(crate) fn lock_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let path = node.data_dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
@@ -366,69 +299,87 @@ pub fn finish_install(data_dir: &Path, info: &crate::store::snapshot::SnapshotIn
     seed.clear_marker()
 }
 
-fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<NodeState> {
+pub(crate) fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<NodeState> {
     if let Some(state) = NodeState::load(&node.data_dir)? {
         return Ok(state);
     }
+    // A first start: the file's roles are the initial ones, epoch 1.
     let state = NodeState {
         epoch: 1,
         promised_epoch: 1,
         primary: config.primary().name.clone(),
-        role: node.role,
+        role: config.node(&node.name)?.role,
         promised_to: config.primary().name.clone(),
     };
     state.save(&node.data_dir)?;
     Ok(state)
 }
 
-fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> {
+/// Opens and recovers a data node's storage and starts it as `want` (primary, spare or
+/// fenced). A node becoming primary first applies every record it holds (recovery), then
+/// logs an epoch record for its epoch if its log ends in an older one.
+pub fn start_data_node(slot: &NodeSlot, node: NodeConfig, want: Incarnation) -> Result<NodeAddr> {
+    let cell = slot.cell.clone();
     let config = cell.get();
-    prepare_data_dir(&config, &node)?;
-    let lock = lock_data_dir(&config, &node)?;
-    let secret = Arc::new(config.read_secret()?);
-    let state = load_state(&config, &node)?;
+    let state = slot.voter.state();
     let segment_bytes = crate::log::retention::segment_bytes_for(config.cluster.retention_bytes);
-    let (mut log, applier) = recover(&node.data_dir, segment_bytes)?;
-    let identity = Identity {
-        cluster: config.cluster.name.clone(),
-        name: node.name.clone(),
-        secret,
-    };
+    let (log, applier) = recover(&node.data_dir, segment_bytes)?;
     let (applied_tx, applied_rx) = watch::channel(applier.applied().0);
     let shared = Arc::new(DataShared {
         cell,
         readers: ReaderPool::new(&node.data_dir.join(store::DB_FILE)),
         node: node.clone(),
-        identity,
+        identity: slot.identity.clone(),
         applied: applied_rx,
         epoch: AtomicU64::new(state.epoch),
         base: std::sync::Mutex::new(
             crate::log::base::load(&node.data_dir.join("log"))?.unwrap_or_default(),
         ),
-        events: node_events(&config, &node)?,
-        _lock: lock,
-        voter: Arc::new(VoterCell::new(
-            state.clone(),
-            node.data_dir.clone(),
-            config.cluster.lease.as_millis() as u64,
-        )),
+        events: slot.events.clone(),
+        _lock: slot.lock.clone(),
+        voter: slot.voter.clone(),
     });
-    if node.role == Role::Spare {
-        let actor =
-            SpareActor::new(shared.clone(), log, applier, Arc::new(applied_tx), state).start();
-        return Ok(NodeAddr::Spare { actor, shared });
+    if want != Incarnation::Primary {
+        let fenced = want == Incarnation::Fenced;
+        let actor = SpareActor::new(shared.clone(), log, applier, Arc::new(applied_tx), fenced);
+        let spare = actor.shared();
+        return Ok(NodeAddr::Spare {
+            actor: actor.start(),
+            shared,
+            spare,
+        });
     }
-    if log.tail().lsn == 0 {
-        log.append(
-            state.epoch,
+    drop(applier);
+    slot.set_role(Role::Primary)?;
+    start_primary(shared, log, applied_tx, state.epoch)
+}
+
+/// Starts the write path, the lease, the feeders and the primary's actor on a recovered log.
+fn start_primary(
+    shared: Arc<DataShared>,
+    mut log: LogWriter,
+    applied_tx: watch::Sender<u64>,
+    epoch: u64,
+) -> Result<NodeAddr> {
+    let node = shared.node.clone();
+    let config = shared.config();
+    if log.tail().lsn == 0 || log.tail().epoch < epoch {
+        // The first record of this primary's history: spares learn the epoch change from
+        // it, and a diverged spare's records of the old epoch no longer match.
+        let rec = log.append(
+            epoch,
             crate::actors::committer::now_ms(),
             RecordKind::Epoch,
             node.name.clone().into_bytes(),
         )?;
         log.sync()?;
+        tracing::info!(
+            epoch,
+            lsn = rec.lsn,
+            "leading a new epoch: logged its epoch record"
+        );
     }
     let durable = log.durable();
-    drop(applier);
     let executor = Executor::new(store::open(
         &node.data_dir.join(store::DB_FILE),
         ConnKind::Writer,
@@ -444,13 +395,13 @@ fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> 
         .map(|n| n.name.clone())
         .collect();
     let guard = Arc::new(crate::actors::lease::LeaseGuard::new(
-        state.epoch,
+        epoch,
         config.cluster.lease,
         voters,
     ));
     let _ = primary.lease.set(guard.clone());
-    crate::actors::lease::start(shared.clone(), guard.clone(), state.epoch);
-    let committer = Committer::new(executor, log, state.epoch, committed.clone())
+    crate::actors::lease::start(shared.clone(), guard.clone(), epoch);
+    let committer = Committer::new(executor, log, epoch, committed.clone())
         .with_retention(shared.clone(), primary.clone())
         .with_lease(guard);
     std::thread::Builder::new()
@@ -458,12 +409,6 @@ fn start_data_node(cell: Arc<ConfigCell>, node: NodeConfig) -> Result<NodeAddr> 
         .spawn(move || committer.run(jobs))
         .map_err(Error::io("start the write thread"))?;
     spawn_applied_mirror(committed.subscribe(), applied_tx);
-    actix_rt::spawn(control_listener(
-        node.peer,
-        shared.identity.clone(),
-        shared.voter.clone(),
-        shared.cell.clone(),
-    ));
     let actor = PrimaryActor::new(
         shared.clone(),
         primary.clone(),

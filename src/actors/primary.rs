@@ -286,3 +286,15 @@ impl Handler<ConfigChanged> for PrimaryActor {
         }
     }
 }
+
+impl Handler<crate::actors::supervisor::StopNode> for PrimaryActor {
+    type Result = ();
+
+    /// Stops every feeder (their links close) and the actor: the node changes role.
+    fn handle(&mut self, _: crate::actors::supervisor::StopNode, ctx: &mut Context<Self>) {
+        for (_, (_, feeder)) in std::mem::take(&mut self.feeders) {
+            feeder.do_send(StopFeeder);
+        }
+        actix::ActorContext::stop(ctx);
+    }
+}

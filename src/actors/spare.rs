@@ -9,22 +9,19 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, MessageResult, WrapFuture};
+use actix::{Actor, ActorContext, Context, Handler, MessageResult};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::actors::applier::{self, ApplierHandle, ApplyState};
 use crate::actors::committer::now_ms;
 use crate::actors::node::{finish_install, primary_ref, DataShared};
 use crate::actors::primary::GetStatus;
-use crate::actors::spare_link;
 use crate::actors::supervisor::{ConfigChanged, StopNode};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::core::lag;
 use crate::error::{Error, Result};
 use crate::log::{self, LogWriter, Position};
-use crate::state::NodeState;
 use crate::store::apply::Applier;
 use crate::store::snapshot::SeedDir;
 use crate::store::{self as sqlite, ConnKind};
@@ -49,13 +46,38 @@ pub struct SpareShared {
     pub last_heard_ms: AtomicU64,
     /// Bumped by each authenticated connection; a link whose number is no longer current stops.
     pub generation: watch::Sender<u64>,
-    /// The primary this node follows.
-    pub primary: String,
+    /// Set when this incarnation stops (the node changes role): nothing appends any more.
+    pub closed: AtomicBool,
     /// Why the last link was refused for divergence, if it was.
     pub diverged: Mutex<Option<String>>,
 }
 
 impl SpareShared {
+    /// The log, for appending: refused once this incarnation stopped, so that a link still
+    /// running cannot write under the node's next role.
+    pub fn open_log(&self) -> Result<std::sync::MutexGuard<'_, LogWriter>> {
+        let log = self.log.lock().expect("log lock");
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Unavailable(
+                "this spare is stopping (changing role)".into(),
+            ));
+        }
+        Ok(log)
+    }
+
+    /// Stops this incarnation for good (blocking): no more appends, links end, the apply
+    /// thread is stopped and joined.
+    pub fn close(&self) {
+        {
+            let _log = self.log.lock().expect("log lock");
+            self.closed.store(true, Ordering::Release);
+        }
+        self.generation.send_modify(|g| *g += 1);
+        if let Some(h) = self.applier.lock().expect("applier lock").take() {
+            h.stop();
+        }
+    }
+
     pub fn wake_applier(&self) {
         if let Some(h) = self.applier.lock().expect("applier lock").as_ref() {
             h.wake();
@@ -82,14 +104,15 @@ impl SpareShared {
     pub fn install_seed(&self, quarantine_after: Option<u64>) -> Result<Position> {
         let info = self.seed.verify()?;
         let data_dir = &self.data.node.data_dir;
-        let mut log = self.log.lock().expect("log lock");
+        let mut log = self.open_log()?;
         if let Some(h) = self.applier.lock().expect("applier lock").take() {
             h.stop();
         }
         if let Some(after) = quarantine_after {
             let reason = format!(
                 "diverged from primary {}; replaced by its snapshot at LSN {}",
-                self.primary, info.position.lsn
+                self.data.voter.state().primary,
+                info.position.lsn
             );
             let from = after.max(self.data.oldest_lsn() - 1);
             let db = data_dir.join(sqlite::DB_FILE);
@@ -146,6 +169,9 @@ impl SpareShared {
 
 pub struct SpareActor {
     shared: Arc<SpareShared>,
+    /// An old primary that must not write nor follow until `spare rejoin` (DESIGN.md §7):
+    /// it serves reads and refuses streams.
+    fenced: bool,
     /// Taken by `started` to start the apply thread.
     pending: Option<Applier>,
 }
@@ -156,7 +182,7 @@ impl SpareActor {
         log: LogWriter,
         applier: Applier,
         applied_tx: Arc<watch::Sender<u64>>,
-        state: NodeState,
+        fenced: bool,
     ) -> Self {
         let apply = Arc::new(ApplyState::default());
         apply.flushed.store(log.durable().lsn, Ordering::Release);
@@ -175,17 +201,29 @@ impl SpareActor {
             connected: AtomicBool::new(false),
             last_heard_ms: AtomicU64::new(0),
             generation: watch::Sender::new(0),
-            primary: state.primary,
+            closed: AtomicBool::new(false),
             diverged: Mutex::new(None),
         });
         SpareActor {
             shared,
+            fenced,
             pending: Some(applier),
         }
     }
 
+    /// What the slot's peer listener hands accepted connections to.
+    pub fn shared(&self) -> Arc<SpareShared> {
+        self.shared.clone()
+    }
+
     fn state_name(&self) -> String {
         let s = &self.shared;
+        if self.fenced {
+            return format!(
+                "fenced: run `spare rejoin {}` to make it a spare",
+                s.data.node.name
+            );
+        }
         if let Some((done, size)) = *s.seeding.lock().expect("lock") {
             return format!("seeding ({} %)", crate::core::lag::seed_percent(done, size));
         }
@@ -216,30 +254,6 @@ impl Actor for SpareActor {
         if let Err(e) = self.shared.start_applier(applier) {
             tracing::error!(cause = %e, "cannot start the apply thread; stopping");
             actix::System::current().stop();
-            return;
-        }
-        let shared = self.shared.clone();
-        ctx.spawn(accept_loop(shared).into_actor(self));
-    }
-}
-
-async fn accept_loop(shared: Arc<SpareShared>) {
-    let addr = shared.data.node.peer;
-    let listener = match TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, cause = %e, "cannot listen for the primary; is another process using this address? stopping");
-            actix::System::current().stop();
-            return;
-        }
-    };
-    loop {
-        match listener.accept().await {
-            Ok((stream, from)) => {
-                let shared = shared.clone();
-                actix_rt::spawn(async move { spare_link::serve(shared, stream, from).await });
-            }
-            Err(e) => tracing::warn!(cause = %e, "accepting a peer connection failed"),
         }
     }
 }
@@ -260,7 +274,7 @@ impl Handler<GetStatus> for SpareActor {
         let flushed = s.apply.flushed.load(Ordering::Acquire);
         MessageResult(json!({
             "name": node.name,
-            "role": "spare",
+            "role": if self.fenced { "fenced" } else { "spare" },
             "state": self.state_name(),
             "cluster": s.data.config().cluster.name,
             "epoch": s.data.epoch.load(Ordering::Relaxed),
@@ -289,12 +303,9 @@ impl Handler<ConfigChanged> for SpareActor {
 impl Handler<StopNode> for SpareActor {
     type Result = ();
 
-    /// Ends the links (a newer generation), the apply thread and the listener.
+    /// Ends the actor; the slot closed the links and the apply thread first
+    /// ([`SpareShared::close`]).
     fn handle(&mut self, _: StopNode, ctx: &mut Context<Self>) {
-        self.shared.generation.send_modify(|g| *g += 1);
-        if let Some(h) = self.shared.applier.lock().expect("applier lock").take() {
-            h.stop();
-        }
         ctx.stop();
     }
 }

@@ -30,7 +30,7 @@ use crate::wire::{write_frame, Envelope, Message};
 /// Serves one connection until it ends; logs why it ended.
 pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let epoch = shared.data.epoch.load(Ordering::Relaxed);
+    let followed = shared.data.voter.state();
     let members: Vec<String> = shared
         .data
         .config()
@@ -39,10 +39,20 @@ pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: Socket
         .map(|n| n.name.clone())
         .collect();
     let admission = handshake::Admission {
-        streamer: Some(&shared.primary),
+        streams: handshake::Streams::Follow {
+            epoch: followed.epoch,
+            primary: &followed.primary,
+        },
         members: &members,
     };
-    let peer = match handshake::accept(&mut stream, &shared.data.identity, epoch, admission).await {
+    let peer = match handshake::accept(
+        &mut stream,
+        &shared.data.identity,
+        followed.epoch,
+        admission,
+    )
+    .await
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(%from, cause = %e, "refused a peer connection");
@@ -62,8 +72,23 @@ pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: Socket
         }
         return;
     }
-    if peer.epoch > epoch {
-        shared.data.epoch.store(peer.epoch, Ordering::Relaxed);
+    if peer.epoch > followed.epoch {
+        // A promotion completed while this node was away: follow its primary (on disk first).
+        let (voter, name, epoch) = (shared.data.voter.clone(), peer.name.clone(), peer.epoch);
+        match tokio::task::spawn_blocking(move || voter.adopt(&name, epoch)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(primary = %peer.name, epoch = peer.epoch, "following the primary of a newer epoch");
+                shared.data.epoch.store(peer.epoch, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(cause = %e, "cannot record the newer epoch in node.state; refusing the stream");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "recording the newer epoch failed");
+                return;
+            }
+        }
     }
     let generation = shared.generation.send_modify_return(|g| *g += 1);
     *shared.diverged.lock().expect("lock") = None;
@@ -211,7 +236,7 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             shared.received.fetch_max(last, Ordering::AcqRel);
             shared.primary_last.fetch_max(last, Ordering::AcqRel);
             let durable = blocking(shared, move |s| {
-                let mut log = s.log.lock().expect("log lock");
+                let mut log = s.open_log()?;
                 log.append_received(&records)?;
                 let durable = log.sync()?;
                 s.maintain_log(&mut log)?;

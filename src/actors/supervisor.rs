@@ -3,14 +3,20 @@
 //! /v1/admin/reload`, SIGHUP): re-read the file, refuse it whole if it is invalid or asks
 //! for what only a restart can do, else publish it, start and stop local nodes to match,
 //! and tell every remaining node (the primary adds, changes or removes feeders).
+//!
+//! It also carries out role changes (DESIGN.md §7): when a node's state calls for another
+//! role (promoted, fenced, rejoined), it stops the node's incarnation and starts the new
+//! one, one change at a time per node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, MessageResult, WrapFuture,
+};
 use serde::Serialize;
 
-use crate::actors::node::{self, RunningNode};
+use crate::actors::slot::NodeSlot;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
 
@@ -43,6 +49,22 @@ pub struct ConfigChanged;
 #[rtype(result = "()")]
 pub struct StopNode;
 
+/// A node's state may call for another role: check, and change it if so.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoleCheck {
+    /// The node's name.
+    pub node: String,
+}
+
+/// Asks for a node slot of this process (the HTTP API's admin routes).
+#[derive(Message)]
+#[rtype(result = "Option<Arc<NodeSlot>>")]
+pub struct GetSlot {
+    /// The node's name.
+    pub node: String,
+}
+
 /// What a reload did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadReport {
@@ -57,7 +79,9 @@ pub struct ReloadReport {
 pub struct SupervisorActor {
     cell: Arc<ConfigCell>,
     mode: Mode,
-    running: BTreeMap<String, RunningNode>,
+    running: BTreeMap<String, Arc<NodeSlot>>,
+    /// Nodes whose role is being changed.
+    changing: BTreeSet<String>,
 }
 
 impl SupervisorActor {
@@ -66,6 +90,7 @@ impl SupervisorActor {
             cell,
             mode,
             running: BTreeMap::new(),
+            changing: BTreeSet::new(),
         }
     }
 
@@ -86,13 +111,13 @@ impl SupervisorActor {
     }
 
     fn start_node(&mut self, name: &str, ctx: &mut Context<Self>) -> Result<()> {
-        let running = node::start(self.cell.clone(), name, ctx.address())?;
-        self.running.insert(name.to_string(), running);
+        let slot = NodeSlot::open(self.cell.clone(), name, ctx.address())?;
+        self.running.insert(name.to_string(), slot);
         Ok(())
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) -> Result<ReloadReport> {
-        let old = self.cell.get();
+        let old = self.cell.file();
         let new = ClusterConfig::load(&old.path)?;
         check_compatible(&old, &new, &self.mode, self.running.keys())?;
         let report = diff(&old, &new);
@@ -107,11 +132,13 @@ impl SupervisorActor {
         for name in gone {
             if let Some(n) = self.running.remove(&name) {
                 tracing::info!(node = %name, "stopping: removed from the configuration");
-                n.stop();
+                actix_rt::spawn(async move { n.shut_down().await });
             }
         }
         for n in self.running.values() {
-            n.addr.notify(ConfigChanged);
+            if let Ok(addr) = n.addr() {
+                addr.notify(ConfigChanged);
+            }
         }
         let missing: Vec<String> = wanted
             .iter()
@@ -147,7 +174,7 @@ fn check_compatible<'a>(
     }
     if old.primary().name != new.primary().name {
         return refuse(format!(
-            "the primary changed from {} to {}: that is a promotion (spare promote), not a reload",
+            "the initial primary changed from {} to {}: roles change by promotion (spare promote), not by a reload",
             old.primary().name,
             new.primary().name
         ));
@@ -223,5 +250,49 @@ impl Handler<Reload> for SupervisorActor {
             tracing::warn!(cause = %e, "reload refused; the running configuration is unchanged");
         }
         MessageResult(result)
+    }
+}
+
+impl Handler<RoleCheck> for SupervisorActor {
+    type Result = ();
+
+    /// Stops the node's incarnation and starts the one its state calls for; checks again
+    /// afterwards (the state may have changed meanwhile).
+    fn handle(&mut self, msg: RoleCheck, ctx: &mut Context<Self>) {
+        let Some(slot) = self.running.get(&msg.node).cloned() else {
+            return;
+        };
+        if self.changing.contains(&msg.node) || slot.running() == Some(slot.wanted()) {
+            return;
+        }
+        let (from, to) = (slot.running(), slot.wanted());
+        tracing::warn!(node = %msg.node, from = from.map_or("stopped", |r| r.as_str()), to = to.as_str(), "changing role");
+        self.changing.insert(msg.node.clone());
+        let stopping = slot.clone();
+        ctx.spawn(
+            async move { stopping.stop_incarnation().await }
+                .into_actor(self)
+                .map(move |(), act, ctx| {
+                    act.changing.remove(&msg.node);
+                    if let Err(e) = slot.start_incarnation() {
+                        tracing::error!(node = %msg.node, cause = %e, "cannot start the node in its new role; restart the process");
+                        return;
+                    }
+                    slot.events.record(
+                        "role_changed",
+                        None,
+                        &format!("{} is now {}", msg.node, to.as_str()),
+                    );
+                    ctx.notify(RoleCheck { node: msg.node });
+                }),
+        );
+    }
+}
+
+impl Handler<GetSlot> for SupervisorActor {
+    type Result = Option<Arc<NodeSlot>>;
+
+    fn handle(&mut self, msg: GetSlot, _: &mut Context<Self>) -> Option<Arc<NodeSlot>> {
+        self.running.get(&msg.node).cloned()
     }
 }

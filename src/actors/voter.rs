@@ -1,21 +1,26 @@
-//! Every voting node's voter (DESIGN.md §7): the pure `core::voter::Voter`, persisted in
+//! Every node's voter (DESIGN.md §7): the pure `core::voter::Voter`, persisted in
 //! `node.state` before any answer, and served over control connections on the node's peer
 //! port (`Purpose::Control`): lease requests, prepares and commits, each answered in order.
 //!
-//! Until promotion is wired (issue 5), nothing in the cluster sends these requests; the
-//! voter already keeps its promises on disk, so that what it answers survives restarts.
+//! The cell belongs to the node's slot, not to one incarnation of it: a spare promoted in
+//! place keeps the same voter (one writer of `node.state`). When the epoch or primary it
+//! follows changes, it calls the slot's hook, which re-checks the node's role.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::config::Role;
 use crate::core::voter::{LeaseAnswer, PrepareAnswer, Voter};
 use crate::error::{Error, Result};
 use crate::net::handshake::Identity;
 use crate::state::NodeState;
 use crate::wire::{read_frame, write_frame, Message};
+
+/// Called with the new (epoch, primary) after the voter persisted it.
+pub type ChangeHook = Box<dyn Fn(u64, &str) + Send + Sync>;
 
 /// A node's voter and where it persists.
 pub struct VoterCell {
@@ -25,6 +30,7 @@ pub struct VoterCell {
     data_dir: PathBuf,
     /// The voter's clock: a monotonic origin for this process.
     origin: Instant,
+    on_change: OnceLock<ChangeHook>,
 }
 
 impl VoterCell {
@@ -35,7 +41,13 @@ impl VoterCell {
             state: Mutex::new(state),
             data_dir,
             origin: Instant::now(),
+            on_change: OnceLock::new(),
         }
+    }
+
+    /// Sets what to call when the followed epoch or primary changes (once).
+    pub fn on_change(&self, hook: ChangeHook) {
+        let _ = self.on_change.set(hook);
     }
 
     fn now_ms(&self) -> u64 {
@@ -47,12 +59,44 @@ impl VoterCell {
         self.state.lock().expect("state lock").clone()
     }
 
-    /// Writes the voter's new state to `node.state` (before the answer goes out).
+    /// Writes the voter's new state to `node.state` (before the answer goes out), then tells
+    /// the hook if the epoch or primary changed.
     fn persist(&self, voter: &Voter) -> Result<()> {
+        let (before, next) = {
+            let mut state = self.state.lock().expect("state lock");
+            let next = state.with_voter(voter.state());
+            next.save(&self.data_dir)?;
+            let before = std::mem::replace(&mut *state, next.clone());
+            (before, next)
+        };
+        if (before.epoch, &before.primary) != (next.epoch, &next.primary) {
+            if let Some(hook) = self.on_change.get() {
+                hook(next.epoch, &next.primary);
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows `primary` as the leader of `epoch`, learned from an authenticated peer (a
+    /// newer primary's stream, a voter that saw the commit). Blocking: may write `node.state`.
+    pub fn adopt(&self, primary: &str, epoch: u64) -> Result<bool> {
+        let mut voter = self.voter.lock().expect("voter lock");
+        let changed = voter.on_commit(primary, epoch);
+        if changed {
+            self.persist(&voter)?;
+        }
+        Ok(changed)
+    }
+
+    /// Records the node's role (`primary` once promoted, `spare` after a rejoin).
+    pub fn set_role(&self, role: Role) -> Result<()> {
         let mut state = self.state.lock().expect("state lock");
-        let next = state.with_voter(voter.state());
-        next.save(&self.data_dir)?;
-        *state = next;
+        if state.role != role {
+            let mut next = state.clone();
+            next.role = role;
+            next.save(&self.data_dir)?;
+            *state = next;
+        }
         Ok(())
     }
 
@@ -63,9 +107,13 @@ impl VoterCell {
         let (reply, changed) = match request {
             Message::LeaseRequest { epoch, sent_ms } => {
                 let (answer, changed) = voter.on_lease_request(from, epoch, now);
-                let (granted, known_epoch, known_primary) = match answer {
-                    LeaseAnswer::Granted { epoch } => (true, epoch, from.to_string()),
-                    LeaseAnswer::Refused { epoch, primary } => (false, epoch, primary),
+                let (granted, known_epoch, known_primary, known_committed) = match answer {
+                    LeaseAnswer::Granted { epoch } => (true, epoch, from.to_string(), true),
+                    LeaseAnswer::Refused {
+                        epoch,
+                        primary,
+                        committed,
+                    } => (false, epoch, primary, committed),
                 };
                 (
                     Message::LeaseReply {
@@ -74,6 +122,7 @@ impl VoterCell {
                         granted,
                         known_epoch,
                         known_primary,
+                        known_committed,
                     },
                     changed,
                 )
@@ -149,46 +198,28 @@ pub async fn serve_control<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Accepts control connections on `addr` (nodes that take no stream: primaries, monitors).
-/// A bind failure stops the process: the node could not take part in quorums.
-pub async fn control_listener(
-    addr: std::net::SocketAddr,
+/// Serves one accepted peer connection on a node that takes no stream (a primary, a fenced
+/// node, a monitor): control requests only; a stream is refused saying `why`.
+pub async fn serve_control_only(
+    mut stream: tokio::net::TcpStream,
+    from: std::net::SocketAddr,
     me: Identity,
     voter: Arc<VoterCell>,
     cell: Arc<crate::config::ConfigCell>,
+    why: String,
 ) {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, cause = %e, "cannot listen on the peer address; is another process using it? stopping");
-            actix::System::current().stop();
-            return;
-        }
+    let members: Vec<String> = cell.get().nodes.iter().map(|n| n.name.clone()).collect();
+    let epoch = voter.state().epoch;
+    let admission = crate::net::handshake::Admission {
+        streams: crate::net::handshake::Streams::Refused(why),
+        members: &members,
     };
-    loop {
-        let (mut stream, from) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(cause = %e, "accepting a peer connection failed");
-                continue;
+    match crate::net::handshake::accept(&mut stream, &me, epoch, admission).await {
+        Ok(peer) => {
+            if let Err(e) = serve_control(stream, voter, me, peer.name.clone()).await {
+                tracing::debug!(%from, peer = %peer.name, cause = %e, "control connection ended");
             }
-        };
-        let (me, voter, cell) = (me.clone(), voter.clone(), cell.clone());
-        actix_rt::spawn(async move {
-            let members: Vec<String> = cell.get().nodes.iter().map(|n| n.name.clone()).collect();
-            let epoch = voter.state().epoch;
-            let admission = crate::net::handshake::Admission {
-                streamer: None,
-                members: &members,
-            };
-            match crate::net::handshake::accept(&mut stream, &me, epoch, admission).await {
-                Ok(peer) => {
-                    if let Err(e) = serve_control(stream, voter, me, peer.name.clone()).await {
-                        tracing::debug!(%from, peer = %peer.name, cause = %e, "control connection ended");
-                    }
-                }
-                Err(e) => tracing::warn!(%from, cause = %e, "refused a peer connection"),
-            }
-        });
+        }
+        Err(e) => tracing::warn!(%from, cause = %e, "refused a peer connection"),
     }
 }

@@ -30,8 +30,13 @@ pub struct VoterState {
 pub enum LeaseAnswer {
     /// Granted for `epoch`, until the voter's `now + lease`.
     Granted { epoch: u64 },
-    /// Refused: this voter follows or promised `epoch`, led by or promised to `primary`.
-    Refused { epoch: u64, primary: String },
+    /// Refused: this voter follows or promised `epoch`, led by or promised to `primary`;
+    /// `committed` when that epoch's promotion completed (not a mere promise).
+    Refused {
+        epoch: u64,
+        primary: String,
+        committed: bool,
+    },
 }
 
 /// The answer to a prepare (promise request).
@@ -77,12 +82,19 @@ impl Voter {
             || (epoch == s.promised_epoch && s.promised_to != from)
             || (epoch == s.epoch && s.primary != from);
         if stale {
-            let (epoch, primary) = if s.promised_epoch > s.epoch {
-                (s.promised_epoch, s.promised_to.clone())
+            let (epoch, primary, committed) = if s.promised_epoch > s.epoch {
+                (s.promised_epoch, s.promised_to.clone(), false)
             } else {
-                (s.epoch, s.primary.clone())
+                (s.epoch, s.primary.clone(), true)
             };
-            return (LeaseAnswer::Refused { epoch, primary }, false);
+            return (
+                LeaseAnswer::Refused {
+                    epoch,
+                    primary,
+                    committed,
+                },
+                false,
+            );
         }
         let changed = epoch > self.state.epoch;
         if changed {
@@ -199,7 +211,8 @@ mod tests {
             v.on_lease_request("main", 1, 2_100).0,
             LeaseAnswer::Refused {
                 epoch: 2,
-                primary: "lan-1".into()
+                primary: "lan-1".into(),
+                committed: false
             }
         );
         // One promise per epoch.

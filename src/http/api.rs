@@ -66,17 +66,21 @@ fn respond(r: Result<Value>) -> HttpResponse {
 /// `POST /v1/execute`: writes, on the primary only.
 pub async fn execute(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     let started = std::time::Instant::now();
-    let answer = execute_inner(&state, &body).await;
-    if let (Ok(_), NodeAddr::Primary { primary, .. }) = (&answer, &state.addr) {
+    let addr = match state.slot.addr() {
+        Ok(a) => a,
+        Err(e) => return error_response(&e),
+    };
+    let answer = execute_inner(&state, &addr, &body).await;
+    if let (Ok(_), NodeAddr::Primary { primary, .. }) = (&answer, &addr) {
         primary.latency.record(started.elapsed().as_secs_f64());
     }
     respond(answer)
 }
 
-async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
+async fn execute_inner(state: &ApiState, addr: &NodeAddr, body: &web::Bytes) -> Result<Value> {
     let NodeAddr::Primary {
         writes, primary, ..
-    } = &state.addr
+    } = addr
     else {
         return Err(Error::NotPrimary {
             primary: Some(primary_ref(&state.cell.get())),
@@ -106,7 +110,7 @@ async fn execute_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     if let Some(sync) = primary.sync() {
         let rule = sync.wait(outcome.lsn).await;
         for spare in &rule.demoted {
-            state.addr.events().record(
+            addr.events().record(
                 "commit_rule_demoted",
                 Some(spare),
                 &format!(
@@ -126,8 +130,8 @@ pub async fn query(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse
 }
 
 async fn query_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
-    let shared = match &state.addr {
-        NodeAddr::Primary { shared, .. } | NodeAddr::Spare { shared, .. } => shared.clone(),
+    let shared = match state.slot.addr()? {
+        NodeAddr::Primary { shared, .. } | NodeAddr::Spare { shared, .. } => shared,
         NodeAddr::Monitor { .. } => {
             return Err(Error::InvalidInput(
                 "a monitor holds no data; query a primary or a spare".into(),
@@ -162,7 +166,11 @@ async fn query_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
 
 /// `GET /v1/status`: this node.
 pub async fn status(state: web::Data<ApiState>) -> HttpResponse {
-    let doc = match &state.addr {
+    let addr = match state.slot.addr() {
+        Ok(a) => a,
+        Err(e) => return error_response(&e),
+    };
+    let doc = match &addr {
         NodeAddr::Primary { actor, .. } => actor.send(GetStatus).await,
         NodeAddr::Spare { actor, .. } => actor.send(GetStatus).await,
         NodeAddr::Monitor { actor, .. } => actor.send(GetStatus).await,
@@ -172,7 +180,7 @@ pub async fn status(state: web::Data<ApiState>) -> HttpResponse {
 
 /// `GET /v1/cluster`: the whole cluster, on monitors.
 pub async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
-    let NodeAddr::Monitor { actor, .. } = &state.addr else {
+    let Ok(NodeAddr::Monitor { actor, .. }) = state.slot.addr() else {
         return error_response(&Error::InvalidInput(
             "/v1/cluster is served by monitors; ask a monitor, or use `spare status`".into(),
         ));
@@ -203,7 +211,7 @@ pub async fn reload(state: web::Data<ApiState>) -> HttpResponse {
 
 /// `GET /v1/events`: this node's most recent events, oldest first.
 pub async fn events(state: web::Data<ApiState>) -> HttpResponse {
-    if let NodeAddr::Monitor { actor, .. } = &state.addr {
+    if let Ok(NodeAddr::Monitor { actor, .. }) = state.slot.addr() {
         return respond(
             actor
                 .send(GetEvents)
@@ -211,12 +219,12 @@ pub async fn events(state: web::Data<ApiState>) -> HttpResponse {
                 .map_err(|e| Error::Unavailable(format!("monitor actor did not answer: {e}"))),
         );
     }
-    HttpResponse::Ok().json(json!({ "events": state.addr.events().recent() }))
+    HttpResponse::Ok().json(json!({ "events": state.slot.events.recent() }))
 }
 
 /// `GET /v1/history`: (monitors) each spare's lag over the last minutes.
 pub async fn history(state: web::Data<ApiState>) -> HttpResponse {
-    let NodeAddr::Monitor { actor, .. } = &state.addr else {
+    let Ok(NodeAddr::Monitor { actor, .. }) = state.slot.addr() else {
         return error_response(&Error::InvalidInput(
             "/v1/history is served by monitors".into(),
         ));
@@ -231,7 +239,11 @@ pub async fn history(state: web::Data<ApiState>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
-    let status = match &state.addr {
+    let addr = match state.slot.addr() {
+        Ok(a) => a,
+        Err(e) => return error_response(&e),
+    };
+    let status = match &addr {
         NodeAddr::Primary { actor, .. } => actor.send(GetStatus).await,
         NodeAddr::Spare { actor, .. } => actor.send(GetStatus).await,
         // A monitor exposes every spare's lag and every node's reachability, so that one
@@ -244,7 +256,7 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let Ok(status) = status else {
         return error_response(&Error::Unavailable("node actor did not answer".into()));
     };
-    let latency = match &state.addr {
+    let latency = match &addr {
         NodeAddr::Primary { primary, .. } => Some(&primary.latency),
         _ => None,
     };

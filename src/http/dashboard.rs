@@ -11,7 +11,7 @@ use crate::http::{error_response, ApiState};
 const PAGE: &str = include_str!("dashboard.html");
 
 pub async fn page(state: web::Data<ApiState>) -> HttpResponse {
-    if !matches!(state.addr, NodeAddr::Monitor { .. }) {
+    if !matches!(state.slot.addr(), Ok(NodeAddr::Monitor { .. })) {
         let config = state.cell.get();
         let monitors: Vec<String> = config
             .nodes

@@ -13,7 +13,7 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
-use crate::actors::node::NodeAddr;
+use crate::actors::slot::NodeSlot;
 use actix::Addr;
 
 use crate::actors::supervisor::SupervisorActor;
@@ -29,7 +29,8 @@ pub const HTTP_WORKERS: usize = 2;
 pub struct ApiState {
     pub cell: Arc<ConfigCell>,
     pub node: NodeConfig,
-    pub addr: NodeAddr,
+    /// The node: its running incarnation changes with its role.
+    pub slot: Arc<NodeSlot>,
     /// Carries out reloads for the whole process.
     pub supervisor: Addr<SupervisorActor>,
 }
@@ -38,7 +39,7 @@ pub struct ApiState {
 pub fn serve(
     cell: Arc<ConfigCell>,
     node: NodeConfig,
-    addr: NodeAddr,
+    slot: Arc<NodeSlot>,
     supervisor: Addr<SupervisorActor>,
 ) -> Result<actix_web::dev::ServerHandle> {
     let bind = node.http;
@@ -46,7 +47,7 @@ pub fn serve(
     let state = web::Data::new(ApiState {
         cell,
         node,
-        addr,
+        slot,
         supervisor,
     });
     let server = HttpServer::new(move || {

@@ -56,10 +56,31 @@ pub struct Peer {
     pub purpose: Purpose,
 }
 
+/// Who may stream to an acceptor.
+pub enum Streams<'a> {
+    /// Nobody, for this reason (a primary, a fenced node, a monitor).
+    Refused(String),
+    /// The primary of `epoch`, or the primary of any newer epoch (a promotion happened
+    /// while this node was away: the newer epoch is proof enough, since only a committed
+    /// primary streams).
+    Follow { epoch: u64, primary: &'a str },
+}
+
+impl Streams<'_> {
+    fn admits(&self, from: &str, epoch: u64) -> bool {
+        match self {
+            Streams::Refused(_) => false,
+            Streams::Follow {
+                epoch: mine,
+                primary,
+            } => epoch > *mine || (epoch == *mine && from == *primary),
+        }
+    }
+}
+
 /// Which dialers an acceptor lets in.
 pub struct Admission<'a> {
-    /// The only node that may stream to us (the primary we follow); None: nobody.
-    pub streamer: Option<&'a str>,
+    pub streams: Streams<'a>,
     /// Nodes that may send control requests (the configuration's nodes).
     pub members: &'a [String],
 }
@@ -238,18 +259,18 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(refuse(s, me, my_epoch, format!("protocol version {protocol} is not supported (this node speaks {PROTOCOL_VERSION})")).await);
         }
         let admitted = match purpose {
-            Purpose::Stream => admission.streamer == Some(env.from.as_str()),
+            Purpose::Stream => admission.streams.admits(&env.from, env.epoch),
             Purpose::Control => admission.members.contains(&env.from),
         };
         if to != me.name || !admitted {
-            let reason = match (purpose, admission.streamer) {
-                (Purpose::Stream, Some(p)) => format!(
-                    "this is {} following primary {p}; a stream from {} for {to} is refused",
-                    me.name, env.from
+            let reason = match (purpose, &admission.streams) {
+                (Purpose::Stream, Streams::Follow { epoch, primary }) => format!(
+                    "this is {} following primary {primary} of epoch {epoch}; a stream from {} (epoch {}) for {to} is refused",
+                    me.name, env.from, env.epoch
                 ),
-                (Purpose::Stream, None) => format!(
-                    "{} takes no stream; a stream from {} for {to} is refused",
-                    me.name, env.from
+                (Purpose::Stream, Streams::Refused(why)) => format!(
+                    "{}: a stream from {} for {to} is refused",
+                    why, env.from
                 ),
                 (Purpose::Control, _) => format!(
                     "{} is not a node of this cluster's configuration (or this is not {to})",

@@ -136,6 +136,8 @@ pub enum Message {
         granted: bool,
         known_epoch: u64,
         known_primary: String,
+        /// Whether `known_epoch` is committed (else only promised to `known_primary`).
+        known_committed: bool,
     },
     /// Coordinator → voter: promise `epoch` to `candidate` (persisted before the answer).
     Prepare { epoch: u64, candidate: String },

@@ -1,0 +1,269 @@
+//! A node of this process across its role changes (DESIGN.md §7). The slot owns what must
+//! outlive a role: the data directory's lock, the voter (one writer of `node.state`), the
+//! events log, and both listeners (peer and HTTP), so that a spare promoted in place, or an
+//! old primary fenced, keeps its addresses while the incarnation behind them is swapped.
+//!
+//! The role comes from `node.state`, never from the file once the node has run: the node
+//! named primary of the newest epoch it knows is the primary; an old primary that learned of
+//! a newer epoch is `fenced` until `spare rejoin`; other data nodes are spares
+//! ([`NodeState::incarnation`]). When the voter's epoch or primary changes, the slot learns it
+//! (the process's configuration follows) and asks the supervisor to re-check the role.
+
+use std::sync::{Arc, RwLock};
+
+use actix::Addr;
+
+use crate::actors::node::{self, NodeAddr};
+use crate::actors::supervisor::{RoleCheck, StopNode, SupervisorActor};
+use crate::actors::voter::{serve_control_only, VoterCell};
+use crate::config::{ConfigCell, NodeConfig, Role};
+use crate::error::{Error, Result};
+use crate::events::EventLog;
+use crate::net::handshake::Identity;
+use crate::state::Incarnation;
+
+/// Where the peer listener sends an accepted connection.
+#[derive(Clone)]
+enum PeerTarget {
+    /// A spare's links (streams from its primary, control requests).
+    Spare(Arc<crate::actors::spare::SpareShared>),
+    /// Control requests only; streams refused for this reason.
+    ControlOnly(String),
+}
+
+/// One node of this process.
+pub struct NodeSlot {
+    pub name: String,
+    pub cell: Arc<ConfigCell>,
+    pub identity: Identity,
+    pub voter: Arc<VoterCell>,
+    pub events: Arc<EventLog>,
+    /// The data directory's lock (`LOCK`), held while the process runs the node.
+    pub lock: Arc<std::fs::File>,
+    current: RwLock<Option<(Incarnation, NodeAddr)>>,
+    peer: RwLock<PeerTarget>,
+    supervisor: Addr<SupervisorActor>,
+    /// The listeners' tasks and the HTTP server, stopped when the node leaves the file.
+    peer_task: RwLock<Option<tokio::task::JoinHandle<()>>>,
+    http: RwLock<Option<actix_web::dev::ServerHandle>>,
+}
+
+impl NodeSlot {
+    /// Opens node `name`: its data directory (locked), its state, its listeners; then starts
+    /// the incarnation its state calls for. Must run inside the actix system.
+    pub fn open(
+        cell: Arc<ConfigCell>,
+        name: &str,
+        supervisor: Addr<SupervisorActor>,
+    ) -> Result<Arc<NodeSlot>> {
+        let config = cell.get();
+        let node = config.node(name)?.clone();
+        node::prepare_data_dir(&config, &node)?;
+        let lock = Arc::new(node::lock_data_dir(&config, &node)?);
+        let state = node::load_state(&cell.file(), &node)?;
+        cell.learn(state.epoch, &state.primary);
+        let identity = Identity {
+            cluster: config.cluster.name.clone(),
+            name: node.name.clone(),
+            secret: Arc::new(config.read_secret()?),
+        };
+        let listener = std::net::TcpListener::bind(node.peer)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "node \"{}\": cannot listen on peer {}: {e} (is another process using it?)",
+                    node.name, node.peer
+                ))
+            })?;
+        let slot = Arc::new(NodeSlot {
+            name: node.name.clone(),
+            cell: cell.clone(),
+            identity,
+            voter: Arc::new(VoterCell::new(
+                state,
+                node.data_dir.clone(),
+                config.cluster.lease.as_millis() as u64,
+            )),
+            events: node::node_events(&config, &node)?,
+            lock,
+            current: RwLock::new(None),
+            peer: RwLock::new(PeerTarget::ControlOnly("starting".into())),
+            supervisor: supervisor.clone(),
+            peer_task: RwLock::new(None),
+            http: RwLock::new(None),
+        });
+        slot.watch_voter();
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(Error::io("register the peer listener"))?;
+        let task = actix_rt::spawn(accept_peers(slot.clone(), listener));
+        *slot.peer_task.write().expect("lock") = Some(task);
+        let http = crate::http::serve(cell, node.clone(), slot.clone(), supervisor)?;
+        *slot.http.write().expect("lock") = Some(http);
+        slot.start_incarnation()?;
+        tracing::info!(node = %node.name, role = slot.role_name(), http = %node.http, peer = %node.peer, "node started");
+        Ok(slot)
+    }
+
+    /// The voter's changes reach the process's configuration and the supervisor.
+    fn watch_voter(self: &Arc<Self>) {
+        let (cell, supervisor, name) = (
+            self.cell.clone(),
+            self.supervisor.clone(),
+            self.name.clone(),
+        );
+        self.voter.on_change(Box::new(move |epoch, primary| {
+            cell.learn(epoch, primary);
+            supervisor.do_send(RoleCheck { node: name.clone() });
+        }));
+    }
+
+    /// This node's configuration as of now.
+    pub fn node(&self) -> Result<NodeConfig> {
+        Ok(self.cell.get().node(&self.name)?.clone())
+    }
+
+    /// The incarnation `node.state` calls for.
+    pub fn wanted(&self) -> Incarnation {
+        self.voter.state().incarnation(&self.name)
+    }
+
+    /// The running incarnation, if any.
+    pub fn running(&self) -> Option<Incarnation> {
+        self.current.read().expect("lock").as_ref().map(|(i, _)| *i)
+    }
+
+    fn role_name(&self) -> &'static str {
+        self.running().map_or("stopped", Incarnation::as_str)
+    }
+
+    /// The running incarnation, as the HTTP API reaches it.
+    pub fn addr(&self) -> Result<NodeAddr> {
+        self.current
+            .read()
+            .expect("lock")
+            .as_ref()
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| {
+                Error::Unavailable(format!("{} is changing role; retry in a moment", self.name))
+            })
+    }
+
+    /// Starts the incarnation `node.state` calls for (none may be running).
+    pub fn start_incarnation(self: &Arc<Self>) -> Result<()> {
+        let want = self.wanted();
+        let node = self.node()?;
+        let addr = match want {
+            Incarnation::Monitor => node::start_monitor(self, &node),
+            Incarnation::Primary | Incarnation::Spare | Incarnation::Fenced => {
+                node::start_data_node(self, node.clone(), want)?
+            }
+        };
+        let target = match (&addr, want) {
+            (NodeAddr::Spare { spare, .. }, Incarnation::Spare) => PeerTarget::Spare(spare.clone()),
+            (_, Incarnation::Fenced) => PeerTarget::ControlOnly(format!(
+                "{} is fenced (an old primary that has not rejoined; run `spare rejoin {}`)",
+                self.name, self.name
+            )),
+            (_, Incarnation::Primary) => {
+                PeerTarget::ControlOnly(format!("{} is a primary", self.name))
+            }
+            _ => PeerTarget::ControlOnly(format!("{} is a monitor", self.name)),
+        };
+        *self.peer.write().expect("lock") = target;
+        *self.current.write().expect("lock") = Some((want, addr));
+        self.events.record(
+            "node_started",
+            None,
+            &format!("{} started as {}", self.name, want.as_str()),
+        );
+        Ok(())
+    }
+
+    /// Stops the running incarnation and waits until it released the log and the database.
+    pub async fn stop_incarnation(&self) {
+        *self.peer.write().expect("lock") =
+            PeerTarget::ControlOnly(format!("{} is changing role; retry in a moment", self.name));
+        let Some((_, addr)) = self.current.write().expect("lock").take() else {
+            return;
+        };
+        match addr {
+            NodeAddr::Primary {
+                actor,
+                writes,
+                primary,
+                ..
+            } => {
+                if let Some(lease) = primary.lease.get() {
+                    lease.stop();
+                }
+                let (ack, done) = std::sync::mpsc::channel();
+                if writes
+                    .send(crate::actors::committer::Job::Stop(ack))
+                    .await
+                    .is_ok()
+                {
+                    // The write thread answers once it closed the log (bounded by its lease
+                    // wait and one group).
+                    let _ = tokio::task::spawn_blocking(move || done.recv()).await;
+                }
+                let _ = actor.send(StopNode).await;
+            }
+            NodeAddr::Spare { actor, spare, .. } => {
+                let _ = tokio::task::spawn_blocking(move || spare.close()).await;
+                let _ = actor.send(StopNode).await;
+            }
+            NodeAddr::Monitor { actor, .. } => {
+                let _ = actor.send(StopNode).await;
+            }
+        }
+    }
+
+    /// Stops the node for good (it left the configuration): incarnation and listeners.
+    pub async fn shut_down(&self) {
+        self.stop_incarnation().await;
+        if let Some(task) = self.peer_task.write().expect("lock").take() {
+            task.abort();
+        }
+        let http = self.http.write().expect("lock").take();
+        if let Some(http) = http {
+            http.stop(true).await;
+        }
+    }
+
+    /// Records the role this node takes from now on (`primary` once promoted, `spare` once
+    /// rejoined) in `node.state`.
+    pub fn set_role(&self, role: Role) -> Result<()> {
+        self.voter.set_role(role)
+    }
+}
+
+/// Accepts peer connections for the node's whole life and hands each to the incarnation
+/// running when it arrives.
+async fn accept_peers(slot: Arc<NodeSlot>, listener: tokio::net::TcpListener) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(cause = %e, "accepting a peer connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let target = slot.peer.read().expect("lock").clone();
+        match target {
+            PeerTarget::Spare(shared) => {
+                actix_rt::spawn(crate::actors::spare_link::serve(shared, stream, from));
+            }
+            PeerTarget::ControlOnly(why) => {
+                actix_rt::spawn(serve_control_only(
+                    stream,
+                    from,
+                    slot.identity.clone(),
+                    slot.voter.clone(),
+                    slot.cell.clone(),
+                    why,
+                ));
+            }
+        }
+    }
+}
