@@ -155,6 +155,36 @@ impl Client {
         )))
     }
 
+    /// The HTTP address of the node that is the primary now: the last one seen, else asked
+    /// of each node in turn (a node that is not the primary names the one it follows).
+    pub fn primary_http(&self) -> Result<String> {
+        let known = self.primary.lock().expect("primary lock").clone();
+        let mut tried = Vec::new();
+        for http in known.iter().chain(&self.nodes) {
+            let Ok(r) = get_with(&self.agent, http, "/v1/status") else {
+                tried.push(format!("{http} (not answering)"));
+                continue;
+            };
+            let target = match (r.body["role"].as_str(), r.body["primary"]["http"].as_str()) {
+                (Some("primary"), _) => http.clone(),
+                (_, Some(p)) => p.to_string(),
+                _ => continue,
+            };
+            if target == *http
+                || get_with(&self.agent, &target, "/v1/status")
+                    .is_ok_and(|r| r.body["role"] == "primary")
+            {
+                *self.primary.lock().expect("primary lock") = Some(target.clone());
+                return Ok(target);
+            }
+            tried.push(format!("{target} (named primary, not answering as one)"));
+        }
+        Err(Error::Unavailable(format!(
+            "no primary found (tried {}); check `spare status`",
+            tried.join(", ")
+        )))
+    }
+
     /// Runs a read on `http` (a node's address).
     pub fn query(&self, http: &str, body: &Value) -> Result<Value> {
         let reply = post_with(&self.agent, http, "/v1/query", body)?;

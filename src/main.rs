@@ -83,6 +83,57 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Promote a spare to primary, confirmed by a quorum of voters (manual failover).
+    ///
+    /// Steps: every voter promises the next epoch to NAME; the old primary's lease is waited
+    /// out (it stops acknowledging writes by itself); NAME applies all it received, logs the
+    /// new epoch and serves writes; the other spares follow it. Refused while the primary
+    /// still answers (use `spare switchover`, or --force), and when another reachable node
+    /// holds transactions NAME lacks (the preview shows how many, their size and the newest
+    /// commit time; --accept-loss N proceeds). Every attempt goes to the coordinator's audit
+    /// log (GET /v1/admin/promotions).
+    ///
+    /// Examples:
+    ///   spare promote lan-1 --dry-run
+    ///   spare promote lan-1
+    ///   spare promote lan-1 --accept-loss 3
+    #[command(verbatim_doc_comment)]
+    Promote {
+        /// The spare to promote.
+        name: String,
+        /// Report the checks and what would be lost; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Accept losing up to N transactions that another reachable node holds.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        accept_loss: u64,
+        /// Promote although the primary still answers (its lease is still waited out).
+        #[arg(long)]
+        force: bool,
+        /// Print the coordinator's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Planned, zero-loss change of primary: the primary stops taking writes, NAME catches
+    /// up exactly, NAME is promoted, the old primary becomes its spare.
+    ///
+    /// Writes sent meanwhile are refused with a retryable error (HTTP 503) and none that was
+    /// acknowledged is lost. Example: spare switchover lan-1
+    Switchover {
+        /// The spare that becomes the primary.
+        name: String,
+        /// Print the coordinator's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a fenced old primary a spare of the current primary.
+    ///
+    /// Its records that the new history lacks are moved to its quarantine/ folder (database
+    /// copy and readable records.jsonl), then it is re-seeded. Example: spare rejoin main
+    Rejoin {
+        /// The fenced node.
+        name: String,
+    },
     /// Load generator: N clients of single-row INSERT transactions for a bounded time against
     /// a running cluster; prints commits/s, commit latency and per-spare lag as JSON.
     Bench(cli::bench::BenchArgs),
@@ -104,6 +155,24 @@ fn main() {
         Command::Status { json, watch } => cli::status::run(&config, json, watch),
         Command::Reload { no_wait } => cli::reload::run(&config, no_wait),
         Command::Bench(b) => cli::bench::run(&config, &b),
+        Command::Promote {
+            name,
+            dry_run,
+            accept_loss,
+            force,
+            json,
+        } => cli::promote::promote(
+            &config,
+            &cli::promote::PromoteArgs {
+                candidate: &name,
+                dry_run,
+                accept_loss,
+                force,
+                json,
+            },
+        ),
+        Command::Switchover { name, json } => cli::promote::switchover(&config, &name, json),
+        Command::Rejoin { name } => cli::promote::rejoin(&config, &name),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -44,6 +44,12 @@ pub enum Job {
     /// The node changes role: refuse what waits, release the log and the database, then
     /// answer.
     Stop(std::sync::mpsc::Sender<()>),
+    /// A switchover: stop (`accept: false`) or start again taking writes; answers the LSN
+    /// of the last record, which no later record follows while writes are stopped.
+    Writes {
+        accept: bool,
+        ack: oneshot::Sender<u64>,
+    },
 }
 
 /// What a successful write returns to its client.
@@ -69,6 +75,10 @@ pub struct Committer {
     segments_seen: usize,
     /// A stop taken from the queue while a group was forming: honoured after the group.
     stop: Option<std::sync::mpsc::Sender<()>>,
+    /// A switchover stopped writes (and heartbeats): this log must not grow.
+    paused: bool,
+    /// A pause taken from the queue while a group was forming: answered after the group.
+    pausing: Option<(bool, oneshot::Sender<u64>)>,
 }
 
 pub fn now_ms() -> u64 {
@@ -96,6 +106,8 @@ impl Committer {
             lease: None,
             segments_seen,
             stop: None,
+            paused: false,
+            pausing: None,
         }
     }
 
@@ -161,14 +173,28 @@ impl Committer {
                     Some(Job::Write(first)) => self.form_group(first, &mut jobs),
                     Some(Job::Heartbeat) => Vec::new(),
                     Some(Job::Stop(ack)) => return self.stop(jobs, ack),
+                    Some(Job::Writes { accept, ack }) => {
+                        self.pausing = Some((accept, ack));
+                        Vec::new()
+                    }
                     None => return,
                 },
             };
-            let step = if group.is_empty() {
-                self.heartbeat()
-            } else {
-                self.commit_group(group)
+            let step = match (group.is_empty(), self.pausing.is_some()) {
+                (true, true) => Ok(()),
+                (true, false) => self.heartbeat(),
+                (false, _) => self.commit_group(group),
             };
+            if let Some((accept, ack)) = self.pausing.take() {
+                self.paused = !accept;
+                let _ = ack.send(self.log.durable().lsn);
+                tracing::warn!(
+                    accept,
+                    lsn = self.log.durable().lsn,
+                    "switchover: writes {}",
+                    if accept { "resumed" } else { "stopped" }
+                );
+            }
             let outcome = step.and_then(|()| {
                 if self.log.segments().len() > self.segments_seen {
                     self.maintain()
@@ -216,6 +242,10 @@ impl Committer {
                     self.stop = Some(ack);
                     break;
                 }
+                Ok(Job::Writes { accept, ack }) => {
+                    self.pausing = Some((accept, ack));
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -223,6 +253,12 @@ impl Committer {
     }
 
     fn commit_group(&mut self, group: Vec<WriteJob>) -> Result<()> {
+        if self.paused {
+            for job in group {
+                let _ = job.reply.send(Err(Error::Unavailable("a switchover is in progress: this primary takes no more writes; retry in a moment (clients that know several nodes find the new primary)".into())));
+            }
+            return Ok(());
+        }
         // Without a lease another node may have been promoted: write nothing.
         if let Some(Err(refused)) = self.lease.as_ref().map(|l| l.wait_valid()) {
             for job in group {
@@ -303,8 +339,9 @@ impl Committer {
 
     /// Logs a heartbeat record (no SQLite change: its LSN is applied by definition).
     fn heartbeat(&mut self) -> Result<()> {
-        // Without a lease another node may lead: add nothing to this history.
-        if self.lease.as_ref().is_some_and(|l| !l.is_valid()) {
+        // Without a lease another node may lead, and while a switchover runs the candidate
+        // must be able to catch up exactly: add nothing to this history.
+        if self.paused || self.lease.as_ref().is_some_and(|l| !l.is_valid()) {
             return Ok(());
         }
         let record = self
@@ -341,6 +378,7 @@ impl Committer {
                 Job::Stop(ack) => {
                     let _ = ack.send(());
                 }
+                Job::Writes { ack, .. } => drop(ack),
                 Job::Heartbeat => {}
             }
         }

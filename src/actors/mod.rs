@@ -4,6 +4,7 @@
 
 pub mod applier;
 pub mod committer;
+pub mod coordinator;
 pub mod feeder;
 pub mod feeder_seed;
 pub mod feeder_stream;

@@ -46,6 +46,8 @@ pub struct NodeSlot {
     /// The listeners' tasks and the HTTP server, stopped when the node leaves the file.
     peer_task: RwLock<Option<tokio::task::JoinHandle<()>>>,
     http: RwLock<Option<actix_web::dev::ServerHandle>>,
+    /// Held while a promotion coordinated by this node runs (one at a time).
+    pub promoting: tokio::sync::Mutex<()>,
 }
 
 impl NodeSlot {
@@ -91,6 +93,7 @@ impl NodeSlot {
             supervisor: supervisor.clone(),
             peer_task: RwLock::new(None),
             http: RwLock::new(None),
+            promoting: tokio::sync::Mutex::new(()),
         });
         slot.watch_voter();
         let listener = tokio::net::TcpListener::from_std(listener)

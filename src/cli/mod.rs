@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod bench_suite;
+pub mod promote;
 pub mod reload;
 pub mod serve;
 pub mod sql;

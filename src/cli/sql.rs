@@ -34,19 +34,20 @@ pub fn run(
 ) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
     let params: Vec<Value> = params.iter().map(|p| param(p)).collect();
-    let read_node = match node {
-        Some(n) => config.node(n)?,
-        None => config.primary(),
-    };
     let mut body = json!({ "sql": sql, "params": params });
     if let Some(m) = min_lsn {
         body["min_lsn"] = json!(m);
     }
     let client = Client::from_config(&config);
-    match client.query(&read_node.http_advertise, &body) {
+    // Reads go to --node, else to the primary as it is now (it moves with promotions).
+    let (read_name, read_http) = match node {
+        Some(n) => (n.to_string(), config.node(n)?.http_advertise.clone()),
+        None => ("the primary".to_string(), client.primary_http()?),
+    };
+    match client.query(&read_http, &body) {
         Ok(rows) => return print_rows(&rows, as_json),
         Err(Error::NotReadOnly) => {}
-        Err(e) => return Err(anyhow::anyhow!("{}: {e}", read_node.name)),
+        Err(e) => return Err(anyhow::anyhow!("{read_name}: {e}")),
     }
     let reply = client.execute(&body)?;
     if as_json {

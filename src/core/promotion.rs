@@ -9,9 +9,107 @@
 //! padded by [`FENCE_PAD_MS`] for clocks that run at slightly different rates.
 //!
 //! The checks that need data (candidate behind other spares, loss preview, old primary still
-//! reachable) are the caller's: it decides before starting, with what the promises report.
+//! reachable) are [`refusals`]: the caller surveys the nodes, then asks it, before preparing
+//! and again right before committing.
 
 use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A data node as the coordinator's survey saw it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Seen {
+    pub name: String,
+    /// Whether it answered.
+    pub reachable: bool,
+    /// `primary`, `spare`, `fenced` (empty when unreachable).
+    pub role: String,
+    /// Its state text (`streaming`, `seeding (40 %)`, ...).
+    pub state: String,
+    pub epoch: u64,
+    /// Its last durable LSN.
+    pub last_lsn: u64,
+    /// On a primary: whether it holds a valid write lease.
+    pub lease_valid: bool,
+}
+
+/// What promoting the candidate would lose: transactions a reachable node holds beyond it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Loss {
+    /// Node holding the most the candidate lacks, if any.
+    pub ahead: Option<String>,
+    pub records: u64,
+    pub transactions: u64,
+    pub bytes: u64,
+    /// Commit time of the newest transaction that would be lost (ms since the Unix epoch).
+    pub newest_commit_ms: Option<u64>,
+}
+
+/// What the operator allowed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Allow {
+    /// Promote although the old primary answers (its lease is still waited out).
+    pub force: bool,
+    /// Transactions the operator accepts to lose.
+    pub accept_loss: u64,
+}
+
+/// Why the promotion of `candidate` must not go ahead (empty: it may).
+pub fn refusals(
+    candidate: Option<&Seen>,
+    old_primary: Option<&Seen>,
+    loss: &Loss,
+    allow: Allow,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    match candidate {
+        None => out.push("the candidate is not a data node of the configuration".into()),
+        Some(c) if !c.reachable => out.push(format!(
+            "{} does not answer: a promotion needs the candidate running",
+            c.name
+        )),
+        Some(c) if c.role == "primary" => out.push(format!("{} is already the primary", c.name)),
+        Some(c) if c.role == "fenced" => out.push(format!(
+            "{} is a fenced old primary: run `spare rejoin {}` first, let it catch up, then promote it",
+            c.name, c.name
+        )),
+        Some(c) if c.state.starts_with("seeding") || c.state.starts_with("apply stopped") || c.state == "diverged" => {
+            out.push(format!(
+                "{} is {}: it holds no complete copy to promote",
+                c.name, c.state
+            ))
+        }
+        Some(_) => {}
+    }
+    if let Some(p) = old_primary.filter(|p| p.reachable && p.role == "primary") {
+        if !allow.force {
+            out.push(format!(
+                "the primary {} still answers{}: use `spare switchover` for a planned change, or --force if it must be replaced anyway (its lease is still waited out)",
+                p.name,
+                if p.lease_valid { " and holds its write lease" } else { "" }
+            ));
+        }
+    }
+    if loss.transactions > allow.accept_loss {
+        let newest = loss.newest_commit_ms.map_or_else(String::new, |ms| {
+            format!(
+                ", the newest committed at {}",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+                )
+            )
+        });
+        out.push(format!(
+            "{} transaction(s) ({} bytes{newest}) held by {} would be lost; promote {} instead, or pass --accept-loss {} to accept",
+            loss.transactions,
+            loss.bytes,
+            loss.ahead.as_deref().unwrap_or("another node"),
+            loss.ahead.as_deref().unwrap_or("that node"),
+            loss.transactions
+        ));
+    }
+    out
+}
 
 /// Relative clock-rate difference tolerated between any two nodes.
 pub const CLOCK_RATE_MARGIN: f64 = 0.05;
@@ -204,6 +302,59 @@ mod tests {
                 candidate: "lan-1".into()
             }
         );
+    }
+
+    fn seen(name: &str, role: &str, lsn: u64) -> Seen {
+        Seen {
+            name: name.into(),
+            reachable: true,
+            role: role.into(),
+            state: "streaming".into(),
+            epoch: 1,
+            last_lsn: lsn,
+            lease_valid: true,
+        }
+    }
+
+    #[test]
+    fn a_live_primary_or_a_loss_refuses_unless_allowed() {
+        let cand = seen("lan-1", "spare", 10);
+        let mut old = seen("main", "primary", 12);
+        let loss = Loss {
+            ahead: Some("lan-2".into()),
+            records: 2,
+            transactions: 2,
+            bytes: 300,
+            newest_commit_ms: Some(5),
+        };
+        let r = refusals(Some(&cand), Some(&old), &loss, Allow::default());
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r[0].contains("switchover") && r[1].contains("--accept-loss 2"));
+        let allow = Allow {
+            force: true,
+            accept_loss: 2,
+        };
+        assert!(refusals(Some(&cand), Some(&old), &loss, allow).is_empty());
+        old.reachable = false;
+        let r = refusals(Some(&cand), Some(&old), &Loss::default(), Allow::default());
+        assert!(r.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn an_unfit_candidate_is_refused() {
+        let mut c = seen("lan-1", "spare", 10);
+        c.state = "seeding (40 %)".into();
+        assert!(
+            refusals(Some(&c), None, &Loss::default(), Allow::default())[0].contains("seeding")
+        );
+        c.role = "fenced".into();
+        assert!(refusals(Some(&c), None, &Loss::default(), Allow::default())[0].contains("rejoin"));
+        c.reachable = false;
+        assert!(
+            refusals(Some(&c), None, &Loss::default(), Allow::default())[0]
+                .contains("does not answer")
+        );
+        assert!(!refusals(None, None, &Loss::default(), Allow::default()).is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! hand the work to the node (committer queue, read pool, actor), and map errors to
 //! `{"error": code, "message": ...}` with a fitting status.
 
+mod admin;
 mod api;
 mod dashboard;
 pub mod metrics;
@@ -59,6 +60,12 @@ pub fn serve(
             .service(get("/v1/status").to(api::status))
             .service(get("/v1/cluster").to(api::cluster))
             .service(post("/v1/admin/reload").to(api::reload))
+            .service(post("/v1/admin/promote").to(admin::promote))
+            .service(post("/v1/admin/switchover").to(admin::switchover))
+            .service(post("/v1/admin/rejoin").to(admin::rejoin))
+            .service(post("/v1/admin/writes").to(admin::writes))
+            .service(get("/v1/admin/promotions").to(admin::promotions))
+            .service(get("/v1/log/summary").to(admin::log_summary))
             .service(get("/v1/events").to(api::events))
             .service(get("/v1/history").to(api::history))
             .service(get("/metrics").to(api::metrics))

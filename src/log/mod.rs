@@ -23,6 +23,7 @@ pub mod reader;
 pub mod record;
 pub mod retention;
 pub mod segment;
+pub mod summary;
 pub mod writer;
 
 use std::path::Path;

@@ -14,11 +14,13 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::log::{LogReader, Record, RecordKind};
-use crate::store::session::count_changes;
+use crate::store::session::{count_changes, decode_changes};
 use crate::store::TxnPayload;
 
 /// Records read per step while copying (bounds memory).
 const COPY_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Row changes written out readable per record (the exact changeset follows in base64).
+const MAX_DESCRIBED_CHANGES: usize = 10_000;
 
 /// Creates a quarantine folder under `root` holding the records (`from`, `to`] of the log
 /// in `log_dir` and, if given, a consistent copy of the database `db` as it was. Returns
@@ -75,6 +77,23 @@ fn describe(r: &Record) -> serde_json::Value {
             let counts = count_changes(&p.changeset).unwrap_or_default();
             v["ddl"] = json!(p.ddl.iter().map(|s| s.sql.clone()).collect::<Vec<_>>());
             v["tables"] = counts.iter().map(|(t, c)| (t.clone(), json!({ "inserted": c.inserts, "updated": c.updates, "deleted": c.deletes }))).collect::<serde_json::Map<_, _>>().into();
+            // Readable rows (values by column position), then the exact bytes.
+            v["changes"] = decode_changes(&p.changeset, MAX_DESCRIBED_CHANGES)
+                .map(|changes| {
+                    changes
+                        .iter()
+                        .map(|c| {
+                            let vals = |vs: &[Option<crate::store::value::SqlValue>]| {
+                                vs.iter()
+                                    .map(|v| v.as_ref().map_or(serde_json::Value::Null, |v| v.to_json()))
+                                    .collect::<Vec<_>>()
+                            };
+                            json!({ "table": c.table, "op": c.op, "old": vals(&c.old), "new": vals(&c.new) })
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+                .into();
             v["changeset_base64"] =
                 json!(base64::engine::general_purpose::STANDARD.encode(&p.changeset));
         }

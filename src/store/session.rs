@@ -163,11 +163,25 @@ fn conflict_name(kind: c_int) -> &'static str {
     }
 }
 
-/// Counts the inserts, updates and deletes in a changeset, per table.
-pub fn count_changes(changeset: &[u8]) -> Result<Vec<(String, ChangeCounts)>> {
-    let mut out: Vec<(String, ChangeCounts)> = Vec::new();
+/// One row change of a changeset, readable: the table, the operation, and the old and new
+/// values by column position (`None`: not part of the change, as for an update's unchanged
+/// columns).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RowChange {
+    pub table: String,
+    /// `insert`, `update` or `delete`.
+    pub op: &'static str,
+    pub old: Vec<Option<crate::store::value::SqlValue>>,
+    pub new: Vec<Option<crate::store::value::SqlValue>>,
+}
+
+/// Calls `f` with (table, operation, iterator, column count) for each change of `changeset`.
+fn for_each_change(
+    changeset: &[u8],
+    mut f: impl FnMut(String, c_int, *mut ffi::sqlite3_changeset_iter, c_int),
+) -> Result<()> {
     if changeset.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
     let len = c_int::try_from(changeset.len())
         .map_err(|_| Error::InvalidData("changeset too large".into()))?;
@@ -188,6 +202,22 @@ pub fn count_changes(changeset: &[u8]) -> Result<Vec<(String, ChangeCounts)>> {
         let name = unsafe { CStr::from_ptr(tab) }
             .to_string_lossy()
             .into_owned();
+        f(name, op, it, ncol);
+    }
+    // SAFETY: finalize once; its code reports a malformed buffer met while iterating.
+    let rc = unsafe { ffi::sqlite3changeset_finalize(it) };
+    if rc != ffi::SQLITE_OK {
+        return Err(Error::InvalidData(format!(
+            "changeset is malformed (SQLite code {rc})"
+        )));
+    }
+    Ok(())
+}
+
+/// Counts the inserts, updates and deletes in a changeset, per table.
+pub fn count_changes(changeset: &[u8]) -> Result<Vec<(String, ChangeCounts)>> {
+    let mut out: Vec<(String, ChangeCounts)> = Vec::new();
+    for_each_change(changeset, |name, op, _, _| {
         let idx = match out.iter().position(|(t, _)| *t == name) {
             Some(i) => i,
             None => {
@@ -201,15 +231,83 @@ pub fn count_changes(changeset: &[u8]) -> Result<Vec<(String, ChangeCounts)>> {
             ffi::SQLITE_UPDATE => counts.updates += 1,
             _ => counts.deletes += 1,
         }
-    }
-    // SAFETY: finalize once; its code reports a malformed buffer met while iterating.
-    let rc = unsafe { ffi::sqlite3changeset_finalize(it) };
-    if rc != ffi::SQLITE_OK {
-        return Err(Error::InvalidData(format!(
-            "changeset is malformed (SQLite code {rc})"
-        )));
-    }
+    })?;
     Ok(out)
+}
+
+/// The changes of a changeset as readable rows, at most `limit` of them.
+pub fn decode_changes(changeset: &[u8], limit: usize) -> Result<Vec<RowChange>> {
+    let mut out = Vec::new();
+    for_each_change(changeset, |table, op, it, ncol| {
+        if out.len() >= limit {
+            return;
+        }
+        let (name, has_old, has_new) = match op {
+            ffi::SQLITE_INSERT => ("insert", false, true),
+            ffi::SQLITE_UPDATE => ("update", true, true),
+            _ => ("delete", true, false),
+        };
+        let column = |old: bool, i: c_int| {
+            let mut v = ptr::null_mut();
+            // SAFETY: `it` is positioned on a row of this operation; i < ncol.
+            let rc = unsafe {
+                if old {
+                    ffi::sqlite3changeset_old(it, i, &mut v)
+                } else {
+                    ffi::sqlite3changeset_new(it, i, &mut v)
+                }
+            };
+            // SAFETY: a non-null value stays valid until the iterator moves.
+            (rc == ffi::SQLITE_OK && !v.is_null()).then(|| unsafe { sql_value(v) })
+        };
+        out.push(RowChange {
+            table,
+            op: name,
+            old: if has_old {
+                (0..ncol).map(|i| column(true, i)).collect()
+            } else {
+                Vec::new()
+            },
+            new: if has_new {
+                (0..ncol).map(|i| column(false, i)).collect()
+            } else {
+                Vec::new()
+            },
+        });
+    })?;
+    Ok(out)
+}
+
+/// Copies an `sqlite3_value` out.
+///
+/// # Safety
+/// `v` must be a valid, protected value for the duration of the call.
+unsafe fn sql_value(v: *mut ffi::sqlite3_value) -> crate::store::value::SqlValue {
+    use crate::store::value::SqlValue;
+    match ffi::sqlite3_value_type(v) {
+        ffi::SQLITE_INTEGER => SqlValue::Integer(ffi::sqlite3_value_int64(v)),
+        ffi::SQLITE_FLOAT => SqlValue::Real(ffi::sqlite3_value_double(v)),
+        ffi::SQLITE_TEXT => {
+            let p = ffi::sqlite3_value_text(v);
+            let n = ffi::sqlite3_value_bytes(v) as usize;
+            let bytes = if p.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(p, n)
+            };
+            SqlValue::Text(String::from_utf8_lossy(bytes).into_owned())
+        }
+        ffi::SQLITE_BLOB => {
+            let p = ffi::sqlite3_value_blob(v) as *const u8;
+            let n = ffi::sqlite3_value_bytes(v) as usize;
+            SqlValue::Blob(if p.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(p, n).to_vec()
+            })
+        }
+        _ => SqlValue::Null,
+    }
 }
 
 fn check(conn: &Connection, rc: c_int, what: &str) -> Result<()> {

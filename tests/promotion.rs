@@ -1,0 +1,372 @@
+//! Promotion end to end (DESIGN.md §7), on real processes: `spare promote` after the primary
+//! died, with a frozen primary, without a quorum, as a dry run, with a loss preview; the old
+//! primary fenced on return and `spare rejoin`; `spare switchover` under write load.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Cluster};
+use serde_json::{json, Value};
+use spare::client;
+
+fn create_table(c: &Cluster) -> u64 {
+    c.exec(
+        "CREATE TABLE invoice (id INTEGER PRIMARY KEY, customer TEXT NOT NULL)",
+        json!([]),
+    )
+}
+
+fn insert(c: &Cluster, node: &str, id: u64, customer: &str) -> client::Reply {
+    c.execute_on(
+        node,
+        json!({ "sql": "INSERT INTO invoice (id, customer) VALUES (?, ?)", "params": [id, customer] }),
+    )
+}
+
+fn count(c: &Cluster, node: &str, min_lsn: u64) -> u64 {
+    c.rows(node, "SELECT count(*) FROM invoice", min_lsn)[0][0]
+        .as_u64()
+        .unwrap()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn signal(c: &Cluster, node: &str, sig: i32) {
+    // SAFETY: kill(2) on a child process this test started.
+    let rc = unsafe { libc::kill(c.pid(node) as i32, sig) };
+    assert_eq!(rc, 0, "signal {sig} to {node}");
+}
+
+fn node_state(c: &Cluster, node: &str) -> Value {
+    serde_json::from_str(&common::read_file(&c.data_dir(node).join("node.state"))).unwrap()
+}
+
+/// Waits until `node` answers its status with `role`.
+fn wait_role(c: &Cluster, node: &str, role: &str) {
+    wait_until(&format!("{node} to be {role}"), || {
+        client::get(&c.http(node), "/v1/status", Duration::from_secs(2))
+            .is_ok_and(|r| r.body["role"] == role)
+    });
+}
+
+#[test]
+fn promoting_a_spare_after_the_primary_died_keeps_every_acknowledged_write_and_the_other_spare_follows(
+) {
+    let mut c = Cluster::new(2, true);
+    c.start_all();
+    create_table(&c);
+    let mut last = 0;
+    for id in 1..=20 {
+        let r = insert(&c, "main", id, "acme");
+        assert_eq!(r.status, 200, "{}", r.body);
+        last = r.body["lsn"].as_u64().unwrap();
+    }
+    c.wait_applied("lan-1", last);
+    c.wait_applied("lan-2", last);
+    c.kill("main");
+
+    let out = c.cli(&["promote", "lan-1"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("lan-1 is the primary of epoch 2"),
+        "{}",
+        stdout(&out)
+    );
+    let st = c.status("lan-1");
+    assert_eq!(
+        (st["role"].clone(), st["epoch"].clone()),
+        (json!("primary"), json!(2))
+    );
+    assert_eq!(
+        count(&c, "lan-1", 0),
+        20,
+        "every acknowledged write is on the new primary"
+    );
+
+    // Clients that know several nodes find the new primary (main is down, lan-2 redirects).
+    let out = c.cli(&[
+        "sql",
+        "INSERT INTO invoice (id, customer) VALUES (21, 'after')",
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let r = insert(&c, "lan-2", 22, "redirected");
+    assert_eq!(r.status, 421, "{}", r.body);
+    assert_eq!(r.body["primary"]["name"], "lan-1", "{}", r.body);
+    let lsn = insert(&c, "lan-1", 22, "direct").body["lsn"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(count(&c, "lan-2", lsn), 22, "lan-2 follows the new primary");
+    assert_eq!(node_state(&c, "lan-2")["primary"], "lan-1");
+
+    let audit = client::get(&c.http("watch-1"), "/v1/admin/promotions", common::TIMEOUT)
+        .unwrap()
+        .body;
+    let entry = &audit["promotions"][0];
+    assert_eq!(entry["outcome"], "committed", "{audit}");
+    assert_eq!(entry["epoch"], 2);
+    assert!(entry["asked_by"].as_str().unwrap().contains('@'));
+    assert!(
+        entry["promised_by"].as_array().unwrap().len() >= 3,
+        "{entry}"
+    );
+    assert_eq!(entry["loss"]["transactions"], 0);
+}
+
+#[test]
+fn the_old_primary_comes_back_fenced_and_rejoin_quarantines_its_unreplicated_tail() {
+    // Voters main, lan-1, watch-1: main keeps its lease with watch-1 while lan-1 is cut off.
+    let mut c = Cluster::new(1, true);
+    let link = c.proxy("lan-1");
+    c.start_all();
+    let lsn = create_table(&c);
+    c.wait_applied("lan-1", lsn);
+    link.cut();
+    for id in 1..=5 {
+        let r = insert(&c, "main", id, &format!("lost-invoice-{id}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    c.kill("main");
+    link.pass();
+    let out = c.cli(&["promote", "lan-1"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("not known here"),
+        "the unknown tail is said: {}",
+        stdout(&out)
+    );
+    let lsn = insert(&c, "lan-1", 100, "new-history").body["lsn"]
+        .as_u64()
+        .unwrap();
+
+    c.start("main");
+    wait_role(&c, "main", "fenced");
+    let r = insert(&c, "main", 101, "refused");
+    assert_eq!(r.status, 421, "a fenced node takes no write: {}", r.body);
+    assert_eq!(r.body["primary"]["name"], "lan-1", "{}", r.body);
+    assert_eq!(
+        count(&c, "main", 0),
+        5,
+        "fenced, it still serves reads of its own copy"
+    );
+
+    let out = c.cli(&["rejoin", "main"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    wait_role(&c, "main", "spare");
+    // Its own history reached past `lsn` too: wait for the new history's rows themselves.
+    wait_until("main to follow the new history", || {
+        client::post(
+            &c.http("main"),
+            "/v1/query",
+            &json!({ "sql": "SELECT id FROM invoice", "min_lsn": lsn }),
+            Duration::from_secs(10),
+        )
+        .is_ok_and(|r| r.status == 200 && r.body["rows"] == json!([[100]]))
+    });
+    assert_eq!(c.status("main")["epoch"], 2);
+    let quarantine = c.data_dir("main").join("quarantine");
+    let kept: String = std::fs::read_dir(&quarantine)
+        .expect("a quarantine folder")
+        .flatten()
+        .map(|d| common::read_file(&d.path().join("records.jsonl")))
+        .collect();
+    for id in 1..=5 {
+        assert!(
+            kept.contains(&format!("lost-invoice-{id}")),
+            "quarantine keeps the unreplicated write {id}: {kept}"
+        );
+    }
+}
+
+#[test]
+fn a_primary_frozen_during_the_promotion_acknowledges_nothing_when_it_resumes() {
+    let mut c = Cluster::new(2, true);
+    c.start_all();
+    let lsn = create_table(&c);
+    c.wait_applied("lan-1", lsn);
+    signal(&c, "main", libc::SIGSTOP);
+    // A client's write waits in the frozen primary's socket.
+    let http = c.http("main");
+    let pending = std::thread::spawn(move || {
+        client::post(
+            &http,
+            "/v1/execute",
+            &json!({ "sql": "INSERT INTO invoice (id, customer) VALUES (7, 'frozen')" }),
+            Duration::from_secs(60),
+        )
+    });
+    let out = c.cli(&["promote", "lan-1"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    signal(&c, "main", libc::SIGCONT);
+    let answer = pending.join().unwrap().expect("main answers once resumed");
+    assert_ne!(
+        answer.status, 200,
+        "a resumed old primary acknowledged: {}",
+        answer.body
+    );
+    wait_role(&c, "main", "fenced");
+    let r = insert(&c, "main", 8, "after");
+    assert_eq!(r.status, 421, "{}", r.body);
+    assert_eq!(
+        count(&c, "lan-1", 0),
+        0,
+        "the frozen write is nowhere in the new history"
+    );
+}
+
+#[test]
+fn without_a_quorum_a_promotion_is_refused_and_a_dry_run_changes_nothing() {
+    let mut c = Cluster::new(2, true);
+    c.start_all();
+    let lsn = create_table(&c);
+    c.wait_applied("lan-1", lsn);
+    c.kill("main");
+    let before = node_state(&c, "lan-1");
+
+    let out = c.cli(&["promote", "lan-1", "--dry-run"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("dry run: nothing changed"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        node_state(&c, "lan-1"),
+        before,
+        "a dry run promises nothing"
+    );
+    assert_eq!(c.status("lan-1")["role"], "spare");
+
+    c.kill("lan-2");
+    let out = c.cli(&["promote", "lan-1", "--dry-run"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("only 2 of the 4 voters answer"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = c.cli(&["promote", "lan-1"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("promises"), "{}", stdout(&out));
+    assert_eq!(
+        c.status("lan-1")["role"],
+        "spare",
+        "refused: nothing committed"
+    );
+    assert_eq!(node_state(&c, "lan-1")["epoch"], 1);
+}
+
+#[test]
+fn a_candidate_behind_another_spare_needs_accept_loss_and_the_other_spare_is_reseeded() {
+    let mut c = Cluster::new(2, true);
+    let link = c.proxy("lan-1");
+    c.start_all();
+    let lsn = create_table(&c);
+    c.wait_applied("lan-1", lsn);
+    link.cut();
+    let mut last = 0;
+    for id in 1..=3 {
+        last = insert(&c, "main", id, "only-on-lan-2").body["lsn"]
+            .as_u64()
+            .unwrap();
+    }
+    c.wait_applied("lan-2", last);
+    c.kill("main");
+    link.pass();
+
+    let out = c.cli(&["promote", "lan-1"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("3 transaction(s)") && text.contains("lan-2"),
+        "{text}"
+    );
+    assert!(text.contains("--accept-loss 3"), "{text}");
+    assert_eq!(c.status("lan-1")["role"], "spare");
+
+    let out = c.cli(&["promote", "lan-1", "--accept-loss", "3"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let lsn = insert(&c, "lan-1", 50, "new").body["lsn"].as_u64().unwrap();
+    wait_until("lan-2 to be re-seeded from the new primary", || {
+        client::post(
+            &c.http("lan-2"),
+            "/v1/query",
+            &json!({ "sql": "SELECT id FROM invoice", "min_lsn": lsn }),
+            Duration::from_secs(10),
+        )
+        .is_ok_and(|r| r.status == 200 && r.body["rows"] == json!([[50]]))
+    });
+    assert!(
+        c.data_dir("lan-2").join("quarantine").exists(),
+        "lan-2's lost transactions are kept"
+    );
+}
+
+#[test]
+fn a_switchover_under_write_load_loses_no_acknowledged_write() {
+    let mut c = Cluster::new(2, true);
+    c.start_all();
+    create_table(&c);
+    let nodes: Vec<String> = ["main", "lan-1", "lan-2"]
+        .iter()
+        .map(|n| c.http(n))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let (nodes, stop, acked) = (nodes.clone(), stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let client = client::Client::new(nodes);
+                let started = Instant::now();
+                let mut id = w * 1_000_000;
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                    id += 1;
+                    let body = json!({ "sql": "INSERT INTO invoice (id, customer) VALUES (?, 'load')", "params": [id] });
+                    if client.execute(&body).is_ok() {
+                        acked.lock().unwrap().push(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("writes to flow", || acked.lock().unwrap().len() > 50);
+    let out = c.cli(&["switchover", "lan-1"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let at_switch = acked.lock().unwrap().len();
+    wait_until("writes to flow on the new primary", || {
+        acked.lock().unwrap().len() > at_switch + 50
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let lsn = c.status("lan-1")["last_lsn"].as_u64().unwrap();
+    let ids: std::collections::BTreeSet<u64> = c
+        .rows("lan-1", "SELECT id FROM invoice", 0)
+        .iter()
+        .map(|r| r[0].as_u64().unwrap())
+        .collect();
+    let missing: Vec<&u64> = acked.iter().filter(|id| !ids.contains(id)).collect();
+    assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
+    wait_role(&c, "main", "spare");
+    assert_eq!(
+        count(&c, "main", lsn),
+        ids.len() as u64,
+        "the old primary follows"
+    );
+    assert!(
+        !c.data_dir("main").join("quarantine").exists(),
+        "a switchover quarantines nothing"
+    );
+}
