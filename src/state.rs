@@ -106,3 +106,43 @@ impl NodeState {
         crate::durable::write_json(&path(data_dir), self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(primary: &str, role: Role) -> NodeState {
+        NodeState {
+            epoch: 2,
+            promised_epoch: 2,
+            primary: primary.into(),
+            role,
+            promised_to: primary.into(),
+        }
+    }
+
+    #[test]
+    fn the_role_follows_the_newest_primary_and_an_old_primary_is_fenced() {
+        assert_eq!(
+            state("lan-1", Role::Spare).incarnation("lan-1"),
+            Incarnation::Primary
+        );
+        assert_eq!(
+            state("lan-1", Role::Primary).incarnation("main"),
+            Incarnation::Fenced
+        );
+        assert_eq!(
+            state("lan-1", Role::Spare).incarnation("main"),
+            Incarnation::Spare,
+            "rejoined"
+        );
+        assert_eq!(
+            state("main", Role::Primary).incarnation("main"),
+            Incarnation::Primary
+        );
+        assert_eq!(
+            state("lan-1", Role::Monitor).incarnation("watch-1"),
+            Incarnation::Monitor
+        );
+    }
+}

@@ -11,9 +11,11 @@ pub fn cluster_document(
     config: &ClusterConfig,
     statuses: &[(String, Result<Value, String>)],
 ) -> Value {
+    // An old primary cut off from the voters may still say "primary": the newest epoch wins.
     let primary_doc = statuses
         .iter()
-        .find_map(|(_, s)| s.as_ref().ok().filter(|d| d["role"] == "primary"));
+        .filter_map(|(_, s)| s.as_ref().ok().filter(|d| d["role"] == "primary"))
+        .max_by_key(|d| d["epoch"].as_u64().unwrap_or(0));
     let nodes: Vec<Value> = config
         .nodes
         .iter()

@@ -66,8 +66,15 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<()> {
         crate::cli::bench_suite::run(args)?
     } else {
         let config = ClusterConfig::load(config_path)?;
-        let spares: Vec<String> = config.spares().map(|s| s.name.clone()).collect();
-        measure(&config.primary().http_advertise, &spares, args)?
+        // The primary as it is now (it moves with promotions); every other data node is a spare.
+        let primary = spare::client::Client::from_config(&config).primary_http()?;
+        let spares: Vec<String> = config
+            .nodes
+            .iter()
+            .filter(|n| n.role != spare::config::Role::Monitor && n.http_advertise != primary)
+            .map(|s| s.name.clone())
+            .collect();
+        measure(&primary, &spares, args)?
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -71,7 +71,7 @@ pub fn run(config_path: &Path, no_wait: bool) -> Result<()> {
 
 /// Shows each new spare's progress until all stream.
 fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
-    let primary = &config.primary().http_advertise;
+    let primary = &spare::client::Client::from_config(config).primary_http()?;
     let started = Instant::now();
     let mut err = std::io::stderr();
     loop {

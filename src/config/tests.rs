@@ -171,3 +171,33 @@ fn lag_warn_is_cluster_wide_unless_a_spare_sets_its_own() {
         "{e}"
     );
 }
+
+#[test]
+fn a_learned_leader_becomes_the_primary_and_the_file_primary_a_spare() {
+    let cell =
+        ConfigCell::new(ClusterConfig::parse(Path::new("/etc/spare/cluster.toml"), GOOD).unwrap());
+    assert_eq!(cell.get().primary().name, "main");
+    assert!(cell.learn(2, "lan-1"));
+    let c = cell.get();
+    assert_eq!(c.primary().name, "lan-1");
+    assert_eq!(
+        c.spares().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["main"]
+    );
+    assert_eq!(
+        c.node("watch-1").unwrap().role,
+        Role::Monitor,
+        "monitors stay monitors"
+    );
+    assert_eq!(
+        cell.file().primary().name,
+        "main",
+        "the file's roles are kept"
+    );
+    assert!(!cell.learn(1, "main"), "an older epoch changes nothing");
+    assert!(!cell.learn(3, "nobody"), "an unknown node is not taken");
+    assert_eq!(cell.get().primary().name, "lan-1");
+    // A reload keeps the leader.
+    cell.set(ClusterConfig::parse(Path::new("/etc/spare/cluster.toml"), GOOD).unwrap());
+    assert_eq!(cell.get().primary().name, "lan-1");
+}

@@ -149,3 +149,30 @@ fn received_record_from_another_history_is_refused() {
         Err(Error::InvalidData(_))
     ));
 }
+
+#[test]
+fn a_summary_counts_transactions_apart_from_heartbeats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opened = open(tmp.path(), 0).expect("open log");
+    let w = &mut opened.writer;
+    w.append(1, 10, RecordKind::Epoch, b"main".to_vec())
+        .unwrap();
+    w.append(1, 20, RecordKind::Txn, b"a".to_vec()).unwrap();
+    w.append(1, 30, RecordKind::Heartbeat, Vec::new()).unwrap();
+    w.append(1, 40, RecordKind::Txn, b"b".to_vec()).unwrap();
+    w.append(1, 50, RecordKind::Heartbeat, Vec::new()).unwrap();
+    w.sync().unwrap();
+    let s = summary::summarise(tmp.path(), 1, 1, 5).unwrap();
+    assert_eq!(
+        (s.records, s.transactions, s.newest_commit_ms),
+        (4, 2, Some(40))
+    );
+    assert!(s.complete && s.bytes > 0);
+    let none = summary::summarise(tmp.path(), 1, 5, 5).unwrap();
+    assert_eq!((none.records, none.transactions), (0, 0));
+    let cut = summary::summarise(tmp.path(), 3, 1, 5).unwrap();
+    assert!(
+        !cut.complete,
+        "records 2 are gone: the summary says it is partial"
+    );
+}

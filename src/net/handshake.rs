@@ -351,3 +351,21 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|_| Error::Unavailable("handshake timed out".into()))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spare_admits_its_primary_or_any_newer_epoch_and_nothing_older() {
+        let follow = Streams::Follow {
+            epoch: 2,
+            primary: "lan-1",
+        };
+        assert!(follow.admits("lan-1", 2));
+        assert!(!follow.admits("main", 2), "another node of the same epoch");
+        assert!(!follow.admits("lan-1", 1), "an older epoch");
+        assert!(follow.admits("lan-2", 3), "a promotion it missed");
+        assert!(!Streams::Refused("fenced".into()).admits("lan-1", 9));
+    }
+}

@@ -206,3 +206,48 @@ fn statements_that_would_break_replication_are_refused() {
     assert!(e.contains("mixes schema changes"), "{e}");
     assert_eq!(p.lsn, 0);
 }
+
+#[test]
+fn a_changeset_decodes_into_readable_row_changes() {
+    use super::session::{decode_changes, Session};
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    conn.execute_batch(
+        "CREATE TABLE c (id INTEGER PRIMARY KEY, name TEXT, score REAL, pic BLOB);
+         INSERT INTO c VALUES (1, 'old', 1.5, x'00');
+         INSERT INTO c VALUES (2, 'gone', NULL, NULL);",
+    )
+    .unwrap();
+    let session = Session::attach_all(&conn).unwrap();
+    conn.execute_batch(
+        "INSERT INTO c VALUES (3, 'new', 2.5, x'0102');
+         UPDATE c SET name = 'renamed' WHERE id = 1;
+         DELETE FROM c WHERE id = 2;",
+    )
+    .unwrap();
+    let changes = decode_changes(&session.changeset(&conn).unwrap(), 100).unwrap();
+    let find = |op: &str| changes.iter().find(|c| c.op == op).unwrap().clone();
+    let ins = find("insert");
+    assert_eq!(ins.table, "c");
+    assert_eq!(
+        ins.new,
+        vec![
+            Some(SqlValue::Integer(3)),
+            Some(SqlValue::Text("new".into())),
+            Some(SqlValue::Real(2.5)),
+            Some(SqlValue::Blob(vec![1, 2]))
+        ]
+    );
+    let upd = find("update");
+    assert_eq!(upd.old[1], Some(SqlValue::Text("old".into())));
+    assert_eq!(upd.new[1], Some(SqlValue::Text("renamed".into())));
+    let del = find("delete");
+    assert_eq!(del.old[0], Some(SqlValue::Integer(2)));
+    assert_eq!(del.old[2], Some(SqlValue::Null));
+    assert_eq!(
+        decode_changes(&session.changeset(&conn).unwrap(), 1)
+            .unwrap()
+            .len(),
+        1,
+        "bounded"
+    );
+}
