@@ -39,6 +39,11 @@ pub struct BenchArgs {
     /// stopped while --catchup-rows rows were written.
     #[arg(long)]
     pub suite: bool,
+    /// Only the failover figures (also part of --suite): time from `spare promote` to the
+    /// first acknowledged write after the primary was killed, and the write-unavailability
+    /// window of a `spare switchover` under load.
+    #[arg(long)]
+    pub failover: bool,
     /// Rows written while the catch-up spare is stopped (--suite).
     #[arg(long, default_value_t = 100_000)]
     pub catchup_rows: u64,
@@ -62,7 +67,9 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<()> {
             humantime::format_duration(MAX_DURATION)
         );
     }
-    let out = if args.suite {
+    let out = if args.failover {
+        crate::cli::bench_failover::run(args)?
+    } else if args.suite {
         crate::cli::bench_suite::run(args)?
     } else {
         let config = ClusterConfig::load(config_path)?;

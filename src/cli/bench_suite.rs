@@ -21,8 +21,8 @@ const POLL: Duration = Duration::from_millis(20);
 const CATCHUP_BATCH_ROWS: u64 = 100;
 
 /// A local cluster of child processes; killed (and its directory removed) on drop.
-struct LocalCluster {
-    dir: PathBuf,
+pub(crate) struct LocalCluster {
+    pub(crate) dir: PathBuf,
     children: Vec<(String, Child)>,
     http: Vec<(String, String)>,
 }
@@ -54,7 +54,7 @@ fn free_addr() -> Result<String> {
     )
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();
     while !cond() {
         if start.elapsed() > WAIT {
@@ -67,6 +67,11 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
 
 impl LocalCluster {
     fn start(root: &Path, name: &str, spares: usize) -> Result<Self> {
+        Self::start_with(root, name, spares, false)
+    }
+
+    /// `voting`: spares vote (quorum of all data nodes), as a failover needs.
+    pub(crate) fn start_with(root: &Path, name: &str, spares: usize, voting: bool) -> Result<Self> {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(
@@ -83,10 +88,10 @@ impl LocalCluster {
             let (peer, h) = (free_addr()?, free_addr()?);
             // Spares do not vote: a stopped spare must not cost the primary its write lease
             // while the suite measures replication.
-            let role = if i == 0 {
-                "primary\""
-            } else {
-                "spare\"\nvote = false"
+            let role = match (i, voting) {
+                (0, _) => "primary\"",
+                (_, true) => "spare\"",
+                (_, false) => "spare\"\nvote = false",
             };
             text += &format!(
                 "\n[[node]]\nname = \"{n}\"\nrole = \"{role}\npeer = \"{peer}\"\nhttp = \"{h}\"\n"
@@ -122,7 +127,7 @@ impl LocalCluster {
         })
     }
 
-    fn http_of(&self, node: &str) -> String {
+    pub(crate) fn http_of(&self, node: &str) -> String {
         self.http
             .iter()
             .find(|(n, _)| n == node)
@@ -138,7 +143,7 @@ impl LocalCluster {
         self.http.iter().skip(1).map(|(n, _)| n.clone()).collect()
     }
 
-    fn wait_streaming(&self) -> Result<()> {
+    pub(crate) fn wait_streaming(&self) -> Result<()> {
         let primary = self.primary();
         wait_for("every spare to stream", || {
             client::get(&primary, "/v1/status", REQUEST_TIMEOUT).is_ok_and(|r| {
@@ -150,7 +155,7 @@ impl LocalCluster {
         })
     }
 
-    fn signal(&self, node: &str, sig: i32) {
+    pub(crate) fn signal(&self, node: &str, sig: i32) {
         if let Some((_, c)) = self.children.iter().find(|(n, _)| n == node) {
             // SAFETY: kill(2) on our own child's pid with a valid signal number.
             unsafe { libc::kill(c.id() as i32, sig) };
@@ -183,7 +188,7 @@ impl Drop for LocalCluster {
 }
 
 /// Removes the suite's directory even if a scenario fails.
-struct TempRoot(PathBuf);
+pub(crate) struct TempRoot(pub(crate) PathBuf);
 impl Drop for TempRoot {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -211,12 +216,14 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
         args.catchup_rows
     );
     let catchup = catch_up(&root.0, args)?;
+    let failover = crate::cli::bench_failover::run_in(&root.0, args)?;
     let cps = |v: &Value| v["commits_per_s"].as_f64().unwrap_or(0.0);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(json!({
         "healthy": healthy,
         "one_of_two_stalled": stalled,
         "catch_up": catchup,
+        "failover": failover,
         "ratios": {
             "commits_4_spares_vs_none": ratio(cps(&healthy["4"]), cps(&healthy["0"])),
             "commits_stalled_vs_healthy_2_spares": ratio(cps(&stalled), cps(&healthy["2"])),

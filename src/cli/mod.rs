@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_failover;
 pub mod bench_suite;
 pub mod promote;
 pub mod reload;
