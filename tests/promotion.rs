@@ -370,3 +370,23 @@ fn a_switchover_under_write_load_loses_no_acknowledged_write() {
         "a switchover quarantines nothing"
     );
 }
+
+#[test]
+fn a_refused_switchover_leaves_the_primary_writing() {
+    let mut c = Cluster::new(1, true);
+    c.start_all();
+    create_table(&c);
+    let out = c.cli(&["switchover", "main"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("not a running, seeded spare"),
+        "{}",
+        stdout(&out)
+    );
+    let out = c.cli(&["switchover", "watch-1"]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("monitor"), "{}", stdout(&out));
+    let r = insert(&c, "main", 1, "still-writing");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(c.status("main")["epoch"], 1);
+}

@@ -31,6 +31,8 @@ pub struct LeaseGuard {
     fenced: Mutex<Option<String>>,
     /// Set when this primary incarnation stops: renewals end, nothing is valid any more.
     stopped: std::sync::atomic::AtomicBool,
+    /// Set while a switchover stopped the writes: no renewal, no grant taken, not valid.
+    suspended: std::sync::atomic::AtomicBool,
 }
 
 impl LeaseGuard {
@@ -46,7 +48,24 @@ impl LeaseGuard {
             voters,
             fenced: Mutex::new(None),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            suspended: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A switchover stopped the writes: give the lease up (until [`LeaseGuard::resume`]).
+    pub fn suspend(&self) {
+        self.suspended
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The switchover failed: renew again (valid after the next grants from a quorum).
+    pub fn resume(&self) {
+        self.suspended
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    fn suspended(&self) -> bool {
+        self.suspended.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Ends the lease for good (the node changes role).
@@ -65,6 +84,7 @@ impl LeaseGuard {
 
     pub fn is_valid(&self) -> bool {
         !self.stopped()
+            && !self.suspended()
             && self.fenced.lock().expect("fenced lock").is_none()
             && self
                 .holder
@@ -74,6 +94,9 @@ impl LeaseGuard {
     }
 
     fn granted(&self, voter: &str, epoch: u64, sent_ms: u64) {
+        if self.suspended() {
+            return;
+        }
         self.holder
             .lock()
             .expect("lease lock")
@@ -82,7 +105,8 @@ impl LeaseGuard {
 
     fn fence(&self, why: String) {
         let mut fenced = self.fenced.lock().expect("fenced lock");
-        if fenced.is_none() {
+        // A stopped lease belongs to an incarnation already replaced (a switchover).
+        if fenced.is_none() && !self.stopped() {
             tracing::error!(%why, "a newer epoch exists: this node stops acknowledging writes");
             *fenced = Some(why);
         }
@@ -136,6 +160,9 @@ pub fn start(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) {
                 let mut tick = tokio::time::interval(heartbeat);
                 while !guard.stopped() {
                     tick.tick().await;
+                    if guard.suspended() {
+                        continue;
+                    }
                     let sent_ms = guard.now_ms();
                     if let Ok(Message::LeaseReply { granted: true, .. }) = data
                         .voter
@@ -172,6 +199,9 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
     let mut tick = tokio::time::interval(heartbeat);
     while !guard.stopped() {
         tick.tick().await;
+        if guard.suspended() {
+            continue;
+        }
         let sent_ms = guard.now_ms();
         write_frame(
             &mut s,
@@ -226,4 +256,60 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
         }
     }
     Ok(())
+}
+
+/// A switchover stopped the writes: suspend the lease, then ask every voter to end the grant
+/// it gave (bounded wait each). Returns the voters that released it.
+pub async fn release(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) -> Vec<String> {
+    guard.suspend();
+    let asks: Vec<_> = guard
+        .voters
+        .clone()
+        .into_iter()
+        .map(|voter| {
+            let data = data.clone();
+            tokio::spawn(async move {
+                let ok = tokio::time::timeout(RELEASE_TIMEOUT, release_one(&data, &voter, epoch))
+                    .await
+                    .is_ok_and(|r| r.unwrap_or(false));
+                (voter, ok)
+            })
+        })
+        .collect();
+    let mut released = Vec::new();
+    for a in asks {
+        if let Ok((voter, true)) = a.await {
+            released.push(voter);
+        }
+    }
+    released
+}
+
+/// How long a release waits for each voter (one it misses is simply waited out).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn release_one(data: &DataShared, voter: &str, epoch: u64) -> Result<bool> {
+    let me = data.node.name.clone();
+    let reply = if voter == me {
+        let v = data.voter.clone();
+        tokio::task::spawn_blocking(move || v.answer(&me, Message::Release { epoch }))
+            .await
+            .map_err(|e| Error::Unavailable(format!("voter task failed: {e}")))??
+    } else {
+        let addr = data.config().node(voter)?.peer_advertise.clone();
+        let mut s = TcpStream::connect(&addr)
+            .await
+            .map_err(Error::io(format!("connect to voter {voter}")))?;
+        handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
+        write_frame(
+            &mut s,
+            &data.identity.envelope(epoch, Message::Release { epoch }),
+        )
+        .await?;
+        read_frame(&mut s).await?.message
+    };
+    Ok(matches!(
+        reply,
+        Message::ReleaseReply { released: true, .. }
+    ))
 }

@@ -90,6 +90,7 @@ pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: Socket
             }
         }
     }
+    shared.data.epoch.fetch_max(peer.epoch, Ordering::Relaxed);
     let generation = shared.generation.send_modify_return(|g| *g += 1);
     *shared.diverged.lock().expect("lock") = None;
     tracing::info!(%from, primary = %peer.name, "primary connected");

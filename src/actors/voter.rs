@@ -159,6 +159,10 @@ impl VoterCell {
                     changed,
                 )
             }
+            Message::Release { epoch } => {
+                let released = voter.on_release(from, epoch, now);
+                (Message::ReleaseReply { epoch, released }, false)
+            }
             other => {
                 return Err(Error::InvalidData(format!(
                     "{} is not a control request",

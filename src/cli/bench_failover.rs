@@ -26,7 +26,8 @@ const AFTER_SWITCH: Duration = Duration::from_secs(2);
 const MAX_WRITING: Duration = Duration::from_secs(120);
 
 pub fn run(args: &BenchArgs) -> Result<Value> {
-    let root = TempRoot(std::env::temp_dir().join(format!("spare-bench-fo-{}", std::process::id())));
+    let root =
+        TempRoot(std::env::temp_dir().join(format!("spare-bench-fo-{}", std::process::id())));
     run_in(&root.0, args)
 }
 
@@ -61,7 +62,10 @@ fn promote_after_kill(root: &Path) -> Result<Value> {
     let out = spare_cli(&c, &["promote", "spare-1", "--json"])?;
     let command_s = started.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!("spare promote failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "spare promote failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let report: Value = serde_json::from_slice(&out.stdout)?;
     let new = c.http_of("spare-1");
@@ -77,7 +81,10 @@ fn switchover_under_load(root: &Path) -> Result<Value> {
     let c = LocalCluster::start_with(root, "switchover", 2, true)?;
     crate::cli::bench::create_table(&c.http_of("main"))?;
     c.wait_streaming()?;
-    let nodes: Vec<String> = ["main", "spare-1", "spare-2"].iter().map(|n| c.http_of(n)).collect();
+    let nodes: Vec<String> = ["main", "spare-1", "spare-2"]
+        .iter()
+        .map(|n| c.http_of(n))
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
     let writers: Vec<_> = (0..SWITCHOVER_WRITERS)
@@ -107,7 +114,10 @@ fn switchover_under_load(root: &Path) -> Result<Value> {
         let _ = w.join();
     }
     if !out.status.success() {
-        bail!("spare switchover failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "spare switchover failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut acks = acks.lock().expect("acks").clone();
     acks.sort();
@@ -127,7 +137,12 @@ fn switchover_under_load(root: &Path) -> Result<Value> {
 
 /// How many acknowledged ids the new primary lacks (must be 0).
 fn count_lost(http: &str, acks: &[(Instant, u64)]) -> Result<usize> {
-    let r = client::post(http, "/v1/query", &json!({ "sql": "SELECT id FROM spare_bench" }), REQUEST_TIMEOUT)?;
+    let r = client::post(
+        http,
+        "/v1/query",
+        &json!({ "sql": "SELECT id FROM spare_bench" }),
+        REQUEST_TIMEOUT,
+    )?;
     let have: std::collections::HashSet<u64> = r.body["rows"]
         .as_array()
         .into_iter()

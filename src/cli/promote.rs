@@ -26,7 +26,10 @@ pub struct PromoteArgs<'a> {
 
 /// `user@host`, for the audit log.
 fn asked_by() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        // SAFETY: getuid(2) cannot fail.
+        .unwrap_or_else(|_| format!("uid{}", unsafe { libc::getuid() }));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown-host".into());

@@ -153,6 +153,8 @@ pub struct Promotion {
     /// Voter → when its promise must have run out (own clock): arrival + stretched remaining.
     promises: BTreeMap<String, u64>,
     refusals: BTreeMap<String, String>,
+    /// Voters whose promise came after the quorum.
+    late: Vec<String>,
     pub phase: Phase,
 }
 
@@ -168,6 +170,7 @@ impl Promotion {
             quorum,
             promises: BTreeMap::new(),
             refusals: BTreeMap::new(),
+            late: Vec::new(),
             phase: Phase::Preparing,
         };
         let out = voters
@@ -185,16 +188,23 @@ impl Promotion {
         self.quorum
     }
 
+    /// Every voter that promised, the fence's quorum first.
     pub fn promised_by(&self) -> Vec<String> {
-        self.promises.keys().cloned().collect()
+        self.promises.keys().chain(&self.late).cloned().collect()
     }
 
-    /// `voter` promised, with a lease of its own still running `lease_remaining_ms`.
+    /// `voter` promised, with a lease of its own still running `lease_remaining_ms`. A
+    /// promise arriving after the quorum is noted but does not move the fence: only the
+    /// first quorum's grants matter (any lease quorum meets it).
     pub fn on_promise(&mut self, voter: &str, epoch: u64, lease_remaining_ms: u64, now_ms: u64) {
-        if epoch != self.epoch
-            || self.phase != Phase::Preparing
-            || !self.voters.iter().any(|v| v == voter)
-        {
+        if epoch != self.epoch || !self.voters.iter().any(|v| v == voter) {
+            return;
+        }
+        if matches!(self.phase, Phase::Fencing { .. }) {
+            self.late.push(voter.to_string());
+            return;
+        }
+        if self.phase != Phase::Preparing {
             return;
         }
         let stretched = (lease_remaining_ms as f64 * (1.0 + CLOCK_RATE_MARGIN)).ceil() as u64;

@@ -146,6 +146,16 @@ impl Voter {
         }
     }
 
+    /// The primary of `epoch` stopped writing and gives its lease up (a switchover): the
+    /// grant ends now. Anyone else is ignored. Returns whether it was released.
+    pub fn on_release(&mut self, from: &str, epoch: u64, now_ms: u64) -> bool {
+        if epoch != self.state.epoch || from != self.state.primary {
+            return false;
+        }
+        self.granted_until_ms = self.granted_until_ms.min(now_ms);
+        true
+    }
+
     /// The promotion to `epoch` of `primary` completed. Returns whether the state changed.
     pub fn on_commit(&mut self, primary: &str, epoch: u64) -> bool {
         if epoch < self.state.epoch || (epoch == self.state.epoch && self.state.primary == primary)
@@ -225,6 +235,22 @@ mod tests {
         assert_eq!(
             v.on_lease_request("lan-1", 2, 7_000).0,
             LeaseAnswer::Granted { epoch: 2 }
+        );
+    }
+
+    #[test]
+    fn only_the_primary_releases_its_grant_and_a_promise_then_waits_nothing() {
+        let mut v = voter();
+        v.on_lease_request("main", 1, 1_000);
+        assert!(!v.on_release("lan-1", 1, 1_500), "not the primary");
+        assert!(!v.on_release("main", 0, 1_500), "an older epoch");
+        assert!(v.on_release("main", 1, 1_500));
+        assert_eq!(
+            v.on_prepare("lan-1", 2, 1_600).0,
+            PrepareAnswer::Promised {
+                epoch: 2,
+                lease_remaining_ms: 0
+            }
         );
     }
 

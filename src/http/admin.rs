@@ -120,7 +120,13 @@ pub async fn writes(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespons
 async fn writes_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     let b: WritesBody = serde_json::from_slice(body)
         .map_err(|e| Error::InvalidInput(format!("expected {{\"accept\": true|false}}: {e}")))?;
-    let NodeAddr::Primary { writes, .. } = state.slot.addr()? else {
+    let NodeAddr::Primary {
+        writes,
+        shared,
+        primary,
+        ..
+    } = state.slot.addr()?
+    else {
         return Err(Error::NotPrimary {
             primary: Some(primary_ref(&state.cell.get())),
         });
@@ -136,7 +142,17 @@ async fn writes_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     let lsn = answer
         .await
         .map_err(|_| Error::Unavailable("the write path stopped before answering".into()))?;
-    Ok(json!({ "accept": b.accept, "lsn": lsn }))
+    let Some(lease) = primary.lease.get().cloned() else {
+        return Ok(json!({ "accept": b.accept, "lsn": lsn }));
+    };
+    if b.accept {
+        lease.resume();
+        return Ok(json!({ "accept": true, "lsn": lsn }));
+    }
+    // Nothing is written any more: give the lease up, so the promotion need not wait it out.
+    let epoch = shared.epoch.load(std::sync::atomic::Ordering::Relaxed);
+    let released = crate::actors::lease::release(shared, lease, epoch).await;
+    Ok(json!({ "accept": false, "lsn": lsn, "lease_released_by": released }))
 }
 
 #[derive(Deserialize)]

@@ -153,6 +153,11 @@ pub enum Message {
     Commit { epoch: u64, primary: String },
     /// Voter → coordinator: the epoch and primary it follows after the commit.
     CommitReply { epoch: u64, primary: String },
+    /// Primary → voter: it stopped writing for a switchover and gives up the lease this voter
+    /// granted it, so that the promotion need not wait it out.
+    Release { epoch: u64 },
+    /// Voter → primary: whether the grant was released (only the primary of its epoch may).
+    ReleaseReply { epoch: u64, released: bool },
     /// Either way: the connection is refused or ended, for `reason`; the receiver logs it.
     Refuse { reason: String },
 }
@@ -181,6 +186,8 @@ impl Message {
             Message::PrepareReply { .. } => "PrepareReply",
             Message::Commit { .. } => "Commit",
             Message::CommitReply { .. } => "CommitReply",
+            Message::Release { .. } => "Release",
+            Message::ReleaseReply { .. } => "ReleaseReply",
         }
     }
 }
