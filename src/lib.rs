@@ -14,14 +14,14 @@
 //! | [`store`] | SQLite: execution with changeset capture (session extension), apply, queries, meta |
 //! | [`wire`] | the peer protocol: `Envelope`, `Message`, length-prefixed msgpack framing |
 //! | [`net`] | peer authentication (secret challenge) and the handshake |
-//! | [`core`] | pure decisions: feeder window, where to resume a spare, lag |
-//! | [`actors`] | the actix side: primary, feeders, spare, monitor; the committer and apply threads |
+//! | [`core`] | pure decisions: feeder window, where to resume a spare, lag, voter, lease, promotion |
+//! | [`actors`] | the actix side: node slots (roles), primary, feeders, spare, monitor, voter, lease, the promotion coordinator; the committer and apply threads |
 //! | [`http`] | the HTTP API on actix-web |
 //! | [`client`] | a blocking HTTP client for the command line and monitors |
 //! | [`view`] | the cluster document shared by `spare status` and `GET /v1/cluster` |
 //! | [`durable`] | small files replaced atomically |
 //! | [`events`] | the events log (JSON lines) and `notify_command` |
-//! | [`state`] | `node.state`: epoch, promise, primary, role, replaced atomically |
+//! | [`state`] | `node.state`: epoch, promise, primary, role, replaced atomically; the role a node runs as |
 pub mod actors;
 pub mod client;
 pub mod config;
