@@ -390,3 +390,49 @@ fn a_refused_switchover_leaves_the_primary_writing() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(c.status("main")["epoch"], 1);
 }
+
+#[test]
+fn promoting_over_a_live_primary_needs_force_and_the_old_primary_is_fenced() {
+    let mut c = Cluster::new(2, true);
+    c.start_all();
+    let lsn = create_table(&c);
+    c.wait_applied("lan-1", lsn);
+    c.wait_applied("lan-2", lsn);
+    let out = c.cli(&["promote", "lan-1"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("spare switchover"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        c.status("main")["role"],
+        "primary",
+        "refused: main keeps writing"
+    );
+
+    let out = c.cli(&["promote", "lan-1", "--force"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    wait_role(&c, "main", "fenced");
+    let r = insert(&c, "main", 1, "refused");
+    assert_eq!(r.status, 421, "{}", r.body);
+    let lsn = insert(&c, "lan-1", 2, "accepted").body["lsn"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(count(&c, "lan-2", lsn), 1);
+
+    // The roles live in node.state: a restart keeps them.
+    c.kill("lan-1");
+    c.start("lan-1");
+    wait_until("lan-1 to serve writes again", || {
+        insert(&c, "lan-1", 3, "after-restart").status == 200
+    });
+    let st = c.status("lan-1");
+    assert_eq!(
+        (st["role"].clone(), st["epoch"].clone()),
+        (json!("primary"), json!(2))
+    );
+    c.kill("main");
+    c.start("main");
+    wait_role(&c, "main", "fenced");
+}
