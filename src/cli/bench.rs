@@ -51,6 +51,8 @@ pub struct BenchArgs {
 
 struct Shared {
     http: String,
+    /// Every data node the clients know.
+    nodes: Vec<String>,
     stop: AtomicBool,
     commits: AtomicU64,
     errors: AtomicU64,
@@ -81,7 +83,16 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<()> {
             .filter(|n| n.role != spare::config::Role::Monitor && n.http_advertise != primary)
             .map(|s| s.name.clone())
             .collect();
-        measure(&primary, &spares, args)?
+        // Clients know every data node: a promotion during the run moves them along.
+        let mut nodes = vec![primary.clone()];
+        nodes.extend(
+            config
+                .nodes
+                .iter()
+                .filter(|n| n.role != spare::config::Role::Monitor && n.http_advertise != primary)
+                .map(|n| n.http_advertise.clone()),
+        );
+        measure_on(&primary, &nodes, &spares, args)?
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -102,9 +113,20 @@ pub fn create_table(http: &str) -> Result<()> {
 
 /// Runs the load against the primary at `http` and samples the lag of `spares`.
 pub fn measure(http: &str, spares: &[String], args: &BenchArgs) -> Result<Value> {
+    measure_on(http, &[http.to_string()], spares, args)
+}
+
+/// Like [`measure`], with clients that know `nodes` (they follow the primary if it moves).
+pub fn measure_on(
+    http: &str,
+    nodes: &[String],
+    spares: &[String],
+    args: &BenchArgs,
+) -> Result<Value> {
     create_table(http)?;
     let shared = Shared {
         http: http.to_string(),
+        nodes: nodes.to_vec(),
         stop: AtomicBool::new(false),
         commits: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -165,7 +187,7 @@ fn percentiles(h: &Histogram<u64>, divisor: f64) -> Value {
 /// One client: INSERTs until told to stop; returns its latencies in µs. It finds the
 /// primary by itself (a switchover during a run moves it).
 fn client_loop(shared: &Shared, client: usize, row_bytes: usize) -> Histogram<u64> {
-    let cluster = Client::new(vec![shared.http.clone()]);
+    let cluster = Client::new(shared.nodes.clone());
     let mut h = new_histogram();
     let payload = "x".repeat(row_bytes);
     let body = json!({ "sql": "INSERT INTO spare_bench (client, payload) VALUES (?, ?)", "params": [client, payload] });
