@@ -27,8 +27,10 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(4);
 /// Unacknowledged bytes a feeder keeps in flight to a LAN spare.
 pub const DEFAULT_LAN_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
-/// Unacknowledged bytes in flight to a WAN spare: smaller, the link is slower.
-pub const DEFAULT_WAN_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
+/// Unacknowledged bytes in flight to a WAN spare: larger, since a long round trip needs more
+/// bytes in flight to fill the link (bandwidth × round trip: 100 Mbit/s × 100 ms = 1.25 MB,
+/// with room for bursts).
+pub const DEFAULT_WAN_WINDOW_BYTES: u64 = 16 * 1024 * 1024;
 /// Log bytes the primary keeps for spares that are behind.
 pub const DEFAULT_RETENTION_BYTES: u64 = 1024 * 1024 * 1024;
 /// Age of log the primary keeps for spares that are behind.
@@ -42,6 +44,8 @@ pub const MIN_WINDOW_BYTES: u64 = 64 * 1024;
 
 const CLUSTER_KEYS: &[&str] = &[
     "name",
+    "api_token_file",
+    "api_token_reads",
     "lag_warn",
     "notify_command",
     "secret_file",
@@ -66,6 +70,7 @@ const NODE_KEYS: &[&str] = &[
     "max_rate",
     "window",
     "vote",
+    "allow_from",
 ];
 const SPARE_ONLY_KEYS: &[&str] = &["lag_warn", "link", "apply_delay", "max_rate", "window"];
 
@@ -120,6 +125,10 @@ pub struct ClusterSection {
     pub lag_warn: Duration,
     /// Shell command run for each event, with the event in its environment.
     pub notify_command: Option<String>,
+    /// File holding the HTTP API token: writes and admin routes need it when set.
+    pub api_token_file: Option<PathBuf>,
+    /// Whether reads (queries, status, metrics, the dashboard) need the token too.
+    pub api_token_reads: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +152,8 @@ pub struct NodeConfig {
     pub vote: bool,
     /// This spare's own alert threshold (else the cluster's).
     pub lag_warn: Option<Duration>,
+    /// Source networks this node accepts peer connections from (empty: any).
+    pub allow_from: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -311,6 +322,24 @@ impl ClusterConfig {
                 ))
             }
         }
+        if self.cluster.tls_dir.is_some() {
+            if let Some(n) = self.nodes.iter().find(|n| !crate::net::tls::valid_tls_name(&n.name)) {
+                return Err(Ctx {
+                    file: &self.path,
+                    table: format!("node \"{}\"", n.name),
+                }
+                .err("name", "with tls_dir, node names are certificate names: use lowercase letters, digits and '-' (at most 63)"));
+            }
+        }
+        if self.cluster.tls_dir.is_none() {
+            if let Some(n) = self.nodes.iter().find(|n| n.link == Link::Wan) {
+                return Err(Ctx {
+                    file: &self.path,
+                    table: format!("node \"{}\"", n.name),
+                }
+                .err("link", "\"wan\" needs TLS: set tls_dir in [cluster] (create the certificates with `spare certs init`), or use link = \"lan\" on a private network"));
+            }
+        }
         if let CommitRule::Any { of, .. } = &self.cluster.commit {
             let ctx = Ctx {
                 file: &self.path,
@@ -360,6 +389,35 @@ impl ClusterConfig {
 
     pub fn spares(&self) -> impl Iterator<Item = &NodeConfig> {
         self.nodes.iter().filter(|n| n.role == Role::Spare)
+    }
+
+    /// Reads the HTTP API token, if the configuration sets one.
+    pub fn read_api_token(&self) -> Result<Option<String>> {
+        let Some(path) = &self.cluster.api_token_file else {
+            return Ok(None);
+        };
+        let ctx = Ctx {
+            file: &self.path,
+            table: "[cluster]".into(),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ctx.err("api_token_file", format!(
+                "cannot read {}: {e}; create it with `head -c 24 /dev/urandom | base64 > {}` and give it to the API's clients",
+                path.display(), path.display()
+            ))
+        })?;
+        let token = text.trim().to_string();
+        if token.len() < MIN_SECRET_BYTES {
+            return Err(ctx.err(
+                "api_token_file",
+                format!(
+                    "{} holds {} bytes; a token needs at least {MIN_SECRET_BYTES}",
+                    path.display(),
+                    token.len()
+                ),
+            ));
+        }
+        Ok(Some(token))
     }
 
     /// Reads the cluster secret; the message says how to create a missing one.

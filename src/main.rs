@@ -134,9 +134,38 @@ enum Command {
         /// The fenced node.
         name: String,
     },
+    /// TLS material: the cluster CA and one certificate per node (mutual TLS on peer links).
+    ///
+    /// Files go to the configuration's tls_dir (or --out): ca.pem, ca.key, and <node>.pem,
+    /// <node>.key for every node; keys are written with mode 0600 and existing files are never
+    /// overwritten. Copy ca.pem and a node's own pair to each node; keep ca.key offline.
+    ///
+    /// Examples:
+    ///   spare certs init
+    ///   spare certs add lan-2
+    #[command(verbatim_doc_comment, subcommand)]
+    Certs(CertsCommand),
     /// Load generator: N clients of single-row INSERT transactions for a bounded time against
     /// a running cluster; prints commits/s, commit latency and per-spare lag as JSON.
     Bench(cli::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create the cluster CA and a certificate for every node of the configuration.
+    Init {
+        /// Directory to write to (default: tls_dir of the configuration).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Issue the certificate of one node (added later), signed by ca.key.
+    Add {
+        /// The node's name.
+        name: String,
+        /// Directory holding ca.key, where the files go (default: tls_dir).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -173,6 +202,10 @@ fn main() {
         ),
         Command::Switchover { name, json } => cli::promote::switchover(&config, &name, json),
         Command::Rejoin { name } => cli::promote::rejoin(&config, &name),
+        Command::Certs(CertsCommand::Init { out }) => cli::certs::init(&config, out.as_deref()),
+        Command::Certs(CertsCommand::Add { name, out }) => {
+            cli::certs::add(&config, &name, out.as_deref())
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -23,6 +23,7 @@ async fn control(
         cluster: "test".into(),
         name: me.into(),
         secret: Arc::new(secret.as_bytes().to_vec()),
+        tls: None,
     };
     let mut s = TcpStream::connect(&c.node(node).peer).await.unwrap();
     handshake::dial(&mut s, &id, node, 1, Purpose::Control).await?;

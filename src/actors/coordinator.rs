@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use crate::net::stream::PeerStream;
 
 use crate::client;
 use crate::config::{ClusterConfig, ConfigCell, Role};
@@ -186,19 +186,15 @@ fn loss(config: &ClusterConfig, survey: &Survey, candidate: &str) -> Loss {
 }
 
 /// One control connection to `to` (handshake done).
-async fn control(me: &Identity, config: &ClusterConfig, to: &str, epoch: u64) -> Result<TcpStream> {
+async fn control(me: &Identity, config: &ClusterConfig, to: &str, epoch: u64) -> Result<PeerStream> {
     let addr = config.node(to)?.peer_advertise.clone();
-    let mut s = tokio::time::timeout(crate::actors::CONNECT_TIMEOUT, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| Error::Unavailable(format!("connecting to {to} ({addr}) timed out")))?
-        .map_err(Error::io(format!("connect to {to} ({addr})")))?;
-    s.set_nodelay(true).map_err(Error::io("set TCP_NODELAY"))?;
+    let mut s = crate::net::stream::connect(me, to, &addr, crate::actors::CONNECT_TIMEOUT).await?;
     handshake::dial(&mut s, me, to, epoch, Purpose::Control).await?;
     Ok(s)
 }
 
 /// Sends one control request and reads the answer.
-async fn ask(s: &mut TcpStream, me: &Identity, epoch: u64, m: Message) -> Result<Message> {
+async fn ask(s: &mut PeerStream, me: &Identity, epoch: u64, m: Message) -> Result<Message> {
     write_frame(s, &me.envelope(epoch, m)).await?;
     Ok(read_frame(s).await?.message)
 }
@@ -210,7 +206,7 @@ async fn prepare(
     to: String,
     epoch: u64,
     candidate: String,
-) -> (String, Result<(Message, TcpStream)>, Instant) {
+) -> (String, Result<(Message, PeerStream)>, Instant) {
     let run = async {
         let mut s = control(&me, &config, &to, epoch).await?;
         let m = ask(&mut s, &me, epoch, Message::Prepare { epoch, candidate }).await?;
@@ -455,7 +451,7 @@ impl Coordinator {
                 Out::Commit { .. } => None,
             })
             .collect();
-        let mut links: BTreeMap<String, TcpStream> = BTreeMap::new();
+        let mut links: BTreeMap<String, PeerStream> = BTreeMap::new();
         for a in asks {
             let Ok((voter, answer, at)) = a.await else {
                 continue;
@@ -540,7 +536,7 @@ impl Coordinator {
         config: &Arc<ClusterConfig>,
         candidate: &str,
         epoch: u64,
-        links: &mut BTreeMap<String, TcpStream>,
+        links: &mut BTreeMap<String, PeerStream>,
     ) -> Result<()> {
         let mut order: Vec<String> = vec![candidate.to_string()];
         order.extend(

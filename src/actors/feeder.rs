@@ -24,8 +24,8 @@ use actix::{
     Message as ActixMessage, WrapFuture,
 };
 use tokio::io::AsyncRead;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use crate::net::stream::PeerStream;
+type OwnedWriteHalf = tokio::io::WriteHalf<PeerStream>;
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::node::{DataShared, PrimaryShared};
@@ -272,16 +272,13 @@ impl Link {
 
     async fn run_inner(&mut self, connected: &mut bool) -> Result<()> {
         let addr = self.spare.peer_advertise.clone();
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| Error::Unavailable(format!("connecting to {addr} timed out")))?
-            .map_err(Error::io(format!(
-                "connect to spare {} at {addr}",
-                self.spare.name
-            )))?;
-        stream
-            .set_nodelay(true)
-            .map_err(Error::io("set TCP_NODELAY"))?;
+        let mut stream = crate::net::stream::connect(
+            &self.data.identity,
+            &self.spare.name,
+            &addr,
+            CONNECT_TIMEOUT,
+        )
+        .await?;
         let mut report = handshake::as_primary(
             &mut stream,
             &self.data.identity,
@@ -298,7 +295,7 @@ impl Link {
                 self.spare.name, report.durable.lsn
             ),
         );
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = tokio::io::split(stream);
         let (tx, frames) = mpsc::channel(LINK_FRAME_QUEUE);
         let reader = AbortOnDrop(tokio::spawn(read_frames(rd, tx)));
         let keepalive = tokio::time::interval(self.data.config().cluster.heartbeat);

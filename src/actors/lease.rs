@@ -7,7 +7,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 
 use crate::actors::node::DataShared;
 use crate::core::lease::LeaseHolder;
@@ -190,11 +189,13 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
     let config = data.config();
     let addr = config.node(voter)?.peer_advertise.clone();
     let heartbeat = config.cluster.heartbeat;
-    let mut s = tokio::time::timeout(crate::actors::CONNECT_TIMEOUT, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| Error::Unavailable(format!("connecting to {addr} timed out")))?
-        .map_err(Error::io(format!("connect to voter {voter}")))?;
-    s.set_nodelay(true).map_err(Error::io("set TCP_NODELAY"))?;
+    let mut s = crate::net::stream::connect(
+        &data.identity,
+        voter,
+        &addr,
+        crate::actors::CONNECT_TIMEOUT,
+    )
+    .await?;
     handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
     let mut tick = tokio::time::interval(heartbeat);
     while !guard.stopped() {
@@ -297,9 +298,7 @@ async fn release_one(data: &DataShared, voter: &str, epoch: u64) -> Result<bool>
             .map_err(|e| Error::Unavailable(format!("voter task failed: {e}")))??
     } else {
         let addr = data.config().node(voter)?.peer_advertise.clone();
-        let mut s = TcpStream::connect(&addr)
-            .await
-            .map_err(Error::io(format!("connect to voter {voter}")))?;
+        let mut s = crate::net::stream::connect(&data.identity, voter, &addr, RELEASE_TIMEOUT).await?;
         handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
         write_frame(
             &mut s,

@@ -68,6 +68,10 @@ impl NodeSlot {
             cluster: config.cluster.name.clone(),
             name: node.name.clone(),
             secret: Arc::new(config.read_secret()?),
+            tls: match &config.cluster.tls_dir {
+                Some(dir) => Some(Arc::new(crate::net::tls::load(dir, &node.name)?)),
+                None => None,
+            },
         };
         let listener = std::net::TcpListener::bind(node.peer)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -252,21 +256,36 @@ async fn accept_peers(slot: Arc<NodeSlot>, listener: tokio::net::TcpListener) {
                 continue;
             }
         };
-        let target = slot.peer.read().expect("lock").clone();
-        match target {
-            PeerTarget::Spare(shared) => {
-                actix_rt::spawn(crate::actors::spare_link::serve(shared, stream, from));
+        let slot = slot.clone();
+        actix_rt::spawn(async move {
+            let allow = slot
+                .node()
+                .map(|n| n.allow_from)
+                .unwrap_or_default();
+            let stream = match crate::net::stream::accept(&slot.identity, stream, from, &allow).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%from, cause = %e, "refused a peer connection");
+                    return;
+                }
+            };
+            let target = slot.peer.read().expect("lock").clone();
+            match target {
+                PeerTarget::Spare(shared) => {
+                    crate::actors::spare_link::serve(shared, stream, from).await
+                }
+                PeerTarget::ControlOnly(why) => {
+                    serve_control_only(
+                        stream,
+                        from,
+                        slot.identity.clone(),
+                        slot.voter.clone(),
+                        slot.cell.clone(),
+                        why,
+                    )
+                    .await
+                }
             }
-            PeerTarget::ControlOnly(why) => {
-                actix_rt::spawn(serve_control_only(
-                    stream,
-                    from,
-                    slot.identity.clone(),
-                    slot.voter.clone(),
-                    slot.cell.clone(),
-                    why,
-                ));
-            }
-        }
+        });
     }
 }

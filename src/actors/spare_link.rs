@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use crate::net::stream::PeerStream;
+type OwnedWriteHalf = tokio::io::WriteHalf<PeerStream>;
 use tokio::sync::mpsc;
 
 use crate::actors::committer::now_ms;
@@ -28,8 +28,7 @@ use crate::wire::message::{Purpose, SeedResume};
 use crate::wire::{write_frame, Envelope, Message};
 
 /// Serves one connection until it ends; logs why it ended.
-pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve(shared: Arc<SpareShared>, mut stream: PeerStream, from: SocketAddr) {
     let followed = shared.data.voter.state();
     let members: Vec<String> = shared
         .data
@@ -52,6 +51,7 @@ pub async fn serve(shared: Arc<SpareShared>, mut stream: TcpStream, from: Socket
         admission,
     )
     .await
+    .and_then(|p| stream.check_peer_name(&p.name).map(|()| p))
     {
         Ok(p) => p,
         Err(e) => {
@@ -169,10 +169,10 @@ fn ack(shared: &SpareShared) -> Message {
 
 async fn stream_from_primary(
     shared: &Arc<SpareShared>,
-    stream: TcpStream,
+    stream: PeerStream,
     generation: u64,
 ) -> Result<()> {
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = tokio::io::split(stream);
     let first = position(shared)?;
     // A spare that already said why it cannot apply waits here for its re-seed.
     let reported_broken = match &first {

@@ -205,7 +205,7 @@ pub async fn serve_control<S: AsyncRead + AsyncWrite + Unpin>(
 /// Serves one accepted peer connection on a node that takes no stream (a primary, a fenced
 /// node, a monitor): control requests only; a stream is refused saying `why`.
 pub async fn serve_control_only(
-    mut stream: tokio::net::TcpStream,
+    mut stream: crate::net::stream::PeerStream,
     from: std::net::SocketAddr,
     me: Identity,
     voter: Arc<VoterCell>,
@@ -218,7 +218,10 @@ pub async fn serve_control_only(
         streams: crate::net::handshake::Streams::Refused(why),
         members: &members,
     };
-    match crate::net::handshake::accept(&mut stream, &me, epoch, admission).await {
+    let accepted = crate::net::handshake::accept(&mut stream, &me, epoch, admission)
+        .await
+        .and_then(|peer| stream.check_peer_name(&peer.name).map(|()| peer));
+    match accepted {
         Ok(peer) => {
             if let Err(e) = serve_control(stream, voter, me, peer.name.clone()).await {
                 tracing::debug!(%from, peer = %peer.name, cause = %e, "control connection ended");

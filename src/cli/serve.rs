@@ -42,6 +42,7 @@ pub fn up(config_path: &Path) -> Result<()> {
     ensure_secret(config_path)?;
     let config = ClusterConfig::load(config_path)?;
     config.read_secret()?;
+    crate::cli::certs::ensure(&config)?;
     init_logging();
     serve(config, Mode::All)
 }

@@ -104,6 +104,17 @@ pub(super) fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<Cluster
     let retention_age = get_duration(ctx, t, "retention_age", DEFAULT_RETENTION_AGE)?;
     let lag_warn = get_duration(ctx, t, "lag_warn", DEFAULT_LAG_WARN)?;
     let notify_command = get_str(ctx, t, "notify_command")?.map(str::to_string);
+    let api_token_file = get_str(ctx, t, "api_token_file")?.map(|f| base.join(f));
+    let api_token_reads = match t.get("api_token_reads") {
+        None => false,
+        Some(Value::Boolean(b)) => *b,
+        Some(other) => {
+            return Err(ctx.err(
+                "api_token_reads",
+                format!("must be true or false, found {other}"),
+            ))
+        }
+    };
     Ok(ClusterSection {
         name,
         secret_file,
@@ -115,6 +126,8 @@ pub(super) fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<Cluster
         retention_age,
         lag_warn,
         notify_command,
+        api_token_file,
+        api_token_reads,
     })
 }
 
@@ -250,6 +263,7 @@ pub(super) fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> R
         .contains_key("lag_warn")
         .then(|| get_duration(&ctx, t, "lag_warn", DEFAULT_LAG_WARN))
         .transpose()?;
+    let allow_from = parse_allow_from(&ctx, t.get("allow_from"))?;
     Ok(NodeConfig {
         name,
         role,
@@ -264,7 +278,25 @@ pub(super) fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> R
         window,
         vote,
         lag_warn,
+        allow_from,
     })
+}
+
+/// `allow_from = ["10.0.0.0/24", "203.0.113.7"]`: networks, or single addresses.
+fn parse_allow_from(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<ipnet::IpNet>> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let Value::Array(items) = v else {
+        return Err(ctx.err("allow_from", "must be a list such as [\"10.0.0.0/24\", \"203.0.113.7\"]"));
+    };
+    items
+        .iter()
+        .map(|i| {
+            let s = i.as_str().ok_or_else(|| ctx.err("allow_from", format!("{i} is not a string")))?;
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ctx.err("allow_from", format!("\"{s}\" is not a network (CIDR such as \"10.0.0.0/24\") nor an address")))
+        })
+        .collect()
 }
 
 pub(super) fn parse_bind(ctx: &Ctx, t: &Table, key: &str, example: &str) -> Result<SocketAddr> {

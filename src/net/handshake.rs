@@ -25,6 +25,8 @@ pub struct Identity {
     pub cluster: String,
     pub name: String,
     pub secret: std::sync::Arc<Vec<u8>>,
+    /// The node's TLS material when the cluster uses TLS (`tls_dir`).
+    pub tls: Option<std::sync::Arc<crate::net::tls::TlsMaterial>>,
 }
 
 impl Identity {

@@ -3,3 +3,5 @@
 
 pub mod auth;
 pub mod handshake;
+pub mod stream;
+pub mod tls;

@@ -1,0 +1,215 @@
+//! Mutual TLS for peer links (DESIGN.md §8): a cluster CA issues one certificate per node,
+//! whose DNS name is the node's name; both ends present theirs. The dialer checks the
+//! acceptor's certificate names the node it meant to reach (rustls' server-name check); the
+//! acceptor checks, once the dialer said who it is (`Hello.from`), that its certificate names
+//! that node ([`check_client_name`]). The cluster secret's challenge still runs inside.
+//!
+//! Material in `tls_dir`, as `spare certs init` writes it: `ca.pem`, `ca.key` (keep it
+//! offline once every node has its certificate), `<node>.pem`, `<node>.key` (mode 0600).
+//! Crypto: rustls with the `ring` provider only.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::error::{Error, Result};
+
+/// Validity of the certificates `spare certs` issues.
+pub const CERT_VALIDITY_DAYS: i64 = 3650;
+
+/// A node's TLS material, loaded once at start.
+pub struct TlsMaterial {
+    pub server: Arc<ServerConfig>,
+    pub client: Arc<ClientConfig>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Whether `name` can be a certificate's DNS name (TLS needs node names that are DNS
+/// labels: lowercase letters, digits and '-', at most 63).
+pub fn valid_tls_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read the {what} {}: {e}; create the TLS material with `spare certs init` (or `spare certs add NODE` for a node added later)",
+            path.display()
+        ))
+    })
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = read(path, "certificate")?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Config(format!("{}: not a PEM certificate: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let pem = read(path, "private key")?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| Error::Config(format!("{}: not a PEM key: {e}", path.display())))?
+        .ok_or_else(|| Error::Config(format!("{}: holds no private key", path.display())))
+}
+
+fn roots(dir: &Path) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(&dir.join("ca.pem"))? {
+        roots
+            .add(c)
+            .map_err(|e| Error::Config(format!("{}: unusable CA: {e}", dir.join("ca.pem").display())))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Loads `node`'s material from `dir`.
+pub fn load(dir: &Path, node: &str) -> Result<TlsMaterial> {
+    let roots = roots(dir)?;
+    let chain = certs(&dir.join(format!("{node}.pem")))?;
+    let key = key(&dir.join(format!("{node}.key")))?;
+    let bad = |e: rustls::Error| Error::Config(format!("TLS material of {node} in {}: {e}", dir.display()));
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .build()
+        .map_err(|e| Error::Config(format!("TLS client verifier: {e}")))?;
+    let server = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(bad)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(bad)?;
+    let client = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(bad)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(bad)?;
+    Ok(TlsMaterial {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    })
+}
+
+/// The name the dialer expects the acceptor's certificate to carry.
+pub fn server_name(node: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(node.to_string())
+        .map_err(|_| Error::Config(format!("\"{node}\" cannot be a TLS name")))
+}
+
+/// Checks that the dialer's certificate (already verified against the CA) names `claimed`.
+pub fn check_client_name(cert: &CertificateDer<'_>, claimed: &str) -> Result<()> {
+    let name = server_name(claimed)?;
+    let ee = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| Error::InvalidData(format!("unreadable peer certificate: {e:?}")))?;
+    ee.verify_is_valid_for_subject_name(&name).map_err(|_| {
+        Error::InvalidData(format!(
+            "the peer says it is {claimed} but its certificate names another node"
+        ))
+    })
+}
+
+fn ca_params(cluster: &str) -> Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| Error::InvalidInput(format!("CA parameters: {e}")))?;
+    // The same name each time: `certs add` re-signs with the CA key and this name.
+    p.distinguished_name
+        .push(DnType::CommonName, format!("spare cluster CA {cluster}"));
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut p);
+    Ok(p)
+}
+
+fn validity(p: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(CERT_VALIDITY_DAYS);
+}
+
+fn gen_err(e: rcgen::Error) -> Error {
+    Error::InvalidInput(format!("generating a certificate: {e}"))
+}
+
+/// Writes `path` with `text`, readable by its owner only when `secret`.
+fn write(path: &Path, text: &str, secret: bool) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot create {}: {e} (an existing file is never overwritten: move it away first)",
+                path.display()
+            ))
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(Error::io(format!("write {}", path.display())))
+}
+
+/// Creates the cluster CA (`ca.pem`, `ca.key`) in `dir`.
+pub fn init_ca(dir: &Path, cluster: &str) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let cert = ca_params(cluster)?.self_signed(&key).map_err(gen_err)?;
+    let (c, k) = (dir.join("ca.pem"), dir.join("ca.key"));
+    write(&c, &cert.pem(), false)?;
+    write(&k, &key.serialize_pem(), true)?;
+    Ok(vec![c, k])
+}
+
+/// Issues `node`'s certificate and key in `dir`, signed by the CA there.
+pub fn issue(dir: &Path, cluster: &str, node: &str) -> Result<Vec<PathBuf>> {
+    if !valid_tls_name(node) {
+        return Err(Error::InvalidInput(format!(
+            "\"{node}\" cannot be a certificate name: with TLS, node names must be lowercase letters, digits and '-'"
+        )));
+    }
+    let ca_pem = String::from_utf8_lossy(&read(&dir.join("ca.key"), "CA key")?).into_owned();
+    let ca_key = KeyPair::from_pem(&ca_pem).map_err(gen_err)?;
+    let ca = ca_params(cluster)?.self_signed(&ca_key).map_err(gen_err)?;
+    let mut p = CertificateParams::new(vec![node.to_string()]).map_err(gen_err)?;
+    p.distinguished_name.push(DnType::CommonName, node);
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    validity(&mut p);
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let cert = p.signed_by(&key, &ca, &ca_key).map_err(gen_err)?;
+    let (c, k) = (dir.join(format!("{node}.pem")), dir.join(format!("{node}.key")));
+    write(&c, &cert.pem(), false)?;
+    write(&k, &key.serialize_pem(), true)?;
+    Ok(vec![c, k])
+}
