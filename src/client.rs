@@ -20,6 +20,21 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .build()
 }
 
+/// The API token this process sends (`api_token_file`), set once at start.
+static TOKEN: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Sets the token every request of this process carries.
+pub fn set_token(token: Option<String>) {
+    *TOKEN.write().expect("token lock") = token;
+}
+
+fn authorized(r: ureq::Request) -> ureq::Request {
+    match TOKEN.read().expect("token lock").as_deref() {
+        Some(t) => r.set("Authorization", &format!("Bearer {t}")),
+        None => r,
+    }
+}
+
 fn url(http: &str, path: &str) -> String {
     format!("http://{http}{path}")
 }
@@ -50,26 +65,30 @@ fn finish(http: &str, r: std::result::Result<ureq::Response, ureq::Error>) -> Re
 }
 
 pub fn get(http: &str, path: &str, timeout: Duration) -> Result<Reply> {
-    finish(http, agent(timeout).get(&url(http, path)).call())
+    finish(
+        http,
+        authorized(agent(timeout).get(&url(http, path))).call(),
+    )
 }
 
 pub fn post(http: &str, path: &str, body: &Value, timeout: Duration) -> Result<Reply> {
     finish(
         http,
-        agent(timeout)
-            .post(&url(http, path))
-            .send_json(body.clone()),
+        authorized(agent(timeout).post(&url(http, path))).send_json(body.clone()),
     )
 }
 
 /// Like [`post`], on a caller's agent (keeps the connection alive).
 pub fn post_with(agent: &ureq::Agent, http: &str, path: &str, body: &Value) -> Result<Reply> {
-    finish(http, agent.post(&url(http, path)).send_json(body.clone()))
+    finish(
+        http,
+        authorized(agent.post(&url(http, path))).send_json(body.clone()),
+    )
 }
 
 /// Like [`get`], on a caller's agent.
 pub fn get_with(agent: &ureq::Agent, http: &str, path: &str) -> Result<Reply> {
-    finish(http, agent.get(&url(http, path)).call())
+    finish(http, authorized(agent.get(&url(http, path))).call())
 }
 
 /// How many "not the primary" answers a write follows before giving up (a promotion in
@@ -94,6 +113,12 @@ impl Client {
             primary: std::sync::Mutex::new(None),
             agent: agent(REQUEST_TIMEOUT),
         }
+    }
+
+    /// Sends `token` (the cluster's `api_token_file`) with every request of this process.
+    pub fn with_token(self, token: &str) -> Self {
+        set_token(Some(token.to_string()));
+        self
     }
 
     /// A client of every data node of `config`, its primary first.

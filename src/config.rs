@@ -323,7 +323,11 @@ impl ClusterConfig {
             }
         }
         if self.cluster.tls_dir.is_some() {
-            if let Some(n) = self.nodes.iter().find(|n| !crate::net::tls::valid_tls_name(&n.name)) {
+            if let Some(n) = self
+                .nodes
+                .iter()
+                .find(|n| !crate::net::tls::valid_tls_name(&n.name))
+            {
                 return Err(Ctx {
                     file: &self.path,
                     table: format!("node \"{}\"", n.name),

@@ -171,6 +171,16 @@ enum CertsCommand {
 fn main() {
     let args = Args::parse();
     let config = spare::config::ClusterConfig::locate(args.config.as_deref());
+    // Every HTTP call of this process (command line or node) carries the API token, if any.
+    if let Ok(c) = spare::config::ClusterConfig::load(&config) {
+        match c.read_api_token() {
+            Ok(token) => spare::client::set_token(token),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let result = match args.command {
         Command::Up => cli::serve::up(&config),
         Command::Run { node } => cli::serve::run(&config, &node),

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::net::stream::PeerStream;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use crate::net::stream::PeerStream;
 
 use crate::client;
 use crate::config::{ClusterConfig, ConfigCell, Role};
@@ -186,7 +186,12 @@ fn loss(config: &ClusterConfig, survey: &Survey, candidate: &str) -> Loss {
 }
 
 /// One control connection to `to` (handshake done).
-async fn control(me: &Identity, config: &ClusterConfig, to: &str, epoch: u64) -> Result<PeerStream> {
+async fn control(
+    me: &Identity,
+    config: &ClusterConfig,
+    to: &str,
+    epoch: u64,
+) -> Result<PeerStream> {
     let addr = config.node(to)?.peer_advertise.clone();
     let mut s = crate::net::stream::connect(me, to, &addr, crate::actors::CONNECT_TIMEOUT).await?;
     handshake::dial(&mut s, me, to, epoch, Purpose::Control).await?;

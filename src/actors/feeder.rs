@@ -19,12 +19,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::net::stream::PeerStream;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
     Message as ActixMessage, WrapFuture,
 };
 use tokio::io::AsyncRead;
-use crate::net::stream::PeerStream;
 type OwnedWriteHalf = tokio::io::WriteHalf<PeerStream>;
 use tokio::sync::{mpsc, watch};
 
@@ -90,6 +90,12 @@ impl Feeder {
             reader: Some(LogReader::new(&self.data.log_dir())),
             times: VecDeque::new(),
             progress: self.last_progress.clone(),
+            bucket: self.spare.max_rate.map(|r| {
+                std::sync::Mutex::new(crate::core::rate::TokenBucket::new(
+                    r,
+                    crate::actors::committer::now_ms(),
+                ))
+            }),
         };
         ctx.spawn(
             link.run()
@@ -174,6 +180,8 @@ pub(crate) struct Link {
     /// (LSN, commit time) of records sent and not applied, oldest first, for lag.
     pub(super) times: VecDeque<(u64, u64)>,
     pub(super) progress: Option<SpareProgress>,
+    /// The spare's `max_rate` cap on records and seed chunks.
+    pub(super) bucket: Option<std::sync::Mutex<crate::core::rate::TokenBucket>>,
 }
 
 /// The socket of a link after the handshake: the write half, frames read by a separate
@@ -232,6 +240,19 @@ impl Link {
 
     /// Sends one message, giving up if the spare does not take it in time (stalled).
     pub(super) async fn send(&self, io: &mut LinkIo, message: Message) -> Result<()> {
+        let payload = match &message {
+            Message::Records { bytes, .. }
+            | Message::RecordsLz4 { bytes, .. }
+            | Message::SeedChunk { bytes, .. } => bytes.len() as u64,
+            _ => 0,
+        };
+        if let (Some(bucket), true) = (&self.bucket, payload > 0) {
+            let wait_ms = bucket
+                .lock()
+                .expect("bucket lock")
+                .take(payload, crate::actors::committer::now_ms());
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
         let env = self.data.identity.envelope(self.epoch(), message);
         tokio::time::timeout(self.silence(), write_frame(&mut io.wr, &env))
             .await

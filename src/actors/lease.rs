@@ -7,7 +7,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 use crate::actors::node::DataShared;
 use crate::core::lease::LeaseHolder;
 use crate::error::{Error, Result};
@@ -189,13 +188,9 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
     let config = data.config();
     let addr = config.node(voter)?.peer_advertise.clone();
     let heartbeat = config.cluster.heartbeat;
-    let mut s = crate::net::stream::connect(
-        &data.identity,
-        voter,
-        &addr,
-        crate::actors::CONNECT_TIMEOUT,
-    )
-    .await?;
+    let mut s =
+        crate::net::stream::connect(&data.identity, voter, &addr, crate::actors::CONNECT_TIMEOUT)
+            .await?;
     handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
     let mut tick = tokio::time::interval(heartbeat);
     while !guard.stopped() {
@@ -298,7 +293,8 @@ async fn release_one(data: &DataShared, voter: &str, epoch: u64) -> Result<bool>
             .map_err(|e| Error::Unavailable(format!("voter task failed: {e}")))??
     } else {
         let addr = data.config().node(voter)?.peer_advertise.clone();
-        let mut s = crate::net::stream::connect(&data.identity, voter, &addr, RELEASE_TIMEOUT).await?;
+        let mut s =
+            crate::net::stream::connect(&data.identity, voter, &addr, RELEASE_TIMEOUT).await?;
         handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
         write_frame(
             &mut s,

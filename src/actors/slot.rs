@@ -258,17 +258,15 @@ async fn accept_peers(slot: Arc<NodeSlot>, listener: tokio::net::TcpListener) {
         };
         let slot = slot.clone();
         actix_rt::spawn(async move {
-            let allow = slot
-                .node()
-                .map(|n| n.allow_from)
-                .unwrap_or_default();
-            let stream = match crate::net::stream::accept(&slot.identity, stream, from, &allow).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(%from, cause = %e, "refused a peer connection");
-                    return;
-                }
-            };
+            let allow = slot.node().map(|n| n.allow_from).unwrap_or_default();
+            let stream =
+                match crate::net::stream::accept(&slot.identity, stream, from, &allow).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%from, cause = %e, "refused a peer connection");
+                        return;
+                    }
+                };
             let target = slot.peer.read().expect("lock").clone();
             match target {
                 PeerTarget::Spare(shared) => {

@@ -58,7 +58,11 @@ pub fn ensure(config: &ClusterConfig) -> Result<()> {
     for n in &config.nodes {
         if !dir.join(format!("{}.pem", n.name)).exists() {
             tls::issue(dir, &config.cluster.name, &n.name)?;
-            println!("created the TLS certificate of {} in {}", n.name, dir.display());
+            println!(
+                "created the TLS certificate of {} in {}",
+                n.name,
+                dir.display()
+            );
         }
     }
     Ok(())

@@ -286,7 +286,10 @@ pub(super) fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> R
 fn parse_allow_from(ctx: &Ctx, v: Option<&Value>) -> Result<Vec<ipnet::IpNet>> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let Value::Array(items) = v else {
-        return Err(ctx.err("allow_from", "must be a list such as [\"10.0.0.0/24\", \"203.0.113.7\"]"));
+        return Err(ctx.err(
+            "allow_from",
+            "must be a list such as [\"10.0.0.0/24\", \"203.0.113.7\"]",
+        ));
     };
     items
         .iter()

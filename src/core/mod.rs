@@ -8,6 +8,7 @@ pub mod lag;
 pub mod lease;
 pub mod position;
 pub mod promotion;
+pub mod rate;
 pub mod voter;
 
 #[cfg(test)]

@@ -36,6 +36,41 @@ pub struct ApiState {
     pub supervisor: Addr<SupervisorActor>,
 }
 
+/// Who may call the API (`api_token_file`, `api_token_reads`).
+#[derive(Clone)]
+struct Access {
+    token: Option<std::sync::Arc<String>>,
+    reads_too: bool,
+}
+
+impl Access {
+    /// Whether `method path` needs the token: writes and admin routes always, reads when
+    /// `api_token_reads` says (the dashboard page itself is static and carries no data).
+    fn needs_token(&self, method: &actix_web::http::Method, path: &str) -> bool {
+        let write = *method != actix_web::http::Method::GET && path != "/v1/query";
+        self.token.is_some() && (write || (self.reads_too && path != "/"))
+    }
+
+    /// None if allowed, else the JSON refusal: 401 without a token, 403 with a wrong one.
+    fn check(&self, req: &actix_web::dev::ServiceRequest) -> Option<HttpResponse> {
+        use subtle::ConstantTimeEq;
+        if !self.needs_token(req.method(), req.path()) {
+            return None;
+        }
+        let expected = self.token.as_ref()?;
+        let given = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => Some(HttpResponse::Unauthorized().json(json!({ "error": "unauthorized", "message": "this route needs the API token: send `Authorization: Bearer <token>` (the content of the api_token_file of the configuration)" }))),
+            Some(t) if bool::from(t.as_bytes().ct_eq(expected.as_bytes())) => None,
+            Some(_) => Some(HttpResponse::Forbidden().json(json!({ "error": "forbidden", "message": "wrong API token" }))),
+        }
+    }
+}
+
 /// Binds the node's HTTP address and starts serving; returns the server's handle.
 pub fn serve(
     cell: Arc<ConfigCell>,
@@ -45,6 +80,11 @@ pub fn serve(
 ) -> Result<actix_web::dev::ServerHandle> {
     let bind = node.http;
     let name = node.name.clone();
+    let config = cell.get();
+    let access = Access {
+        token: config.read_api_token()?.map(std::sync::Arc::new),
+        reads_too: config.cluster.api_token_reads,
+    };
     let state = web::Data::new(ApiState {
         cell,
         node,
@@ -52,7 +92,22 @@ pub fn serve(
         supervisor,
     });
     let server = HttpServer::new(move || {
+        let access = access.clone();
         App::new()
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service;
+                let (refused, call) = match access.check(&req) {
+                    Some(refusal) => (Some(req.into_response(refusal)), None),
+                    None => (None, Some(srv.call(req))),
+                };
+                async move {
+                    match (refused, call) {
+                        (Some(r), _) => Ok(r.map_into_right_body()),
+                        (None, Some(call)) => call.await.map(|r| r.map_into_left_body()),
+                        (None, None) => unreachable!("either refused or called"),
+                    }
+                }
+            })
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(MAX_REQUEST_BYTES))
             .service(post("/v1/execute").to(api::execute))

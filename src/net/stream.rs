@@ -33,7 +33,9 @@ impl PeerStream {
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .ok_or_else(|| Error::InvalidData("the peer presented no certificate".into()))?;
+                    .ok_or_else(|| {
+                        Error::InvalidData("the peer presented no certificate".into())
+                    })?;
                 crate::net::tls::check_client_name(cert, claimed)
             }
             _ => Ok(()),
@@ -47,7 +49,8 @@ pub async fn connect(me: &Identity, to: &str, addr: &str, timeout: Duration) -> 
         .await
         .map_err(|_| Error::Unavailable(format!("connecting to {to} at {addr} timed out")))?
         .map_err(Error::io(format!("connect to {to} at {addr}")))?;
-    tcp.set_nodelay(true).map_err(Error::io("set TCP_NODELAY"))?;
+    tcp.set_nodelay(true)
+        .map_err(Error::io("set TCP_NODELAY"))?;
     let Some(tls) = &me.tls else {
         return Ok(PeerStream::Plain(tcp));
     };
@@ -56,7 +59,9 @@ pub async fn connect(me: &Identity, to: &str, addr: &str, timeout: Duration) -> 
     let s = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
         .await
         .map_err(|_| Error::Unavailable(format!("TLS handshake with {to} at {addr} timed out")))?
-        .map_err(|e| Error::Unavailable(format!("TLS handshake with {to} at {addr} failed: {e}")))?;
+        .map_err(|e| {
+            Error::Unavailable(format!("TLS handshake with {to} at {addr} failed: {e}"))
+        })?;
     Ok(PeerStream::Client(Box::new(s)))
 }
 
@@ -87,7 +92,11 @@ pub async fn accept(
 }
 
 impl AsyncRead for PeerStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             PeerStream::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -97,7 +106,11 @@ impl AsyncRead for PeerStream {
 }
 
 impl AsyncWrite for PeerStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             PeerStream::Client(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

@@ -79,9 +79,12 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 fn roots(dir: &Path) -> Result<Arc<RootCertStore>> {
     let mut roots = RootCertStore::empty();
     for c in certs(&dir.join("ca.pem"))? {
-        roots
-            .add(c)
-            .map_err(|e| Error::Config(format!("{}: unusable CA: {e}", dir.join("ca.pem").display())))?;
+        roots.add(c).map_err(|e| {
+            Error::Config(format!(
+                "{}: unusable CA: {e}",
+                dir.join("ca.pem").display()
+            ))
+        })?;
     }
     Ok(Arc::new(roots))
 }
@@ -91,7 +94,9 @@ pub fn load(dir: &Path, node: &str) -> Result<TlsMaterial> {
     let roots = roots(dir)?;
     let chain = certs(&dir.join(format!("{node}.pem")))?;
     let key = key(&dir.join(format!("{node}.key")))?;
-    let bad = |e: rustls::Error| Error::Config(format!("TLS material of {node} in {}: {e}", dir.display()));
+    let bad = |e: rustls::Error| {
+        Error::Config(format!("TLS material of {node} in {}: {e}", dir.display()))
+    };
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
         .build()
         .map_err(|e| Error::Config(format!("TLS client verifier: {e}")))?;
@@ -208,7 +213,10 @@ pub fn issue(dir: &Path, cluster: &str, node: &str) -> Result<Vec<PathBuf>> {
     validity(&mut p);
     let key = KeyPair::generate().map_err(gen_err)?;
     let cert = p.signed_by(&key, &ca, &ca_key).map_err(gen_err)?;
-    let (c, k) = (dir.join(format!("{node}.pem")), dir.join(format!("{node}.key")));
+    let (c, k) = (
+        dir.join(format!("{node}.pem")),
+        dir.join(format!("{node}.key")),
+    );
     write(&c, &cert.pem(), false)?;
     write(&k, &key.serialize_pem(), true)?;
     Ok(vec![c, k])

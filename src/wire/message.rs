@@ -115,6 +115,14 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
+    /// Primary → spare on a `wan` link: [`Message::Records`] whose `bytes` are lz4-compressed
+    /// (a block of `raw_len` bytes once decompressed, at most `MAX_FRAME_BYTES`).
+    RecordsLz4 {
+        count: u32,
+        raw_len: u32,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     /// Spare → primary: highest LSN received, flushed (fsynced) and applied, and the commit
     /// time of the last applied record. The primary frees its window up to `flushed`.
     Ack {
@@ -177,6 +185,7 @@ impl Message {
             Message::SeedAck { .. } => "SeedAck",
             Message::SeedEnd { .. } => "SeedEnd",
             Message::Records { .. } => "Records",
+            Message::RecordsLz4 { .. } => "RecordsLz4",
             Message::Ack { .. } => "Ack",
             Message::KeepAlive { .. } => "KeepAlive",
             Message::Refuse { .. } => "Refuse",
