@@ -22,7 +22,13 @@ struct Ctl {
     delay_ms: AtomicU64,
     stop: AtomicBool,
     conns: Mutex<Vec<TcpStream>>,
+    /// Bytes forwarded (both directions), and the first CAPTURE_BYTES of them.
+    forwarded: AtomicU64,
+    captured: Mutex<Vec<u8>>,
 }
+
+/// Bytes of traffic kept for inspection.
+const CAPTURE_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct Proxy {
     /// Where nodes should connect (use as `peer_advertise`).
@@ -61,6 +67,16 @@ impl Proxy {
 
     pub fn rate(&self, bytes_per_s: u64) {
         self.ctl.rate.store(bytes_per_s, Ordering::SeqCst);
+    }
+
+    /// Bytes forwarded so far, both directions.
+    pub fn forwarded(&self) -> u64 {
+        self.ctl.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// The traffic seen so far (the first 16 MiB), both directions interleaved.
+    pub fn captured(&self) -> Vec<u8> {
+        self.ctl.captured.lock().unwrap().clone()
     }
 
     pub fn delay(&self, d: Duration) {
@@ -132,6 +148,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, ctl: Arc<Ctl>) {
                 Duration::ZERO
             };
         std::thread::sleep(pause);
+        ctl.forwarded.fetch_add(n as u64, Ordering::SeqCst);
+        {
+            let mut cap = ctl.captured.lock().unwrap();
+            let room = CAPTURE_BYTES.saturating_sub(cap.len()).min(n);
+            cap.extend_from_slice(&buf[..room]);
+        }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
