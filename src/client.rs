@@ -12,12 +12,24 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connecting to a node gives up after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// HTTPS to the nodes (`http_tls`): the client configuration trusting the cluster CA.
+static HTTPS: std::sync::RwLock<Option<std::sync::Arc<rustls::ClientConfig>>> =
+    std::sync::RwLock::new(None);
+
+/// Makes every request of this process use HTTPS, trusting `tls` (set once at start).
+pub fn set_https(tls: Option<std::sync::Arc<rustls::ClientConfig>>) {
+    *HTTPS.write().expect("https lock") = tls;
+}
+
 /// An agent keeps connections alive across calls: reuse one for a stream of requests.
 pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new()
+    let builder = ureq::AgentBuilder::new()
         .timeout_connect(CONNECT_TIMEOUT)
-        .timeout(timeout)
-        .build()
+        .timeout(timeout);
+    match HTTPS.read().expect("https lock").clone() {
+        Some(tls) => builder.tls_config(tls).build(),
+        None => builder.build(),
+    }
 }
 
 /// The API token this process sends (`api_token_file`), set once at start.
@@ -36,7 +48,12 @@ fn authorized(r: ureq::Request) -> ureq::Request {
 }
 
 fn url(http: &str, path: &str) -> String {
-    format!("http://{http}{path}")
+    let scheme = if HTTPS.read().expect("https lock").is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{http}{path}")
 }
 
 /// Answer of a node: HTTP status and JSON body.

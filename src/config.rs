@@ -46,6 +46,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "name",
     "api_token_file",
     "api_token_reads",
+    "http_tls",
     "lag_warn",
     "notify_command",
     "secret_file",
@@ -129,6 +130,8 @@ pub struct ClusterSection {
     pub api_token_file: Option<PathBuf>,
     /// Whether reads (queries, status, metrics, the dashboard) need the token too.
     pub api_token_reads: bool,
+    /// Whether the HTTP API serves HTTPS with the nodes' certificates (needs `tls_dir`).
+    pub http_tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -334,6 +337,13 @@ impl ClusterConfig {
                 }
                 .err("name", "with tls_dir, node names are certificate names: use lowercase letters, digits and '-' (at most 63)"));
             }
+        }
+        if self.cluster.tls_dir.is_none() && self.cluster.http_tls {
+            return Err(Ctx {
+                file: &self.path,
+                table: "[cluster]".into(),
+            }
+            .err("http_tls", "needs tls_dir (the nodes' certificates serve HTTPS too)"));
         }
         if self.cluster.tls_dir.is_none() {
             if let Some(n) = self.nodes.iter().find(|n| n.link == Link::Wan) {

@@ -172,10 +172,22 @@ fn main() {
     let args = Args::parse();
     let config = spare::config::ClusterConfig::locate(args.config.as_deref());
     // Every HTTP call of this process (command line or node) carries the API token, if any.
-    if let Ok(c) = spare::config::ClusterConfig::load(&config) {
-        match c.read_api_token() {
-            Ok(token) => spare::client::set_token(token),
-            Err(e) => {
+    // (`spare up` creates missing TLS material first, then does the same itself.)
+    let creates_tls = matches!(args.command, Command::Up | Command::Certs(_));
+    if let Some(c) = spare::config::ClusterConfig::load(&config)
+        .ok()
+        .filter(|_| !creates_tls)
+    {
+        let https = match (&c.cluster.tls_dir, c.cluster.http_tls) {
+            (Some(dir), true) => spare::net::tls::https_client(dir).map(Some),
+            _ => Ok(None),
+        };
+        match (c.read_api_token(), https) {
+            (Ok(token), Ok(https)) => {
+                spare::client::set_token(token);
+                spare::client::set_https(https);
+            }
+            (Err(e), _) | (_, Err(e)) => {
                 eprintln!("error: {e}");
                 std::process::exit(1);
             }

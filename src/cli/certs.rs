@@ -19,13 +19,23 @@ fn out_dir(config: &ClusterConfig, out: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// The hosts of a node's advertised addresses (for HTTPS clients to check).
+fn hosts(n: &spare::config::NodeConfig) -> Vec<String> {
+    let mut out: Vec<String> = [&n.http_advertise, &n.peer_advertise]
+        .iter()
+        .filter_map(|a| a.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_string()))
+        .collect();
+    out.dedup();
+    out
+}
+
 /// Creates the CA and a certificate for every node of the configuration.
 pub fn init(config_path: &Path, out: Option<&Path>) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
     let dir = out_dir(&config, out)?;
     let mut written = tls::init_ca(&dir, &config.cluster.name)?;
     for n in &config.nodes {
-        written.extend(tls::issue(&dir, &config.cluster.name, &n.name)?);
+        written.extend(tls::issue(&dir, &config.cluster.name, &n.name, &hosts(n))?);
     }
     for p in &written {
         println!("wrote {}", p.display());
@@ -40,7 +50,8 @@ pub fn init(config_path: &Path, out: Option<&Path>) -> Result<()> {
 pub fn add(config_path: &Path, name: &str, out: Option<&Path>) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
     let dir = out_dir(&config, out)?;
-    for p in tls::issue(&dir, &config.cluster.name, name)? {
+    let hosts = config.node(name).map(hosts).unwrap_or_default();
+    for p in tls::issue(&dir, &config.cluster.name, name, &hosts)? {
         println!("wrote {}", p.display());
     }
     Ok(())
@@ -57,7 +68,7 @@ pub fn ensure(config: &ClusterConfig) -> Result<()> {
     }
     for n in &config.nodes {
         if !dir.join(format!("{}.pem", n.name)).exists() {
-            tls::issue(dir, &config.cluster.name, &n.name)?;
+            tls::issue(dir, &config.cluster.name, &n.name, &hosts(n))?;
             println!(
                 "created the TLS certificate of {} in {}",
                 n.name,

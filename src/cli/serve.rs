@@ -43,6 +43,10 @@ pub fn up(config_path: &Path) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
     config.read_secret()?;
     crate::cli::certs::ensure(&config)?;
+    spare::client::set_token(config.read_api_token()?);
+    if let (Some(dir), true) = (&config.cluster.tls_dir, config.cluster.http_tls) {
+        spare::client::set_https(Some(spare::net::tls::https_client(dir)?));
+    }
     init_logging();
     serve(config, Mode::All)
 }

@@ -115,6 +115,11 @@ pub(super) fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<Cluster
             ))
         }
     };
+    let http_tls = match t.get("http_tls") {
+        None => false,
+        Some(Value::Boolean(b)) => *b,
+        Some(other) => return Err(ctx.err("http_tls", format!("must be true or false, found {other}"))),
+    };
     Ok(ClusterSection {
         name,
         secret_file,
@@ -128,6 +133,7 @@ pub(super) fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<Cluster
         notify_command,
         api_token_file,
         api_token_reads,
+        http_tls,
     })
 }
 

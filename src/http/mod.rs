@@ -80,6 +80,7 @@ pub fn serve(
 ) -> Result<actix_web::dev::ServerHandle> {
     let bind = node.http;
     let name = node.name.clone();
+    let tls = slot.identity.tls.clone();
     let config = cell.get();
     let access = Access {
         token: config.read_api_token()?.map(std::sync::Arc::new),
@@ -129,14 +130,22 @@ pub fn serve(
             .default_service(web::to(api::not_found))
     })
     .workers(HTTP_WORKERS)
-    .disable_signals()
-    .bind(bind)
-    .map_err(|e| {
-        Error::Config(format!(
-            "node \"{name}\": cannot listen on http {bind}: {e} (is another process using it?)"
-        ))
-    })?
-    .run();
+    .disable_signals();
+    let https = match (config.cluster.http_tls, &tls) {
+        (true, Some(t)) => Some(t.http.as_ref().clone()),
+        _ => None,
+    };
+    let bound = match https {
+        Some(tls) => server.bind_rustls_0_23(bind, tls),
+        None => server.bind(bind),
+    };
+    let server = bound
+        .map_err(|e| {
+            Error::Config(format!(
+                "node \"{name}\": cannot listen on http {bind}: {e} (is another process using it?)"
+            ))
+        })?
+        .run();
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(handle)

@@ -28,6 +28,8 @@ pub const CERT_VALIDITY_DAYS: i64 = 3650;
 pub struct TlsMaterial {
     pub server: Arc<ServerConfig>,
     pub client: Arc<ClientConfig>,
+    /// For the HTTP API (`http_tls`): the same certificate, no client certificate asked.
+    pub http: Arc<ServerConfig>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -106,6 +108,12 @@ pub fn load(dir: &Path, node: &str) -> Result<TlsMaterial> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(bad)?;
+    let http = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(bad)?
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(bad)?;
     let client = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(bad)?
@@ -115,7 +123,19 @@ pub fn load(dir: &Path, node: &str) -> Result<TlsMaterial> {
     Ok(TlsMaterial {
         server: Arc::new(server),
         client: Arc::new(client),
+        http: Arc::new(http),
     })
+}
+
+/// A client configuration trusting the cluster CA of `dir` (HTTPS to the nodes' API).
+pub fn https_client(dir: &Path) -> Result<Arc<ClientConfig>> {
+    let roots = roots(dir)?;
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS client: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The name the dialer expects the acceptor's certificate to carry.
@@ -193,8 +213,10 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<Vec<PathBuf>> {
     Ok(vec![c, k])
 }
 
-/// Issues `node`'s certificate and key in `dir`, signed by the CA there.
-pub fn issue(dir: &Path, cluster: &str, node: &str) -> Result<Vec<PathBuf>> {
+/// Issues `node`'s certificate and key in `dir`, signed by the CA there. Besides the node's
+/// name, the certificate names `hosts` (the hosts of its advertised addresses: an IP or a
+/// DNS name each), so HTTPS clients can check it.
+pub fn issue(dir: &Path, cluster: &str, node: &str, hosts: &[String]) -> Result<Vec<PathBuf>> {
     if !valid_tls_name(node) {
         return Err(Error::InvalidInput(format!(
             "\"{node}\" cannot be a certificate name: with TLS, node names must be lowercase letters, digits and '-'"
@@ -203,7 +225,10 @@ pub fn issue(dir: &Path, cluster: &str, node: &str) -> Result<Vec<PathBuf>> {
     let ca_pem = String::from_utf8_lossy(&read(&dir.join("ca.key"), "CA key")?).into_owned();
     let ca_key = KeyPair::from_pem(&ca_pem).map_err(gen_err)?;
     let ca = ca_params(cluster)?.self_signed(&ca_key).map_err(gen_err)?;
-    let mut p = CertificateParams::new(vec![node.to_string()]).map_err(gen_err)?;
+    let mut names = vec![node.to_string()];
+    names.extend(hosts.iter().filter(|h| *h != node).cloned());
+    names.dedup();
+    let mut p = CertificateParams::new(names).map_err(gen_err)?;
     p.distinguished_name.push(DnType::CommonName, node);
     p.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
