@@ -343,7 +343,10 @@ impl ClusterConfig {
                 file: &self.path,
                 table: "[cluster]".into(),
             }
-            .err("http_tls", "needs tls_dir (the nodes' certificates serve HTTPS too)"));
+            .err(
+                "http_tls",
+                "needs tls_dir (the nodes' certificates serve HTTPS too)",
+            ));
         }
         if self.cluster.tls_dir.is_none() {
             if let Some(n) = self.nodes.iter().find(|n| n.link == Link::Wan) {

@@ -251,7 +251,10 @@ fn the_rate_cap_holds_on_a_wan_link() {
     const RATE: f64 = 1024.0 * 1024.0;
     let (mut c, link) = tls_cluster(&["max_rate = \"1MiB/s\""]);
     c.start_all();
-    c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)", json!([]));
+    c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+        json!([]),
+    );
     c.wait_applied("lan-1", c.status("main")["last_lsn"].as_u64().unwrap());
     // Random bytes do not compress: what crosses is what the cap counts. Four records of
     // about 1 MB: unthrottled, they would cross in a fraction of a second.
@@ -275,7 +278,10 @@ fn the_rate_cap_holds_on_a_wan_link() {
     assert!(carried > 4_000_000.0, "{carried}");
     // At most rate × time, plus the burst (a quarter second) and one record in flight.
     let allowed = RATE * elapsed + RATE / 4.0 + 1_100_000.0;
-    assert!(carried <= allowed, "{carried} bytes in {elapsed:.2} s: over the cap");
+    assert!(
+        carried <= allowed,
+        "{carried} bytes in {elapsed:.2} s: over the cap"
+    );
 }
 
 #[test]

@@ -23,7 +23,10 @@ fn out_dir(config: &ClusterConfig, out: Option<&Path>) -> Result<PathBuf> {
 fn hosts(n: &spare::config::NodeConfig) -> Vec<String> {
     let mut out: Vec<String> = [&n.http_advertise, &n.peer_advertise]
         .iter()
-        .filter_map(|a| a.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_string()))
+        .filter_map(|a| {
+            a.rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        })
         .collect();
     out.dedup();
     out

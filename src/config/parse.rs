@@ -118,7 +118,9 @@ pub(super) fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<Cluster
     let http_tls = match t.get("http_tls") {
         None => false,
         Some(Value::Boolean(b)) => *b,
-        Some(other) => return Err(ctx.err("http_tls", format!("must be true or false, found {other}"))),
+        Some(other) => {
+            return Err(ctx.err("http_tls", format!("must be true or false, found {other}")))
+        }
     };
     Ok(ClusterSection {
         name,
