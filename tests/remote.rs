@@ -1,7 +1,7 @@
 //! Remote spares (DESIGN.md §8), on real processes: mutual TLS through a slow link with no
 //! row data in clear, refused peers (no certificate, another CA, a wrong identity, garbage,
 //! an oversized frame) while replication goes on, lz4 compression, the `max_rate` cap,
-//! `allow_from`, and the HTTP API token.
+//! `allow_from`. (The HTTP API token: `tests/api_token.rs`.)
 
 mod common;
 
@@ -304,52 +304,4 @@ fn allow_from_refuses_other_sources_and_a_reload_opens_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     c.wait_applied("lan-1", lsn);
-}
-
-#[test]
-fn the_api_token_guards_writes_and_admin_routes_with_json_errors() {
-    let mut c = Cluster::new(1, false);
-    std::fs::write(c.dir.path().join("api.token"), "token-0123456789abcdef\n").unwrap();
-    c.cluster_option("api_token_file = \"api.token\"");
-    c.start_all();
-    let body = json!({ "sql": "CREATE TABLE t (id INTEGER PRIMARY KEY)" });
-    // This test process sends no token until it sets one.
-    let r = client::post(&c.http("main"), "/v1/execute", &body, common::TIMEOUT).unwrap();
-    assert_eq!(r.status, 401, "{}", r.body);
-    assert_eq!(r.body["error"], "unauthorized");
-    client::set_token(Some("wrong-token-0000000000".into()));
-    let r = client::post(
-        &c.http("main"),
-        "/v1/admin/reload",
-        &json!({}),
-        common::TIMEOUT,
-    )
-    .unwrap();
-    assert_eq!(r.status, 403, "{}", r.body);
-    client::set_token(None);
-    let r = client::post(
-        &c.http("main"),
-        "/v1/query",
-        &json!({ "sql": "SELECT 1" }),
-        common::TIMEOUT,
-    )
-    .unwrap();
-    assert_eq!(
-        r.status, 200,
-        "reads are open unless api_token_reads: {}",
-        r.body
-    );
-    // The command line reads the token from the configuration.
-    let out = c.cli(&["sql", "CREATE TABLE t (id INTEGER PRIMARY KEY)"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = c.cli(&["sql", "--node", "lan-1", "SELECT count(*) FROM t"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

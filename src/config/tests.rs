@@ -201,3 +201,74 @@ fn a_learned_leader_becomes_the_primary_and_the_file_primary_a_spare() {
     cell.set(ClusterConfig::parse(Path::new("/etc/spare/cluster.toml"), GOOD).unwrap());
     assert_eq!(cell.get().primary().name, "lan-1");
 }
+
+#[test]
+fn remote_link_settings_are_checked() {
+    let wan = GOOD.replace("window = \"16MiB\"", "link = \"wan\"");
+    let e = err(&wan);
+    assert!(
+        e.contains("node \"lan-1\": field \"link\": \"wan\" needs TLS"),
+        "{e}"
+    );
+    let tls = wan.replace(
+        "heartbeat = \"500ms\"",
+        "heartbeat = \"500ms\"\ntls_dir = \"tls\"",
+    );
+    let c = parse(&tls).unwrap();
+    assert_eq!(c.node("lan-1").unwrap().window, DEFAULT_WAN_WINDOW_BYTES);
+    assert_eq!(c.cluster.tls_dir.as_deref(), Some(Path::new("conf/tls")));
+    let e = err(&tls.replace("name = \"lan-1\"", "name = \"Lan_1\""));
+    assert!(e.contains("field \"name\": with tls_dir"), "{e}");
+    let e = err(&GOOD.replace(
+        "heartbeat = \"500ms\"",
+        "heartbeat = \"500ms\"\nhttp_tls = true",
+    ));
+    assert!(e.contains("field \"http_tls\": needs tls_dir"), "{e}");
+}
+
+#[test]
+fn allow_from_takes_networks_and_addresses_and_refuses_the_rest() {
+    let ok = GOOD.replace(
+        "window = \"16MiB\"",
+        "allow_from = [\"203.0.113.0/24\", \"198.51.100.7\", \"::1\"]",
+    );
+    let c = parse(&ok).unwrap();
+    let allow = &c.node("lan-1").unwrap().allow_from;
+    assert_eq!(allow.len(), 3);
+    assert!(allow[0].contains(&"203.0.113.9".parse::<std::net::IpAddr>().unwrap()));
+    assert!(!allow[1].contains(&"198.51.100.8".parse::<std::net::IpAddr>().unwrap()));
+    let e = err(&GOOD.replace("window = \"16MiB\"", "allow_from = [\"office\"]"));
+    assert!(
+        e.contains("field \"allow_from\": \"office\" is not a network"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("window = \"16MiB\"", "allow_from = \"10.0.0.0/8\""));
+    assert!(e.contains("field \"allow_from\": must be a list"), "{e}");
+}
+
+#[test]
+fn an_api_token_file_must_exist_and_be_long_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.toml");
+    let text = GOOD.replace(
+        "heartbeat = \"500ms\"",
+        "heartbeat = \"500ms\"\napi_token_file = \"api.token\"",
+    );
+    let c = ClusterConfig::parse(&path, &text).unwrap();
+    let e = c.read_api_token().unwrap_err().to_string();
+    assert!(
+        e.contains("api_token_file") && e.contains("head -c 24 /dev/urandom"),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("api.token"), "short\n").unwrap();
+    assert!(c
+        .read_api_token()
+        .unwrap_err()
+        .to_string()
+        .contains("at least"));
+    std::fs::write(dir.path().join("api.token"), "a-long-enough-token-123\n").unwrap();
+    assert_eq!(
+        c.read_api_token().unwrap().as_deref(),
+        Some("a-long-enough-token-123")
+    );
+}
