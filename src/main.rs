@@ -97,6 +97,7 @@ enum Command {
     ///   spare promote lan-1 --dry-run
     ///   spare promote lan-1
     ///   spare promote lan-1 --accept-loss 3
+    ///   spare promote office --until 1233 --accept-loss 4
     #[command(verbatim_doc_comment)]
     Promote {
         /// The spare to promote.
@@ -110,6 +111,11 @@ enum Command {
         /// Promote although the primary still answers (its lease is still waited out).
         #[arg(long)]
         force: bool,
+        /// Keep the history only up to this LSN: NAME (a paused or delayed spare that has not
+        /// applied past it) applies exactly up to there; the records after it go to
+        /// quarantine/ on every node that holds them. Find the LSN with `spare log`.
+        #[arg(long, value_name = "LSN")]
+        until: Option<u64>,
         /// Print the coordinator's report as JSON.
         #[arg(long)]
         json: bool,
@@ -145,6 +151,51 @@ enum Command {
     ///   spare certs add lan-2
     #[command(verbatim_doc_comment, subcommand)]
     Certs(CertsCommand),
+    /// Stop a spare's apply: it keeps receiving (its copy of the log stays current) and
+    /// applies nothing until `spare resume`. Survives restarts. Example: spare pause office
+    Pause {
+        /// The spare.
+        name: String,
+    },
+    /// Restart a paused spare's apply (subject to its apply_delay). Example: spare resume office
+    Resume {
+        /// The spare.
+        name: String,
+    },
+    /// The transactions in a node's log, to find an operator's mistake.
+    ///
+    /// One line per transaction: LSN, epoch, commit time, tables touched with rows inserted,
+    /// updated, deleted (heartbeats are left out). Without --from, the newest 5 000 records
+    /// are looked at. --show LSN prints one transaction's rows, old and new values.
+    ///
+    /// Examples:
+    ///   spare log --since 30m --table customer
+    ///   spare log --node office --from 1200 --to 1300
+    ///   spare log --show 1234
+    #[command(verbatim_doc_comment)]
+    Log {
+        /// Node whose log to read (default: the primary).
+        #[arg(long)]
+        node: Option<String>,
+        /// First LSN.
+        #[arg(long, value_name = "LSN")]
+        from: Option<u64>,
+        /// Last LSN.
+        #[arg(long, value_name = "LSN")]
+        to: Option<u64>,
+        /// Committed at or after: a time (2026-11-26T18:40:00Z) or a duration ago (10m).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only transactions touching this table.
+        #[arg(long, value_name = "T")]
+        table: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show one transaction's row changes.
+        #[arg(long, value_name = "LSN")]
+        show: Option<u64>,
+    },
     /// Load generator: N clients of single-row INSERT transactions for a bounded time against
     /// a running cluster; prints commits/s, commit latency and per-spare lag as JSON.
     Bench(cli::bench::BenchArgs),
@@ -211,6 +262,7 @@ fn main() {
             dry_run,
             accept_loss,
             force,
+            until,
             json,
         } => cli::promote::promote(
             &config,
@@ -219,11 +271,34 @@ fn main() {
                 dry_run,
                 accept_loss,
                 force,
+                until,
                 json,
             },
         ),
         Command::Switchover { name, json } => cli::promote::switchover(&config, &name, json),
         Command::Rejoin { name } => cli::promote::rejoin(&config, &name),
+        Command::Pause { name } => cli::inspect::pause(&config, &name, true),
+        Command::Resume { name } => cli::inspect::pause(&config, &name, false),
+        Command::Log {
+            node,
+            from,
+            to,
+            since,
+            table,
+            json,
+            show,
+        } => cli::inspect::log(
+            &config,
+            &cli::inspect::LogArgs {
+                node: node.as_deref(),
+                from,
+                to,
+                since: since.as_deref(),
+                table: table.as_deref(),
+                json,
+                show,
+            },
+        ),
         Command::Certs(CertsCommand::Init { out }) => cli::certs::init(&config, out.as_deref()),
         Command::Certs(CertsCommand::Add { name, out }) => {
             cli::certs::add(&config, &name, out.as_deref())

@@ -24,6 +24,10 @@ pub struct NodeState {
     /// then the primary of `epoch`).
     #[serde(default)]
     pub promised_to: String,
+    /// Set when this node was promoted `--until` an LSN and has not yet cut its log there
+    /// (it does, keeping the rest in quarantine, before it starts as the primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate_after: Option<u64>,
 }
 
 impl NodeState {
@@ -50,6 +54,7 @@ impl NodeState {
             promised_epoch: v.promised_epoch,
             promised_to: v.promised_to.clone(),
             role: self.role,
+            truncate_after: self.truncate_after,
         }
     }
 }
@@ -118,6 +123,7 @@ mod tests {
             primary: primary.into(),
             role,
             promised_to: primary.into(),
+            truncate_after: None,
         }
     }
 

@@ -61,9 +61,16 @@ fn node_entry(
     if doc["role"] == "spare" {
         entry["lag"] = spare_lag(name, doc, primary);
         let seen = primary.and_then(|p| p["spares"].as_array()?.iter().find(|s| s["name"] == name));
-        // The primary's view of the link: "seeding (n %)", commit-rule membership.
+        // The primary's view of the link: "seeding (n %)", commit-rule membership; but a
+        // spare held back on purpose says so itself (paused, delayed, applying up to an LSN).
+        let held = doc["state"].as_str().is_some_and(|st| {
+            st == "paused" || st.starts_with("delayed") || st.starts_with("applying up to")
+        });
+        entry["pending_records"] = doc["pending_records"].clone();
         if let Some(s) = seen {
-            entry["state"] = s["state"].clone();
+            if !held {
+                entry["state"] = s["state"].clone();
+            }
             entry["link"] = s["state"].clone();
             entry["sync"] = s["sync"].clone();
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::core::apply_gate::{Gate, Next};
 use crate::error::Error;
 use crate::log::LogReader;
 use crate::store::apply::Applier;
@@ -42,6 +43,14 @@ pub struct ApplyState {
     pub durable_floor: AtomicU64,
     /// Why applying stopped, when it did.
     pub failure: Mutex<Option<String>>,
+    /// The operator's controls: pause, delay, stop LSN (`core::apply_gate`).
+    pub gate: Mutex<crate::core::apply_gate::Gate>,
+}
+
+impl ApplyState {
+    pub fn gate(&self) -> crate::core::apply_gate::Gate {
+        *self.gate.lock().expect("gate lock")
+    }
 }
 
 /// A running apply thread.
@@ -116,28 +125,44 @@ struct Worker {
 impl Worker {
     fn run(mut self, wake: mpsc::Receiver<()>) {
         while !self.stop.load(Ordering::Acquire) {
-            let applied = self.applier.applied().0;
-            let target = self
-                .state
-                .flushed
-                .load(Ordering::Acquire)
-                .min(applied + MAX_APPLY_BATCH_RECORDS);
-            if target > applied {
-                if let Err(e) = self.apply_batch(applied + 1, target) {
+            let pause = match self.step() {
+                Ok(Next::ApplyTo(_)) => continue,
+                Ok(Next::Wait { wait_ms }) => Duration::from_millis(wait_ms).min(IDLE_POLL),
+                Ok(Next::Idle) => IDLE_POLL,
+                Err(e) => {
                     tracing::error!(node = %self.node, cause = %e, "applying stopped: this spare no longer matches the primary and must be re-seeded");
                     *self.state.failure.lock().expect("failure lock") = Some(e.to_string());
                     return;
                 }
-                continue;
-            }
-            if wake.recv_timeout(IDLE_POLL) == Err(mpsc::RecvTimeoutError::Disconnected) {
+            };
+            if wake.recv_timeout(pause) == Err(mpsc::RecvTimeoutError::Disconnected) {
                 return;
             }
         }
     }
 
-    fn apply_batch(&mut self, from: u64, to: u64) -> Result<(), Error> {
-        let records = self.reader.read(from, to, MAX_APPLY_BATCH_BYTES)?;
+    /// Applies what the gate allows now.
+    fn step(&mut self) -> Result<Next, Error> {
+        let applied = self.applier.applied().0;
+        let flushed = self.state.flushed.load(Ordering::Acquire);
+        let gate = self.state.gate();
+        let next_time = if gate.delay_ms > 0 && flushed > applied {
+            Some(self.reader.record_at(applied + 1)?.time_ms)
+        } else {
+            None
+        };
+        let now = crate::actors::committer::now_ms();
+        let next = gate.next(applied, flushed, next_time, now, MAX_APPLY_BATCH_RECORDS);
+        if let Next::ApplyTo(to) = next {
+            self.apply_batch(applied + 1, to, &gate, now)?;
+        }
+        Ok(next)
+    }
+
+    fn apply_batch(&mut self, from: u64, to: u64, gate: &Gate, now_ms: u64) -> Result<(), Error> {
+        let mut records = self.reader.read(from, to, MAX_APPLY_BATCH_BYTES)?;
+        let times: Vec<u64> = records.iter().map(|r| r.time_ms).collect();
+        records.truncate(gate.due(&times, now_ms).max(1));
         self.applier.apply(&records)?;
         let (lsn, time) = self.applier.applied();
         self.state.applied_time_ms.store(time, Ordering::Release);

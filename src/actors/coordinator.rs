@@ -50,6 +50,9 @@ pub struct PromoteRequest {
     pub accept_loss: u64,
     #[serde(default)]
     pub force: bool,
+    /// Keep the history only up to this LSN (`--until`).
+    #[serde(default)]
+    pub until: Option<u64>,
     /// Who asked (user@host, from the command line).
     #[serde(default)]
     pub asked_by: String,
@@ -95,6 +98,7 @@ fn seen_of(name: &str, status: std::result::Result<Value, String>) -> Seen {
             epoch: d["epoch"].as_u64().unwrap_or(0),
             last_lsn: d["last_lsn"].as_u64().unwrap_or(0),
             lease_valid: d["lease"]["valid"] == true,
+            applied_lsn: d["applied_lsn"].as_u64().unwrap_or(0),
         },
         Err(_) => Seen {
             name: name.to_string(),
@@ -104,6 +108,7 @@ fn seen_of(name: &str, status: std::result::Result<Value, String>) -> Seen {
             epoch: 0,
             last_lsn: 0,
             lease_valid: false,
+            applied_lsn: 0,
         },
     }
 }
@@ -140,21 +145,23 @@ fn survey(config: &ClusterConfig) -> Survey {
     Survey { seen, epoch }
 }
 
-/// What the candidate lacks that a reachable node (not a fenced one) holds (blocking).
-fn loss(config: &ClusterConfig, survey: &Survey, candidate: &str) -> Loss {
+/// What the new history will lack that a reachable node (not a fenced one) holds: past the
+/// candidate's end, or past `until` on any node, the candidate included (blocking).
+fn loss(config: &ClusterConfig, survey: &Survey, candidate: &str, until: Option<u64>) -> Loss {
     let Some(cand) = survey.seen.get(candidate).filter(|c| c.reachable) else {
         return Loss::default();
     };
+    let keep = until.unwrap_or(cand.last_lsn);
     let mut worst = Loss::default();
     for s in survey.seen.values() {
-        if s.name == candidate || !s.reachable || s.role == "fenced" || s.last_lsn <= cand.last_lsn
-        {
+        let others_only = until.is_none() && s.name == candidate;
+        if others_only || !s.reachable || s.role == "fenced" || s.last_lsn <= keep {
             continue;
         }
         let Ok(node) = config.node(&s.name) else {
             continue;
         };
-        let path = format!("/v1/log/summary?after={}&to={}", cand.last_lsn, s.last_lsn);
+        let path = format!("/v1/log/summary?after={keep}&to={}", s.last_lsn);
         let summary = client::get(&node.http_advertise, &path, SURVEY_TIMEOUT)
             .ok()
             .filter(|r| r.status == 200)
@@ -168,7 +175,7 @@ fn loss(config: &ClusterConfig, survey: &Survey, candidate: &str) -> Loss {
                 b["newest_commit_ms"].as_u64(),
             ),
             None => {
-                let n = s.last_lsn - cand.last_lsn;
+                let n = s.last_lsn - keep;
                 (n, n, 0, None)
             }
         };
@@ -231,6 +238,7 @@ impl Coordinator {
         let allow = Allow {
             force: req.force || switchover,
             accept_loss: req.accept_loss,
+            until: req.until,
         };
         let mut before = blocking({
             let config = config.clone();
@@ -260,7 +268,8 @@ impl Coordinator {
                 seen: before.seen.clone(),
                 epoch: before.epoch,
             };
-            move || loss(&config, &b, &cand)
+            let until = req.until;
+            move || loss(&config, &b, &cand, until)
         })
         .await?;
         let epoch = self.next_epoch(&before, &req.candidate);
@@ -283,6 +292,7 @@ impl Coordinator {
             "refusals": refused,
             "lease_ms": config.cluster.lease.as_millis() as u64,
             "dry_run": req.dry_run,
+            "until": req.until,
             "switchover": switchover,
         });
         if old.as_ref().is_some_and(|o| !o.reachable) {
@@ -323,10 +333,21 @@ impl Coordinator {
                 refused.join("; ")
             )));
         }
-        let outcome = self
-            .run(&config, &req, epoch, &voters, allow, &mut report)
-            .await;
+        let outcome = match req.until {
+            Some(until) => self.apply_until(&config, &req.candidate, until).await,
+            None => Ok(()),
+        };
+        let outcome = match outcome {
+            Ok(()) => {
+                self.run(&config, &req, epoch, &voters, allow, &mut report)
+                    .await
+            }
+            e => e,
+        };
         if let Err(e) = &outcome {
+            if req.until.is_some() {
+                let _ = self.lift_until(&config, &req.candidate).await;
+            }
             report["outcome"] = json!("failed");
             report["error"] = json!(e.to_string());
             if let Some(p) = &paused_primary {
@@ -504,7 +525,7 @@ impl Coordinator {
         self.recheck(config, req, allow).await?;
         let commits = p.tick(ms(Instant::now()));
         assert!(!commits.is_empty(), "the fence is over: commits are due");
-        self.commit(config, &req.candidate, epoch, &mut links)
+        self.commit(config, &req.candidate, epoch, req.until, &mut links)
             .await?;
         self.wait_ready(config, &req.candidate).await
     }
@@ -517,9 +538,10 @@ impl Coordinator {
         allow: Allow,
     ) -> Result<()> {
         let (c, cand) = (config.clone(), req.candidate.clone());
+        let until = allow.until;
         let lost = blocking(move || {
             let s = survey(&c);
-            loss(&c, &s, &cand)
+            loss(&c, &s, &cand, until)
         })
         .await?;
         if lost.transactions > allow.accept_loss {
@@ -541,6 +563,7 @@ impl Coordinator {
         config: &Arc<ClusterConfig>,
         candidate: &str,
         epoch: u64,
+        until: Option<u64>,
         links: &mut BTreeMap<String, PeerStream>,
     ) -> Result<()> {
         let mut order: Vec<String> = vec![candidate.to_string()];
@@ -553,6 +576,7 @@ impl Coordinator {
         );
         for to in order {
             let commit = Message::Commit {
+                until: until.filter(|_| to == candidate),
                 epoch,
                 primary: candidate.to_string(),
             };
@@ -574,6 +598,63 @@ impl Coordinator {
                 tracing::info!(node = %to, "did not confirm the new epoch; it learns it from the new primary");
             }
         }
+        Ok(())
+    }
+
+    /// Makes the candidate apply exactly up to `until` (pause and delay notwithstanding) and
+    /// waits until it did.
+    async fn apply_until(&self, config: &ClusterConfig, candidate: &str, until: u64) -> Result<()> {
+        let http = config.node(candidate)?.http_advertise.clone();
+        let h = http.clone();
+        let r = blocking(move || {
+            client::post(
+                &h,
+                "/v1/admin/apply-until",
+                &json!({ "lsn": until }),
+                SURVEY_TIMEOUT,
+            )
+        })
+        .await??;
+        if r.status != 200 {
+            return Err(Error::InvalidInput(
+                r.body["message"]
+                    .as_str()
+                    .unwrap_or("apply-until refused")
+                    .to_string(),
+            ));
+        }
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            let h = http.clone();
+            let applied = blocking(move || client::get(&h, "/v1/status", SURVEY_TIMEOUT))
+                .await?
+                .ok()
+                .and_then(|r| r.body["applied_lsn"].as_u64())
+                .unwrap_or(0);
+            if applied == until {
+                return Ok(());
+            }
+            if applied > until || Instant::now() > deadline {
+                return Err(Error::Unavailable(format!(
+                    "{candidate} is at LSN {applied}, could not stop at {until}"
+                )));
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+    }
+
+    /// Lifts an `apply_until` after a failed promotion.
+    async fn lift_until(&self, config: &ClusterConfig, candidate: &str) -> Result<()> {
+        let h = config.node(candidate)?.http_advertise.clone();
+        blocking(move || {
+            client::post(
+                &h,
+                "/v1/admin/apply-until",
+                &json!({ "lsn": null }),
+                SURVEY_TIMEOUT,
+            )
+        })
+        .await??;
         Ok(())
     }
 

@@ -185,8 +185,14 @@ impl MonitorActor {
             .filter(|n| n["role"] == "spare")
         {
             let name = n["name"].as_str().unwrap_or_default().to_string();
-            let seconds = n["lag"]["seconds"].as_f64();
-            let threshold = config.lag_warn(&name).as_secs_f64();
+            // A paused spare is behind on purpose (its state says so); a delayed one by its
+            // delay: the alert is about lag beyond that.
+            let paused = n["state"] == "paused";
+            let seconds = n["lag"]["seconds"].as_f64().filter(|_| !paused);
+            let delay = config
+                .node(&name)
+                .map_or(0.0, |c| c.apply_delay.as_secs_f64());
+            let threshold = config.lag_warn(&name).as_secs_f64() + delay;
             match self.alerts.check(&name, seconds, threshold) {
                 Some(Transition::Raised) => {
                     let msg = format!(

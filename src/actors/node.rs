@@ -250,6 +250,20 @@ pub(crate) fn lock_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result
 /// Opens the log and the database and replays the log past SQLite's applied LSN. A seed
 /// whose installation a crash cut short is finished first.
 pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<(LogWriter, Applier)> {
+    recover_gated(
+        data_dir,
+        segment_bytes,
+        crate::core::apply_gate::Gate::default(),
+    )
+}
+
+/// Like [`recover`], replaying only what `gate` lets a spare apply now (paused: nothing;
+/// delayed: what is due), so a restart does not apply what the operator held back.
+pub fn recover_gated(
+    data_dir: &Path,
+    segment_bytes: u64,
+    gate: crate::core::apply_gate::Gate,
+) -> Result<(LogWriter, Applier)> {
     let seed = crate::store::snapshot::SeedDir::new(data_dir);
     if let Some(info) = seed.marker()? {
         tracing::warn!(
@@ -262,7 +276,10 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<(LogWriter, Applie
         &data_dir.join(store::DB_FILE),
         ConnKind::Applier,
     )?)?;
-    let opened = log::open(&data_dir.join("log"), applier.applied().0)?;
+    let now = crate::actors::committer::now_ms();
+    let opened = log::open_with(&data_dir.join("log"), applier.applied().0, |r| {
+        !gate.paused && gate.due(&[r.time_ms], now) == 1
+    })?;
     if let Some(torn) = &opened.torn {
         tracing::warn!(%torn, "cut a torn record at the end of the log (a write cut short by a crash; it was never acknowledged)");
     }
@@ -310,6 +327,7 @@ pub(crate) fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<No
         primary: config.primary().name.clone(),
         role: config.node(&node.name)?.role,
         promised_to: config.primary().name.clone(),
+        truncate_after: None,
     };
     state.save(&node.data_dir)?;
     Ok(state)
@@ -323,7 +341,27 @@ pub fn start_data_node(slot: &NodeSlot, node: NodeConfig, want: Incarnation) -> 
     let config = cell.get();
     let state = slot.voter.state();
     let segment_bytes = crate::log::retention::segment_bytes_for(config.cluster.retention_bytes);
-    let (log, applier) = recover(&node.data_dir, segment_bytes)?;
+    if let (Incarnation::Primary, Some(until)) = (want, state.truncate_after) {
+        cut_history_after(&node, until)?;
+        slot.voter.clear_truncate()?;
+    }
+    let gate = match want {
+        Incarnation::Spare => crate::core::apply_gate::Gate {
+            paused: crate::actors::spare::load_paused(&node.data_dir),
+            delay_ms: node.apply_delay.as_millis() as u64,
+            stop_at: None,
+        },
+        _ => crate::core::apply_gate::Gate::default(),
+    };
+    let (log, applier) = recover_gated(&node.data_dir, segment_bytes, gate)?;
+    if let (Incarnation::Primary, Some(until)) = (want, state.truncate_after) {
+        if applier.applied().0 > until {
+            return Err(Error::InvalidData(format!(
+                "promoted up to LSN {until}, but the database already holds LSN {}; restore this node from a backup or promote another spare",
+                applier.applied().0
+            )));
+        }
+    }
     let (applied_tx, applied_rx) = watch::channel(applier.applied().0);
     let shared = Arc::new(DataShared {
         cell,
@@ -352,6 +390,32 @@ pub fn start_data_node(slot: &NodeSlot, node: NodeConfig, want: Incarnation) -> 
     drop(applier);
     slot.set_role(Role::Primary)?;
     start_primary(shared, log, applied_tx, state.epoch)
+}
+
+/// A promotion `--until`: keeps the records after `until` in quarantine (readable), then
+/// cuts the log there, before this node starts its history as the primary.
+fn cut_history_after(node: &NodeConfig, until: u64) -> Result<()> {
+    let log_dir = node.data_dir.join("log");
+    let tail = log::open_with(&log_dir, until, |_| false)?
+        .writer
+        .tail()
+        .lsn;
+    if tail <= until {
+        return Ok(());
+    }
+    let dir = crate::store::quarantine::save(
+        &log_dir,
+        until,
+        tail,
+        &node.data_dir.join("quarantine"),
+        &format!(
+            "promoted up to LSN {until}: the records after it are not part of the new history"
+        ),
+        None,
+    )?;
+    crate::log::truncate_after(&log_dir, until)?;
+    tracing::warn!(until, discarded_to = tail, folder = %dir.display(), "cut the log after the chosen LSN; the rest is kept in quarantine");
+    Ok(())
 }
 
 /// Starts the write path, the lease, the feeders and the primary's actor on a recovered log.

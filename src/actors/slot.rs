@@ -86,6 +86,7 @@ impl NodeSlot {
             cell: cell.clone(),
             identity,
             voter: Arc::new(VoterCell::new(
+                &node.name,
                 state,
                 node.data_dir.clone(),
                 config.cluster.lease.as_millis() as u64,

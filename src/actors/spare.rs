@@ -167,6 +167,46 @@ impl SpareShared {
     }
 }
 
+/// `data/<node>/apply.json`: whether the operator paused this spare's apply (kept across
+/// restarts).
+pub const APPLY_STATE_FILE: &str = "apply.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ApplyFile {
+    paused: bool,
+}
+
+pub(crate) fn load_paused(data_dir: &std::path::Path) -> bool {
+    match crate::durable::read_json::<ApplyFile>(&data_dir.join(APPLY_STATE_FILE)) {
+        Ok(f) => f.is_some_and(|f| f.paused),
+        Err(e) => {
+            // Safer to stay paused than to apply what the operator meant to hold back.
+            tracing::error!(cause = %e, "cannot read apply.json; staying paused");
+            true
+        }
+    }
+}
+
+impl SpareShared {
+    /// Pauses or resumes applying (`spare pause` / `spare resume`), on disk first.
+    pub fn set_paused(&self, paused: bool) -> Result<()> {
+        crate::durable::write_json(
+            &self.data.node.data_dir.join(APPLY_STATE_FILE),
+            &ApplyFile { paused },
+        )?;
+        self.apply.gate.lock().expect("gate lock").paused = paused;
+        self.wake_applier();
+        Ok(())
+    }
+
+    /// Applies exactly up to `lsn` and no further (a promotion `--until`), pause and delay
+    /// notwithstanding; None lifts it.
+    pub fn set_stop_at(&self, lsn: Option<u64>) {
+        self.apply.gate.lock().expect("gate lock").stop_at = lsn;
+        self.wake_applier();
+    }
+}
+
 pub struct SpareActor {
     shared: Arc<SpareShared>,
     /// An old primary that must not write nor follow until `spare rejoin` (DESIGN.md §7):
@@ -185,6 +225,11 @@ impl SpareActor {
         fenced: bool,
     ) -> Self {
         let apply = Arc::new(ApplyState::default());
+        {
+            let mut gate = apply.gate.lock().expect("gate lock");
+            gate.delay_ms = data.node.apply_delay.as_millis() as u64;
+            gate.paused = load_paused(&data.node.data_dir);
+        }
         apply.flushed.store(log.durable().lsn, Ordering::Release);
         let received = AtomicU64::new(log.durable().lsn);
         let seed = SeedDir::new(&data.node.data_dir);
@@ -232,6 +277,19 @@ impl SpareActor {
         }
         if s.diverged.lock().expect("lock").is_some() {
             return "diverged".into();
+        }
+        let gate = s.apply.gate();
+        if let Some(at) = gate.stop_at {
+            return format!("applying up to LSN {at}");
+        }
+        if gate.paused {
+            return "paused".into();
+        }
+        if gate.delay_ms > 0 {
+            return format!(
+                "delayed ({})",
+                humantime::format_duration(std::time::Duration::from_secs(gate.delay_ms / 1000))
+            );
         }
         let applied = s.apply.applied.load(Ordering::Acquire);
         match (
@@ -289,6 +347,9 @@ impl Handler<GetStatus> for SpareActor {
             "primary": primary_ref(&s.data.config()),
             "seed": s.seeding.lock().expect("lock").map(|(done, size)| json!({ "bytes_done": done, "bytes_total": size })),
             "lag": { "records": lag.records, "last_heard_s": lag.last_ack_age_s },
+            "paused": s.apply.gate().paused,
+            "apply_delay_s": s.apply.gate().delay_ms as f64 / 1000.0,
+            "pending_records": flushed.saturating_sub(applied),
         }))
     }
 }
@@ -296,8 +357,14 @@ impl Handler<GetStatus> for SpareActor {
 impl Handler<ConfigChanged> for SpareActor {
     type Result = ();
 
-    /// Nothing to do yet: the spare reads the current configuration where it uses it.
-    fn handle(&mut self, _: ConfigChanged, _: &mut Context<Self>) {}
+    /// Takes the new `apply_delay`; the rest is read where it is used.
+    fn handle(&mut self, _: ConfigChanged, _: &mut Context<Self>) {
+        if let Ok(n) = self.shared.data.config().node(&self.shared.data.node.name) {
+            self.shared.apply.gate.lock().expect("gate lock").delay_ms =
+                n.apply_delay.as_millis() as u64;
+            self.shared.wake_applier();
+        }
+    }
 }
 
 impl Handler<StopNode> for SpareActor {

@@ -28,18 +28,21 @@ pub struct VoterCell {
     /// The node's full state (role included), rewritten with the voter's part on change.
     state: Mutex<NodeState>,
     data_dir: PathBuf,
+    /// This node's name.
+    me: String,
     /// The voter's clock: a monotonic origin for this process.
     origin: Instant,
     on_change: OnceLock<ChangeHook>,
 }
 
 impl VoterCell {
-    pub fn new(state: NodeState, data_dir: PathBuf, lease_ms: u64) -> Self {
+    pub fn new(me: &str, state: NodeState, data_dir: PathBuf, lease_ms: u64) -> Self {
         let voter = Voter::restarted(state.voter(), lease_ms, 0);
         VoterCell {
             voter: Mutex::new(voter),
             state: Mutex::new(state),
             data_dir,
+            me: me.to_string(),
             origin: Instant::now(),
             on_change: OnceLock::new(),
         }
@@ -86,6 +89,18 @@ impl VoterCell {
             self.persist(&voter)?;
         }
         Ok(changed)
+    }
+
+    /// Forgets the pending `--until` cut (done).
+    pub fn clear_truncate(&self) -> Result<()> {
+        let mut state = self.state.lock().expect("state lock");
+        if state.truncate_after.is_some() {
+            let mut next = state.clone();
+            next.truncate_after = None;
+            next.save(&self.data_dir)?;
+            *state = next;
+        }
+        Ok(())
     }
 
     /// Records the node's role (`primary` once promoted, `spare` after a rejoin).
@@ -148,8 +163,16 @@ impl VoterCell {
                 };
                 (reply, changed)
             }
-            Message::Commit { epoch, primary } => {
-                let changed = voter.on_commit(&primary, epoch);
+            Message::Commit {
+                epoch,
+                primary,
+                until,
+            } => {
+                if until.is_some() && primary == self.me {
+                    // Recorded before the answer, with the commit below (same file).
+                    self.state.lock().expect("state lock").truncate_after = until;
+                }
+                let changed = voter.on_commit(&primary, epoch) || until.is_some();
                 let s = voter.state();
                 (
                     Message::CommitReply {

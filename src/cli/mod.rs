@@ -2,6 +2,7 @@ pub mod bench;
 pub mod bench_failover;
 pub mod bench_suite;
 pub mod certs;
+pub mod inspect;
 pub mod promote;
 pub mod reload;
 pub mod serve;

@@ -21,6 +21,7 @@ pub struct PromoteArgs<'a> {
     pub dry_run: bool,
     pub accept_loss: u64,
     pub force: bool,
+    pub until: Option<u64>,
     pub json: bool,
 }
 
@@ -80,6 +81,7 @@ pub fn promote(config_path: &Path, a: &PromoteArgs) -> Result<()> {
         "dry_run": a.dry_run,
         "accept_loss": a.accept_loss,
         "force": a.force,
+        "until": a.until,
         "asked_by": asked_by(),
     });
     if !a.dry_run && !a.json {
@@ -221,6 +223,9 @@ fn print_report(by: &str, r: &Value) {
                 "-".into()
             }
         );
+    }
+    if let Some(u) = r["until"].as_u64() {
+        println!("  history kept up to LSN {u}; what follows is discarded (kept in quarantine/)");
     }
     let loss = &r["loss"];
     match loss["transactions"].as_u64() {

@@ -2,6 +2,7 @@
 //! call these and carry out what they return, so the rules are tested deterministically.
 
 pub mod alerts;
+pub mod apply_gate;
 pub mod commit_rule;
 pub mod feeder;
 pub mod lag;

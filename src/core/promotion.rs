@@ -31,6 +31,8 @@ pub struct Seen {
     pub last_lsn: u64,
     /// On a primary: whether it holds a valid write lease.
     pub lease_valid: bool,
+    /// Its applied LSN.
+    pub applied_lsn: u64,
 }
 
 /// What promoting the candidate would lose: transactions a reachable node holds beyond it.
@@ -52,6 +54,8 @@ pub struct Allow {
     pub force: bool,
     /// Transactions the operator accepts to lose.
     pub accept_loss: u64,
+    /// Keep the history only up to this LSN (`--until`).
+    pub until: Option<u64>,
 }
 
 /// Why the promotion of `candidate` must not go ahead (empty: it may).
@@ -79,7 +83,16 @@ pub fn refusals(
                 c.name, c.state
             ))
         }
-        Some(_) => {}
+        Some(c) => {
+            if let Some(until) = allow.until {
+                if c.last_lsn < until {
+                    out.push(format!("{} holds the log only up to LSN {}, not up to {until}: wait until it received it, or choose a lower LSN", c.name, c.last_lsn));
+                }
+                if c.applied_lsn > until {
+                    out.push(format!("{} already applied LSN {}, past {until}: promote up to a point needs a spare that has not applied it yet (a delayed or paused one)", c.name, c.applied_lsn));
+                }
+            }
+        }
     }
     if let Some(p) = old_primary.filter(|p| p.reachable && p.role == "primary") {
         if !allow.force {
@@ -323,6 +336,7 @@ mod tests {
             epoch: 1,
             last_lsn: lsn,
             lease_valid: true,
+            applied_lsn: lsn,
         }
     }
 
@@ -343,6 +357,7 @@ mod tests {
         let allow = Allow {
             force: true,
             accept_loss: 2,
+            until: None,
         };
         assert!(refusals(Some(&cand), Some(&old), &loss, allow).is_empty());
         old.reachable = false;

@@ -181,3 +181,167 @@ pub async fn log_summary(state: web::Data<ApiState>, q: web::Query<SummaryQuery>
     .and_then(|s| serde_json::to_value(s).map_err(|e| Error::InvalidData(e.to_string())));
     respond(r)
 }
+
+/// The spare behind this node, or why there is none.
+fn spare_of(state: &ApiState) -> Result<std::sync::Arc<crate::actors::spare::SpareShared>> {
+    match state.slot.addr()? {
+        NodeAddr::Spare { spare, .. } if state.slot.running() == Some(Incarnation::Spare) => {
+            Ok(spare)
+        }
+        _ => Err(Error::InvalidInput(format!(
+            "{} is not a spare: only a spare's apply can be paused, resumed or stopped at an LSN",
+            state.slot.name
+        ))),
+    }
+}
+
+async fn set_paused(state: &ApiState, paused: bool) -> Result<Value> {
+    let spare = spare_of(state)?;
+    let s = spare.clone();
+    web::block(move || s.set_paused(paused))
+        .await
+        .map_err(|e| Error::Unavailable(format!("pause task failed: {e}")))??;
+    let applied = spare
+        .apply
+        .applied
+        .load(std::sync::atomic::Ordering::Acquire);
+    let flushed = spare
+        .apply
+        .flushed
+        .load(std::sync::atomic::Ordering::Acquire);
+    state.slot.events.record(
+        if paused {
+            "apply_paused"
+        } else {
+            "apply_resumed"
+        },
+        None,
+        &format!(
+            "{} {} at LSN {applied}",
+            state.slot.name,
+            if paused { "paused" } else { "resumed" }
+        ),
+    );
+    Ok(
+        json!({ "node": state.slot.name, "paused": paused, "applied_lsn": applied, "received_lsn": flushed }),
+    )
+}
+
+/// `POST /v1/admin/pause` (spares): stop applying; receiving goes on. Survives restarts.
+pub async fn pause(state: web::Data<ApiState>) -> HttpResponse {
+    respond(set_paused(&state, true).await)
+}
+
+/// `POST /v1/admin/resume` (spares): apply again (what is due under `apply_delay`).
+pub async fn resume(state: web::Data<ApiState>) -> HttpResponse {
+    respond(set_paused(&state, false).await)
+}
+
+#[derive(Deserialize)]
+struct UntilBody {
+    lsn: Option<u64>,
+}
+
+/// `POST /v1/admin/apply-until` `{"lsn": N}` (spares): apply exactly up to N (a promotion
+/// `--until`), pause and delay notwithstanding; `{"lsn": null}` lifts it.
+pub async fn apply_until(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
+    let run = || -> Result<Value> {
+        let b: UntilBody = serde_json::from_slice(&body)
+            .map_err(|e| Error::InvalidInput(format!("expected {{\"lsn\": N}}: {e}")))?;
+        let spare = spare_of(&state)?;
+        let applied = spare
+            .apply
+            .applied
+            .load(std::sync::atomic::Ordering::Acquire);
+        if let Some(lsn) = b.lsn.filter(|&l| l < applied) {
+            return Err(Error::InvalidInput(format!(
+                "{} already applied LSN {applied}, past {lsn}: choose a spare that has not (a paused or delayed one)",
+                state.slot.name
+            )));
+        }
+        spare.set_stop_at(b.lsn);
+        Ok(json!({ "node": state.slot.name, "stop_at": b.lsn, "applied_lsn": applied }))
+    };
+    respond(run())
+}
+
+/// The data node behind this slot and its log bounds (oldest, last durable LSN).
+async fn log_bounds(
+    state: &ApiState,
+) -> Result<(std::sync::Arc<crate::actors::node::DataShared>, u64, u64)> {
+    let addr = state.slot.addr()?;
+    let (shared, status) = match &addr {
+        NodeAddr::Primary { shared, actor, .. } => (
+            shared.clone(),
+            actor.send(crate::actors::primary::GetStatus).await,
+        ),
+        NodeAddr::Spare { shared, actor, .. } => (
+            shared.clone(),
+            actor.send(crate::actors::primary::GetStatus).await,
+        ),
+        NodeAddr::Monitor { .. } => {
+            return Err(Error::InvalidInput(
+                "a monitor holds no log; ask a data node (--node)".into(),
+            ))
+        }
+    };
+    let status =
+        status.map_err(|e| Error::Unavailable(format!("node actor did not answer: {e}")))?;
+    let last = status["last_lsn"].as_u64().unwrap_or(0);
+    Ok((shared.clone(), shared.oldest_lsn(), last))
+}
+
+/// `GET /v1/log?from=&to=&since_ms=&table=&limit=` (data nodes): the transactions in this
+/// node's log (`spare log`).
+pub async fn log_list(
+    state: web::Data<ApiState>,
+    q: web::Query<crate::log::inspect::Filter>,
+) -> HttpResponse {
+    let run = async {
+        let (shared, oldest, last) = log_bounds(&state).await?;
+        let f = q.into_inner();
+        web::block(move || crate::log::inspect::list(&shared.log_dir(), oldest, last, &f))
+            .await
+            .map_err(|e| Error::Unavailable(format!("log task failed: {e}")))?
+    };
+    respond(run.await)
+}
+
+#[derive(Deserialize)]
+pub struct ShowQuery {
+    lsn: u64,
+}
+
+/// `GET /v1/log/show?lsn=N` (data nodes): one transaction's row changes, with the column
+/// names of the tables as this node has them now.
+pub async fn log_show(state: web::Data<ApiState>, q: web::Query<ShowQuery>) -> HttpResponse {
+    let run = async {
+        let (shared, oldest, last) = log_bounds(&state).await?;
+        let lsn = q.lsn;
+        web::block(move || -> Result<Value> {
+            let mut v = crate::log::inspect::show(&shared.log_dir(), oldest, last, lsn)?;
+            let tables: std::collections::BTreeSet<String> = v["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["table"].as_str().map(str::to_string))
+                .collect();
+            let mut columns = serde_json::Map::new();
+            for t in tables {
+                let st = crate::store::value::Statement {
+                    sql: "SELECT name FROM pragma_table_info(?) ORDER BY cid".into(),
+                    params: vec![crate::store::value::SqlValue::Text(t.clone())],
+                };
+                if let Ok(r) = shared.readers.query(&st) {
+                    let names: Vec<Value> = r.rows.iter().map(|row| row[0].to_json()).collect();
+                    columns.insert(t, json!(names));
+                }
+            }
+            v["columns"] = columns.into();
+            Ok(v)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("log task failed: {e}")))?
+    };
+    respond(run.await)
+}

@@ -19,6 +19,7 @@
 //! segment at start.
 
 pub mod base;
+pub mod inspect;
 pub mod reader;
 pub mod record;
 pub mod retention;
@@ -45,6 +46,17 @@ pub struct Opened {
 /// Opens (creating if needed) the log in `dir`, checks it, cuts a torn tail, and returns the
 /// records after `replay_after` for replay.
 pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
+    open_with(dir, replay_after, |_| true)
+}
+
+/// Like [`open`], returning for replay only the records after `replay_after` while `keep`
+/// says so (a paused spare replays nothing, a delayed one only what is due).
+pub fn open_with(
+    dir: &Path,
+    replay_after: u64,
+    mut keep: impl FnMut(&Record) -> bool,
+) -> Result<Opened> {
+    let mut keeping = true;
     std::fs::create_dir_all(dir)
         .map_err(Error::io(format!("create log directory {}", dir.display())))?;
     let segments = segment::list_segments(dir)?;
@@ -77,7 +89,13 @@ pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
             last: tail,
             bytes: scanned.valid_len,
         });
-        replay.extend(scanned.records.into_iter().filter(|r| r.lsn > replay_after));
+        for r in scanned.records.into_iter().filter(|r| r.lsn > replay_after) {
+            keeping = keeping && keep(&r);
+            if !keeping {
+                break;
+            }
+            replay.push(r);
+        }
     }
     if tail.lsn < replay_after {
         return Err(Error::InvalidData(format!(
@@ -119,3 +137,35 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// Cuts the log in `dir` right after record `lsn` (a promotion `--until`: what follows was
+/// kept in quarantine first). `lsn` must be in the log or its base.
+pub fn truncate_after(dir: &Path, lsn: u64) -> Result<()> {
+    let segments = segment::list_segments(dir)?;
+    for &first in segments.iter().filter(|&&f| f > lsn) {
+        let path = segment::segment_path(dir, first);
+        std::fs::remove_file(&path).map_err(Error::io(format!("remove {}", path.display())))?;
+    }
+    if let Some(&first) = segments.iter().rev().find(|&&f| f <= lsn) {
+        let path = segment::segment_path(dir, first);
+        let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
+        let mut offset = 0;
+        let mut at = first;
+        while at <= lsn {
+            let (r, len) = record::decode(&bytes[offset..]).map_err(|e| {
+                Error::InvalidData(format!("{}: record {at}: {e:?}", path.display()))
+            })?;
+            assert_eq!(r.lsn, at, "a segment holds consecutive records");
+            offset += len;
+            at += 1;
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(format!("open {}", path.display())))?;
+        f.set_len(offset as u64)
+            .and_then(|()| f.sync_all())
+            .map_err(Error::io(format!("truncate {}", path.display())))?;
+    }
+    segment::sync_dir(dir)
+}

@@ -70,7 +70,9 @@ pub fn save(
     Ok(dir)
 }
 
-fn describe(r: &Record) -> serde_json::Value {
+/// One record as JSON: LSN, epoch, time, kind; for a transaction its schema statements,
+/// per-table counts, each row change (values by column position) and the raw changeset.
+pub fn describe(r: &Record) -> serde_json::Value {
     let mut v = json!({ "lsn": r.lsn, "epoch": r.epoch, "time_ms": r.time_ms, "kind": format!("{:?}", r.kind) });
     if r.kind == RecordKind::Txn {
         if let Ok(p) = TxnPayload::decode(&r.payload) {

@@ -158,7 +158,12 @@ pub enum Message {
         lease_remaining_ms: u64,
     },
     /// Coordinator → voter: `primary` leads `epoch` now.
-    Commit { epoch: u64, primary: String },
+    /// `until`: the new primary keeps its history only up to that LSN (`promote --until`).
+    Commit {
+        epoch: u64,
+        primary: String,
+        until: Option<u64>,
+    },
     /// Voter → coordinator: the epoch and primary it follows after the commit.
     CommitReply { epoch: u64, primary: String },
     /// Primary → voter: it stopped writing for a switchover and gives up the lease this voter
