@@ -108,6 +108,39 @@ pub fn get_with(agent: &ureq::Agent, http: &str, path: &str) -> Result<Reply> {
     finish(http, authorized(agent.get(&url(http, path))).call())
 }
 
+/// Downloads `path` from the node at `http` into `out` (created, synced); returns the
+/// value of the response header `header` (a node error is returned as its message).
+pub fn download(http: &str, path: &str, header: &str, out: &std::path::Path) -> Result<String> {
+    let resp = match authorized(agent(Duration::from_secs(3600)).get(&url(http, path))).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => {
+            let body: Value = r.into_json().unwrap_or(Value::Null);
+            return Err(Error::Unavailable(format!(
+                "{http}: {}",
+                body["message"].as_str().unwrap_or("the node refused")
+            )));
+        }
+        Err(ureq::Error::Transport(t)) => {
+            return Err(Error::Unavailable(format!(
+                "cannot reach node at {http}: {t}"
+            )))
+        }
+    };
+    let value = resp.header(header).unwrap_or_default().to_string();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(Error::io(format!(
+            "create {} (an existing file is never overwritten)",
+            out.display()
+        )))?;
+    std::io::copy(&mut resp.into_reader(), &mut file)
+        .and_then(|_| file.sync_all())
+        .map_err(Error::io(format!("write {}", out.display())))?;
+    Ok(value)
+}
+
 /// How many "not the primary" answers a write follows before giving up (a promotion in
 /// progress can move the primary once more while a write looks for it).
 pub const MAX_REDIRECTS: usize = 3;

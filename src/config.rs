@@ -39,6 +39,11 @@ pub const DEFAULT_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_LAG_WARN: Duration = Duration::from_secs(60);
 /// Smallest accepted cluster secret, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
+/// Scheduled backups, when `backup_dir` is set without `backup_every`.
+pub const DEFAULT_BACKUP_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// Daily and monthly scheduled backups kept by default.
+pub const DEFAULT_BACKUP_KEEP_DAILY: usize = 7;
+pub const DEFAULT_BACKUP_KEEP_MONTHLY: usize = 12;
 /// Smallest window: one window must hold at least one large batch.
 pub const MIN_WINDOW_BYTES: u64 = 64 * 1024;
 
@@ -72,6 +77,11 @@ const NODE_KEYS: &[&str] = &[
     "window",
     "vote",
     "allow_from",
+    "backup_dir",
+    "backup_every",
+    "backup_keep_daily",
+    "backup_keep_monthly",
+    "log_archive_dir",
 ];
 const SPARE_ONLY_KEYS: &[&str] = &["lag_warn", "link", "apply_delay", "max_rate", "window"];
 
@@ -157,6 +167,13 @@ pub struct NodeConfig {
     pub lag_warn: Option<Duration>,
     /// Source networks this node accepts peer connections from (empty: any).
     pub allow_from: Vec<ipnet::IpNet>,
+    /// Scheduled backups: where, how often, how many daily and monthly ones to keep.
+    pub backup_dir: Option<PathBuf>,
+    pub backup_every: Duration,
+    pub backup_keep_daily: usize,
+    pub backup_keep_monthly: usize,
+    /// Where the primary copies each completed log segment (point-in-time restore).
+    pub log_archive_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

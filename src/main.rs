@@ -196,6 +196,46 @@ enum Command {
         #[arg(long, value_name = "LSN")]
         show: Option<u64>,
     },
+    /// A consistent online backup of a data node's database (writes go on), with its LSN.
+    ///
+    /// Writes FILE (an ordinary SQLite database) and FILE.json (its LSN, epoch, checksum).
+    /// From --node (default: the primary; a spare spares the primary the work). A file that
+    /// exists is never overwritten. Example: spare backup --out /backups/shop-2026-11-26.sqlite --node lan-1
+    Backup {
+        /// Where to write the backup.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Node to copy (default: the primary).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Start a node (stopped, with an empty data directory) from a backup: as a spare of the
+    /// running cluster, or as the primary of a new cluster.
+    ///
+    /// With --archive and --until-lsn or --until-time: a point-in-time restore, rolling the
+    /// backup forward through an archived log (log_archive_dir) up to that point.
+    ///
+    /// Examples:
+    ///   spare restore --from backup.sqlite --node lan-2
+    ///   spare restore --from backup.sqlite --node main --archive /archive/main --until-lsn 1233
+    #[command(verbatim_doc_comment)]
+    Restore {
+        /// The backup file (with its .json beside it).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The node to restore (its data_dir must be empty or absent).
+        #[arg(long)]
+        node: String,
+        /// An archived log to roll forward through.
+        #[arg(long, value_name = "DIR")]
+        archive: Option<PathBuf>,
+        /// Roll forward up to this LSN.
+        #[arg(long, value_name = "LSN")]
+        until_lsn: Option<u64>,
+        /// Roll forward up to the last transaction committed at or before this time.
+        #[arg(long, value_name = "TIME")]
+        until_time: Option<String>,
+    },
     /// Load generator: N clients of single-row INSERT transactions for a bounded time against
     /// a running cluster; prints commits/s, commit latency and per-spare lag as JSON.
     Bench(cli::bench::BenchArgs),
@@ -277,6 +317,23 @@ fn main() {
         ),
         Command::Switchover { name, json } => cli::promote::switchover(&config, &name, json),
         Command::Rejoin { name } => cli::promote::rejoin(&config, &name),
+        Command::Backup { out, node } => cli::backup::backup(&config, &out, node.as_deref()),
+        Command::Restore {
+            from,
+            node,
+            archive,
+            until_lsn,
+            until_time,
+        } => cli::backup::restore(
+            &config,
+            &cli::backup::RestoreArgs {
+                from: &from,
+                node: &node,
+                archive: archive.as_deref(),
+                until_lsn,
+                until_time: until_time.as_deref(),
+            },
+        ),
         Command::Pause { name } => cli::inspect::pause(&config, &name, true),
         Command::Resume { name } => cli::inspect::pause(&config, &name, false),
         Command::Log {

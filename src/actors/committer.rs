@@ -132,6 +132,14 @@ impl Committer {
         let Some((shared, primary)) = self.retention.clone() else {
             return Ok(());
         };
+        if let Some(archive) = &shared.node.log_archive_dir {
+            // Before any deletion: the archive must hold every segment retention drops. If it
+            // cannot, nothing is deleted (the log grows) and a human must look.
+            if let Err(e) = crate::log::archive_segments(&shared.log_dir(), archive) {
+                tracing::error!(cause = %e, archive = %archive.display(), "archiving the log failed; no segment is deleted until it works again");
+                return Ok(());
+            }
+        }
         let committed = self.log.durable().lsn;
         let floor = if crate::store::checkpoint(self.executor.connection())? {
             committed

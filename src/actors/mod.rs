@@ -3,6 +3,7 @@
 //! starts its actor and its HTTP API inside the running actix system.
 
 pub mod applier;
+pub mod backups;
 pub mod committer;
 pub mod coordinator;
 pub mod feeder;

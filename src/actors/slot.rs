@@ -108,6 +108,9 @@ impl NodeSlot {
         let http = crate::http::serve(cell, node.clone(), slot.clone(), supervisor)?;
         *slot.http.write().expect("lock") = Some(http);
         slot.start_incarnation()?;
+        if node.backup_dir.is_some() && node.role != Role::Monitor {
+            actix_rt::spawn(crate::actors::backups::run(slot.clone()));
+        }
         tracing::info!(node = %node.name, role = slot.role_name(), http = %node.http, peer = %node.peer, "node started");
         Ok(slot)
     }

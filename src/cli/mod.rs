@@ -1,3 +1,4 @@
+pub mod backup;
 pub mod bench;
 pub mod bench_failover;
 pub mod bench_suite;

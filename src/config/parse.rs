@@ -272,6 +272,21 @@ pub(super) fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> R
         .then(|| get_duration(&ctx, t, "lag_warn", DEFAULT_LAG_WARN))
         .transpose()?;
     let allow_from = parse_allow_from(&ctx, t.get("allow_from"))?;
+    let backup_dir = get_str(&ctx, t, "backup_dir")?.map(|d| base.join(d));
+    let backup_every = get_duration(&ctx, t, "backup_every", DEFAULT_BACKUP_EVERY)?;
+    if backup_every < Duration::from_secs(1) {
+        return Err(ctx.err("backup_every", "must be at least 1s"));
+    }
+    let count = |key: &str, default: usize| -> Result<usize> {
+        match t.get(key) {
+            None => Ok(default),
+            Some(Value::Integer(i)) if *i >= 0 => Ok(*i as usize),
+            Some(other) => Err(ctx.err(key, format!("must be a count (0 or more), found {other}"))),
+        }
+    };
+    let backup_keep_daily = count("backup_keep_daily", DEFAULT_BACKUP_KEEP_DAILY)?;
+    let backup_keep_monthly = count("backup_keep_monthly", DEFAULT_BACKUP_KEEP_MONTHLY)?;
+    let log_archive_dir = get_str(&ctx, t, "log_archive_dir")?.map(|d| base.join(d));
     Ok(NodeConfig {
         name,
         role,
@@ -287,6 +302,11 @@ pub(super) fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> R
         vote,
         lag_warn,
         allow_from,
+        backup_dir,
+        backup_every,
+        backup_keep_daily,
+        backup_keep_monthly,
+        log_archive_dir,
     })
 }
 

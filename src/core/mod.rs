@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod apply_gate;
+pub mod backup_retention;
 pub mod commit_rule;
 pub mod feeder;
 pub mod lag;

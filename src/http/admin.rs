@@ -345,3 +345,50 @@ pub async fn log_show(state: web::Data<ApiState>, q: web::Query<ShowQuery>) -> H
     };
     respond(run.await)
 }
+
+/// `GET /v1/backup` (data nodes): a consistent copy of this node's database, streamed; its
+/// description (LSN, epoch, chain, size, CRC) in the `x-spare-backup` header. Writes go on.
+pub async fn backup(state: web::Data<ApiState>) -> HttpResponse {
+    let run = async {
+        let (shared, _, _) = log_bounds(&state).await?;
+        let cluster = state.cell.get().cluster.name.clone();
+        let dir = shared.node.data_dir.join("backup-tmp");
+        let (file, info) = web::block(
+            move || -> Result<(std::fs::File, crate::store::backup::BackupInfo)> {
+                std::fs::create_dir_all(&dir)
+                    .map_err(Error::io(format!("create {}", dir.display())))?;
+                let tmp = dir.join(format!("{:016x}.sqlite", rand::random::<u64>()));
+                let base = *shared.base.lock().expect("base lock");
+                let taken = crate::store::backup::take(
+                    &shared.node.data_dir.join(crate::store::DB_FILE),
+                    &shared.log_dir(),
+                    base,
+                    &tmp,
+                    &cluster,
+                    &shared.node.name,
+                );
+                // Open, then unlink: the stream reads the open file, nothing is left behind.
+                let file = std::fs::File::open(&tmp);
+                let _ = std::fs::remove_file(&tmp);
+                let info = taken?;
+                Ok((file.map_err(Error::io("open the backup copy"))?, info))
+            },
+        )
+        .await
+        .map_err(|e| Error::Unavailable(format!("backup task failed: {e}")))??;
+        Ok::<_, Error>((file, info))
+    };
+    match run.await {
+        Ok((file, info)) => {
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            HttpResponse::Ok()
+                .content_type("application/vnd.sqlite3")
+                .insert_header((
+                    "x-spare-backup",
+                    serde_json::to_string(&info).unwrap_or_default(),
+                ))
+                .streaming(stream)
+        }
+        Err(e) => error_response(&e),
+    }
+}

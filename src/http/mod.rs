@@ -47,7 +47,10 @@ impl Access {
     /// Whether `method path` needs the token: writes and admin routes always, reads when
     /// `api_token_reads` says (the dashboard page itself is static and carries no data).
     fn needs_token(&self, method: &actix_web::http::Method, path: &str) -> bool {
-        let write = *method != actix_web::http::Method::GET && path != "/v1/query";
+        // Admin routes and backups (the whole database) are guarded like writes.
+        let write = (*method != actix_web::http::Method::GET && path != "/v1/query")
+            || path.starts_with("/v1/admin/")
+            || path == "/v1/backup";
         self.token.is_some() && (write || (self.reads_too && path != "/"))
     }
 
@@ -123,6 +126,7 @@ pub fn serve(
             .service(get("/v1/admin/promotions").to(admin::promotions))
             .service(get("/v1/log/summary").to(admin::log_summary))
             .service(get("/v1/log").to(admin::log_list))
+            .service(get("/v1/backup").to(admin::backup))
             .service(get("/v1/log/show").to(admin::log_show))
             .service(post("/v1/admin/pause").to(admin::pause))
             .service(post("/v1/admin/resume").to(admin::resume))

@@ -169,3 +169,55 @@ pub fn truncate_after(dir: &Path, lsn: u64) -> Result<()> {
     }
     segment::sync_dir(dir)
 }
+
+/// The LSN of the last whole record in the segments of `dir` (an archive, which has no base
+/// file), or None if it holds no segment.
+pub fn last_lsn_in(dir: &Path) -> Result<Option<u64>> {
+    let Some(&first) = segment::list_segments(dir)?.last() else {
+        return Ok(None);
+    };
+    let path = segment::segment_path(dir, first);
+    let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
+    let (mut offset, mut count) = (0, 0);
+    while let Ok((_, len)) = record::decode(&bytes[offset..]) {
+        offset += len;
+        count += 1;
+    }
+    Ok((count > 0).then(|| first + count - 1))
+}
+
+/// Copies every complete segment of the log in `dir` (all but the newest) that `archive`
+/// lacks: for point-in-time restore. Each copy is written aside, synced, then renamed, so the
+/// archive holds only whole segments. Returns how many were copied.
+pub fn archive_segments(dir: &Path, archive: &Path) -> Result<usize> {
+    let segments = segment::list_segments(dir)?;
+    let Some((_, complete)) = segments.split_last() else {
+        return Ok(0);
+    };
+    std::fs::create_dir_all(archive).map_err(Error::io(format!(
+        "create the log archive {}",
+        archive.display()
+    )))?;
+    let mut copied = 0;
+    for &first in complete {
+        let src = segment::segment_path(dir, first);
+        let dst = segment::segment_path(archive, first);
+        if dst.exists() {
+            continue;
+        }
+        let tmp = dst.with_extension("partial");
+        std::fs::copy(&src, &tmp)
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &dst))
+            .map_err(Error::io(format!(
+                "archive {} to {}",
+                src.display(),
+                dst.display()
+            )))?;
+        copied += 1;
+    }
+    if copied > 0 {
+        segment::sync_dir(archive)?;
+    }
+    Ok(copied)
+}

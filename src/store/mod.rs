@@ -11,6 +11,7 @@
 //! connections for queries.
 
 pub mod apply;
+pub mod backup;
 pub mod exec;
 pub mod meta;
 pub mod quarantine;
