@@ -113,8 +113,8 @@ pub fn log(config_path: &Path, a: &LogArgs) -> Result<()> {
     for rec in r.body["records"].as_array().into_iter().flatten() {
         println!(
             "{:>8}  {:>5}  {:<20}  {}",
-            rec["lsn"],
-            rec["epoch"],
+            rec["lsn"].to_string(),
+            rec["epoch"].to_string(),
             time(&rec["time_ms"]),
             changes(rec)
         );

@@ -232,6 +232,19 @@ fn print_report(by: &str, r: &Value) {
         Some(0) | None => {
             println!("  loss: none (no reachable node holds a transaction the candidate lacks)")
         }
+        Some(t) if r["until"].is_u64() => println!(
+            "  discarded: {t} transaction(s) after LSN {}, {} bytes, newest committed {}",
+            r["until"],
+            loss["bytes"],
+            loss["newest_commit_ms"]
+                .as_u64()
+                .map_or("(unknown)".to_string(), |ms| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_millis(ms),
+                    )
+                    .to_string()
+                }),
+        ),
         Some(t) => println!(
             "  loss: {t} transaction(s), {} bytes, newest committed {}, held by {}",
             loss["bytes"],

@@ -112,14 +112,20 @@ pub fn refusals(
                 )
             )
         });
-        out.push(format!(
-            "{} transaction(s) ({} bytes{newest}) held by {} would be lost; promote {} instead, or pass --accept-loss {} to accept",
-            loss.transactions,
-            loss.bytes,
-            loss.ahead.as_deref().unwrap_or("another node"),
-            loss.ahead.as_deref().unwrap_or("that node"),
-            loss.transactions
-        ));
+        out.push(match allow.until {
+            Some(until) => format!(
+                "{} transaction(s) after LSN {until} ({} bytes{newest}) would be discarded (kept in quarantine/); pass --accept-loss {} to confirm",
+                loss.transactions, loss.bytes, loss.transactions
+            ),
+            None => format!(
+                "{} transaction(s) ({} bytes{newest}) held by {} would be lost; promote {} instead, or pass --accept-loss {} to accept",
+                loss.transactions,
+                loss.bytes,
+                loss.ahead.as_deref().unwrap_or("another node"),
+                loss.ahead.as_deref().unwrap_or("that node"),
+                loss.transactions
+            ),
+        });
     }
     out
 }
