@@ -224,3 +224,46 @@ fn scheduled_backups_roll_keeping_the_newest_of_the_day() {
         "the newest backup holds the table"
     );
 }
+
+#[test]
+fn a_backup_starts_a_new_cluster_that_takes_writes_and_seeds_its_spare() {
+    let mut old = Cluster::new(0, false);
+    old.start("main");
+    old.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        json!([]),
+    );
+    for id in 1..=5 {
+        old.exec("INSERT INTO t (id, body) VALUES (?, 'kept')", json!([id]));
+    }
+    let file = old.dir.path().join("export.sqlite");
+    let out = old.cli(&["backup", "--out", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let mut new = Cluster::new(1, false);
+    let copy = new.dir.path().join("export.sqlite");
+    std::fs::copy(&file, &copy).unwrap();
+    std::fs::copy(
+        spare::store::backup::info_path(&file),
+        spare::store::backup::info_path(&copy),
+    )
+    .unwrap();
+    drop(old);
+    let out = new.cli(&[
+        "restore",
+        "--from",
+        copy.to_str().unwrap(),
+        "--node",
+        "main",
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    new.start_all();
+    assert_eq!(
+        new.rows("main", "SELECT count(*) FROM t", 0),
+        vec![json!([5])]
+    );
+    let lsn = new.exec("INSERT INTO t (id, body) VALUES (6, 'new')", json!([]));
+    assert_eq!(
+        new.rows("lan-1", "SELECT count(*) FROM t", lsn),
+        vec![json!([6])]
+    );
+}
