@@ -421,6 +421,15 @@ impl ClusterConfig {
             .unwrap_or(self.cluster.lag_warn)
     }
 
+    /// The nodes that take part in quorums (`vote`, true by default).
+    pub fn voters(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.vote)
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     pub fn spares(&self) -> impl Iterator<Item = &NodeConfig> {
         self.nodes.iter().filter(|n| n.role == Role::Spare)
     }

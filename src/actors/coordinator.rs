@@ -273,12 +273,7 @@ impl Coordinator {
         })
         .await?;
         let epoch = self.next_epoch(&before, &req.candidate);
-        let voters: Vec<String> = config
-            .nodes
-            .iter()
-            .filter(|n| n.vote)
-            .map(|n| n.name.clone())
-            .collect();
+        let voters = config.voters();
         let mut refused =
             promotion::refusals(before.seen.get(&req.candidate), old.as_ref(), &lost, allow);
         let mut report = json!({

@@ -452,12 +452,7 @@ fn start_primary(
     let (writes, jobs) = mpsc::channel(WRITE_QUEUE_CAPACITY);
     let primary = Arc::new(PrimaryShared::default());
     primary.set_commit_rule(&config.cluster.commit);
-    let voters: Vec<String> = config
-        .nodes
-        .iter()
-        .filter(|n| n.vote)
-        .map(|n| n.name.clone())
-        .collect();
+    let voters = config.voters();
     let guard = Arc::new(crate::actors::lease::LeaseGuard::new(
         epoch,
         config.cluster.lease,

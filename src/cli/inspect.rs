@@ -1,7 +1,7 @@
 //! `spare pause NAME`, `spare resume NAME` and `spare log` (DESIGN.md §9).
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
@@ -54,11 +54,7 @@ fn since_ms(s: &str) -> Result<u64> {
         .as_millis() as u64)
 }
 
-fn time(ms: &Value) -> String {
-    ms.as_u64().map_or("-".into(), |ms| {
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-    })
-}
+use crate::cli::utc as time;
 
 pub fn log(config_path: &Path, a: &LogArgs) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;

@@ -236,26 +236,12 @@ fn print_report(by: &str, r: &Value) {
             "  discarded: {t} transaction(s) after LSN {}, {} bytes, newest committed {}",
             r["until"],
             loss["bytes"],
-            loss["newest_commit_ms"]
-                .as_u64()
-                .map_or("(unknown)".to_string(), |ms| {
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + Duration::from_millis(ms),
-                    )
-                    .to_string()
-                }),
+            crate::cli::utc(&loss["newest_commit_ms"]),
         ),
         Some(t) => println!(
             "  loss: {t} transaction(s), {} bytes, newest committed {}, held by {}",
             loss["bytes"],
-            loss["newest_commit_ms"]
-                .as_u64()
-                .map_or("(unknown)".to_string(), |ms| {
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + Duration::from_millis(ms),
-                    )
-                    .to_string()
-                }),
+            crate::cli::utc(&loss["newest_commit_ms"]),
             loss["ahead"].as_str().unwrap_or("?")
         ),
     }
