@@ -251,3 +251,46 @@ fn a_changeset_decodes_into_readable_row_changes() {
         "bounded"
     );
 }
+
+#[test]
+fn a_roll_forward_stops_at_the_asked_lsn_or_time_and_refuses_a_target_beyond_the_archive() {
+    use crate::log::{Position, RecordKind};
+    use crate::store::backup::{roll_forward, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let mut w = crate::log::open(&archive, 0).unwrap().writer;
+    for t in [10, 20, 30, 40, 50] {
+        w.append(1, t, RecordKind::Txn, vec![t as u8]).unwrap();
+    }
+    w.sync().unwrap();
+    let from = Position::of(&crate::log::LogReader::new(&archive).record_at(1).unwrap());
+    let restored = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(d.join("log")).unwrap();
+        crate::log::base::save(&d.join("log"), &from).unwrap();
+        d
+    };
+    let by_time = restored("t");
+    assert_eq!(
+        roll_forward(&by_time, &archive, from, Target::Time(35)).unwrap(),
+        3
+    );
+    assert_eq!(
+        crate::log::open(&by_time.join("log"), 1)
+            .unwrap()
+            .writer
+            .tail()
+            .lsn,
+        3
+    );
+    let by_lsn = restored("l");
+    assert_eq!(
+        roll_forward(&by_lsn, &archive, from, Target::Lsn(4)).unwrap(),
+        4
+    );
+    let too_far = restored("f");
+    let e = roll_forward(&too_far, &archive, from, Target::Lsn(9))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ends at LSN 5"), "{e}");
+}
