@@ -51,9 +51,13 @@ impl LeaseGuard {
     }
 
     /// A switchover stopped the writes: give the lease up (until [`LeaseGuard::resume`]).
+    /// The grants held so far are forgotten: the voters are about to end them, so after a
+    /// resume only grants to new requests count.
     pub fn suspend(&self) {
         self.suspended
             .store(true, std::sync::atomic::Ordering::Release);
+        let now = self.now_ms();
+        self.holder.lock().expect("lease lock").release(now);
     }
 
     /// The switchover failed: renew again (valid after the next grants from a quorum).

@@ -14,6 +14,8 @@ pub struct LeaseHolder {
     quorum: usize,
     /// Latest request send time granted by each voter.
     grants: BTreeMap<String, u64>,
+    /// Grants to requests sent before this were given up ([`LeaseHolder::release`]).
+    floor_ms: u64,
 }
 
 impl LeaseHolder {
@@ -24,6 +26,7 @@ impl LeaseHolder {
             lease_ms,
             quorum,
             grants: BTreeMap::new(),
+            floor_ms: 0,
         }
     }
 
@@ -33,11 +36,19 @@ impl LeaseHolder {
 
     /// `voter` granted the request sent at `sent_ms` for `epoch`.
     pub fn on_grant(&mut self, voter: &str, epoch: u64, sent_ms: u64) {
-        if epoch != self.epoch {
+        if epoch != self.epoch || sent_ms < self.floor_ms {
             return;
         }
         let t = self.grants.entry(voter.to_string()).or_insert(0);
         *t = (*t).max(sent_ms);
+    }
+
+    /// Gives the lease up at `now_ms` (a switchover; the voters are told to end their
+    /// grants): every grant so far is forgotten, and a late answer to a request sent before
+    /// now never counts, since the voter may already have ended that grant.
+    pub fn release(&mut self, now_ms: u64) {
+        self.grants.clear();
+        self.floor_ms = self.floor_ms.max(now_ms);
     }
 
     /// Until when (own clock) writes may be acknowledged; None without a quorum of grants.
@@ -73,5 +84,24 @@ mod tests {
             Some(1_300),
             "grants for another epoch do not count"
         );
+    }
+
+    #[test]
+    fn a_released_lease_needs_grants_to_requests_sent_afterwards() {
+        let mut l = LeaseHolder::new(1, 1_000, 2);
+        l.on_grant("a", 1, 100);
+        l.on_grant("b", 1, 100);
+        assert!(l.is_valid(500));
+        l.release(600);
+        assert!(!l.is_valid(601));
+        l.on_grant("a", 1, 550);
+        l.on_grant("b", 1, 590);
+        assert!(
+            !l.is_valid(700),
+            "late answers to requests sent before the release"
+        );
+        l.on_grant("a", 1, 800);
+        l.on_grant("b", 1, 810);
+        assert!(l.is_valid(900));
     }
 }

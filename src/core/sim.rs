@@ -48,6 +48,10 @@ enum Msg {
         epoch: u64,
         candidate: String,
     },
+    /// A switchover: the primary gave its lease up and asks voters to end their grants.
+    Release {
+        epoch: u64,
+    },
 }
 
 struct Node {
@@ -62,6 +66,8 @@ struct Node {
     paused_until: u64,
     down_until: u64,
     next_tick: u64,
+    /// A switchover stopped its writes: it neither renews nor takes grants.
+    suspended: bool,
 }
 
 impl Node {
@@ -142,6 +148,7 @@ impl World {
                 paused_until: 0,
                 down_until: 0,
                 next_tick: rng.gen_range(0..HEARTBEAT_MS),
+                suspended: false,
             };
             n.sync_role();
             nodes.insert(name.to_string(), n);
@@ -223,11 +230,12 @@ impl World {
             } => {
                 let node = self.nodes.get_mut(to).expect("known node");
                 match answer {
-                    LeaseAnswer::Granted { .. } => {
+                    LeaseAnswer::Granted { .. } if !node.suspended => {
                         if let Some(h) = node.holder.as_mut() {
                             h.on_grant(from, epoch, sent);
                         }
                     }
+                    LeaseAnswer::Granted { .. } => {}
                     // A newer epoch exists: this node is fenced (it learns the primary later).
                     LeaseAnswer::Refused { epoch: newer, .. } if newer > epoch => {
                         node.holder = None
@@ -248,6 +256,10 @@ impl World {
                 let changed = node.voter.on_commit(&candidate, epoch);
                 node.persist(changed);
                 node.sync_role();
+            }
+            Msg::Release { epoch } => {
+                let node = self.nodes.get_mut(to).expect("known node");
+                node.voter.on_release(from, epoch, now);
             }
         }
     }
@@ -311,6 +323,9 @@ impl World {
             let Some(epoch) = node.holder.as_ref().map(LeaseHolder::epoch) else {
                 continue;
             };
+            if node.suspended {
+                continue;
+            }
             if node.holder.as_ref().is_some_and(|h| h.is_valid(now)) {
                 self.acks.push((t, name.clone(), epoch));
             }
@@ -354,6 +369,26 @@ impl World {
             "seed {seed}: at t={} ms, {holders:?} all hold a valid lease",
             self.t
         );
+    }
+
+    /// A switchover's first step on the primary `name`: stop writing, give the lease up,
+    /// ask every voter to end its grant.
+    fn suspend(&mut self, name: &str) {
+        let t = self.t;
+        let node = self.nodes.get_mut(name).expect("known node");
+        if !node.running(t) {
+            return;
+        }
+        let now = node.local(t);
+        node.suspended = true;
+        let Some(h) = node.holder.as_mut() else {
+            return;
+        };
+        h.release(now);
+        let epoch = h.epoch();
+        for to in NODES {
+            self.send(name, to, Msg::Release { epoch });
+        }
     }
 
     fn restart(&mut self, name: &str) {
@@ -408,10 +443,26 @@ fn replay(seed: u64) -> World {
     }
     events.sort();
     let mut promoted = false;
+    // Some runs are switchovers: the primary releases its lease first, and may resume
+    // writing (a switchover that failed) at any moment afterwards.
+    let switchover = plan.gen_bool(0.3);
+    let resume_at = promote_at + plan.gen_range(0..3_000);
+    let mut resumed = false;
+    // As on the real nodes, the releases are answered before the promotion starts.
+    let suspend_at = promote_at.saturating_sub(200);
+    let mut suspended = false;
     w.run_until(20_000, seed, |w| {
+        if switchover && !suspended && w.t >= suspend_at {
+            suspended = true;
+            w.suspend("main");
+        }
         if !promoted && w.t >= promote_at {
             promoted = true;
             w.start_promotion(candidate);
+        }
+        if switchover && promoted && !resumed && w.t >= resume_at {
+            resumed = true;
+            w.nodes.get_mut("main").expect("known node").suspended = false;
         }
         while events.first().is_some_and(|e| e.0 <= w.t) {
             let (_, kind, node, len) = events.remove(0);
