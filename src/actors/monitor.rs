@@ -42,6 +42,11 @@ pub struct GetEvents;
 #[rtype(result = "Value")]
 pub struct GetHistory;
 
+/// Polls every node now (a promotion this monitor coordinated changed the roles).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PollNow;
+
 type Statuses = Vec<(String, Result<Value, String>)>;
 
 pub struct MonitorActor {
@@ -328,6 +333,14 @@ impl Handler<ConfigChanged> for MonitorActor {
     fn handle(&mut self, _: ConfigChanged, _: &mut Context<Self>) {
         self.events
             .set_notify(self.cell.get().cluster.notify_command.clone());
+    }
+}
+
+impl Handler<PollNow> for MonitorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PollNow, ctx: &mut Context<Self>) {
+        self.poll(ctx);
     }
 }
 

@@ -45,7 +45,12 @@ async fn run_promotion(state: &ApiState, body: &web::Bytes, switchover: bool) ->
             "a promotion coordinated by this node is already running; wait for its answer".into(),
         ));
     };
-    coordinator(state)?.promote(req, switchover).await
+    let report = coordinator(state)?.promote(req, switchover).await;
+    // The roles changed: the cluster view should not wait for the next poll.
+    if let Ok(NodeAddr::Monitor { actor, .. }) = state.slot.addr() {
+        actor.do_send(crate::actors::monitor::PollNow);
+    }
+    report
 }
 
 /// `POST /v1/admin/promote`: `{"candidate", "dry_run"?, "accept_loss"?, "force"?, "asked_by"?}`.
