@@ -255,7 +255,7 @@ impl Client {
             tried.push(format!("{target} (named primary, not answering as one)"));
         }
         Err(Error::Unavailable(format!(
-            "no primary found (tried {}); check `spare status`",
+            "no primary found (tried {}); check `spare status`, or name a node with --node",
             tried.join(", ")
         )))
     }
