@@ -108,10 +108,13 @@ pub fn get_with(agent: &ureq::Agent, http: &str, path: &str) -> Result<Reply> {
     finish(http, authorized(agent.get(&url(http, path))).call())
 }
 
+/// Longest a download (a backup of a large database) may take.
+pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Downloads `path` from the node at `http` into `out` (created, synced); returns the
 /// value of the response header `header` (a node error is returned as its message).
 pub fn download(http: &str, path: &str, header: &str, out: &std::path::Path) -> Result<String> {
-    let resp = match authorized(agent(Duration::from_secs(3600)).get(&url(http, path))).call() {
+    let resp = match authorized(agent(DOWNLOAD_TIMEOUT).get(&url(http, path))).call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => {
             let body: Value = r.into_json().unwrap_or(Value::Null);

@@ -41,6 +41,8 @@ pub const DEFAULT_LAG_WARN: Duration = Duration::from_secs(60);
 pub const MIN_SECRET_BYTES: usize = 16;
 /// Scheduled backups, when `backup_dir` is set without `backup_every`.
 pub const DEFAULT_BACKUP_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// Shortest period between scheduled backups.
+pub const MIN_BACKUP_EVERY: Duration = Duration::from_secs(1);
 /// Daily and monthly scheduled backups kept by default.
 pub const DEFAULT_BACKUP_KEEP_DAILY: usize = 7;
 pub const DEFAULT_BACKUP_KEEP_MONTHLY: usize = 12;

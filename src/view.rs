@@ -6,16 +6,27 @@ use serde_json::{json, Value};
 
 use crate::config::{ClusterConfig, Role};
 
+/// The status of the node answering as primary of the newest epoch (an old primary cut off
+/// from the voters may still say "primary": the newest epoch wins).
+fn primary_doc(statuses: &[(String, Result<Value, String>)]) -> Option<&Value> {
+    statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok().filter(|d| d["role"] == "primary"))
+        .max_by_key(|d| d["epoch"].as_u64().unwrap_or(0))
+}
+
+/// (epoch, name) of the primary of the newest epoch among `statuses`, if one answered.
+pub fn newest_primary(statuses: &[(String, Result<Value, String>)]) -> Option<(u64, String)> {
+    let d = primary_doc(statuses)?;
+    Some((d["epoch"].as_u64()?, d["name"].as_str()?.to_string()))
+}
+
 /// `statuses[i]` is node i's status document, or the error met fetching it.
 pub fn cluster_document(
     config: &ClusterConfig,
     statuses: &[(String, Result<Value, String>)],
 ) -> Value {
-    // An old primary cut off from the voters may still say "primary": the newest epoch wins.
-    let primary_doc = statuses
-        .iter()
-        .filter_map(|(_, s)| s.as_ref().ok().filter(|d| d["role"] == "primary"))
-        .max_by_key(|d| d["epoch"].as_u64().unwrap_or(0));
+    let primary_doc = primary_doc(statuses);
     let nodes: Vec<Value> = config
         .nodes
         .iter()

@@ -120,6 +120,26 @@ fn an_emptied_table_is_found_in_the_log_and_undone_by_promoting_the_delayed_spar
         .find(|l| l.contains("customer: 10 deleted"))
         .unwrap_or_else(|| panic!("the delete is listed: {listing}"));
     assert!(line.trim_start().starts_with(&bad.to_string()), "{line}");
+    // Narrowed by LSN range (as JSON) and by time.
+    let range = bad.to_string();
+    let out = c.cli(&["log", "--from", &range, "--to", &range, "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let lsns: Vec<u64> = listed["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["lsn"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lsns, vec![bad], "{listed}");
+    assert!(
+        stdout(&c.cli(&["log", "--since", "1h", "--table", "customer"]))
+            .contains("customer: 10 deleted")
+    );
+    let future = c.cli(&["log", "--since", "2999-01-01T00:00:00Z"]);
+    assert!(
+        !stdout(&future).contains("customer:"),
+        "nothing after the given time"
+    );
     let out = c.cli(&["log", "--show", &bad.to_string()]);
     let shown = stdout(&out);
     assert!(

@@ -18,25 +18,22 @@ use crate::net::stream::PeerStream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::client;
-use crate::config::{ClusterConfig, ConfigCell, Role};
-use crate::core::promotion::{self, Allow, Loss, Out, Phase, Promotion, Seen};
+use crate::actors::blocking;
+use crate::actors::survey::{self, loss, survey, Survey};
+use crate::config::{ClusterConfig, ConfigCell};
+use crate::core::promotion::{self, Allow, Out, Phase, Promotion, Seen};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
 use crate::net::handshake::{self, Identity};
 use crate::wire::message::Purpose;
 use crate::wire::{read_frame, write_frame, Message};
 
-/// How long the survey waits for each node's status.
-pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long promises may take to arrive (connect, handshake, fsync of `node.state`).
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the new primary may take to serve writes after the commit.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a switchover waits for the candidate to hold the primary's last record.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Poll period while waiting for a node.
-const WAIT_POLL: Duration = Duration::from_millis(20);
 /// The audit log, in the coordinator's data directory.
 pub const AUDIT_FILE: &str = "promotions.jsonl";
 
@@ -66,130 +63,6 @@ pub struct Coordinator {
     pub events: Arc<EventLog>,
     /// This node's own promise, to pick the next epoch.
     pub promised: (u64, String),
-}
-
-/// The survey: every data node's status.
-struct Survey {
-    seen: BTreeMap<String, Seen>,
-    /// Highest epoch any node reported.
-    epoch: u64,
-}
-
-impl Survey {
-    /// The primary of the highest epoch seen answering as primary, else the one the
-    /// configuration names.
-    fn old_primary(&self, config: &ClusterConfig) -> Option<Seen> {
-        self.seen
-            .values()
-            .filter(|s| s.role == "primary")
-            .max_by_key(|s| s.epoch)
-            .cloned()
-            .or_else(|| self.seen.get(&config.primary().name).cloned())
-    }
-}
-
-fn seen_of(name: &str, status: std::result::Result<Value, String>) -> Seen {
-    match status {
-        Ok(d) => Seen {
-            name: name.to_string(),
-            reachable: true,
-            role: d["role"].as_str().unwrap_or_default().to_string(),
-            state: d["state"].as_str().unwrap_or_default().to_string(),
-            epoch: d["epoch"].as_u64().unwrap_or(0),
-            last_lsn: d["last_lsn"].as_u64().unwrap_or(0),
-            lease_valid: d["lease"]["valid"] == true,
-            applied_lsn: d["applied_lsn"].as_u64().unwrap_or(0),
-        },
-        Err(_) => Seen {
-            name: name.to_string(),
-            reachable: false,
-            role: String::new(),
-            state: "unreachable".into(),
-            epoch: 0,
-            last_lsn: 0,
-            lease_valid: false,
-            applied_lsn: 0,
-        },
-    }
-}
-
-/// Asks every data node for its status, all at once (blocking).
-fn survey(config: &ClusterConfig) -> Survey {
-    let nodes: Vec<(String, String)> = config
-        .nodes
-        .iter()
-        .filter(|n| n.role != Role::Monitor)
-        .map(|n| (n.name.clone(), n.http_advertise.clone()))
-        .collect();
-    let seen: BTreeMap<String, Seen> = std::thread::scope(|scope| {
-        let handles: Vec<_> = nodes
-            .iter()
-            .map(|(name, http)| {
-                scope.spawn(move || {
-                    let status = client::get(http, "/v1/status", SURVEY_TIMEOUT)
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| {
-                            if r.status == 200 {
-                                Ok(r.body)
-                            } else {
-                                Err(r.body["message"].to_string())
-                            }
-                        });
-                    (name.clone(), seen_of(name, status))
-                })
-            })
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let epoch = seen.values().map(|s| s.epoch).max().unwrap_or(0);
-    Survey { seen, epoch }
-}
-
-/// What the new history will lack that a reachable node (not a fenced one) holds: past the
-/// candidate's end, or past `until` on any node, the candidate included (blocking).
-fn loss(config: &ClusterConfig, survey: &Survey, candidate: &str, until: Option<u64>) -> Loss {
-    let Some(cand) = survey.seen.get(candidate).filter(|c| c.reachable) else {
-        return Loss::default();
-    };
-    let keep = until.unwrap_or(cand.last_lsn);
-    let mut worst = Loss::default();
-    for s in survey.seen.values() {
-        let others_only = until.is_none() && s.name == candidate;
-        if others_only || !s.reachable || s.role == "fenced" || s.last_lsn <= keep {
-            continue;
-        }
-        let Ok(node) = config.node(&s.name) else {
-            continue;
-        };
-        let path = format!("/v1/log/summary?after={keep}&to={}", s.last_lsn);
-        let summary = client::get(&node.http_advertise, &path, SURVEY_TIMEOUT)
-            .ok()
-            .filter(|r| r.status == 200)
-            .map(|r| r.body);
-        // A node that cannot say what it holds counts every record as a transaction.
-        let (records, transactions, bytes, newest) = match &summary {
-            Some(b) => (
-                b["records"].as_u64().unwrap_or(0),
-                b["transactions"].as_u64().unwrap_or(0),
-                b["bytes"].as_u64().unwrap_or(0),
-                b["newest_commit_ms"].as_u64(),
-            ),
-            None => {
-                let n = s.last_lsn - keep;
-                (n, n, 0, None)
-            }
-        };
-        if (transactions, records) > (worst.transactions, worst.records) {
-            worst = Loss {
-                ahead: Some(s.name.clone()),
-                records,
-                transactions,
-                bytes,
-                newest_commit_ms: newest,
-            };
-        }
-    }
-    worst
 }
 
 /// One control connection to `to` (handshake done).
@@ -240,7 +113,7 @@ impl Coordinator {
             accept_loss: req.accept_loss,
             until: req.until,
         };
-        let mut before = blocking({
+        let mut before = blocking("survey the nodes", {
             let config = config.clone();
             move || survey(&config)
         })
@@ -257,17 +130,14 @@ impl Coordinator {
                     .stop_writes_and_catch_up(&config, o, &req.candidate)
                     .await?;
                 let c = config.clone();
-                before = blocking(move || survey(&c)).await?;
+                before = blocking("survey the nodes", move || survey(&c)).await?;
                 Some(p)
             }
             _ => None,
         };
-        let lost = blocking({
+        let lost = blocking("measure the loss", {
             let (config, cand) = (config.clone(), req.candidate.clone());
-            let b = Survey {
-                seen: before.seen.clone(),
-                epoch: before.epoch,
-            };
+            let b: Survey = before.clone();
             let until = req.until;
             move || loss(&config, &b, &cand, until)
         })
@@ -319,7 +189,7 @@ impl Coordinator {
         if !refused.is_empty() {
             report["outcome"] = json!("refused");
             if let Some(p) = &paused_primary {
-                let _ = resume_writes(p).await;
+                let _ = survey::resume_writes(p).await;
             }
             self.audit(&req, &report, switchover);
             return Err(Error::InvalidInput(format!(
@@ -347,13 +217,14 @@ impl Coordinator {
             report["error"] = json!(e.to_string());
             if let Some(p) = &paused_primary {
                 // The old primary keeps its role when no promise was made: let it write again.
-                let _ = resume_writes(p).await;
+                let _ = survey::resume_writes(p).await;
             }
             self.audit(&req, &report, switchover);
             return Err(Error::Unavailable(format!("{e}")));
         }
         if let (Some(p), Some(o)) = (&paused_primary, &old) {
-            report["old_primary_rejoined"] = json!(rejoin(p, &o.name).await.is_ok());
+            report["old_primary_rejoined"] =
+                json!(survey::rejoin(p, &o.name, READY_TIMEOUT).await.is_ok());
         }
         report["outcome"] = json!("committed");
         report["took_ms"] = json!(started.elapsed().as_millis() as u64);
@@ -409,37 +280,26 @@ impl Coordinator {
         candidate: &str,
     ) -> Result<String> {
         let http = config.node(&old.name)?.http_advertise.clone();
-        let body = json!({ "accept": false });
-        let h = http.clone();
-        let reply =
-            blocking(move || client::post(&h, "/v1/admin/writes", &body, SURVEY_TIMEOUT)).await??;
-        let last = reply.body["lsn"].as_u64().ok_or_else(|| {
-            Error::Unavailable(format!(
-                "{} did not stop its writes: {}",
-                old.name, reply.body
-            ))
+        let stopped =
+            survey::post_ok(&http, "/v1/admin/writes", json!({ "accept": false })).await?;
+        let last = stopped["lsn"].as_u64().ok_or_else(|| {
+            Error::Unavailable(format!("{} did not stop its writes: {stopped}", old.name))
         })?;
         let cand_http = config.node(candidate)?.http_advertise.clone();
-        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-        loop {
-            let c = cand_http.clone();
-            let at = blocking(move || client::get(&c, "/v1/status", SURVEY_TIMEOUT))
-                .await?
-                .ok()
-                .and_then(|r| r.body["last_lsn"].as_u64())
-                .unwrap_or(0);
-            if at >= last {
-                return Ok(http);
-            }
-            if Instant::now() > deadline {
-                let _ = resume_writes(&http).await;
-                return Err(Error::Unavailable(format!(
-                    "{candidate} reached LSN {at}, not the primary's {last}, within {CATCH_UP_TIMEOUT:?}; writes resumed on {}, nothing changed",
-                    old.name
-                )));
-            }
-            tokio::time::sleep(WAIT_POLL).await;
+        let mut at = 0;
+        let caught_up = survey::poll_status(&cand_http, CATCH_UP_TIMEOUT, |doc| {
+            at = doc["last_lsn"].as_u64().unwrap_or(0);
+            Ok(at >= last)
+        })
+        .await?;
+        if !caught_up {
+            let _ = survey::resume_writes(&http).await;
+            return Err(Error::Unavailable(format!(
+                "{candidate} reached LSN {at}, not the primary's {last}, within {CATCH_UP_TIMEOUT:?}; writes resumed on {}, nothing changed",
+                old.name
+            )));
         }
+        Ok(http)
     }
 
     /// Prepare, fence, re-check, commit, wait for the new primary.
@@ -534,7 +394,7 @@ impl Coordinator {
     ) -> Result<()> {
         let (c, cand) = (config.clone(), req.candidate.clone());
         let until = allow.until;
-        let lost = blocking(move || {
+        let lost = blocking("measure the loss", move || {
             let s = survey(&c);
             loss(&c, &s, &cand, until)
         })
@@ -600,76 +460,47 @@ impl Coordinator {
     /// waits until it did.
     async fn apply_until(&self, config: &ClusterConfig, candidate: &str, until: u64) -> Result<()> {
         let http = config.node(candidate)?.http_advertise.clone();
-        let h = http.clone();
-        let r = blocking(move || {
-            client::post(
-                &h,
-                "/v1/admin/apply-until",
-                &json!({ "lsn": until }),
-                SURVEY_TIMEOUT,
-            )
-        })
-        .await??;
-        if r.status != 200 {
-            return Err(Error::InvalidInput(
-                r.body["message"]
-                    .as_str()
-                    .unwrap_or("apply-until refused")
-                    .to_string(),
-            ));
-        }
-        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-        loop {
-            let h = http.clone();
-            let applied = blocking(move || client::get(&h, "/v1/status", SURVEY_TIMEOUT))
-                .await?
-                .ok()
-                .and_then(|r| r.body["applied_lsn"].as_u64())
-                .unwrap_or(0);
-            if applied == until {
-                return Ok(());
-            }
-            if applied > until || Instant::now() > deadline {
+        survey::post_ok(&http, "/v1/admin/apply-until", json!({ "lsn": until })).await?;
+        let mut applied = 0;
+        let stopped = survey::poll_status(&http, CATCH_UP_TIMEOUT, |doc| {
+            applied = doc["applied_lsn"].as_u64().unwrap_or(0);
+            if applied > until {
                 return Err(Error::Unavailable(format!(
-                    "{candidate} is at LSN {applied}, could not stop at {until}"
+                    "{candidate} applied LSN {applied}, past {until}"
                 )));
             }
-            tokio::time::sleep(WAIT_POLL).await;
+            Ok(applied == until)
+        })
+        .await?;
+        if !stopped {
+            return Err(Error::Unavailable(format!(
+                "{candidate} is at LSN {applied}, could not reach {until} within {CATCH_UP_TIMEOUT:?}"
+            )));
         }
+        Ok(())
     }
 
     /// Lifts an `apply_until` after a failed promotion.
     async fn lift_until(&self, config: &ClusterConfig, candidate: &str) -> Result<()> {
-        let h = config.node(candidate)?.http_advertise.clone();
-        blocking(move || {
-            client::post(
-                &h,
-                "/v1/admin/apply-until",
-                &json!({ "lsn": null }),
-                SURVEY_TIMEOUT,
-            )
-        })
-        .await??;
-        Ok(())
+        let http = config.node(candidate)?.http_advertise.clone();
+        survey::post_ok(&http, "/v1/admin/apply-until", json!({ "lsn": null }))
+            .await
+            .map(drop)
     }
 
     /// Waits until the candidate serves as primary with a valid lease.
     async fn wait_ready(&self, config: &ClusterConfig, candidate: &str) -> Result<()> {
         let http = config.node(candidate)?.http_advertise.clone();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            let h = http.clone();
-            let doc = blocking(move || client::get(&h, "/v1/status", SURVEY_TIMEOUT)).await?;
-            if let Ok(r) = doc {
-                if r.body["role"] == "primary" && r.body["lease"]["valid"] == true {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(WAIT_POLL).await;
+        let ready = survey::poll_status(&http, READY_TIMEOUT, |doc| {
+            Ok(doc["role"] == "primary" && doc["lease"]["valid"] == true)
+        })
+        .await?;
+        if !ready {
+            return Err(Error::Unavailable(format!(
+                "{candidate} was promoted but does not serve writes after {READY_TIMEOUT:?}; check its log and `spare status`"
+            )));
         }
-        Err(Error::Unavailable(format!(
-            "{candidate} was promoted but does not serve writes after {READY_TIMEOUT:?}; check its log and `spare status`"
-        )))
+        Ok(())
     }
 
     /// Which voters accept a control connection (a dry run's reachability check).
@@ -752,43 +583,4 @@ pub fn read_audit(data_dir: &std::path::Path) -> Result<Vec<Value>> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
-}
-
-async fn resume_writes(http: &str) -> Result<()> {
-    let h = http.to_string();
-    blocking(move || {
-        client::post(
-            &h,
-            "/v1/admin/writes",
-            &json!({ "accept": true }),
-            SURVEY_TIMEOUT,
-        )
-    })
-    .await??;
-    Ok(())
-}
-
-/// Asks the old primary (which got the commit) to become a spare of the new one.
-async fn rejoin(http: &str, name: &str) -> Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let h = http.to_string();
-        let r = blocking(move || client::post(&h, "/v1/admin/rejoin", &json!({}), SURVEY_TIMEOUT))
-            .await?;
-        match r {
-            Ok(r) if r.status == 200 => return Ok(()),
-            other if Instant::now() > deadline => {
-                tracing::warn!(node = %name, answer = ?other.map(|r| r.body), "the old primary did not rejoin; run `spare rejoin` on it");
-                return Err(Error::Unavailable(format!("{name} did not rejoin")));
-            }
-            _ => tokio::time::sleep(WAIT_POLL * 5).await,
-        }
-    }
-}
-
-/// Runs blocking work (HTTP calls, files) off the actix thread.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Unavailable(format!("coordinator task failed: {e}")))
 }

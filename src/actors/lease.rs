@@ -66,6 +66,18 @@ impl LeaseGuard {
             .store(false, std::sync::atomic::Ordering::Release);
     }
 
+    /// Waits for the next heartbeat at which a lease request is due (none while a switchover
+    /// suspended the lease); returns its send time, or None once the lease stopped for good.
+    async fn next_request(&self, tick: &mut tokio::time::Interval) -> Option<u64> {
+        while !self.stopped() {
+            tick.tick().await;
+            if !self.suspended() {
+                return Some(self.now_ms());
+            }
+        }
+        None
+    }
+
     fn suspended(&self) -> bool {
         self.suspended.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -160,12 +172,7 @@ pub fn start(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) {
         if voter == data.node.name {
             actix_rt::spawn(async move {
                 let mut tick = tokio::time::interval(heartbeat);
-                while !guard.stopped() {
-                    tick.tick().await;
-                    if guard.suspended() {
-                        continue;
-                    }
-                    let sent_ms = guard.now_ms();
+                while let Some(sent_ms) = guard.next_request(&mut tick).await {
                     if let Ok(Message::LeaseReply { granted: true, .. }) = data
                         .voter
                         .answer(&data.node.name, Message::LeaseRequest { epoch, sent_ms })
@@ -197,12 +204,7 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
             .await?;
     handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
     let mut tick = tokio::time::interval(heartbeat);
-    while !guard.stopped() {
-        tick.tick().await;
-        if guard.suspended() {
-            continue;
-        }
-        let sent_ms = guard.now_ms();
+    while let Some(sent_ms) = guard.next_request(&mut tick).await {
         write_frame(
             &mut s,
             &data
@@ -292,9 +294,10 @@ async fn release_one(data: &DataShared, voter: &str, epoch: u64) -> Result<bool>
     let me = data.node.name.clone();
     let reply = if voter == me {
         let v = data.voter.clone();
-        tokio::task::spawn_blocking(move || v.answer(&me, Message::Release { epoch }))
-            .await
-            .map_err(|e| Error::Unavailable(format!("voter task failed: {e}")))??
+        crate::actors::blocking("ask the own voter", move || {
+            v.answer(&me, Message::Release { epoch })
+        })
+        .await??
     } else {
         let addr = data.config().node(voter)?.peer_advertise.clone();
         let mut s =

@@ -17,6 +17,7 @@ pub mod slot;
 pub mod spare;
 pub mod spare_link;
 pub mod supervisor;
+pub mod survey;
 pub mod sync_tracker;
 pub mod voter;
 
@@ -43,3 +44,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const LINK_FRAME_QUEUE: usize = 16;
 /// Actor mailboxes: senders beyond this wait (`send`) or drop idempotent updates (`try_send`).
 pub const MAILBOX_CAPACITY: usize = 256;
+
+/// Runs blocking work (HTTP calls, files, fsync) on the blocking pool; `what` names it if the
+/// task itself fails.
+pub async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> crate::error::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::error::Error::Unavailable(format!("{what}: task failed: {e}")))
+}

@@ -138,14 +138,7 @@ impl MonitorActor {
     /// Turns the latest poll into events and lag history.
     fn observe(&mut self) {
         // A primary of a newer epoch (a monitor that does not vote learns promotions here).
-        let newest = self
-            .latest
-            .iter()
-            .filter_map(|(name, s)| s.as_ref().ok().map(|d| (name, d)))
-            .filter(|(_, d)| d["role"] == "primary")
-            .filter_map(|(name, d)| Some((d["epoch"].as_u64()?, name.clone())))
-            .max();
-        if let Some((epoch, name)) = newest {
+        if let Some((epoch, name)) = crate::view::newest_primary(&self.latest) {
             if self.cell.learn(epoch, &name) {
                 self.events.record(
                     "primary_changed",

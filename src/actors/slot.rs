@@ -22,6 +22,10 @@ use crate::events::EventLog;
 use crate::net::handshake::Identity;
 use crate::state::Incarnation;
 
+/// Pause after a failed `accept` (out of file descriptors, say) before the next one, so the
+/// loop does not spin.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Where the peer listener sends an accepted connection.
 #[derive(Clone)]
 enum PeerTarget {
@@ -256,7 +260,7 @@ async fn accept_peers(slot: Arc<NodeSlot>, listener: tokio::net::TcpListener) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(cause = %e, "accepting a peer connection failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };

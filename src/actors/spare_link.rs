@@ -332,9 +332,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&SpareShared) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let s = shared.clone();
-    tokio::task::spawn_blocking(move || f(&s))
-        .await
-        .map_err(|e| Error::Unavailable(format!("blocking task failed: {e}")))?
+    crate::actors::blocking("spare link work", move || f(&s)).await?
 }
 
 /// (LSN, epoch, chain) at exponentially spaced points of this node's log, newest first.

@@ -217,9 +217,10 @@ pub async fn serve_control<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let v = voter.clone();
         let from = peer.clone();
-        let reply = tokio::task::spawn_blocking(move || v.answer(&from, env.message))
-            .await
-            .map_err(|e| Error::Unavailable(format!("voter task failed: {e}")))??;
+        let reply = crate::actors::blocking("answer a control request", move || {
+            v.answer(&from, env.message)
+        })
+        .await??;
         let epoch = voter.state().epoch;
         write_frame(&mut s, &me.envelope(epoch, reply)).await?;
     }

@@ -274,8 +274,14 @@ pub(super) fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> R
     let allow_from = parse_allow_from(&ctx, t.get("allow_from"))?;
     let backup_dir = get_str(&ctx, t, "backup_dir")?.map(|d| base.join(d));
     let backup_every = get_duration(&ctx, t, "backup_every", DEFAULT_BACKUP_EVERY)?;
-    if backup_every < Duration::from_secs(1) {
-        return Err(ctx.err("backup_every", "must be at least 1s"));
+    if backup_every < MIN_BACKUP_EVERY {
+        return Err(ctx.err(
+            "backup_every",
+            format!(
+                "must be at least {}",
+                humantime::format_duration(MIN_BACKUP_EVERY)
+            ),
+        ));
     }
     let count = |key: &str, default: usize| -> Result<usize> {
         match t.get(key) {
