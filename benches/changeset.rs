@@ -33,7 +33,7 @@ fn capture(c: &mut Criterion) {
     g.bench_function("one_row_txn", |b| {
         b.iter(|| {
             i += 1;
-            let out = ex.run_group(&[insert(i)]).unwrap();
+            let out = ex.run_group(&[insert(i)], &Default::default()).unwrap();
             ex.commit(None, out.payload.as_ref()).unwrap();
             out.payload.unwrap().changeset.len()
         })
@@ -58,7 +58,7 @@ fn records(n: usize) -> Vec<Record> {
         .chain((0..n as i64).map(insert))
         .enumerate()
     {
-        let o = ex.run_group(&[req]).unwrap();
+        let o = ex.run_group(&[req], &Default::default()).unwrap();
         ex.commit(None, o.payload.as_ref()).unwrap();
         let chain = out.last().map_or(0, |r| r.chain);
         out.push(Record::new(

@@ -282,6 +282,10 @@ fn node_error(http: &str, reply: &Reply) -> Error {
     match reply.body["error"].as_str() {
         Some("sql_error") => Error::Sql(message),
         Some("not_read_only") => Error::NotReadOnly,
+        Some("not_allowed") => Error::NotAllowed(message),
+        Some("time_limit") => Error::TimeLimit(message),
+        Some("too_large") => Error::TooLarge(message),
+        Some("busy") => Error::Busy(format!("{http}: {message}")),
         Some("unavailable") => Error::Unavailable(format!("{http}: {message}")),
         _ if reply.status >= 500 => Error::Unavailable(format!("{http}: {message}")),
         _ => Error::InvalidInput(message),

@@ -46,6 +46,22 @@ pub const MIN_BACKUP_EVERY: Duration = Duration::from_secs(1);
 /// Daily and monthly scheduled backups kept by default.
 pub const DEFAULT_BACKUP_KEEP_DAILY: usize = 7;
 pub const DEFAULT_BACKUP_KEEP_MONTHLY: usize = 12;
+/// How long a client's query may run before it is stopped (`read_time_limit`).
+pub const DEFAULT_READ_TIME_LIMIT: Duration = Duration::from_secs(10);
+/// How long a client's write request may run (`write_time_limit`): short, since a request
+/// holds the primary's only write thread while it runs.
+pub const DEFAULT_WRITE_TIME_LIMIT: Duration = crate::store::exec::DEFAULT_WRITE_TIME_LIMIT;
+/// Largest answer to one query, in bytes of values (`max_result_bytes`); also the largest
+/// single value a query may build.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 16 * 1024 * 1024;
+/// Queries a node runs at once (`max_concurrent_reads`); more wait their turn.
+pub const DEFAULT_MAX_CONCURRENT_READS: usize = 8;
+/// How long a query waits for its turn before the answer is 503 busy (`read_queue_wait`).
+pub const DEFAULT_READ_QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// Bounds of the limits themselves: SQLite holds lengths in 31 bits, and a node runs its
+/// queries on threads of its own.
+pub const MAX_RESULT_BYTES_LIMIT: u64 = 1 << 30;
+pub const MAX_CONCURRENT_READS_LIMIT: usize = 256;
 /// Smallest window: one window must hold at least one large batch.
 pub const MIN_WINDOW_BYTES: u64 = 64 * 1024;
 
@@ -63,6 +79,11 @@ const CLUSTER_KEYS: &[&str] = &[
     "commit",
     "retention_bytes",
     "retention_age",
+    "read_time_limit",
+    "write_time_limit",
+    "max_result_bytes",
+    "max_concurrent_reads",
+    "read_queue_wait",
 ];
 const NODE_KEYS: &[&str] = &[
     "lag_warn",
@@ -144,6 +165,30 @@ pub struct ClusterSection {
     pub api_token_reads: bool,
     /// Whether the HTTP API serves HTTPS with the nodes' certificates (needs `tls_dir`).
     pub http_tls: bool,
+    /// What one client request may cost a node.
+    pub limits: ClientLimits,
+}
+
+/// What one client request may cost a node (README: "What clients cannot do, and why").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientLimits {
+    pub read_time_limit: Duration,
+    pub write_time_limit: Duration,
+    pub max_result_bytes: u64,
+    pub max_concurrent_reads: usize,
+    pub read_queue_wait: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            read_time_limit: DEFAULT_READ_TIME_LIMIT,
+            write_time_limit: DEFAULT_WRITE_TIME_LIMIT,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            max_concurrent_reads: DEFAULT_MAX_CONCURRENT_READS,
+            read_queue_wait: DEFAULT_READ_QUEUE_WAIT,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -27,6 +27,21 @@ pub enum Error {
     /// A write was sent where only reads are served (`/v1/query`).
     #[error("this statement writes; send it to /v1/execute on the primary")]
     NotReadOnly,
+    /// The statement does something clients may not do on a node (touch its own tables,
+    /// ATTACH, temporary objects, transaction control); the message says what to do instead.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The request ran longer than its time limit (`read_time_limit`, `write_time_limit`)
+    /// and was stopped, changing nothing; the message names the setting.
+    #[error("{0}")]
+    TimeLimit(String),
+    /// The request or its answer is larger than a limit (`max_result_bytes`, the largest
+    /// transaction a log record holds); the message names the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Every slot for this kind of work is taken (concurrent reads): retry in a moment.
+    #[error("busy: {0}")]
+    Busy(String),
     /// Writes go to the primary.
     #[error("this node is not the primary")]
     NotPrimary { primary: Option<PrimaryRef> },
@@ -61,6 +76,10 @@ impl Error {
             Error::Diverged(_) => "diverged",
             Error::NotPrimary { .. } => "not_primary",
             Error::NotReadOnly => "not_read_only",
+            Error::NotAllowed(_) => "not_allowed",
+            Error::TimeLimit(_) => "time_limit",
+            Error::TooLarge(_) => "too_large",
+            Error::Busy(_) => "busy",
             Error::Unavailable(_) => "unavailable",
             Error::Config(_) => "invalid_config",
             Error::Io { .. } => "io_error",

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::actors::node::{DataShared, PrimaryShared};
 use crate::error::{Error, Result};
 use crate::log::{retention, LogWriter, Position, RecordKind};
-use crate::store::exec::{Executor, Request, StatementResult};
+use crate::store::exec::{Executor, Request, StatementResult, WriteLimits};
 
 /// Requests waiting for the write path; a client beyond this waits to enqueue (bounded by
 /// its own timeout) instead of growing memory.
@@ -65,8 +65,10 @@ pub struct Committer {
     log: LogWriter,
     epoch: u64,
     committed: Arc<watch::Sender<Position>>,
-    /// A schema request taken from the queue while a group was forming: runs next, alone.
-    carried: Option<WriteJob>,
+    /// Requests taken from the queue that run before any newer one: a schema request met
+    /// while a group was forming (it runs alone), and the requests a group did not run
+    /// (it reached a bound first).
+    pending: std::collections::VecDeque<WriteJob>,
     /// What retention needs: the node's shared state and the spares' positions.
     retention: Option<(Arc<DataShared>, Arc<PrimaryShared>)>,
     /// The write lease: nothing is acknowledged without it (None: benchmarks and tools).
@@ -101,7 +103,7 @@ impl Committer {
             log,
             epoch,
             committed,
-            carried: None,
+            pending: std::collections::VecDeque::new(),
             retention: None,
             lease: None,
             segments_seen,
@@ -175,8 +177,8 @@ impl Committer {
     /// Runs until every sender is dropped or the log fails.
     pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         loop {
-            let group = match self.carried.take() {
-                Some(job) => vec![job],
+            let group = match self.pending.pop_front() {
+                Some(job) => self.form_group(job, &mut jobs),
                 None => match jobs.blocking_recv() {
                     Some(Job::Write(first)) => self.form_group(first, &mut jobs),
                     Some(Job::Heartbeat) => Vec::new(),
@@ -212,7 +214,7 @@ impl Committer {
             });
             if let Err(e) = outcome {
                 tracing::error!(cause = %e, "the write path stopped: the replication log could not be written; restart the node (it re-checks its log) after fixing the disk");
-                Self::refuse_all(&mut jobs, &e);
+                self.refuse_all(&mut jobs, &e);
                 return;
             }
             if let Some(ack) = self.stop.take() {
@@ -223,8 +225,8 @@ impl Committer {
 
     /// Ends the write path: waiting writes are refused (retryable), the log writer and the
     /// database connection are closed, then `ack` is answered.
-    fn stop(self, mut jobs: mpsc::Receiver<Job>, ack: std::sync::mpsc::Sender<()>) {
-        Self::refuse_all(
+    fn stop(mut self, mut jobs: mpsc::Receiver<Job>, ack: std::sync::mpsc::Sender<()>) {
+        self.refuse_all(
             &mut jobs,
             &Error::Unavailable("this node is changing role".into()),
         );
@@ -232,15 +234,25 @@ impl Committer {
         let _ = ack.send(());
     }
 
+    /// A group: `first`, then what waits (pending requests first, they are older), up to a
+    /// schema request, which runs alone.
     fn form_group(&mut self, first: WriteJob, jobs: &mut mpsc::Receiver<Job>) -> Vec<WriteJob> {
         let mut group = vec![first];
         if group[0].request.is_ddl() {
             return group;
         }
         while group.len() < MAX_GROUP_REQUESTS {
+            match self.pending.front() {
+                Some(job) if job.request.is_ddl() => return group,
+                Some(_) => {
+                    group.extend(self.pending.pop_front());
+                    continue;
+                }
+                None => {}
+            }
             match jobs.try_recv() {
                 Ok(Job::Write(job)) if job.request.is_ddl() => {
-                    self.carried = Some(job);
+                    self.pending.push_back(job);
                     break;
                 }
                 Ok(Job::Write(job)) => group.push(job),
@@ -275,7 +287,7 @@ impl Committer {
             return Ok(());
         }
         let requests: Vec<Request> = group.iter().map(|j| j.request.clone()).collect();
-        let outcome = match self.executor.run_group(&requests) {
+        let outcome = match self.executor.run_group(&requests, &self.limits()) {
             Ok(o) => o,
             Err(e) => {
                 self.executor.rollback();
@@ -305,7 +317,12 @@ impl Committer {
         // The lease may have run out while the group was written: then the write is durable
         // here, but acknowledging it could contradict a newer primary.
         let expired = self.lease.as_ref().is_some_and(|l| !l.is_valid());
+        let mut again = Vec::new();
         for (job, result) in group.into_iter().zip(outcome.results) {
+            let Some(result) = result else {
+                again.push(job);
+                continue;
+            };
             if expired {
                 let _ = job.reply.send(Err(Error::Unavailable("this primary's write lease ran out while the write was committed: it is durable here but not confirmed; check `spare status` before retrying".into())));
                 continue;
@@ -314,7 +331,22 @@ impl Committer {
                 .reply
                 .send(result.map(|results| WriteOutcome { results, lsn }));
         }
+        // Older than anything pending: they run first, in their order.
+        for job in again.into_iter().rev() {
+            self.pending.push_front(job);
+        }
         Ok(())
+    }
+
+    /// The write limits of the configuration as of now (defaults without one: tools).
+    fn limits(&self) -> WriteLimits {
+        let Some((shared, _)) = &self.retention else {
+            return WriteLimits::default();
+        };
+        WriteLimits {
+            time: shared.config().cluster.limits.write_time_limit,
+            ..WriteLimits::default()
+        }
     }
 
     /// Appends the payload, fsyncs, then commits SQLite: a crash in between is repaired at
@@ -374,15 +406,18 @@ impl Committer {
         self.committed.send_replace(durable);
     }
 
-    fn refuse_all(jobs: &mut mpsc::Receiver<Job>, cause: &Error) {
+    /// Answers every request taken or waiting with `cause`; the queue takes no more.
+    fn refuse_all(&mut self, jobs: &mut mpsc::Receiver<Job>, cause: &Error) {
         jobs.close();
+        let refuse = |job: WriteJob| {
+            let _ = job.reply.send(Err(Error::Unavailable(format!(
+                "the write path stopped: {cause}"
+            ))));
+        };
+        self.pending.drain(..).for_each(refuse);
         while let Ok(job) = jobs.try_recv() {
             match job {
-                Job::Write(job) => {
-                    let _ = job.reply.send(Err(Error::Unavailable(format!(
-                        "the write path stopped: {cause}"
-                    ))));
-                }
+                Job::Write(job) => refuse(job),
                 Job::Stop(ack) => {
                     let _ = ack.send(());
                 }

@@ -365,7 +365,10 @@ pub fn start_data_node(slot: &NodeSlot, node: NodeConfig, want: Incarnation) -> 
     let (applied_tx, applied_rx) = watch::channel(applier.applied().0);
     let shared = Arc::new(DataShared {
         cell,
-        readers: ReaderPool::new(&node.data_dir.join(store::DB_FILE)),
+        readers: ReaderPool::new(
+            &node.data_dir.join(store::DB_FILE),
+            config.cluster.limits.max_concurrent_reads,
+        ),
         node: node.clone(),
         identity: slot.identity.clone(),
         applied: applied_rx,

@@ -136,6 +136,45 @@ pub(super) fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<Cluster
         api_token_file,
         api_token_reads,
         http_tls,
+        limits: parse_limits(ctx, t)?,
+    })
+}
+
+/// The client limits of `[cluster]`, each checked against its own bounds.
+fn parse_limits(ctx: &Ctx, t: &Table) -> Result<ClientLimits> {
+    let positive = |key: &str, default: Duration| -> Result<Duration> {
+        let d = get_duration(ctx, t, key, default)?;
+        if d.is_zero() {
+            return Err(ctx.err(key, "must be above zero"));
+        }
+        Ok(d)
+    };
+    let max_result_bytes =
+        get_size(ctx, t, "max_result_bytes")?.unwrap_or(DEFAULT_MAX_RESULT_BYTES);
+    if !(1024..=MAX_RESULT_BYTES_LIMIT).contains(&max_result_bytes) {
+        return Err(ctx.err(
+            "max_result_bytes",
+            format!("{max_result_bytes} is out of range: between 1KiB and 1GiB"),
+        ));
+    }
+    let max_concurrent_reads = match t.get("max_concurrent_reads") {
+        None => DEFAULT_MAX_CONCURRENT_READS,
+        Some(Value::Integer(n)) if (1..=MAX_CONCURRENT_READS_LIMIT as i64).contains(n) => {
+            *n as usize
+        }
+        Some(other) => {
+            return Err(ctx.err(
+                "max_concurrent_reads",
+                format!("must be an integer from 1 to {MAX_CONCURRENT_READS_LIMIT}, found {other}"),
+            ))
+        }
+    };
+    Ok(ClientLimits {
+        read_time_limit: positive("read_time_limit", DEFAULT_READ_TIME_LIMIT)?,
+        write_time_limit: positive("write_time_limit", DEFAULT_WRITE_TIME_LIMIT)?,
+        max_result_bytes,
+        max_concurrent_reads,
+        read_queue_wait: positive("read_queue_wait", DEFAULT_READ_QUEUE_WAIT)?,
     })
 }
 

@@ -337,7 +337,7 @@ pub async fn log_show(state: web::Data<ApiState>, q: web::Query<ShowQuery>) -> H
                     sql: "SELECT name FROM pragma_table_info(?) ORDER BY cid".into(),
                     params: vec![crate::store::value::SqlValue::Text(t.clone())],
                 };
-                if let Ok(r) = shared.readers.query(&st) {
+                if let Ok((r, _)) = shared.readers.query(&st, &shared.config().cluster.limits) {
                     let names: Vec<Value> = r.rows.iter().map(|row| row[0].to_json()).collect();
                     columns.insert(t, json!(names));
                 }

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use crate::actors::committer::{Job, WriteJob};
 use crate::actors::monitor::{GetCluster, GetEvents, GetHistory};
-use crate::actors::node::{primary_ref, NodeAddr};
+use crate::actors::node::{primary_ref, DataShared, NodeAddr};
 use crate::actors::primary::GetStatus;
 use crate::actors::supervisor::Reload;
 use crate::error::{Error, Result};
@@ -140,28 +140,45 @@ async fn query_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     };
     let v = parse_body(body)?;
     let st = statement(&v, "query")?;
+    crate::store::schema::check_query_allowed(&st.sql)?;
     let min_lsn = match v.get("min_lsn") {
         None | Some(Value::Null) => 0,
         Some(m) => m.as_u64().ok_or_else(|| {
             Error::InvalidInput("\"min_lsn\" must be a non-negative integer".into())
         })?,
     };
-    let mut applied = shared.applied.clone();
-    let reached = tokio::time::timeout(MIN_LSN_WAIT, applied.wait_for(|&lsn| lsn >= min_lsn)).await;
-    if !matches!(reached, Ok(Ok(_))) {
-        let now = *shared.applied.borrow();
-        return Err(Error::Unavailable(format!("this node has applied LSN {now}, not yet {min_lsn}, after waiting {MIN_LSN_WAIT:?}; retry, or read from the primary")));
-    }
-    let lsn = *shared.applied.borrow();
-    let result = web::block(move || shared.readers.query(&st))
-        .await
-        .map_err(|e| Error::Unavailable(format!("query worker failed: {e}")))??;
+    wait_applied(&shared, min_lsn).await?;
+    let limits = state.cell.get().cluster.limits;
+    let turn = shared.readers.turn(limits.read_queue_wait).await?;
+    let (result, lsn) = web::block(move || {
+        let _turn = turn;
+        shared.readers.query(&st, &limits)
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("query worker failed: {e}")))??;
     let rows: Vec<Vec<Value>> = result
         .rows
         .iter()
         .map(|r| r.iter().map(|v| v.to_json()).collect())
         .collect();
     Ok(json!({ "columns": result.columns, "rows": rows, "lsn": lsn }))
+}
+
+/// Waits (at most [`MIN_LSN_WAIT`]) until this node applied `min_lsn`.
+async fn wait_applied(shared: &DataShared, min_lsn: u64) -> Result<()> {
+    let mut applied = shared.applied.clone();
+    // The `Ref` that `wait_for` returns holds the watch's read lock: it must be gone before
+    // the watch is borrowed again, or a writer queued in between (the thread publishing the
+    // applied LSN) deadlocks with this task, freezing the node.
+    let reached = tokio::time::timeout(MIN_LSN_WAIT, async {
+        applied.wait_for(|&lsn| lsn >= min_lsn).await.is_ok()
+    })
+    .await;
+    if reached == Ok(true) {
+        return Ok(());
+    }
+    let now = *shared.applied.borrow();
+    Err(Error::Unavailable(format!("this node has applied LSN {now}, not yet {min_lsn}, after waiting {MIN_LSN_WAIT:?}; retry, or read from the primary")))
 }
 
 /// `GET /v1/status`: this node.

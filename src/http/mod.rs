@@ -217,11 +217,15 @@ fn too_large<B>(
 /// The JSON error answer for `err`.
 pub fn error_response(err: &Error) -> HttpResponse {
     let status = match err {
-        Error::InvalidInput(_) | Error::Sql(_) | Error::NotReadOnly | Error::Config(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        Error::InvalidInput(_)
+        | Error::Sql(_)
+        | Error::NotReadOnly
+        | Error::NotAllowed(_)
+        | Error::TimeLimit(_)
+        | Error::Config(_) => StatusCode::BAD_REQUEST,
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::NotPrimary { .. } => StatusCode::MISDIRECTED_REQUEST,
-        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Unavailable(_) | Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::InvalidData(_) | Error::Diverged(_) | Error::Io { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -230,5 +234,9 @@ pub fn error_response(err: &Error) -> HttpResponse {
     if let Error::NotPrimary { primary } = err {
         body["primary"] = json!(primary);
     }
-    HttpResponse::build(status).json(body)
+    let mut answer = HttpResponse::build(status);
+    if let Error::Busy(_) = err {
+        answer.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+    }
+    answer.json(body)
 }

@@ -6,17 +6,34 @@
 //! The caller then logs the payload, fsyncs, and calls [`Executor::commit`] with the LSN.
 //!
 //! A request that changes the schema runs in a group of its own and may hold only schema
-//! statements: DDL is replayed on spares as SQL, before the changeset.
+//! statements: DDL is replayed on spares as SQL, so its record carries no changeset, and a
+//! schema statement that would change other tables' rows (a DROP TABLE whose foreign keys
+//! cascade) is refused, since replaying it on a spare (foreign-key actions off) would not.
+//!
+//! Bounds: every client statement runs under the connection's [`Guard`] (what it may touch,
+//! how long it may run); a request whose changes outgrow [`MAX_CHANGESET_BYTES`] is stopped
+//! and rolled back. A group stops taking requests once it ran for the time limit or its
+//! changeset grew too large: the requests it did not run go to the next group, so that only
+//! a request too large by itself is refused.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::store::guard::{self, Guard, Limits, Mode};
 use crate::store::session::Session;
 use crate::store::value::{bind, Statement};
 use crate::store::{meta, schema, TxnPayload};
+
+/// Largest changeset one group (and so one request) may produce: what a log record holds,
+/// less room for the record's other fields (schema statements, counters).
+pub const MAX_CHANGESET_BYTES: u64 = (crate::log::record::MAX_PAYLOAD_BYTES - (1 << 20)) as u64;
+/// Time limit of a write request when the configuration does not say (`write_time_limit`).
+pub const DEFAULT_WRITE_TIME_LIMIT: Duration = Duration::from_secs(2);
 
 /// Most statements one request (batch) may hold.
 pub const MAX_BATCH_STATEMENTS: usize = 10_000;
@@ -34,10 +51,54 @@ pub struct StatementResult {
     pub last_insert_rowid: i64,
 }
 
-/// What a group produced: each request's outcome, and what to log (None: nothing changed).
+/// What a group produced, and what to log (None: nothing changed).
 pub struct GroupOutcome {
-    pub results: Vec<Result<Vec<StatementResult>>>,
+    /// One entry per request, in order: its outcome, or None when it is not part of this
+    /// group's transaction and must run again in the next group (the group reached a bound
+    /// before it, or a stopped statement took the group's transaction with it).
+    pub results: Vec<Option<Result<Vec<StatementResult>>>>,
     pub payload: Option<TxnPayload>,
+}
+
+/// The bounds of a group of write requests.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    /// How long one request may run, and how long a group takes new requests.
+    pub time: Duration,
+    /// Largest changeset of a group.
+    pub max_changeset_bytes: u64,
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        WriteLimits {
+            time: DEFAULT_WRITE_TIME_LIMIT,
+            max_changeset_bytes: MAX_CHANGESET_BYTES,
+        }
+    }
+}
+
+impl WriteLimits {
+    fn request(&self) -> Limits {
+        Limits {
+            time: self.time,
+            time_setting: "write_time_limit",
+            max_changeset_bytes: self.max_changeset_bytes,
+        }
+    }
+}
+
+/// How one request of a group ended.
+enum Attempt {
+    Done(Result<Vec<StatementResult>>),
+    /// Rolled back to its savepoint: with the group's earlier changes it outgrew the
+    /// changeset bound.
+    TooLarge,
+    /// SQLite rolled back the group's whole transaction while the request ran.
+    Lost {
+        error: Error,
+        too_large: bool,
+    },
 }
 
 impl Request {
@@ -77,6 +138,8 @@ impl Request {
 /// The primary's single write connection and what it caches about the schema.
 pub struct Executor {
     conn: Connection,
+    /// What client statements may do on `conn`.
+    guard: Arc<Guard>,
     /// Checksum of the current schema, recomputed after each DDL.
     schema: u64,
     /// AUTOINCREMENT counters as of the last commit, to log only the ones that change.
@@ -84,81 +147,212 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(conn: Connection) -> Result<Self> {
+    pub fn new(mut conn: Connection) -> Result<Self> {
+        let guard = Guard::install(&mut conn)?;
+        // No single value may exceed what a record can carry: SQLite refuses it as it is
+        // made, instead of the node building a changeset it cannot log.
+        conn.set_limit(
+            rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH,
+            MAX_CHANGESET_BYTES as i32,
+        )?;
         let schema = schema::checksum(&conn)?;
         let sequences = schema::sequences(&conn)?;
         Ok(Executor {
             conn,
+            guard,
             schema,
             sequences,
         })
     }
 
-    /// Runs `requests` in one open transaction. Callers pass a DDL request alone.
-    pub fn run_group(&mut self, requests: &[Request]) -> Result<GroupOutcome> {
+    /// Runs `requests` in one open transaction, as many as the bounds allow (see
+    /// [`GroupOutcome`]). Callers pass a DDL request alone. An error means the group failed
+    /// as a whole and its transaction is rolled back.
+    pub fn run_group(
+        &mut self,
+        requests: &[Request],
+        limits: &WriteLimits,
+    ) -> Result<GroupOutcome> {
         let ddl = requests.iter().any(Request::is_ddl);
         assert!(
             !ddl || requests.len() == 1,
             "a schema change must run in a group of its own"
         );
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let session = Session::attach_all(&self.conn);
-        let session = match session {
+        // A schema change is replayed as SQL on spares, with the same effect on the same
+        // rows: nothing to record (a DROP TABLE would record every row it deletes).
+        let session = match (!ddl).then(|| Session::attach_all(&self.conn)).transpose() {
             Ok(s) => s,
             Err(e) => {
                 rollback(&self.conn);
                 return Err(e);
             }
         };
-        let mut results = Vec::with_capacity(requests.len());
-        for req in requests {
-            results.push(self.run_request(req, ddl));
-        }
-        let changeset = match session.changeset(&self.conn) {
-            Ok(c) => c,
-            // DDL such as ALTER TABLE ... DROP COLUMN makes SQLite refuse to build the
-            // changeset; a schema-only request has its effect replayed as SQL instead.
-            Err(_) if ddl => Vec::new(),
+        let results = match self.run_requests(requests, ddl, limits, session.as_ref()) {
+            Ok(r) => r,
             Err(e) => {
                 drop(session);
                 rollback(&self.conn);
                 return Err(e);
             }
         };
+        if self.conn.is_autocommit() {
+            // SQLite rolled the transaction back (a stopped write statement, a full disk):
+            // nothing of this group remains to log.
+            return Ok(GroupOutcome {
+                results,
+                payload: None,
+            });
+        }
+        let changeset = match &session {
+            Some(s) => s.changeset(&self.conn),
+            None => Ok(Vec::new()),
+        };
         drop(session);
+        let changeset = match changeset {
+            Ok(c) => c,
+            Err(e) => {
+                rollback(&self.conn);
+                return Err(e);
+            }
+        };
         let payload = self.payload(requests, &results, changeset, ddl)?;
         Ok(GroupOutcome { results, payload })
     }
 
-    fn run_request(&self, req: &Request, ddl: bool) -> Result<Vec<StatementResult>> {
-        self.conn.execute_batch("SAVEPOINT request")?;
-        let outcome = req
-            .statements
-            .iter()
-            .map(|st| run_statement(&self.conn, st))
-            .collect::<Result<Vec<_>>>();
-        let outcome = outcome.and_then(|r| {
-            if ddl {
-                schema::check_replicable(&self.conn).map(|()| r)
-            } else {
-                Ok(r)
+    fn run_requests(
+        &self,
+        requests: &[Request],
+        ddl: bool,
+        limits: &WriteLimits,
+        session: Option<&Session<'_>>,
+    ) -> Result<Vec<Option<Result<Vec<StatementResult>>>>> {
+        let _probe = session.map(|s| self.guard.probe.watch(s));
+        let started = Instant::now();
+        let mut results = Vec::with_capacity(requests.len());
+        for req in requests {
+            let first = results.is_empty();
+            if !first && started.elapsed() >= limits.time {
+                break;
             }
+            match self.run_request(req, ddl, limits, session)? {
+                Attempt::Done(r) => results.push(Some(r)),
+                Attempt::TooLarge if first => results.push(Some(Err(
+                    guard::too_large_transaction(limits.max_changeset_bytes),
+                ))),
+                Attempt::TooLarge => break,
+                Attempt::Lost { error, too_large } => {
+                    // The requests before it were rolled back too: they run again.
+                    results.iter_mut().for_each(|r| *r = None);
+                    results.push((first || !too_large).then_some(Err(error)));
+                    break;
+                }
+            }
+        }
+        results.resize_with(requests.len(), || None);
+        Ok(results)
+    }
+
+    /// Runs one request under its savepoint. An error means the transaction is in a state
+    /// the group cannot go on from.
+    fn run_request(
+        &self,
+        req: &Request,
+        ddl: bool,
+        limits: &WriteLimits,
+        session: Option<&Session<'_>>,
+    ) -> Result<Attempt> {
+        self.conn.execute_batch("SAVEPOINT request")?;
+        let mode = if ddl { Mode::Schema } else { Mode::Write };
+        let outcome = self.guard.run(mode, &limits.request(), || {
+            req.statements
+                .iter()
+                .map(|st| self.run_statement(st, ddl))
+                .collect::<Result<Vec<_>>>()
         });
-        if outcome.is_err() {
+        let too_large = self.guard.stopped_for_size()
+            || session.is_some_and(|s| s.size() > limits.max_changeset_bytes);
+        if self.conn.is_autocommit() {
+            // A write statement that SQLite stops (time or size limit, I/O error) takes the
+            // whole transaction with it, savepoints included.
+            let error = outcome.err().unwrap_or_else(|| {
+                Error::Unavailable("the group's transaction was rolled back; retry".into())
+            });
+            return Ok(Attempt::Lost { error, too_large });
+        }
+        let outcome = outcome.and_then(|r| self.check_request(ddl).map(|()| r));
+        if outcome.is_err() || too_large {
             self.conn.execute_batch("ROLLBACK TO request")?;
         }
         self.conn.execute_batch("RELEASE request")?;
-        outcome
+        Ok(if too_large {
+            Attempt::TooLarge
+        } else {
+            Attempt::Done(outcome)
+        })
+    }
+
+    /// What a request must leave true before it joins the group's transaction.
+    fn check_request(&self, ddl: bool) -> Result<()> {
+        if deferred_foreign_keys(&self.conn) > 0 {
+            // The group's COMMIT would fail after its record was logged: refuse this
+            // request alone now.
+            return Err(Error::Sql("FOREIGN KEY constraint failed: a deferred foreign key is not satisfied at the end of the request (each request is its own transaction)".into()));
+        }
+        if ddl {
+            schema::check_replicable(&self.conn)?;
+        }
+        Ok(())
+    }
+
+    fn run_statement(&self, st: &Statement, ddl: bool) -> Result<StatementResult> {
+        let mut stmt = self.conn.prepare_cached(&st.sql)?;
+        bind(&mut stmt, &st.params)?;
+        if !ddl {
+            return step_all(&self.conn, &mut stmt);
+        }
+        // SQLite told the authorizer, while compiling, which tables the statement may
+        // write besides those it drops or alters: watch them while it runs.
+        let others = self.existing(self.guard.take_effects().others())?;
+        if others.is_empty() {
+            return step_all(&self.conn, &mut stmt);
+        }
+        let watch = Session::attach_tables(&self.conn, &others)?;
+        let result = step_all(&self.conn, &mut stmt)?;
+        if !watch.is_empty() {
+            return Err(Error::NotAllowed(format!(
+                "this schema change would also delete or change rows of {} (foreign-key actions such as ON DELETE CASCADE, or triggers), which spares could not replay; first delete or update the rows of {} that reference the table, then retry",
+                others.join(", "),
+                others.join(", ")
+            )));
+        }
+        Ok(result)
+    }
+
+    /// The tables of `names` that exist (a session can watch only those).
+    fn existing(&self, names: Vec<String>) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for name in names {
+            let exists: bool = self.conn.query_row(
+                "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [&name],
+                |r| r.get(0),
+            )?;
+            if exists {
+                out.push(name);
+            }
+        }
+        Ok(out)
     }
 
     fn payload(
         &self,
         requests: &[Request],
-        results: &[Result<Vec<StatementResult>>],
+        results: &[Option<Result<Vec<StatementResult>>>],
         changeset: Vec<u8>,
         ddl: bool,
     ) -> Result<Option<TxnPayload>> {
-        let ddl_statements: Vec<Statement> = if ddl && results[0].is_ok() {
+        let ddl_statements: Vec<Statement> = if ddl && matches!(results[0], Some(Ok(_))) {
             requests[0].statements.clone()
         } else {
             Vec::new()
@@ -185,12 +379,20 @@ impl Executor {
         }))
     }
 
-    /// Commits the open transaction, recording that it is log record `lsn`.
+    /// Commits the open transaction, recording that it is log record `lsn` (nothing to do
+    /// when SQLite already rolled the group back, which only happens to a group not logged).
     pub fn commit(
         &mut self,
         applied: Option<(u64, u64)>,
         payload: Option<&TxnPayload>,
     ) -> Result<()> {
+        if self.conn.is_autocommit() {
+            assert!(
+                applied.is_none(),
+                "a logged group must still hold its transaction"
+            );
+            return Ok(());
+        }
         if let Some((lsn, time_ms)) = applied {
             meta::set_applied(&self.conn, lsn, time_ms)?;
         }
@@ -215,18 +417,43 @@ impl Executor {
 }
 
 fn rollback(conn: &Connection) {
+    if conn.is_autocommit() {
+        return;
+    }
     if let Err(e) = conn.execute_batch("ROLLBACK") {
         tracing::warn!(cause = %e, "rolling back a failed group");
     }
 }
 
-fn run_statement(conn: &Connection, st: &Statement) -> Result<StatementResult> {
-    let mut stmt = conn.prepare_cached(&st.sql)?;
-    bind(&mut stmt, &st.params)?;
+/// Runs a prepared statement to its end (rows it returns, as `RETURNING`, are dropped).
+fn step_all(
+    conn: &Connection,
+    stmt: &mut rusqlite::CachedStatement<'_>,
+) -> Result<StatementResult> {
     let mut rows = stmt.raw_query();
     while rows.next()?.is_some() {}
     Ok(StatementResult {
         rows_affected: conn.changes(),
         last_insert_rowid: conn.last_insert_rowid(),
     })
+}
+
+/// Deferred foreign-key violations pending in the open transaction.
+fn deferred_foreign_keys(conn: &Connection) -> i32 {
+    let (mut current, mut high) = (0, 0);
+    // SAFETY: a valid handle and out-pointers to locals.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_DEFERRED_FKS,
+            &mut current,
+            &mut high,
+            0,
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        current
+    } else {
+        0
+    }
 }

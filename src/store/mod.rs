@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod backup;
 pub mod exec;
+pub mod guard;
 pub mod meta;
 pub mod quarantine;
 pub mod query;
@@ -110,6 +111,8 @@ pub fn open(path: &Path, kind: ConnKind) -> Result<Connection> {
     Ok(conn)
 }
 
+#[cfg(test)]
+mod guard_tests;
 #[cfg(test)]
 mod tests;
 

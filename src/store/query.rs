@@ -1,14 +1,32 @@
 //! Read-only queries, on any data node.
+//!
+//! Bounds (each a setting of `[cluster]`, see `config::ClientLimits`): a node runs at most
+//! `max_concurrent_reads` queries at once and a query waits at most `read_queue_wait` for its
+//! turn (then 503 busy); a query runs at most `read_time_limit`; its answer holds at most
+//! `max_result_bytes` of values and [`MAX_QUERY_ROWS`] rows, and no single value it builds
+//! may exceed `max_result_bytes` (SQLite refuses it as it is made, before allocating it).
+//!
+//! Every query runs in a read transaction of its own, which also reads the LSN this copy
+//! had applied: the answer's `lsn` is exactly the state it read. What a query may touch is
+//! the [`Guard`]'s: no transaction control (a pooled connection never stays inside a
+//! transaction), no ATTACH, no temporary objects, no node tables.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::Connection;
 use serde::Serialize;
 
+use crate::config::ClientLimits;
 use crate::error::{Error, Result};
+use crate::store::guard::{Guard, Limits, Mode};
 use crate::store::value::{bind, SqlValue, Statement};
 
 /// Most rows one query may return; past it the client is told to add a LIMIT rather than the
 /// node building an unbounded answer in memory.
 pub const MAX_QUERY_ROWS: usize = 100_000;
+/// Bytes a value counts for in the result bound besides its content (its JSON framing).
+const VALUE_OVERHEAD_BYTES: u64 = 8;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryResult {
@@ -16,8 +34,9 @@ pub struct QueryResult {
     pub rows: Vec<Vec<SqlValue>>,
 }
 
-/// Runs a read-only statement; a statement that would write is refused with where to send it.
-pub fn run(conn: &Connection, st: &Statement) -> Result<QueryResult> {
+/// Runs a read-only statement; a statement that would write is refused with where to send
+/// it. The answer holds at most `max_bytes` of values.
+pub fn run(conn: &Connection, st: &Statement, max_bytes: u64) -> Result<QueryResult> {
     let mut stmt = conn.prepare_cached(&st.sql)?;
     if !stmt.readonly() {
         return Err(Error::NotReadOnly);
@@ -26,51 +45,92 @@ pub fn run(conn: &Connection, st: &Statement) -> Result<QueryResult> {
     let columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
     let mut rows = stmt.raw_query();
     let mut out = Vec::new();
+    let mut bytes = 0u64;
     while let Some(row) = rows.next()? {
         if out.len() == MAX_QUERY_ROWS {
-            return Err(Error::InvalidInput(format!("the result has more than {MAX_QUERY_ROWS} rows; add a LIMIT (and page with OFFSET or a key)")));
+            return Err(Error::TooLarge(format!("the result has more than {MAX_QUERY_ROWS} rows; add a LIMIT (and page with OFFSET or a key)")));
         }
-        out.push(
-            (0..columns.len())
-                .map(|i| row.get_ref(i).map(SqlValue::from_ref))
-                .collect::<rusqlite::Result<Vec<_>>>()?,
-        );
+        let mut values = Vec::with_capacity(columns.len());
+        for i in 0..columns.len() {
+            let v = row.get_ref(i)?;
+            bytes += value_bytes(&v);
+            if bytes > max_bytes {
+                return Err(Error::TooLarge(format!("the result is larger than max_result_bytes ({} KiB); select fewer rows or columns (a LIMIT, paging by key), or raise max_result_bytes in [cluster]", max_bytes >> 10)));
+            }
+            values.push(SqlValue::from_ref(v));
+        }
+        out.push(values);
     }
     Ok(QueryResult { columns, rows: out })
 }
 
-/// Most read connections a node keeps open for queries.
-pub const MAX_READERS: usize = 8;
+fn value_bytes(v: &rusqlite::types::ValueRef<'_>) -> u64 {
+    use rusqlite::types::ValueRef;
+    VALUE_OVERHEAD_BYTES
+        + match v {
+            ValueRef::Text(t) | ValueRef::Blob(t) => t.len() as u64,
+            _ => 0,
+        }
+}
 
-/// A small pool of read-only connections, opened on demand.
+/// One pooled read connection and its guard.
+struct Reader {
+    conn: Connection,
+    guard: Arc<Guard>,
+}
+
+/// A small pool of read-only connections, opened on demand, and the turns to use them.
 pub struct ReaderPool {
     path: std::path::PathBuf,
     /// Idle connections with the generation they were opened in.
-    idle: std::sync::Mutex<(u64, Vec<Connection>)>,
+    idle: std::sync::Mutex<(u64, Vec<Reader>)>,
+    /// Turns to run a query: at most this many run at once, the rest wait (bounded).
+    turns: Arc<tokio::sync::Semaphore>,
+    /// Most idle connections kept.
+    max_idle: usize,
 }
 
+/// A turn to run one query, held until it is dropped.
+pub type Turn = tokio::sync::OwnedSemaphorePermit;
+
 impl ReaderPool {
-    pub fn new(path: &std::path::Path) -> Self {
+    /// A pool running at most `max_concurrent` queries at once.
+    pub fn new(path: &std::path::Path, max_concurrent: usize) -> Self {
+        assert!(max_concurrent > 0, "a node must run at least one query");
         ReaderPool {
             path: path.to_path_buf(),
             idle: std::sync::Mutex::new((0, Vec::new())),
+            turns: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            max_idle: max_concurrent,
         }
     }
 
-    /// Runs `st` on an idle connection (or a new one); blocking.
-    pub fn query(&self, st: &Statement) -> Result<QueryResult> {
-        let (generation, conn) = {
+    /// Waits (at most `wait`) for a turn to run a query; busy past that.
+    pub async fn turn(&self, wait: Duration) -> Result<Turn> {
+        match tokio::time::timeout(wait, self.turns.clone().acquire_owned()).await {
+            Ok(Ok(turn)) => Ok(turn),
+            _ => Err(Error::Busy(format!(
+                "{} queries are running on this node and none finished within read_queue_wait ({wait:?}); retry in a moment, read from another node, or raise max_concurrent_reads",
+                self.max_idle
+            ))),
+        }
+    }
+
+    /// Runs a client's query on an idle connection (or a new one), blocking; returns the
+    /// answer and the LSN of the state it read.
+    pub fn query(&self, st: &Statement, limits: &ClientLimits) -> Result<(QueryResult, u64)> {
+        let (generation, reader) = {
             let mut idle = self.idle.lock().expect("reader pool lock");
             (idle.0, idle.1.pop())
         };
-        let conn = match conn {
-            Some(c) => c,
-            None => crate::store::open(&self.path, crate::store::ConnKind::Reader)?,
+        let reader = match reader {
+            Some(r) => r,
+            None => open_reader(&self.path)?,
         };
-        let result = run(&conn, st);
+        let (result, reusable) = read(&reader, st, limits);
         let mut idle = self.idle.lock().expect("reader pool lock");
-        if idle.0 == generation && idle.1.len() < MAX_READERS {
-            idle.1.push(conn);
+        if reusable && idle.0 == generation && idle.1.len() < self.max_idle {
+            idle.1.push(reader);
         }
         result
     }
@@ -82,4 +142,39 @@ impl ReaderPool {
         idle.0 += 1;
         idle.1.clear();
     }
+}
+
+fn open_reader(path: &std::path::Path) -> Result<Reader> {
+    let mut conn = crate::store::open(path, crate::store::ConnKind::Reader)?;
+    let guard = Guard::install(&mut conn)?;
+    Ok(Reader { conn, guard })
+}
+
+/// Runs `st` in a read transaction that also reads the applied LSN; says whether the
+/// connection is fit to serve again (it left no transaction open).
+fn read(r: &Reader, st: &Statement, limits: &ClientLimits) -> (Result<(QueryResult, u64)>, bool) {
+    let max_bytes = limits.max_result_bytes;
+    let length = i32::try_from(max_bytes).unwrap_or(i32::MAX);
+    if let Err(e) = r
+        .conn
+        .set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, length)
+    {
+        return (Err(e.into()), false);
+    }
+    if let Err(e) = r.conn.execute_batch("BEGIN") {
+        return (Err(e.into()), false);
+    }
+    let bounds = Limits {
+        time: limits.read_time_limit,
+        time_setting: "read_time_limit",
+        max_changeset_bytes: 0,
+    };
+    let result = crate::store::meta::applied(&r.conn).and_then(|(lsn, _)| {
+        let answer = r
+            .guard
+            .run(Mode::Read, &bounds, || run(&r.conn, st, max_bytes))?;
+        Ok((answer, lsn))
+    });
+    let ended = r.conn.is_autocommit() || r.conn.execute_batch("COMMIT").is_ok();
+    (result, ended && r.conn.is_autocommit())
 }

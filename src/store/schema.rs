@@ -14,13 +14,15 @@ use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::store::guard;
 use crate::store::session::INTERNAL_TABLE_PREFIX;
 
-/// Whether `sql` changes the schema (CREATE, ALTER, DROP), judged by its first keyword after
-/// comments and whitespace.
+/// Whether `sql` changes the schema (CREATE, ALTER, DROP) or SQLite's statistics (ANALYZE),
+/// judged by its first keyword after comments and whitespace. Such a statement is replayed
+/// as SQL on spares; the authorizer makes sure no other statement changes the schema.
 pub fn is_ddl(sql: &str) -> bool {
     let word = first_keyword(sql).to_ascii_uppercase();
-    matches!(word.as_str(), "CREATE" | "ALTER" | "DROP")
+    matches!(word.as_str(), "CREATE" | "ALTER" | "DROP" | "ANALYZE")
 }
 
 fn first_keyword(sql: &str) -> &str {
@@ -134,20 +136,48 @@ pub fn set_sequences(conn: &Connection, seqs: &[(String, i64)]) -> Result<()> {
     Ok(())
 }
 
+/// Refuses SQL text no statement should have: empty, or holding a NUL (SQLite would stop
+/// reading at the NUL, so the text logged for spares would not be the text run here).
+pub fn check_text(sql: &str) -> Result<()> {
+    if sql.contains('\0') {
+        return Err(Error::InvalidInput(
+            "the SQL text holds a NUL character; remove it (pass values as parameters)".into(),
+        ));
+    }
+    if first_keyword(sql).is_empty() {
+        return Err(Error::InvalidInput(
+            "the SQL text does not start with a statement keyword (SELECT, INSERT, ...): it is empty, only comments, or starts with another character".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses, before any SQLite work, what a query may never be: the authorizer refuses the
+/// rest as SQLite compiles it.
+pub fn check_query_allowed(sql: &str) -> Result<()> {
+    check_text(sql)?;
+    if first_keyword(sql).eq_ignore_ascii_case("VACUUM") {
+        return Err(Error::NotAllowed(
+            "VACUUM is not allowed through the API: it would rewrite the database file or write a copy on the node's disk; use `spare backup` for a copy".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses statements that would break the group transaction or the node's setup, with what
-/// to do instead.
+/// to do instead (the authorizer enforces the same rules whatever the spelling; this answers
+/// the common spellings before any SQLite work).
 pub fn check_statement_allowed(sql: &str) -> Result<()> {
+    check_text(sql)?;
     let word = first_keyword(sql).to_ascii_uppercase();
     let why = match word.as_str() {
-        "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => {
-            "transaction control is not allowed: each request is a transaction; send several statements as one {\"batch\": [...]}"
-        }
-        "ATTACH" | "DETACH" => "attaching other databases is not allowed: they would not be replicated",
-        "PRAGMA" => "PRAGMA statements are not allowed through spare: the node manages its connection settings",
-        "VACUUM" => "VACUUM is not allowed through /v1/execute",
+        "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => guard::TRANSACTION,
+        "ATTACH" | "DETACH" => guard::ATTACH,
+        "PRAGMA" => guard::PRAGMA,
+        "VACUUM" => "VACUUM is not allowed through the API: it would rewrite the database file or write a copy on the node's disk; use `spare backup` for a copy",
         _ => return check_not_create_as(sql),
     };
-    Err(Error::InvalidInput(why.into()))
+    Err(Error::NotAllowed(why.into()))
 }
 
 /// `CREATE TABLE ... AS SELECT` would be re-evaluated on spares (DDL replays as SQL), so

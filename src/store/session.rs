@@ -59,6 +59,16 @@ impl<'conn> Session<'conn> {
             )
         };
         check(conn, rc, "record rowid tables")?;
+        // SAFETY: as above; SIZE makes SQLite keep the changeset's size as it grows, so that
+        // a request too large for one log record is stopped before it is built.
+        let rc = unsafe {
+            ffi::sqlite3session_object_config(
+                raw,
+                ffi::SQLITE_SESSION_OBJCONFIG_SIZE,
+                (&mut on as *mut c_int).cast(),
+            )
+        };
+        check(conn, rc, "track the changeset size")?;
         // SAFETY: the callback is a plain function that reads only its table-name argument.
         unsafe {
             ffi::sqlite3session_table_filter(raw, Some(skip_internal_tables), ptr::null_mut());
@@ -67,6 +77,39 @@ impl<'conn> Session<'conn> {
         let rc = unsafe { ffi::sqlite3session_attach(raw, ptr::null()) };
         check(conn, rc, "attach the session to every table")?;
         Ok(session)
+    }
+
+    /// Starts recording only `tables` (which must exist) on `conn`: to learn whether a
+    /// statement changed them.
+    pub fn attach_tables(conn: &'conn Connection, tables: &[String]) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: as in attach_all.
+        let rc = unsafe { ffi::sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut raw) };
+        check(conn, rc, "create a session")?;
+        let session = Session {
+            raw,
+            _conn: std::marker::PhantomData,
+        };
+        for table in tables {
+            let name = std::ffi::CString::new(table.as_str())
+                .map_err(|_| Error::InvalidInput(format!("table name {table:?} holds a NUL")))?;
+            // SAFETY: raw is live and name a NUL-terminated string that outlives the call.
+            let rc = unsafe { ffi::sqlite3session_attach(raw, name.as_ptr()) };
+            check(conn, rc, "attach a session to a table")?;
+        }
+        Ok(session)
+    }
+
+    /// Whether no change was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        // SAFETY: raw is a live session.
+        unsafe { ffi::sqlite3session_isempty(self.raw) != 0 }
+    }
+
+    /// An upper bound of the changeset's size in bytes, were it built now.
+    pub fn size(&self) -> u64 {
+        // SAFETY: raw is a live session created with SQLITE_SESSION_OBJCONFIG_SIZE.
+        unsafe { ffi::sqlite3session_changeset_size(self.raw) }.max(0) as u64
     }
 
     /// The net changes recorded so far. Must be called inside the recorded transaction,
@@ -87,6 +130,49 @@ impl<'conn> Session<'conn> {
         // SAFETY: buf is either NULL or memory SQLite allocated for us.
         unsafe { ffi::sqlite3_free(buf) };
         result
+    }
+}
+
+/// Lets a connection's progress handler read the size of the session recording the running
+/// request, so that a statement growing the changeset past the limit is stopped mid-way.
+///
+/// Only the thread running statements on the session's connection reads it (SQLite calls the
+/// progress handler there), and only while a [`ProbeGuard`] (which borrows the session, so
+/// the session outlives it) points it at the session.
+#[derive(Default)]
+pub struct SizeProbe {
+    raw: std::sync::atomic::AtomicPtr<ffi::sqlite3_session>,
+}
+
+/// Points a [`SizeProbe`] at a session until dropped.
+pub struct ProbeGuard<'a> {
+    probe: &'a SizeProbe,
+}
+
+impl SizeProbe {
+    pub fn watch<'a>(&'a self, session: &'a Session<'_>) -> ProbeGuard<'a> {
+        use std::sync::atomic::Ordering;
+        self.raw.store(session.raw, Ordering::Release);
+        ProbeGuard { probe: self }
+    }
+
+    /// The watched session's changeset size, if one is watched.
+    pub fn size(&self) -> Option<u64> {
+        let raw = self.raw.load(std::sync::atomic::Ordering::Acquire);
+        if raw.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null pointer is a session kept alive by the ProbeGuard that stored
+        // it (see the type's doc); changeset_size only reads a counter.
+        Some(unsafe { ffi::sqlite3session_changeset_size(raw) }.max(0) as u64)
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        self.probe
+            .raw
+            .store(ptr::null_mut(), std::sync::atomic::Ordering::Release);
     }
 }
 

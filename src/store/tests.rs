@@ -5,16 +5,29 @@ use super::exec::{Executor, Request};
 use super::*;
 use crate::log::{Record, RecordKind};
 
-struct Pair {
+pub(super) struct Pair {
     _dir: tempfile::TempDir,
-    primary: Executor,
-    spare: apply::Applier,
-    lsn: u64,
+    pub primary: Executor,
+    pub spare: apply::Applier,
+    pub lsn: u64,
     chain: u64,
 }
 
+/// A request of plain SQL statements.
+pub(super) fn request(sqls: &[&str]) -> Request {
+    Request {
+        statements: sqls
+            .iter()
+            .map(|s| Statement {
+                sql: s.to_string(),
+                params: vec![],
+            })
+            .collect(),
+    }
+}
+
 impl Pair {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let primary =
             Executor::new(open(&dir.path().join("p.sqlite"), ConnKind::Writer).unwrap()).unwrap();
@@ -31,22 +44,24 @@ impl Pair {
     }
 
     /// Runs one request on the primary and ships its record to the spare.
-    fn exec(&mut self, sqls: &[&str]) -> Result<()> {
-        let req = Request {
-            statements: sqls
-                .iter()
-                .map(|s| Statement {
-                    sql: s.to_string(),
-                    params: vec![],
-                })
-                .collect(),
-        };
+    pub fn exec(&mut self, sqls: &[&str]) -> Result<()> {
+        let req = request(sqls);
         req.validate()?;
-        let mut out = self.primary.run_group(std::slice::from_ref(&req))?;
-        let result = out.results.pop().unwrap();
+        let mut out = self.group(std::slice::from_ref(&req), &exec::WriteLimits::default())?;
+        out.pop().unwrap().expect("a lone request runs").map(|_| ())
+    }
+
+    /// Runs `requests` as one group on the primary, commits it and ships its record to the
+    /// spare; returns each request's outcome (None: not run in this group).
+    pub fn group(
+        &mut self,
+        requests: &[Request],
+        limits: &exec::WriteLimits,
+    ) -> Result<Vec<Option<Result<Vec<exec::StatementResult>>>>> {
+        let out = self.primary.run_group(requests, limits)?;
         let Some(payload) = out.payload else {
             self.primary.commit(None, None)?;
-            return result.map(|_| ());
+            return Ok(out.results);
         };
         let rec = Record::new(
             self.chain,
@@ -60,22 +75,23 @@ impl Pair {
             .commit(Some((rec.lsn, rec.time_ms)), Some(&payload))?;
         (self.lsn, self.chain) = (rec.lsn, rec.chain);
         self.spare.apply(&[rec])?;
-        result.map(|_| ())
+        Ok(out.results)
     }
 
-    fn dump(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<SqlValue>> {
+    pub fn dump(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<SqlValue>> {
         query::run(
             conn,
             &Statement {
                 sql: sql.into(),
                 params: vec![],
             },
+            u64::MAX,
         )
         .unwrap()
         .rows
     }
 
-    fn assert_same(&self, sql: &str) -> usize {
+    pub fn assert_same(&self, sql: &str) -> usize {
         let p = Self::dump(self.primary.connection(), sql);
         let s = Self::dump(self.spare.connection(), sql);
         assert_eq!(p, s, "{sql}");

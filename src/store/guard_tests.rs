@@ -1,0 +1,239 @@
+//! In-process checks of what client SQL cannot do to the primary's write connection, and of
+//! the write bounds (time, changeset size): refused or stopped with a clear error, the group's
+//! other requests unharmed, the spare identical.
+
+use std::time::Duration;
+
+use super::exec::{StatementResult, WriteLimits};
+use super::tests::{request, Pair};
+use super::*;
+
+type Outcome = Option<Result<Vec<StatementResult>>>;
+
+fn refused(p: &mut Pair, sql: &str) -> Error {
+    let lsn = p.lsn;
+    let e = p.exec(&[sql]).expect_err(sql);
+    assert_eq!(p.lsn, lsn, "{sql}: a refused request logs nothing");
+    e
+}
+
+#[test]
+fn the_nodes_own_table_temp_objects_and_catalogues_are_out_of_reach() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v)"])
+        .unwrap();
+    for sql in [
+        "DROP TABLE _spare_meta",
+        "DELETE FROM _spare_meta",
+        "UPDATE _spare_meta SET value = 0",
+        "CREATE TRIGGER x AFTER INSERT ON _spare_meta BEGIN SELECT 1; END",
+        "CREATE TABLE _spare_x (id INTEGER PRIMARY KEY)",
+        "CREATE INDEX _spare_i ON t(v)",
+        "INSERT INTO t (v) SELECT value FROM _spare_meta",
+        // The text the node itself uses to record its position.
+        "INSERT INTO _spare_meta (key, value) VALUES ('applied_lsn', 0) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    ] {
+        let e = refused(&mut p, sql);
+        assert!(
+            matches!(e, Error::NotAllowed(ref m) if m.contains("_spare_")),
+            "{sql}: {e}"
+        );
+    }
+    for (sql, needle) in [
+        ("CREATE TEMP TABLE tt (x)", "temporary"),
+        ("CREATE TABLE temp.tt (x)", "temporary"),
+        (
+            "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END",
+            "temporary",
+        ),
+        ("CREATE TEMP VIEW tv AS SELECT 1", "temporary"),
+        ("DELETE FROM sqlite_sequence", "sqlite_sequence"),
+        ("UPDATE sqlite_sequence SET seq = 0", "sqlite_sequence"),
+        ("ATTACH 'other.db' AS o", "ATTACH"),
+        ("COMMIT", "transaction control"),
+        ("SAVEPOINT a", "transaction control"),
+        ("PRAGMA foreign_keys = OFF", "PRAGMA"),
+        ("VACUUM", "VACUUM"),
+        (
+            "CREATE VIRTUAL TABLE v USING fts4(body)",
+            "virtual tables of module",
+        ),
+    ] {
+        let e = refused(&mut p, sql);
+        assert!(
+            matches!(e, Error::NotAllowed(ref m) if m.contains(needle)),
+            "{sql}: {e}"
+        );
+    }
+    // A trigger whose body writes the node's table is refused when it would fire.
+    p.exec(&["CREATE TRIGGER sneaky AFTER INSERT ON t BEGIN DELETE FROM _spare_meta; END"])
+        .unwrap();
+    let e = refused(&mut p, "INSERT INTO t (v) VALUES (1)");
+    assert!(matches!(e, Error::NotAllowed(_)), "{e}");
+    p.exec(&["DROP TRIGGER sneaky"]).unwrap();
+    p.exec(&["INSERT INTO t (v) VALUES (1)"]).unwrap();
+    assert!(p.primary.connection().is_autocommit());
+    assert_eq!(p.assert_same("SELECT * FROM t ORDER BY id"), 1);
+    assert_eq!(p.assert_same("SELECT * FROM sqlite_sequence"), 1);
+}
+
+#[test]
+fn schema_changes_are_refused_outside_a_schema_request_whatever_their_spelling() {
+    let mut p = Pair::new();
+    // Not recognised as DDL by its first keyword, yet a schema change: the authorizer sees it.
+    let e = p
+        .exec(&[
+            "EXPLAIN QUERY PLAN SELECT 1",
+            ";CREATE TABLE x (id INTEGER PRIMARY KEY)",
+        ])
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    assert_eq!(p.lsn, 0);
+}
+
+#[test]
+fn a_drop_table_whose_foreign_keys_would_change_other_rows_is_refused_until_they_are_gone() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE parent (id INTEGER PRIMARY KEY)"])
+        .unwrap();
+    p.exec(&["CREATE TABLE child (id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id) ON DELETE CASCADE)"]).unwrap();
+    p.exec(&["CREATE TABLE other (id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id) ON DELETE SET NULL)"]).unwrap();
+    p.exec(&["INSERT INTO parent VALUES (1), (2)"]).unwrap();
+    p.exec(&["INSERT INTO child VALUES (10, 1), (11, 2)"])
+        .unwrap();
+    p.exec(&["INSERT INTO other VALUES (20, 2)"]).unwrap();
+    let e = refused(&mut p, "DROP TABLE parent");
+    assert!(
+        matches!(e, Error::NotAllowed(ref m) if m.contains("child") && m.contains("delete or update the rows")),
+        "{e}"
+    );
+    assert_eq!(p.assert_same("SELECT * FROM child ORDER BY id"), 2);
+    p.exec(&["DELETE FROM child"]).unwrap();
+    p.exec(&["UPDATE other SET p = NULL"]).unwrap();
+    p.exec(&["DROP TABLE parent"]).unwrap();
+    assert_eq!(p.assert_same("SELECT * FROM other ORDER BY id"), 1);
+    assert_eq!(p.assert_same("SELECT name FROM sqlite_schema WHERE name IN ('parent', 'child', 'other') ORDER BY name"), 2);
+}
+
+#[test]
+fn fts5_rtree_and_analyze_replicate_identically() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE VIRTUAL TABLE docs USING fts5(body)"])
+        .unwrap();
+    p.exec(&["CREATE VIRTUAL TABLE boxes USING rtree(id, x0, x1, y0, y1)"])
+        .unwrap();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"])
+        .unwrap();
+    p.exec(&["CREATE INDEX t_v ON t(v)"]).unwrap();
+    for i in 0..20 {
+        p.exec(&[
+            &format!("INSERT INTO docs (rowid, body) VALUES ({i}, 'invoice number {i} paid')"),
+            &format!("INSERT INTO boxes VALUES ({i}, {i}, {i}.5, 0, 1)"),
+            &format!("INSERT INTO t VALUES ({i}, 'v{}')", i % 3),
+        ])
+        .unwrap();
+    }
+    p.exec(&["DELETE FROM docs WHERE rowid = 3"]).unwrap();
+    p.exec(&["INSERT INTO docs (docs) VALUES ('optimize')"])
+        .unwrap();
+    p.exec(&["ANALYZE"]).unwrap();
+    assert_eq!(
+        p.assert_same("SELECT rowid FROM docs WHERE docs MATCH 'paid' ORDER BY rowid"),
+        19
+    );
+    assert_eq!(
+        p.assert_same("SELECT id FROM boxes WHERE x0 >= 5 AND x1 <= 9 ORDER BY id"),
+        4
+    );
+    assert!(p.assert_same("SELECT * FROM sqlite_stat1 ORDER BY 1, 2") > 0);
+    let shadow = "SELECT name FROM sqlite_schema WHERE name LIKE 'docs%' OR name LIKE 'boxes%' ORDER BY name";
+    for row in Pair::dump(p.primary.connection(), shadow) {
+        let SqlValue::Text(name) = &row[0] else {
+            panic!("table name")
+        };
+        p.assert_same(&format!("SELECT * FROM \"{name}\" ORDER BY 1"));
+    }
+    p.exec(&["DROP TABLE docs"]).unwrap();
+    assert_eq!(p.assert_same(shadow), 4);
+}
+
+#[test]
+fn a_runaway_write_is_stopped_and_the_groups_other_requests_run_again() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY, v)"])
+        .unwrap();
+    let limits = WriteLimits {
+        time: Duration::from_millis(300),
+        ..WriteLimits::default()
+    };
+    let runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) INSERT INTO t SELECT x, x FROM c";
+    let group = [
+        request(&["INSERT INTO t VALUES (-1, 'kept')"]),
+        request(&[runaway]),
+    ];
+    let out = p.group(&group, &limits).unwrap();
+    assert!(out[0].is_none(), "the first request runs again: {out:?}");
+    assert!(
+        matches!(&out[1], Some(Err(Error::TimeLimit(m))) if m.contains("write_time_limit")),
+        "{out:?}"
+    );
+    let again = p.group(&group[..1], &limits).unwrap();
+    assert!(matches!(again[0], Some(Ok(_))), "{again:?}");
+    assert_eq!(p.assert_same("SELECT * FROM t ORDER BY id"), 1);
+}
+
+#[test]
+fn a_group_too_large_is_split_and_only_a_request_too_large_alone_is_refused() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)"])
+        .unwrap();
+    let limits = WriteLimits {
+        max_changeset_bytes: 1 << 20,
+        ..WriteLimits::default()
+    };
+    let blob = |id: u32, kib: u32| {
+        request(&[&format!(
+            "INSERT INTO t VALUES ({id}, zeroblob({kib} * 1024))"
+        )])
+    };
+    let out: Vec<Outcome> = p.group(&[blob(1, 600), blob(2, 600)], &limits).unwrap();
+    assert!(matches!(out[0], Some(Ok(_))), "{out:?}");
+    assert!(
+        out[1].is_none(),
+        "the second goes to the next group: {out:?}"
+    );
+    let out = p.group(&[blob(2, 600)], &limits).unwrap();
+    assert!(matches!(out[0], Some(Ok(_))), "{out:?}");
+    // Too large alone, in one value and grown row by row in one statement.
+    let grow = request(&["WITH RECURSIVE c(x) AS (SELECT 10 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) INSERT INTO t SELECT x, randomblob(100) FROM c"]);
+    for req in [blob(3, 2048), grow] {
+        let out = p.group(std::slice::from_ref(&req), &limits).unwrap();
+        assert!(
+            matches!(&out[0], Some(Err(Error::TooLarge(m))) if m.contains("split it")),
+            "{out:?}"
+        );
+    }
+    p.exec(&["INSERT INTO t VALUES (4, 'small')"]).unwrap();
+    assert_eq!(p.assert_same("SELECT id, length(b) FROM t ORDER BY id"), 3);
+}
+
+#[test]
+fn a_deferred_foreign_key_left_unsatisfied_fails_its_request_alone() {
+    let mut p = Pair::new();
+    p.exec(&["CREATE TABLE parent (id INTEGER PRIMARY KEY)"])
+        .unwrap();
+    p.exec(&["CREATE TABLE child (id INTEGER PRIMARY KEY, p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"]).unwrap();
+    let group = [
+        request(&["INSERT INTO parent VALUES (1)"]),
+        request(&["INSERT INTO child VALUES (1, 99)"]),
+        request(&["INSERT INTO child VALUES (2, 1)"]),
+    ];
+    let out = p.group(&group, &WriteLimits::default()).unwrap();
+    assert!(matches!(out[0], Some(Ok(_))), "{out:?}");
+    assert!(
+        matches!(&out[1], Some(Err(e)) if e.to_string().contains("FOREIGN KEY")),
+        "{out:?}"
+    );
+    assert!(matches!(out[2], Some(Ok(_))), "{out:?}");
+    assert_eq!(p.assert_same("SELECT * FROM child ORDER BY id"), 1);
+}
