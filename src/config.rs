@@ -492,10 +492,11 @@ impl ClusterConfig {
         };
         let text = std::fs::read_to_string(path).map_err(|e| {
             ctx.err("api_token_file", format!(
-                "cannot read {}: {e}; create it with `head -c 24 /dev/urandom | base64 > {}` and give it to the API's clients",
+                "cannot read {}: {e}; create it with `(umask 077; head -c 24 /dev/urandom | base64 > {})` and give it to the API's clients",
                 path.display(), path.display()
             ))
         })?;
+        warn_if_shared(path, "api_token_file");
         let token = text.trim().to_string();
         if token.len() < MIN_SECRET_BYTES {
             return Err(ctx.err(
@@ -519,10 +520,11 @@ impl ClusterConfig {
         };
         let bytes = std::fs::read(path).map_err(|e| {
             ctx.err("secret_file", format!(
-                "cannot read {}: {e}; `spare up` creates it on a first local run, or create it with `head -c 32 /dev/urandom | base64 > {}` and copy the same file to every node",
+                "cannot read {}: {e}; `spare up` creates it on a first local run, or create it with `(umask 077; head -c 32 /dev/urandom | base64 > {})` and copy the same file to every node",
                 path.display(), path.display()
             ))
         })?;
+        warn_if_shared(path, "secret_file");
         let trimmed = bytes.trim_ascii().to_vec();
         if trimmed.len() < MIN_SECRET_BYTES {
             return Err(ctx.err(
@@ -535,6 +537,13 @@ impl ClusterConfig {
             ));
         }
         Ok(trimmed)
+    }
+}
+
+/// Warns when a secret file can be read by other users of the machine.
+fn warn_if_shared(path: &Path, field: &str) {
+    if crate::durable::readable_by_others(path) {
+        tracing::warn!(file = %path.display(), field, "this secret is readable by other users of this machine; restrict it with `chmod 600`");
     }
 }
 

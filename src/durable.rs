@@ -1,6 +1,7 @@
 //! Small files replaced atomically (`node.state`, `log/base`, seed progress): written to a
 //! temporary file, fsynced, renamed over the old one, and the directory fsynced, so a crash
-//! leaves either the old content or the new, never a mix.
+//! leaves either the old content or the new, never a mix. And files created once, never
+//! overwritten (keys, certificates, the cluster secret), private to their owner when secret.
 
 use std::io::Write;
 use std::path::Path;
@@ -34,4 +35,30 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("read {}", path.display()))(e)),
     }
+}
+
+/// Creates `path` with `bytes`, readable by its owner only when `secret` (0600, else 0644);
+/// an existing file is never overwritten.
+pub fn create_new(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot create {}: {e} (an existing file is never overwritten: move it away first)",
+                path.display()
+            ))
+        })?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(Error::io(format!("write {}", path.display())))
+}
+
+/// Whether users other than the owner may read `path` (a secret should not be).
+pub fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
 }

@@ -89,6 +89,11 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Self {
-        Error::Sql(err.to_string())
+        match err {
+            rusqlite::Error::MultipleStatement => Error::InvalidInput(
+                "the SQL text holds several statements; send one per \"sql\", and several as one {\"batch\": [...]}".into(),
+            ),
+            other => Error::Sql(other.to_string()),
+        }
     }
 }

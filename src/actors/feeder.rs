@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::net::stream::PeerStream;
 use actix::{
@@ -190,7 +190,8 @@ pub(crate) struct LinkIo {
     pub(super) wr: OwnedWriteHalf,
     pub(super) frames: mpsc::Receiver<Result<Envelope>>,
     pub(super) keepalive: tokio::time::Interval,
-    pub(super) last_heard: Instant,
+    /// When the spare last sent any byte (the reader task notes it).
+    pub(super) heard: Arc<crate::net::heard::Heard>,
     _reader: AbortOnDrop,
 }
 
@@ -204,8 +205,13 @@ impl Drop for AbortOnDrop {
 }
 
 /// Reads frames off the socket into a bounded channel, so a select loop never cancels a
-/// half-read frame.
-pub async fn read_frames<R: AsyncRead + Unpin>(mut rd: R, tx: mpsc::Sender<Result<Envelope>>) {
+/// half-read frame; every byte that arrives is noted in `heard`.
+pub async fn read_frames<R: AsyncRead + Unpin>(
+    rd: R,
+    tx: mpsc::Sender<Result<Envelope>>,
+    heard: Arc<crate::net::heard::Heard>,
+) {
+    let mut rd = crate::net::heard::Noting::new(rd, heard);
     loop {
         let frame = read_frame(&mut rd).await;
         let failed = frame.is_err();
@@ -271,7 +277,6 @@ impl Link {
             tokio::select! {
                 frame = io.frames.recv() => {
                     let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
-                    io.last_heard = Instant::now();
                     match env.message {
                         // Progress reports can come at any time; outside streaming they are only
                         // signs of life.
@@ -281,8 +286,8 @@ impl Link {
                     }
                 }
                 _ = io.keepalive.tick() => {
-                    if io.last_heard.elapsed() > silence {
-                        return Err(Error::Unavailable(format!("spare silent for {:?}", io.last_heard.elapsed())));
+                    if io.heard.silent_for() > silence {
+                        return Err(Error::Unavailable(format!("spare silent for {:?}", io.heard.silent_for())));
                     }
                     let last_lsn = self.committed.borrow().lsn;
                     self.send(io, Message::KeepAlive { last_lsn }).await?;
@@ -318,13 +323,14 @@ impl Link {
         );
         let (rd, wr) = tokio::io::split(stream);
         let (tx, frames) = mpsc::channel(LINK_FRAME_QUEUE);
-        let reader = AbortOnDrop(tokio::spawn(read_frames(rd, tx)));
+        let heard = crate::net::heard::Heard::now();
+        let reader = AbortOnDrop(tokio::spawn(read_frames(rd, tx, heard.clone())));
         let keepalive = tokio::time::interval(self.data.config().cluster.heartbeat);
         let mut io = LinkIo {
             wr,
             frames,
             keepalive,
-            last_heard: Instant::now(),
+            heard,
             _reader: reader,
         };
         loop {

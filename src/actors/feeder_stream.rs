@@ -26,7 +26,7 @@ impl Link {
         self.report(
             LinkState::Streaming,
             (spare_lsn, spare_lsn, report.applied_lsn),
-            Some(io.last_heard),
+            Some(io.heard.last()),
             &window,
             None,
         );
@@ -36,12 +36,11 @@ impl Link {
                 changed = self.committed.changed() => if changed.is_err() { return Ok(()) },
                 frame = io.frames.recv() => {
                     let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
-                    io.last_heard = Instant::now();
-                    self.on_frame(env, &mut window, io.last_heard)?;
+                    self.on_frame(env, &mut window, io.heard.last())?;
                 }
                 _ = io.keepalive.tick() => {
-                    if io.last_heard.elapsed() > self.silence() {
-                        return Err(Error::Unavailable(format!("spare silent for {:?}", io.last_heard.elapsed())));
+                    if io.heard.silent_for() > self.silence() {
+                        return Err(Error::Unavailable(format!("spare silent for {:?}", io.heard.silent_for())));
                     }
                     let last_lsn = self.committed.borrow().lsn;
                     self.send(io, Message::KeepAlive { last_lsn }).await?;

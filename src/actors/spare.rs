@@ -73,7 +73,14 @@ impl SpareShared {
             self.closed.store(true, Ordering::Release);
         }
         self.generation.send_modify(|g| *g += 1);
-        if let Some(h) = self.applier.lock().expect("applier lock").take() {
+        self.stop_applier();
+    }
+
+    /// Stops the apply thread and waits for it, without holding the lock meanwhile (the
+    /// link may want to wake it).
+    fn stop_applier(&self) {
+        let handle = self.applier.lock().expect("applier lock").take();
+        if let Some(h) = handle {
             h.stop();
         }
     }
@@ -105,9 +112,7 @@ impl SpareShared {
         let info = self.seed.verify()?;
         let data_dir = &self.data.node.data_dir;
         let mut log = self.open_log()?;
-        if let Some(h) = self.applier.lock().expect("applier lock").take() {
-            h.stop();
-        }
+        self.stop_applier();
         if let Some(after) = quarantine_after {
             let reason = format!(
                 "diverged from primary {}; replaced by its snapshot at LSN {}",

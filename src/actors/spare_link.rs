@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::net::stream::PeerStream;
 type OwnedWriteHalf = tokio::io::WriteHalf<PeerStream>;
@@ -182,17 +181,16 @@ async fn stream_from_primary(
     write_frame(&mut wr, &envelope(shared, first)).await?;
     shared.connected.store(true, Ordering::Release);
     let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
-    let reader = tokio::spawn(read_frames(rd, tx));
+    let heard = crate::net::heard::Heard::now();
+    let reader = tokio::spawn(read_frames(rd, tx, heard.clone()));
     let _abort = AbortOnDrop(reader);
     let mut gen_rx = shared.generation.subscribe();
     let mut applied_rx = shared.data.applied.clone();
     let mut keepalive = tokio::time::interval(shared.data.config().cluster.heartbeat);
-    let mut last_heard = Instant::now();
     loop {
         tokio::select! {
             frame = frames.recv() => {
                 let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
-                last_heard = Instant::now();
                 shared.last_heard_ms.store(now_ms(), Ordering::Release);
                 on_frame(shared, env, &mut wr).await?;
             }
@@ -202,8 +200,8 @@ async fn stream_from_primary(
             }
             _ = gen_rx.changed() => if *gen_rx.borrow() != generation { return Ok(()) },
             _ = keepalive.tick() => {
-                if last_heard.elapsed() > crate::actors::silence_timeout(shared.data.config().cluster.heartbeat) {
-                    return Err(Error::Unavailable(format!("primary silent for {:?}", last_heard.elapsed())));
+                if heard.silent_for() > crate::actors::silence_timeout(shared.data.config().cluster.heartbeat) {
+                    return Err(Error::Unavailable(format!("primary silent for {:?}", heard.silent_for())));
                 }
                 // Applying stopped on a conflict: end the link, so that the primary's next
                 // handshake learns it (`Position::broken`) and re-seeds this spare.
@@ -212,6 +210,27 @@ async fn stream_from_primary(
                     return Err(Error::Unavailable(format!("applying stopped ({why}); reconnecting to be re-seeded")));
                 }
                 write_frame(&mut wr, &envelope(shared, Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) })).await?;
+            }
+        }
+    }
+}
+
+/// Awaits `work`, sending keep-alives meanwhile: a long append (a large batch on a slow
+/// disk) must not look like silence to the primary.
+async fn alive_while<T>(
+    shared: &Arc<SpareShared>,
+    wr: &mut OwnedWriteHalf,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(shared.data.config().cluster.heartbeat);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tick.tick() => {
+                let alive = Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) };
+                write_frame(wr, &envelope(shared, alive)).await?;
             }
         }
     }
@@ -247,14 +266,14 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             let last = records[records.len() - 1].lsn;
             shared.received.fetch_max(last, Ordering::AcqRel);
             shared.primary_last.fetch_max(last, Ordering::AcqRel);
-            let durable = blocking(shared, move |s| {
+            let append = blocking(shared, move |s| {
                 let mut log = s.open_log()?;
                 log.append_received(&records)?;
                 let durable = log.sync()?;
                 s.maintain_log(&mut log)?;
                 Ok(durable)
-            })
-            .await?;
+            });
+            let durable = alive_while(shared, wr, append).await?;
             shared.apply.flushed.store(durable.lsn, Ordering::Release);
             shared.wake_applier();
             write_frame(wr, &envelope(shared, ack(shared))).await

@@ -29,7 +29,7 @@ fn ensure_secret(config_path: &Path) -> Result<()> {
         return Ok(());
     }
     let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
-    std::fs::write(path, format!("{secret}\n"))
+    spare::durable::create_new(path, format!("{secret}\n").as_bytes(), true)
         .with_context(|| format!("creating the cluster secret {}", path.display()))?;
     eprintln!(
         "created the cluster secret {} (every node of this cluster must use the same file)",

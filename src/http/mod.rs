@@ -200,10 +200,19 @@ impl OneMethod {
     }
 }
 
-/// Bodies over [`MAX_REQUEST_BYTES`] get a JSON answer too.
+/// Bodies over [`MAX_REQUEST_BYTES`] get a JSON answer too (a handler's own JSON 413, such
+/// as an answer over `max_result_bytes`, is kept).
 fn too_large<B>(
     res: actix_web::dev::ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let json = res
+        .response()
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
     let (req, _) = res.into_parts();
     let body = json!({ "error": "too_large", "message": format!("the request body is over {} MiB; split the batch", MAX_REQUEST_BYTES >> 20) });
     let res = HttpResponse::PayloadTooLarge()

@@ -182,24 +182,8 @@ fn gen_err(e: rcgen::Error) -> Error {
     Error::InvalidInput(format!("generating a certificate: {e}"))
 }
 
-/// Writes `path` with `text`, readable by its owner only when `secret`.
 fn write(path: &Path, text: &str, secret: bool) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(path)
-        .map_err(|e| {
-            Error::InvalidInput(format!(
-                "cannot create {}: {e} (an existing file is never overwritten: move it away first)",
-                path.display()
-            ))
-        })?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(Error::io(format!("write {}", path.display())))
+    crate::durable::create_new(path, text.as_bytes(), secret)
 }
 
 /// Creates the cluster CA (`ca.pem`, `ca.key`) in `dir`.

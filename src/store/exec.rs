@@ -306,7 +306,10 @@ impl Executor {
     }
 
     fn run_statement(&self, st: &Statement, ddl: bool) -> Result<StatementResult> {
-        let mut stmt = self.conn.prepare_cached(&st.sql)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&st.sql)
+            .map_err(|e| guard::compile_error(&self.conn, &st.sql, e))?;
         bind(&mut stmt, &st.params)?;
         if !ddl {
             return step_all(&self.conn, &mut stmt);

@@ -257,7 +257,13 @@ impl Guard {
     }
 
     fn explain(&self, err: Error, limits: &Limits) -> Error {
-        if let Some(why) = self.refusal.lock().expect("refusal lock").take() {
+        let refusal = self.refusal.lock().expect("refusal lock").take();
+        // Our own checks (parameters; several statements, which rusqlite finds by compiling
+        // the rest of the text, so the authorizer may have refused that rest) say it best.
+        if let Error::InvalidInput(_) = err {
+            return err;
+        }
+        if let Some(why) = refusal {
             // Clients (`spare sql`) send a statement refused as a write to the primary.
             if why == WRITE_IN_READ {
                 return Error::NotReadOnly;
@@ -283,6 +289,48 @@ impl Guard {
     }
 }
 
+/// Turns a failure to compile `sql` into the plain "several statements" error when that is
+/// what it was: rusqlite compiles the rest of the text to find out, so the authorizer may
+/// have refused the second statement first, which would be a misleading answer.
+pub fn compile_error(conn: &Connection, sql: &str, err: rusqlite::Error) -> Error {
+    if holds_several_statements(conn, sql) {
+        return Error::from(rusqlite::Error::MultipleStatement);
+    }
+    err.into()
+}
+
+/// Whether the first statement of `sql` compiles and other SQL follows it.
+fn holds_several_statements(conn: &Connection, sql: &str) -> bool {
+    use rusqlite::ffi;
+    let Ok(len) = std::ffi::c_int::try_from(sql.len()) else {
+        return false;
+    };
+    let (mut stmt, mut tail) = (std::ptr::null_mut(), std::ptr::null());
+    // SAFETY: a live handle; the text outlives the call, `tail` points into it (or is null);
+    // the statement is finalized at once.
+    let rc = unsafe {
+        ffi::sqlite3_prepare_v2(
+            conn.handle(),
+            sql.as_ptr().cast(),
+            len,
+            &mut stmt,
+            &mut tail,
+        )
+    };
+    let consumed = if tail.is_null() {
+        sql.len()
+    } else {
+        (tail as usize)
+            .saturating_sub(sql.as_ptr() as usize)
+            .min(sql.len())
+    };
+    // SAFETY: finalizing a null statement is a no-op.
+    unsafe { ffi::sqlite3_finalize(stmt) };
+    rc == ffi::SQLITE_OK
+        && !stmt.is_null()
+        && crate::store::schema::holds_statement(&sql[consumed..])
+}
+
 /// The refusal of a request whose changes would not fit in one log record.
 pub fn too_large_transaction(max: u64) -> Error {
     Error::TooLarge(format!(
@@ -305,7 +353,7 @@ pub(crate) const TEMP: &str = "temporary tables, views, triggers and indexes are
 pub(crate) const ATTACH: &str = "ATTACH and DETACH are not allowed: an attached database is not replicated, and it would open files on the node's disk";
 pub(crate) const TRANSACTION: &str = "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is not allowed: each request is one transaction; send several statements as one {\"batch\": [...]}";
 pub(crate) const PRAGMA: &str = "this PRAGMA is not allowed: the node manages its connection settings; read-only PRAGMAs (table_info, index_list, foreign_key_list, integrity_check, ...) work on /v1/query";
-const SQLITE_TABLES: &str = "sqlite_sequence and the sqlite_stat tables are SQLite's own bookkeeping and cannot be written by hand (AUTOINCREMENT counters follow the rows; ANALYZE fills the statistics)";
+const SQLITE_TABLES: &str = "SQLite's own tables (sqlite_master, sqlite_sequence, sqlite_stat*) cannot be written by hand: the schema changes through CREATE, ALTER and DROP, AUTOINCREMENT counters follow the rows, ANALYZE fills the statistics";
 const SCHEMA_IN_WRITE: &str = "schema changes (CREATE, ALTER, DROP, ANALYZE) go in a request of their own, without other statements";
 const WRITE_IN_READ: &str = "this statement writes; send it to /v1/execute on the primary";
 
@@ -371,11 +419,14 @@ fn read(table: &str) -> Result<(), String> {
 }
 
 fn write(mode: Mode, table: &str) -> Result<(), String> {
-    if mode == Mode::Read {
-        return Err(WRITE_IN_READ.into());
-    }
     if is_internal(table) {
         return Err(OWN_TABLES.into());
+    }
+    // A virtual table (R*Tree) compiles its own write statements while a query merely
+    // reads it: on the read path, a statement that writes is refused as a whole (it is not
+    // read-only), and the connection itself is opened read-only.
+    if mode == Mode::Read {
+        return Ok(());
     }
     // A schema change rewrites SQLite's catalogues (sqlite_master, sqlite_temp_master,
     // sqlite_sequence) itself; a client's own statement may not.

@@ -37,7 +37,9 @@ pub struct QueryResult {
 /// Runs a read-only statement; a statement that would write is refused with where to send
 /// it. The answer holds at most `max_bytes` of values.
 pub fn run(conn: &Connection, st: &Statement, max_bytes: u64) -> Result<QueryResult> {
-    let mut stmt = conn.prepare_cached(&st.sql)?;
+    let mut stmt = conn
+        .prepare_cached(&st.sql)
+        .map_err(|e| crate::store::guard::compile_error(conn, &st.sql, e))?;
     if !stmt.readonly() {
         return Err(Error::NotReadOnly);
     }

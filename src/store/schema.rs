@@ -136,6 +136,11 @@ pub fn set_sequences(conn: &Connection, seqs: &[(String, i64)]) -> Result<()> {
     Ok(())
 }
 
+/// Whether `sql` holds anything but spaces, comments and semicolons.
+pub fn holds_statement(sql: &str) -> bool {
+    !first_keyword(sql.trim_start_matches(|c: char| c == ';' || c.is_whitespace())).is_empty()
+}
+
 /// Refuses SQL text no statement should have: empty, or holding a NUL (SQLite would stop
 /// reading at the NUL, so the text logged for spares would not be the text run here).
 pub fn check_text(sql: &str) -> Result<()> {

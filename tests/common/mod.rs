@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -102,7 +103,7 @@ impl Cluster {
             nodes.push(spec("watch-1", "monitor"));
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("cluster.secret"), SECRET).unwrap();
+        write_secret(&dir.path().join("cluster.secret"), SECRET);
         let config = dir.path().join("cluster.toml");
         let c = Cluster {
             dir,
@@ -373,6 +374,13 @@ pub fn dump(c: &Cluster, node: &str, min_lsn: u64) -> Vec<(String, Vec<Value>)> 
             (name, rows)
         })
         .collect()
+}
+
+/// Writes a secret file readable by its owner only, as an operator would.
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 pub fn read_file(p: &Path) -> String {
