@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 #[test]
 fn hostile_writes_are_refused_and_leave_the_primary_writing_and_the_spares_identical() {
     let c = cluster();
-    let cases: &[(&str, fn(&Cluster))] = &[
+    let cases: &[Case] = &[
         ("drop the meta table", |c| {
             refused(
                 execute(c, "DROP TABLE _spare_meta"),
@@ -241,7 +241,7 @@ fn hostile_writes_are_refused_and_leave_the_primary_writing_and_the_spares_ident
 #[test]
 fn hostile_reads_are_refused_or_bounded_on_the_primary_and_on_spares() {
     let c = cluster();
-    let cases: &[(&str, fn(&Cluster))] = &[
+    let cases: &[Case] = &[
         ("an endless recursive CTE", |c| {
             let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
             for node in NODES {
@@ -351,7 +351,7 @@ fn hostile_reads_are_refused_or_bounded_on_the_primary_and_on_spares() {
 #[test]
 fn malformed_requests_get_clear_errors_and_change_nothing() {
     let c = cluster();
-    let cases: &[(&str, fn(&Cluster))] = &[
+    let cases: &[Case] = &[
         ("invalid UTF-8", |c| {
             let (status, body) = send(
                 c,

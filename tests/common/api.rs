@@ -145,7 +145,10 @@ pub fn still_whole(c: &Cluster, case: &str) {
     }
 }
 
-pub fn run_cases(c: &Cluster, cases: &[(&str, fn(&Cluster))]) {
+/// A named case: what it does to the cluster, and what it checks of the answers.
+pub type Case = (&'static str, fn(&Cluster));
+
+pub fn run_cases(c: &Cluster, cases: &[Case]) {
     assert!(!cases.is_empty());
     for (name, case) in cases {
         case(c);
