@@ -6,7 +6,6 @@
 mod common;
 
 use common::api::*;
-use common::Cluster;
 use serde_json::{json, Value};
 
 #[test]
