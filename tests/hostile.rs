@@ -492,3 +492,27 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
     ];
     run_cases(&c, cases);
 }
+
+/// A statement holds the only write thread for up to `write_time_limit`, longer than the
+/// lease: the lease renews meanwhile (its renewals do not go through the write thread), so
+/// the next write is served at once.
+#[test]
+fn the_write_lease_keeps_renewing_while_a_long_statement_holds_the_write_thread() {
+    let c = cluster_with(&["write_time_limit = \"4s\""]);
+    let runaway = "WITH RECURSIVE c(x) AS (SELECT 100 UNION ALL SELECT x + 1 FROM c) INSERT INTO t SELECT x, 'y' FROM c";
+    std::thread::scope(|s| {
+        let stopped = s.spawn(|| execute(&c, runaway));
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let lease = &c.status("main")["lease"];
+        assert!(!stopped.is_finished(), "the statement still runs");
+        assert_eq!(lease["valid"], true, "3 s into the statement: {lease}");
+        refused(
+            stopped.join().unwrap(),
+            400,
+            "time_limit",
+            "write_time_limit",
+        );
+    });
+    ok(execute(&c, "INSERT INTO t VALUES (50, 'after')"));
+    still_whole(&c, "a long statement");
+}
