@@ -272,3 +272,31 @@ fn an_api_token_file_must_exist_and_be_long_enough() {
         Some("a-long-enough-token-123")
     );
 }
+
+#[test]
+fn client_limits_default_and_are_checked_against_their_bounds() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.cluster.limits, ClientLimits::default());
+    let with = |line: &str| GOOD.replacen("[cluster]\n", &format!("[cluster]\n{line}\n"), 1);
+    let c = parse(&with(
+        "read_time_limit = \"30s\"\nmax_result_bytes = \"64MiB\"\nmax_concurrent_reads = 32",
+    ))
+    .unwrap();
+    assert_eq!(c.cluster.limits.read_time_limit, Duration::from_secs(30));
+    assert_eq!(c.cluster.limits.max_result_bytes, 64 << 20);
+    assert_eq!(c.cluster.limits.max_concurrent_reads, 32);
+    for (line, says) in [
+        ("write_time_limit = \"0s\"", "above zero"),
+        ("read_time_limit = \"soon\"", "not a duration"),
+        ("max_result_bytes = \"2GiB\"", "between 1KiB and 1GiB"),
+        ("max_concurrent_reads = 0", "from 1 to 256"),
+        ("max_concurrent_reads = \"8\"", "from 1 to 256"),
+    ] {
+        let e = err(&with(line));
+        let field = line.split(' ').next().unwrap();
+        assert!(
+            e.contains(&format!("field \"{field}\"")) && e.contains(says),
+            "{line}: {e}"
+        );
+    }
+}

@@ -149,7 +149,7 @@ async fn query_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     };
     wait_applied(&shared, min_lsn).await?;
     let limits = state.cell.get().cluster.limits;
-    let turn = shared.readers.turn(limits.read_queue_wait).await?;
+    let turn = shared.readers.turn(&limits).await?;
     let (result, lsn) = web::block(move || {
         let _turn = turn;
         shared.readers.query(&st, &limits)

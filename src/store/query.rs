@@ -12,7 +12,6 @@
 //! transaction), no ATTACH, no temporary objects, no node tables.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rusqlite::Connection;
 use serde::Serialize;
@@ -88,8 +87,9 @@ pub struct ReaderPool {
     idle: std::sync::Mutex<(u64, Vec<Reader>)>,
     /// Turns to run a query: at most this many run at once, the rest wait (bounded).
     turns: Arc<tokio::sync::Semaphore>,
-    /// Most idle connections kept.
-    max_idle: usize,
+    /// How many turns exist (`max_concurrent_reads`, followed across reloads); also the most
+    /// idle connections kept.
+    capacity: std::sync::Mutex<usize>,
 }
 
 /// A turn to run one query, held until it is dropped.
@@ -103,19 +103,33 @@ impl ReaderPool {
             path: path.to_path_buf(),
             idle: std::sync::Mutex::new((0, Vec::new())),
             turns: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
-            max_idle: max_concurrent,
+            capacity: std::sync::Mutex::new(max_concurrent),
         }
     }
 
-    /// Waits (at most `wait`) for a turn to run a query; busy past that.
-    pub async fn turn(&self, wait: Duration) -> Result<Turn> {
+    /// Waits (at most `read_queue_wait`) for a turn to run a query; busy past that.
+    pub async fn turn(&self, limits: &ClientLimits) -> Result<Turn> {
+        let running = self.resize(limits.max_concurrent_reads);
+        let wait = limits.read_queue_wait;
         match tokio::time::timeout(wait, self.turns.clone().acquire_owned()).await {
             Ok(Ok(turn)) => Ok(turn),
             _ => Err(Error::Busy(format!(
-                "{} queries are running on this node and none finished within read_queue_wait ({wait:?}); retry in a moment, read from another node, or raise max_concurrent_reads",
-                self.max_idle
+                "{running} queries are running on this node and none finished within read_queue_wait ({wait:?}); retry in a moment, read from another node, or raise max_concurrent_reads"
             ))),
         }
+    }
+
+    /// Follows `max_concurrent_reads` after a reload: adds turns, or takes back the idle
+    /// ones (busy ones are taken back at a later call). Returns the number of turns.
+    fn resize(&self, want: usize) -> usize {
+        let mut capacity = self.capacity.lock().expect("capacity lock");
+        if want > *capacity {
+            self.turns.add_permits(want - *capacity);
+            *capacity = want;
+        } else if want < *capacity {
+            *capacity -= self.turns.forget_permits(*capacity - want);
+        }
+        *capacity
     }
 
     /// Runs a client's query on an idle connection (or a new one), blocking; returns the
@@ -131,7 +145,8 @@ impl ReaderPool {
         };
         let (result, reusable) = read(&reader, st, limits);
         let mut idle = self.idle.lock().expect("reader pool lock");
-        if reusable && idle.0 == generation && idle.1.len() < self.max_idle {
+        let max_idle = *self.capacity.lock().expect("capacity lock");
+        if reusable && idle.0 == generation && idle.1.len() < max_idle {
             idle.1.push(reader);
         }
         result
@@ -179,4 +194,60 @@ fn read(r: &Reader, st: &Statement, limits: &ClientLimits) -> (Result<(QueryResu
     });
     let ended = r.conn.is_autocommit() || r.conn.execute_batch("COMMIT").is_ok();
     (result, ended && r.conn.is_autocommit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_concurrent_reads: usize) -> ClientLimits {
+        ClientLimits {
+            max_concurrent_reads,
+            read_queue_wait: std::time::Duration::from_millis(50),
+            ..ClientLimits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_query_past_the_concurrent_bound_is_busy_until_a_turn_frees_or_the_bound_grows() {
+        let pool = ReaderPool::new(std::path::Path::new("/nonexistent"), 1);
+        let first = pool.turn(&limits(1)).await.unwrap();
+        let e = pool.turn(&limits(1)).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Busy(ref m) if m.contains("max_concurrent_reads")),
+            "{e}"
+        );
+        // A reload raised the bound: a second query runs beside the first.
+        let second = pool.turn(&limits(2)).await.unwrap();
+        drop((first, second));
+        // Lowered again: only one turn is left.
+        let one = pool.turn(&limits(1)).await.unwrap();
+        assert!(pool.turn(&limits(1)).await.is_err());
+        drop(one);
+    }
+
+    #[test]
+    fn a_reader_left_inside_a_transaction_is_never_pooled_and_answers_carry_their_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let w = crate::store::open(&path, crate::store::ConnKind::Writer).unwrap();
+        w.execute_batch("CREATE TABLE t (x)").unwrap();
+        crate::store::meta::set_applied(&w, 7, 0).unwrap();
+        let pool = ReaderPool::new(&path, 2);
+        let st = |sql: &str| Statement {
+            sql: sql.into(),
+            params: vec![],
+        };
+        let l = ClientLimits::default();
+        let e = pool.query(&st("BEGIN"), &l).unwrap_err();
+        assert!(matches!(e, Error::NotAllowed(_)), "{e}");
+        let (r, lsn) = pool.query(&st("SELECT count(*) FROM t"), &l).unwrap();
+        assert_eq!((r.rows[0][0].clone(), lsn), (SqlValue::Integer(0), 7));
+        w.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        crate::store::meta::set_applied(&w, 8, 0).unwrap();
+        let (r, lsn) = pool.query(&st("SELECT count(*) FROM t"), &l).unwrap();
+        assert_eq!((r.rows[0][0].clone(), lsn), (SqlValue::Integer(1), 8));
+        let idle = pool.idle.lock().unwrap();
+        assert!(idle.1.iter().all(|r| r.conn.is_autocommit()));
+    }
 }
