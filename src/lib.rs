@@ -11,15 +11,15 @@
 //! | [`config`] | `cluster.toml`: types, defaults as named constants, validation with precise errors |
 //! | [`error`] | the library's error enum, classified by how the caller handles it |
 //! | [`log`] | the replication log: records (CRC32C, checksum chain), segments, writer, reader, recovery |
-//! | [`store`] | SQLite: execution with changeset capture (session extension), apply, queries, meta |
+//! | [`store`] | SQLite: execution with changeset capture (session extension), apply, queries, meta; the guard on client statements (authorizer, time and size limits) |
 //! | [`wire`] | the peer protocol: `Envelope`, `Message`, length-prefixed msgpack framing |
-//! | [`net`] | peer authentication (secret challenge) and the handshake |
+//! | [`net`] | peer authentication (secret challenge), the handshake, TLS, liveness counted in bytes |
 //! | [`core`] | pure decisions: feeder window, where to resume a spare, lag, voter, lease, promotion |
 //! | [`actors`] | the actix side: node slots (roles), primary, feeders, spare, monitor, voter, lease, the promotion coordinator; the committer and apply threads |
 //! | [`http`] | the HTTP API on actix-web |
 //! | [`client`] | a blocking HTTP client for the command line and monitors |
 //! | [`view`] | the cluster document shared by `spare status` and `GET /v1/cluster` |
-//! | [`durable`] | small files replaced atomically |
+//! | [`durable`] | small files replaced atomically; secret files created once, owner-only |
 //! | [`events`] | the events log (JSON lines) and `notify_command` |
 //! | [`state`] | `node.state`: epoch, promise, primary, role, replaced atomically; the role a node runs as |
 pub mod actors;

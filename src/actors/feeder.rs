@@ -4,7 +4,7 @@
 //! `feeder_seed`.
 //!
 //! Bounds: a feeder holds at most its window of unacknowledged bytes plus one batch
-//! ([`MAX_BATCH_BYTES`]) or one seed chunk, and [`MAX_TRACKED_RECORD_TIMES`] commit times
+//! ([`MAX_BATCH_BYTES`](crate::wire::codec::MAX_BATCH_BYTES)) or one seed chunk, and [`MAX_TRACKED_RECORD_TIMES`] commit times
 //! (16 bytes each) for lag: with the default 8 MiB window, under 11 MiB per spare however
 //! long the spare stalls. It reads from the log files, never from a queue fed by the write
 //! path, so a stalled spare never slows a commit.

@@ -1,5 +1,5 @@
 //! The actix side: one actor per role, thin shells around the pure cores in `core` and the
-//! storage in `log`/`store`. [`node::start`] opens a node's storage (recovering it), then
+//! storage in `log`/`store`. [`node::start_data_node`] opens a node's storage (recovering it), then
 //! starts its actor and its HTTP API inside the running actix system.
 
 pub mod applier;

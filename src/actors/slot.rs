@@ -6,7 +6,7 @@
 //! The role comes from `node.state`, never from the file once the node has run: the node
 //! named primary of the newest epoch it knows is the primary; an old primary that learned of
 //! a newer epoch is `fenced` until `spare rejoin`; other data nodes are spares
-//! ([`NodeState::incarnation`]). When the voter's epoch or primary changes, the slot learns it
+//! ([`NodeState::incarnation`](crate::state::NodeState::incarnation)). When the voter's epoch or primary changes, the slot learns it
 //! (the process's configuration follows) and asks the supervisor to re-check the role.
 
 use std::sync::{Arc, RwLock};

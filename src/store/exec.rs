@@ -122,7 +122,7 @@ impl Request {
             .count();
         if ddl > 0 && ddl < self.statements.len() {
             return Err(Error::InvalidInput(
-                "this batch mixes schema changes (CREATE, ALTER, DROP) with other statements; send the schema changes in a request of their own".into(),
+                "this batch mixes schema changes (CREATE, ALTER, DROP, ANALYZE) with other statements; send the schema changes in a request of their own".into(),
             ));
         }
         Ok(())
