@@ -41,40 +41,29 @@ unsafe extern "C" fn skip_internal_tables(_ctx: *mut c_void, table: *const c_cha
 impl<'conn> Session<'conn> {
     /// Starts recording every table of `main` (present and future) on `conn`.
     pub fn attach_all(conn: &'conn Connection) -> Result<Self> {
-        let mut raw = ptr::null_mut();
-        // SAFETY: the handle is valid for the connection's lifetime, which bounds 'conn.
-        let rc = unsafe { ffi::sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut raw) };
-        check(conn, rc, "create a session")?;
-        let session = Session {
-            raw,
-            _conn: std::marker::PhantomData,
-        };
-        let mut on: c_int = 1;
-        // SAFETY: raw is a live session; pArg points to an int as the API requires.
-        let rc = unsafe {
-            ffi::sqlite3session_object_config(
-                raw,
-                ffi::SQLITE_SESSION_OBJCONFIG_ROWID,
-                (&mut on as *mut c_int).cast(),
-            )
-        };
-        check(conn, rc, "record rowid tables")?;
-        // SAFETY: as above; SIZE makes SQLite keep the changeset's size as it grows, so that
-        // a request too large for one log record is stopped before it is built.
-        let rc = unsafe {
-            ffi::sqlite3session_object_config(
-                raw,
-                ffi::SQLITE_SESSION_OBJCONFIG_SIZE,
-                (&mut on as *mut c_int).cast(),
-            )
-        };
-        check(conn, rc, "track the changeset size")?;
+        let session = Self::create(conn)?;
+        session.config(
+            conn,
+            ffi::SQLITE_SESSION_OBJCONFIG_ROWID,
+            "record rowid tables",
+        )?;
+        // SIZE makes SQLite keep the changeset's size as it grows, so that a request too
+        // large for one log record is stopped before it is built.
+        session.config(
+            conn,
+            ffi::SQLITE_SESSION_OBJCONFIG_SIZE,
+            "track the changeset size",
+        )?;
         // SAFETY: the callback is a plain function that reads only its table-name argument.
         unsafe {
-            ffi::sqlite3session_table_filter(raw, Some(skip_internal_tables), ptr::null_mut());
+            ffi::sqlite3session_table_filter(
+                session.raw,
+                Some(skip_internal_tables),
+                ptr::null_mut(),
+            );
         }
         // SAFETY: a NULL table name attaches every table.
-        let rc = unsafe { ffi::sqlite3session_attach(raw, ptr::null()) };
+        let rc = unsafe { ffi::sqlite3session_attach(session.raw, ptr::null()) };
         check(conn, rc, "attach the session to every table")?;
         Ok(session)
     }
@@ -82,22 +71,36 @@ impl<'conn> Session<'conn> {
     /// Starts recording only `tables` (which must exist) on `conn`: to learn whether a
     /// statement changed them.
     pub fn attach_tables(conn: &'conn Connection, tables: &[String]) -> Result<Self> {
-        let mut raw = ptr::null_mut();
-        // SAFETY: as in attach_all.
-        let rc = unsafe { ffi::sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut raw) };
-        check(conn, rc, "create a session")?;
-        let session = Session {
-            raw,
-            _conn: std::marker::PhantomData,
-        };
+        let session = Self::create(conn)?;
         for table in tables {
             let name = std::ffi::CString::new(table.as_str())
                 .map_err(|_| Error::InvalidInput(format!("table name {table:?} holds a NUL")))?;
             // SAFETY: raw is live and name a NUL-terminated string that outlives the call.
-            let rc = unsafe { ffi::sqlite3session_attach(raw, name.as_ptr()) };
+            let rc = unsafe { ffi::sqlite3session_attach(session.raw, name.as_ptr()) };
             check(conn, rc, "attach a session to a table")?;
         }
         Ok(session)
+    }
+
+    fn create(conn: &'conn Connection) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: the handle is valid for the connection's lifetime, which bounds 'conn.
+        let rc = unsafe { ffi::sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut raw) };
+        check(conn, rc, "create a session")?;
+        Ok(Session {
+            raw,
+            _conn: std::marker::PhantomData,
+        })
+    }
+
+    /// Turns on an object option (`SQLITE_SESSION_OBJCONFIG_*`).
+    fn config(&self, conn: &Connection, option: c_int, what: &str) -> Result<()> {
+        let mut on: c_int = 1;
+        // SAFETY: raw is a live session; pArg points to an int as the API requires.
+        let rc = unsafe {
+            ffi::sqlite3session_object_config(self.raw, option, (&mut on as *mut c_int).cast())
+        };
+        check(conn, rc, what)
     }
 
     /// Whether no change was recorded yet.

@@ -137,6 +137,9 @@ pub fn still_whole(c: &Cluster, case: &str) {
     let lsn = body["lsn"].as_u64().unwrap();
     let primary = dump(c, "main", lsn);
     for spare in &NODES[1..] {
+        // Waits up to the harness's TIMEOUT, not the API's bounded `min_lsn` wait: a loaded
+        // machine may take longer to apply a large record.
+        c.wait_applied(spare, lsn);
         assert_eq!(
             dump(c, spare, lsn),
             primary,
