@@ -51,6 +51,9 @@ pub const DEFAULT_READ_TIME_LIMIT: Duration = Duration::from_secs(10);
 /// How long a client's write request may run (`write_time_limit`): short, since a request
 /// holds the primary's only write thread while it runs.
 pub const DEFAULT_WRITE_TIME_LIMIT: Duration = crate::store::exec::DEFAULT_WRITE_TIME_LIMIT;
+/// How long a schema change (CREATE INDEX on a large table, ANALYZE) may run
+/// (`schema_time_limit`): it holds the write thread too, but is rare and wanted whole.
+pub const DEFAULT_SCHEMA_TIME_LIMIT: Duration = crate::store::exec::DEFAULT_SCHEMA_TIME_LIMIT;
 /// Largest answer to one query, in bytes of values (`max_result_bytes`); also the largest
 /// single value a query may build.
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 16 * 1024 * 1024;
@@ -81,6 +84,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "retention_age",
     "read_time_limit",
     "write_time_limit",
+    "schema_time_limit",
     "max_result_bytes",
     "max_concurrent_reads",
     "read_queue_wait",
@@ -174,6 +178,7 @@ pub struct ClusterSection {
 pub struct ClientLimits {
     pub read_time_limit: Duration,
     pub write_time_limit: Duration,
+    pub schema_time_limit: Duration,
     pub max_result_bytes: u64,
     pub max_concurrent_reads: usize,
     pub read_queue_wait: Duration,
@@ -184,6 +189,7 @@ impl Default for ClientLimits {
         ClientLimits {
             read_time_limit: DEFAULT_READ_TIME_LIMIT,
             write_time_limit: DEFAULT_WRITE_TIME_LIMIT,
+            schema_time_limit: DEFAULT_SCHEMA_TIME_LIMIT,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             max_concurrent_reads: DEFAULT_MAX_CONCURRENT_READS,
             read_queue_wait: DEFAULT_READ_QUEUE_WAIT,

@@ -297,6 +297,15 @@ impl Committer {
                 return Ok(());
             }
         };
+        // The requests the group did not run go back first, before anything here can fail:
+        // older than anything pending, they run next, in their order.
+        let (ran, again): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .zip(outcome.results)
+            .partition(|(_, result)| result.is_some());
+        for (job, _) in again.into_iter().rev() {
+            self.pending.push_front(job);
+        }
         let lsn = match &outcome.payload {
             None => {
                 self.executor.commit(None, None)?;
@@ -305,7 +314,7 @@ impl Committer {
             Some(payload) => match self.log_and_commit(payload)? {
                 Ok(lsn) => lsn,
                 Err(refused) => {
-                    for job in group {
+                    for (job, _) in ran {
                         let _ = job
                             .reply
                             .send(Err(Error::InvalidInput(refused.to_string())));
@@ -317,23 +326,15 @@ impl Committer {
         // The lease may have run out while the group was written: then the write is durable
         // here, but acknowledging it could contradict a newer primary.
         let expired = self.lease.as_ref().is_some_and(|l| !l.is_valid());
-        let mut again = Vec::new();
-        for (job, result) in group.into_iter().zip(outcome.results) {
-            let Some(result) = result else {
-                again.push(job);
-                continue;
-            };
-            if expired {
+        for (job, result) in ran {
+            let result = result.expect("partitioned on Some");
+            if expired && result.is_ok() {
                 let _ = job.reply.send(Err(Error::Unavailable("this primary's write lease ran out while the write was committed: it is durable here but not confirmed; check `spare status` before retrying".into())));
                 continue;
             }
             let _ = job
                 .reply
                 .send(result.map(|results| WriteOutcome { results, lsn }));
-        }
-        // Older than anything pending: they run first, in their order.
-        for job in again.into_iter().rev() {
-            self.pending.push_front(job);
         }
         Ok(())
     }
@@ -343,8 +344,10 @@ impl Committer {
         let Some((shared, _)) = &self.retention else {
             return WriteLimits::default();
         };
+        let limits = shared.config().cluster.limits;
         WriteLimits {
-            time: shared.config().cluster.limits.write_time_limit,
+            time: limits.write_time_limit,
+            schema_time: limits.schema_time_limit,
             ..WriteLimits::default()
         }
     }

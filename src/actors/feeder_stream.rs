@@ -109,7 +109,8 @@ impl Link {
                     .spare_applied
                     .insert(self.spare.name.clone(), applied);
                 if let Some(sync) = self.prim.sync() {
-                    if sync.flushed(&self.spare.name, flushed, self.committed.borrow().lsn) {
+                    let committed = self.committed.borrow().lsn;
+                    if sync.flushed(&self.spare.name, flushed, committed) {
                         self.data.events.record(
                             "commit_rule_rejoined",
                             Some(&self.spare.name),

@@ -225,12 +225,15 @@ async fn alive_while<T>(
     tokio::pin!(work);
     let mut tick = tokio::time::interval(shared.data.config().cluster.heartbeat);
     tick.tick().await;
+    // A keep-alive that cannot be written stops the keep-alives, not the work: what the
+    // work makes durable is still reported (the next write on the link fails anyway).
+    let mut writable = true;
     loop {
         tokio::select! {
             done = &mut work => return done,
-            _ = tick.tick() => {
+            _ = tick.tick(), if writable => {
                 let alive = Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) };
-                write_frame(wr, &envelope(shared, alive)).await?;
+                writable = write_frame(wr, &envelope(shared, alive)).await.is_ok();
             }
         }
     }

@@ -172,6 +172,7 @@ fn parse_limits(ctx: &Ctx, t: &Table) -> Result<ClientLimits> {
     Ok(ClientLimits {
         read_time_limit: positive("read_time_limit", DEFAULT_READ_TIME_LIMIT)?,
         write_time_limit: positive("write_time_limit", DEFAULT_WRITE_TIME_LIMIT)?,
+        schema_time_limit: positive("schema_time_limit", DEFAULT_SCHEMA_TIME_LIMIT)?,
         max_result_bytes,
         max_concurrent_reads,
         read_queue_wait: positive("read_queue_wait", DEFAULT_READ_QUEUE_WAIT)?,

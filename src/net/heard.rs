@@ -77,9 +77,10 @@ mod tests {
 
     #[tokio::test]
     async fn every_arrival_counts_as_hearing_the_peer() {
+        const QUIET: Duration = Duration::from_millis(300);
         let heard = Heard::now();
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(heard.silent_for() >= Duration::from_millis(30));
+        tokio::time::sleep(QUIET).await;
+        assert!(heard.silent_for() >= QUIET);
         let (mut tx, rx) = tokio::io::duplex(64);
         let mut rd = Noting::new(rx, heard.clone());
         tokio::io::AsyncWriteExt::write_all(&mut tx, b"abc")
@@ -87,6 +88,6 @@ mod tests {
             .unwrap();
         let mut one = [0u8; 1];
         rd.read_exact(&mut one).await.unwrap();
-        assert!(heard.silent_for() < Duration::from_millis(30));
+        assert!(heard.silent_for() < QUIET);
     }
 }

@@ -34,6 +34,8 @@ use crate::store::{meta, schema, TxnPayload};
 pub const MAX_CHANGESET_BYTES: u64 = (crate::log::record::MAX_PAYLOAD_BYTES - (1 << 20)) as u64;
 /// Time limit of a write request when the configuration does not say (`write_time_limit`).
 pub const DEFAULT_WRITE_TIME_LIMIT: Duration = Duration::from_secs(2);
+/// Time limit of a schema change when the configuration does not say (`schema_time_limit`).
+pub const DEFAULT_SCHEMA_TIME_LIMIT: Duration = Duration::from_secs(60);
 
 /// Most statements one request (batch) may hold.
 pub const MAX_BATCH_STATEMENTS: usize = 10_000;
@@ -56,7 +58,7 @@ pub struct GroupOutcome {
     /// One entry per request, in order: its outcome, or None when it is not part of this
     /// group's transaction and must run again in the next group (the group reached a bound
     /// before it, or a stopped statement took the group's transaction with it).
-    pub results: Vec<Option<Result<Vec<StatementResult>>>>,
+    pub results: Vec<Outcome>,
     pub payload: Option<TxnPayload>,
 }
 
@@ -65,6 +67,8 @@ pub struct GroupOutcome {
 pub struct WriteLimits {
     /// How long one request may run, and how long a group takes new requests.
     pub time: Duration,
+    /// How long a schema change may run.
+    pub schema_time: Duration,
     /// Largest changeset of a group.
     pub max_changeset_bytes: u64,
 }
@@ -73,19 +77,52 @@ impl Default for WriteLimits {
     fn default() -> Self {
         WriteLimits {
             time: DEFAULT_WRITE_TIME_LIMIT,
+            schema_time: DEFAULT_SCHEMA_TIME_LIMIT,
             max_changeset_bytes: MAX_CHANGESET_BYTES,
         }
     }
 }
 
 impl WriteLimits {
-    fn request(&self) -> Limits {
+    fn request(&self, ddl: bool) -> Limits {
+        if ddl {
+            // Replayed as SQL, it records no changeset.
+            return Limits {
+                time: self.schema_time,
+                time_setting: "schema_time_limit",
+                max_changeset_bytes: 0,
+            };
+        }
         Limits {
             time: self.time,
             time_setting: "write_time_limit",
             max_changeset_bytes: self.max_changeset_bytes,
         }
     }
+}
+
+/// One request's outcome in a group; None: not run in this group's transaction.
+pub type Outcome = Option<Result<Vec<StatementResult>>>;
+
+/// How the requests of one transaction ran.
+enum Ran {
+    /// Every request ran or was left for the next group; the transaction is open.
+    All(Vec<Outcome>),
+    /// SQLite rolled the transaction back while request `at` ran; `answer` is that
+    /// request's (None: it runs again in a later group).
+    Lost { at: usize, answer: Outcome },
+}
+
+/// How one try of a group ended.
+enum Tried {
+    Kept {
+        outcomes: Vec<Outcome>,
+        payload: Option<TxnPayload>,
+    },
+    Lost {
+        at: usize,
+        answer: Outcome,
+    },
 }
 
 /// How one request of a group ended.
@@ -168,6 +205,10 @@ impl Executor {
     /// Runs `requests` in one open transaction, as many as the bounds allow (see
     /// [`GroupOutcome`]). Callers pass a DDL request alone. An error means the group failed
     /// as a whole and its transaction is rolled back.
+    ///
+    /// When SQLite takes the transaction back while request `i` runs (a write statement
+    /// stopped at a limit), the requests before it ran for nothing: they run again, alone,
+    /// in a new transaction here, so that they are not stuck behind request `i` for ever.
     pub fn run_group(
         &mut self,
         requests: &[Request],
@@ -178,6 +219,39 @@ impl Executor {
             !ddl || requests.len() == 1,
             "a schema change must run in a group of its own"
         );
+        let mut results: Vec<Outcome> = requests.iter().map(|_| None).collect();
+        let mut upto = requests.len();
+        loop {
+            match self.try_group(&requests[..upto], ddl, limits)? {
+                Tried::Kept { outcomes, payload } => {
+                    for (slot, outcome) in results.iter_mut().zip(outcomes) {
+                        *slot = outcome;
+                    }
+                    return Ok(GroupOutcome { results, payload });
+                }
+                Tried::Lost { at, answer } => {
+                    results[at] = answer;
+                    if at == 0 {
+                        return Ok(GroupOutcome {
+                            results,
+                            payload: None,
+                        });
+                    }
+                    // Each try is shorter: this ends.
+                    upto = at;
+                }
+            }
+        }
+    }
+
+    /// One transaction over `requests`: kept open (for the caller to log and commit), or
+    /// lost while a request ran.
+    fn try_group(
+        &mut self,
+        requests: &[Request],
+        ddl: bool,
+        limits: &WriteLimits,
+    ) -> Result<Tried> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         // A schema change is replayed as SQL on spares, with the same effect on the same
         // rows: nothing to record (a DROP TABLE would record every row it deletes).
@@ -188,22 +262,16 @@ impl Executor {
                 return Err(e);
             }
         };
-        let results = match self.run_requests(requests, ddl, limits, session.as_ref()) {
-            Ok(r) => r,
+        let outcomes = match self.run_requests(requests, ddl, limits, session.as_ref()) {
+            Ok(Ran::All(o)) => o,
+            // SQLite rolled the transaction back: nothing of it remains to log.
+            Ok(Ran::Lost { at, answer }) => return Ok(Tried::Lost { at, answer }),
             Err(e) => {
                 drop(session);
                 rollback(&self.conn);
                 return Err(e);
             }
         };
-        if self.conn.is_autocommit() {
-            // SQLite rolled the transaction back (a stopped write statement, a full disk):
-            // nothing of this group remains to log.
-            return Ok(GroupOutcome {
-                results,
-                payload: None,
-            });
-        }
         let changeset = match &session {
             Some(s) => s.changeset(&self.conn),
             None => Ok(Vec::new()),
@@ -216,8 +284,8 @@ impl Executor {
                 return Err(e);
             }
         };
-        let payload = self.payload(requests, &results, changeset, ddl)?;
-        Ok(GroupOutcome { results, payload })
+        let payload = self.payload(requests, &outcomes, changeset, ddl)?;
+        Ok(Tried::Kept { outcomes, payload })
     }
 
     fn run_requests(
@@ -226,31 +294,35 @@ impl Executor {
         ddl: bool,
         limits: &WriteLimits,
         session: Option<&Session<'_>>,
-    ) -> Result<Vec<Option<Result<Vec<StatementResult>>>>> {
+    ) -> Result<Ran> {
         let _probe = session.map(|s| self.guard.probe.watch(s));
         let started = Instant::now();
-        let mut results = Vec::with_capacity(requests.len());
-        for req in requests {
-            let first = results.is_empty();
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(requests.len());
+        for (at, req) in requests.iter().enumerate() {
+            let first = at == 0;
             if !first && started.elapsed() >= limits.time {
                 break;
             }
             match self.run_request(req, ddl, limits, session)? {
-                Attempt::Done(r) => results.push(Some(r)),
-                Attempt::TooLarge if first => results.push(Some(Err(
-                    guard::too_large_transaction(limits.max_changeset_bytes),
-                ))),
+                Attempt::Done(r) => outcomes.push(Some(r)),
+                // The session's size never goes down (rolled-back changes still count):
+                // the rest of the group goes to a fresh one.
+                Attempt::TooLarge if first => {
+                    outcomes.push(Some(Err(guard::too_large_transaction(
+                        limits.max_changeset_bytes,
+                    ))));
+                    break;
+                }
                 Attempt::TooLarge => break,
                 Attempt::Lost { error, too_large } => {
-                    // The requests before it were rolled back too: they run again.
-                    results.iter_mut().for_each(|r| *r = None);
-                    results.push((first || !too_large).then_some(Err(error)));
-                    break;
+                    // Too large only with the others: it runs again, first of a group.
+                    let answer = (first || !too_large).then_some(Err(error));
+                    return Ok(Ran::Lost { at, answer });
                 }
             }
         }
-        results.resize_with(requests.len(), || None);
-        Ok(results)
+        outcomes.resize_with(requests.len(), || None);
+        Ok(Ran::All(outcomes))
     }
 
     /// Runs one request under its savepoint. An error means the transaction is in a state
@@ -264,7 +336,7 @@ impl Executor {
     ) -> Result<Attempt> {
         self.conn.execute_batch("SAVEPOINT request")?;
         let mode = if ddl { Mode::Schema } else { Mode::Write };
-        let outcome = self.guard.run(mode, &limits.request(), || {
+        let outcome = self.guard.run(mode, &limits.request(ddl), || {
             req.statements
                 .iter()
                 .map(|st| self.run_statement(st, ddl))
@@ -306,30 +378,63 @@ impl Executor {
     }
 
     fn run_statement(&self, st: &Statement, ddl: bool) -> Result<StatementResult> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&st.sql)
-            .map_err(|e| guard::compile_error(&self.conn, &st.sql, e))?;
-        bind(&mut stmt, &st.params)?;
+        let compile_error = |e| guard::compile_error(&self.conn, &st.sql, e);
         if !ddl {
+            let mut stmt = self.conn.prepare_cached(&st.sql).map_err(compile_error)?;
+            bind(&mut stmt, &st.params)?;
             return step_all(&self.conn, &mut stmt);
         }
-        // SQLite told the authorizer, while compiling, which tables the statement may
-        // write besides those it drops or alters: watch them while it runs.
-        let others = self.existing(self.guard.take_effects().others())?;
-        if others.is_empty() {
-            return step_all(&self.conn, &mut stmt);
-        }
-        let watch = Session::attach_tables(&self.conn, &others)?;
-        let result = step_all(&self.conn, &mut stmt)?;
-        if !watch.is_empty() {
+        // Compiled afresh, never from the cache: the authorizer must see it compiled to
+        // report what it touches (a cached statement is not compiled again).
+        let mut stmt = self.conn.prepare(&st.sql).map_err(compile_error)?;
+        bind(&mut stmt, &st.params)?;
+        self.run_schema_statement(&mut stmt)
+    }
+
+    /// Runs a schema statement, refusing it if it changes rows a replay would not: SQLite
+    /// told the authorizer, while compiling, which tables it may write besides those it
+    /// drops or alters (foreign-key actions, their triggers), and which it creates.
+    fn run_schema_statement(&self, stmt: &mut rusqlite::Statement<'_>) -> Result<StatementResult> {
+        let effects = self.guard.take_effects();
+        let others = self.existing(effects.others())?;
+        // `CREATE TABLE IF NOT EXISTS` names a table that may exist already.
+        let existing_created = self.existing(effects.created.iter().cloned().collect())?;
+        let watch = if others.is_empty() {
+            None
+        } else {
+            Some(Session::attach_tables(&self.conn, &others)?)
+        };
+        let result = step_all(&self.conn, stmt)?;
+        if let Some(w) = watch.filter(|w| !w.is_empty()) {
+            let changeset = self.guard.internal(|| w.changeset(&self.conn))?;
+            let changed = crate::store::session::count_changes(&changeset)?;
+            let tables: Vec<String> = changed.iter().map(|(t, _)| t.clone()).collect();
+            let rows: Vec<String> = changed
+                .iter()
+                .map(|(t, n)| format!("{} of {t}", n.inserts + n.updates + n.deletes))
+                .collect();
             return Err(Error::NotAllowed(format!(
-                "this schema change would also delete or change rows of {} (foreign-key actions such as ON DELETE CASCADE, or triggers), which spares could not replay; first delete or update the rows of {} that reference the table, then retry",
-                others.join(", "),
-                others.join(", ")
+                "this schema change would also delete or change rows ({}) through foreign-key actions such as ON DELETE CASCADE (or their triggers), which spares could not replay; first delete or update the rows of {} that reference the table, then retry",
+                rows.join(", "),
+                tables.join(", ")
             )));
         }
+        for table in effects
+            .created
+            .difference(&existing_created.into_iter().collect())
+        {
+            if self.has_rows(table)? {
+                return Err(Error::InvalidInput(schema::CREATE_AS.into()));
+            }
+        }
         Ok(result)
+    }
+
+    /// Whether `table` holds a row.
+    fn has_rows(&self, table: &str) -> Result<bool> {
+        let quoted = table.replace('"', "\"\"");
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM \"{quoted}\")");
+        Ok(self.conn.query_row(&sql, [], |r| r.get(0))?)
     }
 
     /// The tables of `names` that exist (a session can watch only those).
@@ -351,7 +456,7 @@ impl Executor {
     fn payload(
         &self,
         requests: &[Request],
-        results: &[Option<Result<Vec<StatementResult>>>],
+        results: &[Outcome],
         changeset: Vec<u8>,
         ddl: bool,
     ) -> Result<Option<TxnPayload>> {
@@ -429,10 +534,7 @@ fn rollback(conn: &Connection) {
 }
 
 /// Runs a prepared statement to its end (rows it returns, as `RETURNING`, are dropped).
-fn step_all(
-    conn: &Connection,
-    stmt: &mut rusqlite::CachedStatement<'_>,
-) -> Result<StatementResult> {
+fn step_all(conn: &Connection, stmt: &mut rusqlite::Statement<'_>) -> Result<StatementResult> {
     let mut rows = stmt.raw_query();
     while rows.next()?.is_some() {}
     Ok(StatementResult {

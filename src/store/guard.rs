@@ -42,10 +42,28 @@ use crate::store::session::{SizeProbe, INTERNAL_TABLE_PREFIX};
 /// microseconds of work, so a statement stops within milliseconds of its limit.
 pub const PROGRESS_STEPS: i32 = 1000;
 
-/// PRAGMAs a client may run: they only read. The table-valued forms (`pragma_table_info(..)`)
-/// exist only for PRAGMAs without side effects and are reads of their own. Virtual tables
-/// run `data_version` and `page_size` themselves while they work.
+/// PRAGMAs a client may run, without a value: they only read. The table-valued forms
+/// (`pragma_table_info(..)`) exist only for PRAGMAs without side effects and are reads of
+/// their own. Virtual tables run `data_version` and `page_size` themselves while they work.
 pub const READ_ONLY_PRAGMAS: &[&str] = &[
+    "table_list",
+    "integrity_check",
+    "quick_check",
+    "foreign_key_check",
+    "collation_list",
+    "function_list",
+    "module_list",
+    "pragma_list",
+    "compile_options",
+    "data_version",
+    "page_size",
+    "page_count",
+    "freelist_count",
+];
+
+/// PRAGMAs a client may run with or without an argument, which names a table or an index
+/// (or, for the checks, a table or a row count): reads too.
+pub const NAMING_PRAGMAS: &[&str] = &[
     "table_info",
     "table_xinfo",
     "table_list",
@@ -56,15 +74,6 @@ pub const READ_ONLY_PRAGMAS: &[&str] = &[
     "foreign_key_check",
     "integrity_check",
     "quick_check",
-    "collation_list",
-    "function_list",
-    "module_list",
-    "pragma_list",
-    "compile_options",
-    "data_version",
-    "page_size",
-    "page_count",
-    "freelist_count",
 ];
 
 /// Virtual table modules a client may create: their data lives in ordinary shadow tables,
@@ -107,6 +116,9 @@ const STOP_SIZE: u8 = 2;
 pub struct Effects {
     pub written: BTreeSet<String>,
     pub reshaped: BTreeSet<String>,
+    /// Tables the statement creates itself (a virtual table's shadow tables are created
+    /// while it runs, not compiled into the statement, so they are not here).
+    pub created: BTreeSet<String>,
 }
 
 impl Effects {
@@ -129,6 +141,9 @@ impl Effects {
             | AuthAction::DropVtable { table_name, .. }
             | AuthAction::AlterTable { table_name, .. } => {
                 self.reshaped.insert(table_name.to_string());
+            }
+            AuthAction::CreateTable { table_name } if !is_sqlite_table(table_name) => {
+                self.created.insert(table_name.to_string());
             }
             _ => {}
         }
@@ -244,6 +259,15 @@ impl Guard {
         self.deadline_ms.store(0, Ordering::Release);
         self.max_changeset_bytes.store(0, Ordering::Release);
         result.map_err(|e| self.explain(e, limits))
+    }
+
+    /// Runs `f` as the node's own work in the middle of a client statement's run (SQLite's
+    /// session extension runs statements of its own), then goes back to the client's mode.
+    pub fn internal<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mode = self.mode.swap(Mode::Internal as u8, Ordering::AcqRel);
+        let out = f();
+        self.mode.store(mode, Ordering::Release);
+        out
     }
 
     /// Whether the progress handler stopped the last request for its size.
@@ -380,9 +404,17 @@ pub fn decide(mode: Mode, action: &AuthAction<'_>, db: Option<&str>) -> Result<(
         | A::DropTempView { .. } => refuse(TEMP),
         A::Attach { .. } | A::Detach { .. } => refuse(ATTACH),
         A::Transaction { .. } | A::Savepoint { .. } => refuse(TRANSACTION),
-        A::Pragma { pragma_name, .. } => {
+        A::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
             let name = pragma_name.to_ascii_lowercase();
-            if READ_ONLY_PRAGMAS.contains(&name.as_str()) {
+            let naming = NAMING_PRAGMAS.contains(&name.as_str());
+            // Without a value a read-only PRAGMA only reads; with one, only those whose
+            // value names what to read (`pragma_table_info(name)` passes it so, too).
+            let reads =
+                naming || (pragma_value.is_none() && READ_ONLY_PRAGMAS.contains(&name.as_str()));
+            if reads {
                 Ok(())
             } else {
                 refuse(PRAGMA)
@@ -431,7 +463,16 @@ fn write(mode: Mode, table: &str) -> Result<(), String> {
     // A schema change rewrites SQLite's catalogues (sqlite_master, sqlite_temp_master,
     // sqlite_sequence) itself; a client's own statement may not.
     if is_sqlite_table(table) && mode != Mode::Schema {
-        return Err(SQLITE_TABLES.into());
+        // SQLite writes its catalogue itself for a schema change compiled here.
+        let catalogue = ["sqlite_master", "sqlite_schema", "sqlite_temp_master"]
+            .iter()
+            .any(|c| table.eq_ignore_ascii_case(c));
+        return Err(if catalogue {
+            SCHEMA_IN_WRITE
+        } else {
+            SQLITE_TABLES
+        }
+        .into());
     }
     Ok(())
 }
@@ -609,6 +650,8 @@ mod tests {
         assert!(!allowed(Mode::Read, p("query_only", Some("0"))));
         assert!(!allowed(Mode::Write, p("foreign_keys", Some("off"))));
         assert!(!allowed(Mode::Write, p("writable_schema", Some("1"))));
+        assert!(!allowed(Mode::Read, p("page_size", Some("1024"))));
+        assert!(allowed(Mode::Read, p("integrity_check", None)));
     }
 
     #[test]

@@ -227,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_left_inside_a_transaction_is_never_pooled_and_answers_carry_their_snapshot() {
+    fn a_begin_is_refused_so_pooled_readers_serve_the_newest_state_with_its_lsn() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let w = crate::store::open(&path, crate::store::ConnKind::Writer).unwrap();

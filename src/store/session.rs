@@ -72,6 +72,12 @@ impl<'conn> Session<'conn> {
     /// statement changed them.
     pub fn attach_tables(conn: &'conn Connection, tables: &[String]) -> Result<Self> {
         let session = Self::create(conn)?;
+        // Tables without an explicit PRIMARY KEY are watched by rowid too.
+        session.config(
+            conn,
+            ffi::SQLITE_SESSION_OBJCONFIG_ROWID,
+            "record rowid tables",
+        )?;
         for table in tables {
             let name = std::ffi::CString::new(table.as_str())
                 .map_err(|_| Error::InvalidInput(format!("table name {table:?} holds a NUL")))?;
