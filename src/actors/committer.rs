@@ -81,6 +81,8 @@ pub struct Committer {
     paused: bool,
     /// A pause taken from the queue while a group was forming: answered after the group.
     pausing: Option<(bool, oneshot::Sender<u64>)>,
+    /// Write limits that override the configuration's (tools and tests).
+    limits: Option<WriteLimits>,
 }
 
 pub fn now_ms() -> u64 {
@@ -110,7 +112,14 @@ impl Committer {
             stop: None,
             paused: false,
             pausing: None,
+            limits: None,
         }
+    }
+
+    /// Bounds groups by `limits` instead of the configuration's.
+    pub fn with_limits(mut self, limits: WriteLimits) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// Acknowledges writes only while `lease` is valid.
@@ -341,6 +350,9 @@ impl Committer {
 
     /// The write limits of the configuration as of now (defaults without one: tools).
     fn limits(&self) -> WriteLimits {
+        if let Some(limits) = self.limits {
+            return limits;
+        }
         let Some((shared, _)) = &self.retention else {
             return WriteLimits::default();
         };
@@ -428,5 +440,73 @@ impl Committer {
                 Job::Heartbeat => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{self, ConnKind, Statement};
+
+    fn job(sql: &str) -> (Job, oneshot::Receiver<Result<WriteOutcome>>) {
+        let (reply, rx) = oneshot::channel();
+        let request = Request {
+            statements: vec![Statement {
+                sql: sql.into(),
+                params: vec![],
+            }],
+        };
+        (Job::Write(WriteJob { request, reply }), rx)
+    }
+
+    /// A group where a statement stops at its time limit: the requests before it commit,
+    /// those after it run in the next group, every one is answered once, in order in the log.
+    #[test]
+    fn a_stopped_statement_does_not_cost_its_group_neighbours_their_writes_nor_an_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(&dir.path().join("db.sqlite"), ConnKind::Writer).unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .unwrap();
+        let log = crate::log::open(&dir.path().join("log"), 0).unwrap().writer;
+        let committed = Arc::new(watch::Sender::new(log.durable()));
+        let committer = Committer::new(Executor::new(conn).unwrap(), log, 1, committed.clone())
+            .with_limits(WriteLimits {
+                time: std::time::Duration::from_millis(200),
+                ..WriteLimits::default()
+            });
+        let (tx, rx) = mpsc::channel(16);
+        let runaway = "WITH RECURSIVE c(x) AS (SELECT 10 UNION ALL SELECT x + 1 FROM c) INSERT INTO t SELECT x FROM c";
+        // Queued before the thread starts: they form one group.
+        let answers: Vec<_> = [
+            "INSERT INTO t VALUES (1)",
+            runaway,
+            "INSERT INTO t VALUES (2)",
+        ]
+        .into_iter()
+        .map(|sql| {
+            let (j, answer) = job(sql);
+            tx.try_send(j).ok().expect("queue has room");
+            answer
+        })
+        .collect();
+        let thread = std::thread::spawn(move || committer.run(rx));
+        let got: Vec<_> = answers
+            .into_iter()
+            .map(|a| a.blocking_recv().unwrap())
+            .collect();
+        drop(tx);
+        thread.join().unwrap();
+        assert!(
+            matches!(got[1], Err(Error::TimeLimit(_))),
+            "{:?}",
+            got[1].as_ref().err()
+        );
+        let (a, b) = (got[0].as_ref().unwrap(), got[2].as_ref().unwrap());
+        assert!(a.lsn < b.lsn, "the later request commits in a later group");
+        let rows: i64 = store::open(&dir.path().join("db.sqlite"), ConnKind::Reader)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
     }
 }

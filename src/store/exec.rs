@@ -34,6 +34,9 @@ use crate::store::{meta, schema, TxnPayload};
 pub const MAX_CHANGESET_BYTES: u64 = (crate::log::record::MAX_PAYLOAD_BYTES - (1 << 20)) as u64;
 /// Time limit of a write request when the configuration does not say (`write_time_limit`).
 pub const DEFAULT_WRITE_TIME_LIMIT: Duration = Duration::from_secs(2);
+/// Rows a schema statement may change in other tables before it is stopped and refused
+/// (any change there refuses it; this only bounds what the check records), in changeset bytes.
+pub const MAX_WATCHED_BYTES: u64 = 1 << 20;
 /// Time limit of a schema change when the configuration does not say (`schema_time_limit`).
 pub const DEFAULT_SCHEMA_TIME_LIMIT: Duration = Duration::from_secs(60);
 
@@ -342,8 +345,10 @@ impl Executor {
                 .map(|st| self.run_statement(st, ddl))
                 .collect::<Result<Vec<_>>>()
         });
-        let too_large = self.guard.stopped_for_size()
-            || session.is_some_and(|s| s.size() > limits.max_changeset_bytes);
+        // (A schema request records no changeset; its own size stop is a refusal.)
+        let too_large = !ddl
+            && (self.guard.stopped_for_size()
+                || session.is_some_and(|s| s.size() > limits.max_changeset_bytes));
         if self.conn.is_autocommit() {
             // A write statement that SQLite stops (time or size limit, I/O error) takes the
             // whole transaction with it, savepoints included.
@@ -385,7 +390,9 @@ impl Executor {
             return step_all(&self.conn, &mut stmt);
         }
         // Compiled afresh, never from the cache: the authorizer must see it compiled to
-        // report what it touches (a cached statement is not compiled again).
+        // report what it touches (a cached statement is not compiled again). What the last
+        // statement's run compiled (a virtual table's own statements) is not this one's.
+        self.guard.take_effects();
         let mut stmt = self.conn.prepare(&st.sql).map_err(compile_error)?;
         bind(&mut stmt, &st.params)?;
         self.run_schema_statement(&mut stmt)
@@ -396,29 +403,16 @@ impl Executor {
     /// drops or alters (foreign-key actions, their triggers), and which it creates.
     fn run_schema_statement(&self, stmt: &mut rusqlite::Statement<'_>) -> Result<StatementResult> {
         let effects = self.guard.take_effects();
+        if effects.copies() {
+            return Err(Error::InvalidInput(schema::CREATE_AS.into()));
+        }
         let others = self.existing(effects.others())?;
         // `CREATE TABLE IF NOT EXISTS` names a table that may exist already.
         let existing_created = self.existing(effects.created.iter().cloned().collect())?;
-        let watch = if others.is_empty() {
-            None
-        } else {
-            Some(Session::attach_tables(&self.conn, &others)?)
+        let result = match others.is_empty() {
+            true => step_all(&self.conn, stmt)?,
+            false => self.step_watching(stmt, &others)?,
         };
-        let result = step_all(&self.conn, stmt)?;
-        if let Some(w) = watch.filter(|w| !w.is_empty()) {
-            let changeset = self.guard.internal(|| w.changeset(&self.conn))?;
-            let changed = crate::store::session::count_changes(&changeset)?;
-            let tables: Vec<String> = changed.iter().map(|(t, _)| t.clone()).collect();
-            let rows: Vec<String> = changed
-                .iter()
-                .map(|(t, n)| format!("{} of {t}", n.inserts + n.updates + n.deletes))
-                .collect();
-            return Err(Error::NotAllowed(format!(
-                "this schema change would also delete or change rows ({}) through foreign-key actions such as ON DELETE CASCADE (or their triggers), which spares could not replay; first delete or update the rows of {} that reference the table, then retry",
-                rows.join(", "),
-                tables.join(", ")
-            )));
-        }
         for table in effects
             .created
             .difference(&existing_created.into_iter().collect())
@@ -428,6 +422,43 @@ impl Executor {
             }
         }
         Ok(result)
+    }
+
+    /// Runs `stmt` with a session on `others`: any row it changes there refuses it. The
+    /// session may grow to [`MAX_WATCHED_BYTES`] only (the statement is stopped there), so a
+    /// cascade over a large table costs no memory to refuse.
+    fn step_watching(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        others: &[String],
+    ) -> Result<StatementResult> {
+        let watch = Session::attach_tables(&self.conn, others)?;
+        let stepped = {
+            let _probe = self.guard.probe.watch(&watch);
+            self.guard.limit_size(MAX_WATCHED_BYTES);
+            step_all(&self.conn, stmt)
+        };
+        let counts = if self.guard.stopped_for_size() {
+            format!(
+                "more than {} KiB of rows of {}",
+                MAX_WATCHED_BYTES >> 10,
+                others.join(", ")
+            )
+        } else if watch.is_empty() {
+            return stepped;
+        } else {
+            let changeset = self.guard.internal(|| watch.changeset(&self.conn))?;
+            let changed = crate::store::session::count_changes(&changeset)?;
+            let rows: Vec<String> = changed
+                .iter()
+                .map(|(t, n)| format!("{} of {t}", n.inserts + n.updates + n.deletes))
+                .collect();
+            rows.join(", ")
+        };
+        Err(Error::NotAllowed(format!(
+            "this schema change would also delete or change rows ({counts}) through foreign-key actions such as ON DELETE CASCADE (or their triggers), which spares could not replay; first delete or update the rows of {} that reference the table, then retry",
+            others.join(", ")
+        )))
     }
 
     /// Whether `table` holds a row.
@@ -441,8 +472,9 @@ impl Executor {
     fn existing(&self, names: Vec<String>) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for name in names {
+            // Names compare as SQLite compares them; a view answers rows as a table does.
             let exists: bool = self.conn.query_row(
-                "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                "SELECT count(*) > 0 FROM sqlite_schema WHERE type IN ('table', 'view') AND name = ?1 COLLATE NOCASE",
                 [&name],
                 |r| r.get(0),
             )?;

@@ -119,6 +119,8 @@ pub struct Effects {
     /// Tables the statement creates itself (a virtual table's shadow tables are created
     /// while it runs, not compiled into the statement, so they are not here).
     pub created: BTreeSet<String>,
+    /// Whether a SELECT was compiled into the statement.
+    pub selects: bool,
 }
 
 impl Effects {
@@ -128,8 +130,16 @@ impl Effects {
         self.written.difference(&self.reshaped).cloned().collect()
     }
 
+    /// Whether the statement creates a table from a query (`CREATE TABLE ... AS SELECT`):
+    /// no other CREATE TABLE compiles a SELECT (defaults, checks and generated columns
+    /// take no subquery).
+    pub fn copies(&self) -> bool {
+        self.selects && !self.created.is_empty()
+    }
+
     fn note(&mut self, action: &AuthAction<'_>) {
         match *action {
+            AuthAction::Select => self.selects = true,
             AuthAction::Insert { table_name }
             | AuthAction::Delete { table_name }
             | AuthAction::Update { table_name, .. }
@@ -261,6 +271,12 @@ impl Guard {
         result.map_err(|e| self.explain(e, limits))
     }
 
+    /// Bounds, from now until the end of [`Guard::run`], the size of the session the probe
+    /// watches.
+    pub fn limit_size(&self, bytes: u64) {
+        self.max_changeset_bytes.store(bytes, Ordering::Release);
+    }
+
     /// Runs `f` as the node's own work in the middle of a client statement's run (SQLite's
     /// session extension runs statements of its own), then goes back to the client's mode.
     pub fn internal<T>(&self, f: impl FnOnce() -> T) -> T {
@@ -283,8 +299,9 @@ impl Guard {
     fn explain(&self, err: Error, limits: &Limits) -> Error {
         let refusal = self.refusal.lock().expect("refusal lock").take();
         // Our own checks (parameters; several statements, which rusqlite finds by compiling
-        // the rest of the text, so the authorizer may have refused that rest) say it best.
-        if let Error::InvalidInput(_) = err {
+        // the rest of the text, so the authorizer may have refused that rest; the executor's
+        // refusals) say it best.
+        if let Error::InvalidInput(_) | Error::NotAllowed(_) = err {
             return err;
         }
         if let Some(why) = refusal {

@@ -72,11 +72,17 @@ impl<'conn> Session<'conn> {
     /// statement changed them.
     pub fn attach_tables(conn: &'conn Connection, tables: &[String]) -> Result<Self> {
         let session = Self::create(conn)?;
-        // Tables without an explicit PRIMARY KEY are watched by rowid too.
+        // Tables without an explicit PRIMARY KEY are watched by rowid too; the size is kept
+        // so that what the watch records stays bounded.
         session.config(
             conn,
             ffi::SQLITE_SESSION_OBJCONFIG_ROWID,
             "record rowid tables",
+        )?;
+        session.config(
+            conn,
+            ffi::SQLITE_SESSION_OBJCONFIG_SIZE,
+            "track the changeset size",
         )?;
         for table in tables {
             let name = std::ffi::CString::new(table.as_str())
