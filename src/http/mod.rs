@@ -36,6 +36,21 @@ pub struct ApiState {
     pub supervisor: Addr<SupervisorActor>,
 }
 
+/// What a route serves, which decides who may call it when an API token is set
+/// (`api_token_file`); README "HTTP API" lists each route's class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// Static, carries no data (the dashboard page itself): open.
+    Open,
+    /// State and queries: open unless `api_token_reads`.
+    Read,
+    /// Row contents beyond the current state (the log's old values, the whole database):
+    /// the token whenever one is set, as writes.
+    Data,
+    /// Writes and administration: the token whenever one is set.
+    Admin,
+}
+
 /// Who may call the API (`api_token_file`, `api_token_reads`).
 #[derive(Clone)]
 struct Access {
@@ -44,20 +59,20 @@ struct Access {
 }
 
 impl Access {
-    /// Whether `method path` needs the token: writes and admin routes always, reads when
-    /// `api_token_reads` says (the dashboard page itself is static and carries no data).
-    fn needs_token(&self, method: &actix_web::http::Method, path: &str) -> bool {
-        // Admin routes and backups (the whole database) are guarded like writes.
-        let write = (*method != actix_web::http::Method::GET && path != "/v1/query")
-            || path.starts_with("/v1/admin/")
-            || path == "/v1/backup";
-        self.token.is_some() && (write || (self.reads_too && path != "/"))
+    /// Whether a route of class `need` asks for the token.
+    fn needs_token(&self, need: Need) -> bool {
+        self.token.is_some()
+            && match need {
+                Need::Open => false,
+                Need::Read => self.reads_too,
+                Need::Data | Need::Admin => true,
+            }
     }
 
     /// None if allowed, else the JSON refusal: 401 without a token, 403 with a wrong one.
-    fn check(&self, req: &actix_web::dev::ServiceRequest) -> Option<HttpResponse> {
+    fn check(&self, need: Need, req: &actix_web::dev::ServiceRequest) -> Option<HttpResponse> {
         use subtle::ConstantTimeEq;
-        if !self.needs_token(req.method(), req.path()) {
+        if !self.needs_token(need) {
             return None;
         }
         let expected = self.token.as_ref()?;
@@ -96,45 +111,68 @@ pub fn serve(
         supervisor,
     });
     let server = HttpServer::new(move || {
-        let access = access.clone();
+        // Authorization is decided on the route the router matched (each resource carries
+        // its class), never on the raw path: `/v1/%62ackup` reaches the backup resource and
+        // its check like `/v1/backup` does.
+        let route = Routes {
+            access: access.clone(),
+        };
         App::new()
-            .wrap_fn(move |req, srv| {
-                use actix_web::dev::Service;
-                let (refused, call) = match access.check(&req) {
-                    Some(refusal) => (Some(req.into_response(refusal)), None),
-                    None => (None, Some(srv.call(req))),
-                };
-                async move {
-                    match (refused, call) {
-                        (Some(r), _) => Ok(r.map_into_right_body()),
-                        (None, Some(call)) => call.await.map(|r| r.map_into_left_body()),
-                        (None, None) => unreachable!("either refused or called"),
-                    }
-                }
-            })
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(MAX_REQUEST_BYTES))
-            .service(post("/v1/execute").to(api::execute))
-            .service(post("/v1/query").to(api::query))
-            .service(get("/v1/status").to(api::status))
-            .service(get("/v1/cluster").to(api::cluster))
-            .service(post("/v1/admin/reload").to(api::reload))
-            .service(post("/v1/admin/promote").to(admin::promote))
-            .service(post("/v1/admin/switchover").to(admin::switchover))
-            .service(post("/v1/admin/rejoin").to(admin::rejoin))
-            .service(post("/v1/admin/writes").to(admin::writes))
-            .service(get("/v1/admin/promotions").to(admin::promotions))
-            .service(get("/v1/log/summary").to(admin::log_summary))
-            .service(get("/v1/log").to(admin::log_list))
-            .service(get("/v1/backup").to(admin::backup))
-            .service(get("/v1/log/show").to(admin::log_show))
-            .service(post("/v1/admin/pause").to(admin::pause))
-            .service(post("/v1/admin/resume").to(admin::resume))
-            .service(post("/v1/admin/apply-until").to(admin::apply_until))
-            .service(get("/v1/events").to(api::events))
-            .service(get("/v1/history").to(api::history))
-            .service(get("/metrics").to(api::metrics))
-            .service(get("/").to(dashboard::page))
+            .service(route.post("/v1/execute", Need::Admin).to(api::execute))
+            .service(route.post("/v1/query", Need::Read).to(api::query))
+            .service(route.get("/v1/status", Need::Read).to(api::status))
+            .service(route.get("/v1/cluster", Need::Read).to(api::cluster))
+            .service(route.post("/v1/admin/reload", Need::Admin).to(api::reload))
+            .service(
+                route
+                    .post("/v1/admin/promote", Need::Admin)
+                    .to(admin::promote),
+            )
+            .service(
+                route
+                    .post("/v1/admin/switchover", Need::Admin)
+                    .to(admin::switchover),
+            )
+            .service(
+                route
+                    .post("/v1/admin/rejoin", Need::Admin)
+                    .to(admin::rejoin),
+            )
+            .service(
+                route
+                    .post("/v1/admin/writes", Need::Admin)
+                    .to(admin::writes),
+            )
+            .service(
+                route
+                    .get("/v1/admin/promotions", Need::Admin)
+                    .to(admin::promotions),
+            )
+            .service(
+                route
+                    .get("/v1/log/summary", Need::Read)
+                    .to(admin::log_summary),
+            )
+            .service(route.get("/v1/log", Need::Data).to(admin::log_list))
+            .service(route.get("/v1/backup", Need::Data).to(admin::backup))
+            .service(route.get("/v1/log/show", Need::Data).to(admin::log_show))
+            .service(route.post("/v1/admin/pause", Need::Admin).to(admin::pause))
+            .service(
+                route
+                    .post("/v1/admin/resume", Need::Admin)
+                    .to(admin::resume),
+            )
+            .service(
+                route
+                    .post("/v1/admin/apply-until", Need::Admin)
+                    .to(admin::apply_until),
+            )
+            .service(route.get("/v1/events", Need::Read).to(api::events))
+            .service(route.get("/v1/history", Need::Read).to(api::history))
+            .service(route.get("/metrics", Need::Read).to(api::metrics))
+            .service(route.get("/", Need::Open).to(dashboard::page))
             .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, too_large))
             .default_service(web::to(api::not_found))
     })
@@ -160,34 +198,61 @@ pub fn serve(
     Ok(handle)
 }
 
-/// A route answering `method` only; any other method gets a JSON 405 naming the right one.
+/// Builds the routes of one app, each guarded for its class.
+struct Routes {
+    access: Access,
+}
+
+impl Routes {
+    fn post(&self, path: &'static str, need: Need) -> OneMethod {
+        self.one(path, actix_web::http::Method::POST, need)
+    }
+
+    fn get(&self, path: &'static str, need: Need) -> OneMethod {
+        self.one(path, actix_web::http::Method::GET, need)
+    }
+
+    fn one(&self, path: &'static str, method: actix_web::http::Method, need: Need) -> OneMethod {
+        OneMethod {
+            path,
+            method,
+            need,
+            access: self.access.clone(),
+        }
+    }
+}
+
+/// A route answering `method` only (any other method gets a JSON 405 naming the right
+/// one), behind the token check of its class.
 struct OneMethod {
     path: &'static str,
     method: actix_web::http::Method,
-}
-
-fn post(path: &'static str) -> OneMethod {
-    OneMethod {
-        path,
-        method: actix_web::http::Method::POST,
-    }
-}
-
-fn get(path: &'static str) -> OneMethod {
-    OneMethod {
-        path,
-        method: actix_web::http::Method::GET,
-    }
+    need: Need,
+    access: Access,
 }
 
 impl OneMethod {
-    fn to<F, Args>(self, handler: F) -> actix_web::Resource
+    fn to<F, Args>(
+        self,
+        handler: F,
+    ) -> actix_web::Resource<
+        impl actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<
+                actix_web::body::EitherBody<actix_web::body::BoxBody>,
+            >,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    >
     where
         F: actix_web::Handler<Args>,
         Args: actix_web::FromRequest + 'static,
         F::Output: actix_web::Responder + 'static,
     {
         let expected = self.method.to_string();
+        let (access, need) = (self.access, self.need);
         web::resource(self.path)
             .route(web::method(self.method).to(handler))
             .default_service(web::to(move || {
@@ -197,6 +262,20 @@ impl OneMethod {
                         .json(json!({ "error": "method_not_allowed", "message": message }))
                 }
             }))
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service;
+                let (refused, call) = match access.check(need, &req) {
+                    Some(refusal) => (Some(req.into_response(refusal)), None),
+                    None => (None, Some(srv.call(req))),
+                };
+                async move {
+                    match (refused, call) {
+                        (Some(r), _) => Ok(r.map_into_right_body()),
+                        (None, Some(call)) => call.await.map(|r| r.map_into_left_body()),
+                        (None, None) => unreachable!("either refused or called"),
+                    }
+                }
+            })
     }
 }
 
