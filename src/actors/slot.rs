@@ -15,7 +15,7 @@ use actix::Addr;
 
 use crate::actors::node::{self, NodeAddr};
 use crate::actors::supervisor::{RoleCheck, StopNode, SupervisorActor};
-use crate::actors::voter::{serve_control_only, VoterCell};
+use crate::actors::voter::{serve_control_only, ControlOnly, VoterCell};
 use crate::config::{ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
@@ -255,6 +255,10 @@ impl NodeSlot {
 /// Accepts peer connections for the node's whole life and hands each to the incarnation
 /// running when it arrives.
 async fn accept_peers(slot: Arc<NodeSlot>, listener: tokio::net::TcpListener) {
+    let turns = Arc::new(tokio::sync::Semaphore::new(
+        crate::net::handshake::MAX_HANDSHAKES_IN_PROGRESS,
+    ));
+    let mut crowded = Crowded::default();
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(c) => c,
@@ -264,34 +268,75 @@ async fn accept_peers(slot: Arc<NodeSlot>, listener: tokio::net::TcpListener) {
                 continue;
             }
         };
+        // Strangers cannot hold more than a bounded number of unauthenticated connections
+        // (each for at most the TLS and secret handshake timeouts).
+        let Ok(turn) = turns.clone().try_acquire_owned() else {
+            crowded.dropped(from);
+            continue;
+        };
         let slot = slot.clone();
-        actix_rt::spawn(async move {
-            let allow = slot.node().map(|n| n.allow_from).unwrap_or_default();
-            let stream =
-                match crate::net::stream::accept(&slot.identity, stream, from, &allow).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(%from, cause = %e, "refused a peer connection");
-                        return;
-                    }
-                };
-            let target = slot.peer.read().expect("lock").clone();
-            match target {
-                PeerTarget::Spare(shared) => {
-                    crate::actors::spare_link::serve(shared, stream, from).await
-                }
-                PeerTarget::ControlOnly(why) => {
-                    serve_control_only(
-                        stream,
-                        from,
-                        slot.identity.clone(),
-                        slot.voter.clone(),
-                        slot.cell.clone(),
-                        why,
-                    )
-                    .await
-                }
-            }
-        });
+        actix_rt::spawn(serve_peer(slot, stream, from, turn));
+    }
+}
+
+/// One accepted peer connection: TLS (when set), then the running incarnation's handshake
+/// and service; `turn` is given back once the peer is authenticated.
+async fn serve_peer(
+    slot: Arc<NodeSlot>,
+    stream: tokio::net::TcpStream,
+    from: std::net::SocketAddr,
+    turn: HandshakeTurn,
+) {
+    let allow = slot.node().map(|n| n.allow_from).unwrap_or_default();
+    let stream = match crate::net::stream::accept(&slot.identity, stream, from, &allow).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%from, cause = %e, "refused a peer connection");
+            return;
+        }
+    };
+    let target = slot.peer.read().expect("lock").clone();
+    match target {
+        PeerTarget::Spare(shared) => {
+            crate::actors::spare_link::serve(shared, stream, from, turn).await
+        }
+        PeerTarget::ControlOnly(why) => {
+            let serving = ControlOnly {
+                me: slot.identity.clone(),
+                voter: slot.voter.clone(),
+                cell: slot.cell.clone(),
+                why,
+            };
+            serve_control_only(stream, from, serving, turn).await
+        }
+    }
+}
+
+/// A place among the handshakes in progress, held until the peer is authenticated.
+pub type HandshakeTurn = tokio::sync::OwnedSemaphorePermit;
+
+/// Connections closed because too many handshakes were in progress, reported at most every
+/// [`CROWDED_REPORT_EVERY`] (a flood of them must not flood the log too).
+#[derive(Default)]
+struct Crowded {
+    since_report: u64,
+    last_report: Option<std::time::Instant>,
+}
+
+/// How often the count of connections closed for crowding is logged.
+const CROWDED_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Crowded {
+    fn dropped(&mut self, from: std::net::SocketAddr) {
+        self.since_report += 1;
+        if self
+            .last_report
+            .is_some_and(|t| t.elapsed() < CROWDED_REPORT_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(%from, closed = self.since_report, "too many peer handshakes in progress: closed new connections at once (a node of the cluster redials; strangers may be flooding the peer port)");
+        self.since_report = 0;
+        self.last_report = Some(std::time::Instant::now());
     }
 }

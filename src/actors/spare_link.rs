@@ -27,7 +27,12 @@ use crate::wire::message::{Purpose, SeedResume};
 use crate::wire::{write_frame, Envelope, Message};
 
 /// Serves one connection until it ends; logs why it ended.
-pub async fn serve(shared: Arc<SpareShared>, mut stream: PeerStream, from: SocketAddr) {
+pub async fn serve(
+    shared: Arc<SpareShared>,
+    mut stream: PeerStream,
+    from: SocketAddr,
+    turn: crate::actors::slot::HandshakeTurn,
+) {
     let followed = shared.data.voter.state();
     let members: Vec<String> = shared
         .data
@@ -43,15 +48,16 @@ pub async fn serve(shared: Arc<SpareShared>, mut stream: PeerStream, from: Socke
         },
         members: &members,
     };
-    let peer = match handshake::accept(
+    let peer = handshake::accept(
         &mut stream,
         &shared.data.identity,
         followed.epoch,
         admission,
     )
     .await
-    .and_then(|p| stream.check_peer_name(&p.name).map(|()| p))
-    {
+    .and_then(|p| stream.check_peer_name(&p.name).map(|()| p));
+    drop(turn);
+    let peer = match peer {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(%from, cause = %e, "refused a peer connection");

@@ -226,16 +226,29 @@ pub async fn serve_control<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Serves one accepted peer connection on a node that takes no stream (a primary, a fenced
-/// node, a monitor): control requests only; a stream is refused saying `why`.
+/// What a node that takes no stream (a primary, a fenced node, a monitor) needs to serve a
+/// peer connection: control requests only; a stream is refused saying `why`.
+pub struct ControlOnly {
+    pub me: Identity,
+    pub voter: Arc<VoterCell>,
+    pub cell: Arc<crate::config::ConfigCell>,
+    pub why: String,
+}
+
+/// Serves one accepted peer connection on a node that takes no stream; `turn` (a place
+/// among the handshakes in progress) is given back once the peer is authenticated.
 pub async fn serve_control_only(
     mut stream: crate::net::stream::PeerStream,
     from: std::net::SocketAddr,
-    me: Identity,
-    voter: Arc<VoterCell>,
-    cell: Arc<crate::config::ConfigCell>,
-    why: String,
+    serving: ControlOnly,
+    turn: crate::actors::slot::HandshakeTurn,
 ) {
+    let ControlOnly {
+        me,
+        voter,
+        cell,
+        why,
+    } = serving;
     let members: Vec<String> = cell.get().nodes.iter().map(|n| n.name.clone()).collect();
     let epoch = voter.state().epoch;
     let admission = crate::net::handshake::Admission {
@@ -245,6 +258,7 @@ pub async fn serve_control_only(
     let accepted = crate::net::handshake::accept(&mut stream, &me, epoch, admission)
         .await
         .and_then(|peer| stream.check_peer_name(&peer.name).map(|()| peer));
+    drop(turn);
     match accepted {
         Ok(peer) => {
             if let Err(e) = serve_control(stream, voter, me, peer.name.clone()).await {

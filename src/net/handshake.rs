@@ -13,11 +13,17 @@ use crate::error::{Error, Result};
 use crate::log::Position;
 use crate::net::auth::{self, Direction};
 use crate::wire::message::{Purpose, SeedResume};
-use crate::wire::{read_frame, write_frame, Envelope, Message, PROTOCOL_VERSION};
+use crate::wire::{read_frame_within, write_frame, Envelope, Message, PROTOCOL_VERSION};
 
 /// A handshake not finished within this time is abandoned, so a silent peer cannot hold a
 /// connection slot.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest frame read before the peer is authenticated: a Hello, Challenge, Proof or
+/// Position fits in a few hundred bytes, so a stranger cannot make a node allocate more.
+pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 64 * 1024;
+/// Peer connections in the middle of their TLS and secret handshakes at once; past this, a
+/// new connection is closed at once (the nodes of the cluster redial).
+pub const MAX_HANDSHAKES_IN_PROGRESS: usize = 64;
 
 /// Who this node is on the peer network.
 #[derive(Clone)]
@@ -108,7 +114,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
 }
 
 async fn expect<S: AsyncRead + Unpin>(s: &mut S, me: &Identity, peer: &str) -> Result<Envelope> {
-    let env = read_frame(s).await?;
+    let env = read_frame_within(s, MAX_HANDSHAKE_FRAME_BYTES).await?;
     if env.cluster != me.cluster {
         return Err(Error::InvalidInput(format!(
             "peer {} belongs to cluster \"{}\", not \"{}\"",
@@ -229,7 +235,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     admission: Admission<'_>,
 ) -> Result<Peer> {
     let run = async {
-        let env = read_frame(s).await?;
+        let env = read_frame_within(s, MAX_HANDSHAKE_FRAME_BYTES).await?;
         if env.cluster != me.cluster {
             return Err(refuse(
                 s,

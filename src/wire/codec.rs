@@ -43,14 +43,27 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, env: &Envelope) -> Re
 
 /// Reads one frame. End of stream, an oversized length and undecodable bytes are errors.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Envelope> {
+    read_frame_within(r, MAX_FRAME_BYTES).await
+}
+
+/// Reads one frame of at most `max_bytes` (before authentication, a few KiB suffice): a
+/// longer announced length is refused before anything is allocated.
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_bytes: usize,
+) -> Result<Envelope> {
+    assert!(
+        max_bytes <= MAX_FRAME_BYTES,
+        "no frame exceeds MAX_FRAME_BYTES"
+    );
     let mut len = [0u8; 4];
     r.read_exact(&mut len)
         .await
         .map_err(Error::io("read a frame length"))?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
+    if len > max_bytes {
         return Err(Error::InvalidData(format!(
-            "peer announced a frame of {len} bytes, above MAX_FRAME_BYTES ({MAX_FRAME_BYTES})"
+            "peer announced a frame of {len} bytes, above the {max_bytes} allowed here"
         )));
     }
     let mut body = vec![0u8; len];
@@ -91,7 +104,14 @@ mod tests {
     async fn oversized_length_is_refused_before_allocating() {
         let bytes = (u32::MAX).to_be_bytes();
         let err = read_frame(&mut &bytes[..]).await.unwrap_err().to_string();
-        assert!(err.contains("above MAX_FRAME_BYTES"), "{err}");
+        assert!(err.contains(&format!("above the {MAX_FRAME_BYTES}")), "{err}");
+        // Before authentication, a much smaller bound.
+        let hello_sized = 70_000u32.to_be_bytes();
+        let err = read_frame_within(&mut &hello_sized[..], 64 * 1024)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("above the 65536 allowed"), "{err}");
     }
 
     #[tokio::test]

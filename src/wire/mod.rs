@@ -22,5 +22,5 @@
 pub mod codec;
 pub mod message;
 
-pub use codec::{read_frame, write_frame, MAX_FRAME_BYTES};
+pub use codec::{read_frame, read_frame_within, write_frame, MAX_FRAME_BYTES};
 pub use message::{Envelope, Message, PROTOCOL_VERSION};
