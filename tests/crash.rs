@@ -167,31 +167,102 @@ fn torn_write_at_the_end_of_the_primary_log_is_cut_with_a_warning() {
     );
 }
 
+/// Offsets of the records in a segment file (after its header).
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut at = spare::log::segment::HEADER_BYTES as usize;
+    let mut out = Vec::new();
+    while let Ok((_, len)) = spare::log::record::decode(&bytes[at..]) {
+        out.push(at);
+        at += len;
+    }
+    out
+}
+
 #[test]
-fn corruption_before_the_end_of_the_log_stops_the_node_naming_file_and_offset() {
+fn a_flipped_length_byte_in_the_newest_segment_stops_the_node_instead_of_cutting_acknowledged_records(
+) {
     let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
     c.start_all();
     c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
-    let lsn = c.exec("INSERT INTO t VALUES (1)", json!([]));
-    c.wait_applied("lan-1", lsn);
-    // Two records in the spare's newest segment, whatever way it was fed so far.
-    c.exec("INSERT INTO t VALUES (2)", json!([]));
-    let lsn = c.exec("INSERT INTO t VALUES (3)", json!([]));
-    c.wait_applied("lan-1", lsn);
-    c.kill("lan-1");
-    let seg = newest_segment(&c, "lan-1");
+    let mut acked = Vec::new();
+    for i in 1..=5 {
+        acked.push(c.exec("INSERT INTO t VALUES (?)", json!([i])));
+    }
+    c.kill("main");
+    let seg = newest_segment(&c, "main");
     let mut bytes = std::fs::read(&seg).unwrap();
-    let (_, first_len) = spare::log::record::decode(&bytes).unwrap();
-    bytes[first_len - 1] ^= 0xff;
+    let offsets = record_offsets(&bytes);
+    assert!(
+        offsets.len() >= 5,
+        "acknowledged records in the newest segment"
+    );
+    // One bit of the length of a record that acknowledged records follow.
+    let at = offsets[offsets.len() - 4];
+    bytes[at] ^= 0x01;
     std::fs::write(&seg, &bytes).unwrap();
-    let out = c.cli(&["run", "--node", "lan-1"]);
+    let out = c.cli(&["run", "--node", "main"]);
     assert!(
         !out.status.success(),
-        "a node with a corrupt log must not start"
+        "a node with a damaged durable log must not start"
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&seg.display().to_string()) && err.contains("offset 0"),
+        err.contains(&seg.display().to_string()) && err.contains(&format!("offset {at}")),
         "{err}"
     );
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
+}
+
+/// Peak resident memory of process `pid` so far (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM in /proc status");
+    kib / 1024
+}
+
+/// A spare that received a large backlog it had not applied (here: held back by
+/// `apply_delay`, then restarted without it) replays it at start in bounded batches: its
+/// memory stays well below the backlog's size.
+#[test]
+fn a_spare_restarted_with_a_large_backlog_replays_it_in_bounded_memory() {
+    const RECORDS: u64 = 150;
+    const PEAK_BOUND_MIB: u64 = 100;
+    let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
+    c.node_option("lan-1", "apply_delay = \"1h\"");
+    c.start_all();
+    c.exec(
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, b BLOB)",
+        json!([]),
+    );
+    let mut last = 0;
+    for i in 0..RECORDS {
+        // One MiB of changes per record: the backlog is about RECORDS MiB.
+        last = c.exec("INSERT INTO big VALUES (?, zeroblob(1048576))", json!([i]));
+    }
+    wait_until("lan-1 to hold the backlog durably", || {
+        c.spare_view("lan-1")["flushed_lsn"].as_u64() >= Some(last)
+    });
+    assert!(c.applied("lan-1") < last, "the backlog is not applied yet");
+    c.kill("lan-1");
+    c.clear_node_options("lan-1");
+    c.non_voting("lan-1");
+    c.start("lan-1");
+    c.wait_applied("lan-1", last);
+    let peak = peak_rss_mib(c.pid("lan-1"));
+    eprintln!("replaying {RECORDS} MiB: peak resident memory {peak} MiB");
+    assert!(
+        peak < PEAK_BOUND_MIB,
+        "replaying {RECORDS} MiB took {peak} MiB at its peak"
+    );
+    assert!(c
+        .log("lan-1")
+        .contains("replaying the log into the database"));
+    let rows = c.rows("lan-1", "SELECT count(*), sum(length(b)) FROM big", last);
+    assert_eq!(rows, vec![json!([RECORDS, RECORDS * 1048576])]);
 }

@@ -32,7 +32,10 @@ use crate::store::query::ReaderPool;
 use crate::store::{self, ConnKind};
 
 /// Records replayed per SQLite transaction during recovery.
-pub const REPLAY_BATCH_RECORDS: usize = 1000;
+pub const REPLAY_BATCH_RECORDS: u64 = 1000;
+/// Bytes of records read per replayed batch (at least one record): what recovery holds in
+/// memory, whatever the backlog.
+pub const REPLAY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// What every part of a data node shares.
 pub struct DataShared {
@@ -283,19 +286,32 @@ pub fn recover_gated(
     if let Some(torn) = &opened.torn {
         tracing::warn!(%torn, "cut a torn record at the end of the log (a write cut short by a crash; it was never acknowledged)");
     }
-    if !opened.replay.is_empty() {
-        tracing::info!(
-            records = opened.replay.len(),
-            from = opened.replay[0].lsn,
-            "replaying the log into the database"
-        );
-    }
-    for chunk in opened.replay.chunks(REPLAY_BATCH_RECORDS) {
-        applier.apply(chunk)?;
-    }
+    replay(&data_dir.join("log"), &opened, &mut applier)?;
     let mut writer = opened.writer;
     writer.set_segment_target_bytes(segment_bytes);
     Ok((writer, applier))
+}
+
+/// Applies the records recovery named, read from the log in bounded batches: a spare
+/// restarted with a large backlog holds one batch in memory, not the backlog.
+fn replay(log_dir: &Path, opened: &log::Opened, applier: &mut Applier) -> Result<()> {
+    if opened.replay_count() == 0 {
+        return Ok(());
+    }
+    tracing::info!(
+        records = opened.replay_count(),
+        from = opened.replay_after + 1,
+        "replaying the log into the database"
+    );
+    let mut reader = log::LogReader::new(log_dir);
+    let mut next = opened.replay_after + 1;
+    while next <= opened.replay_to {
+        let to = opened.replay_to.min(next + REPLAY_BATCH_RECORDS - 1);
+        let batch = reader.read(next, to, REPLAY_BATCH_BYTES)?;
+        applier.apply(&batch)?;
+        next = batch.last().expect("a read returns a record at least").lsn + 1;
+    }
+    Ok(())
 }
 
 /// Puts a verified seed in place: the snapshot becomes the database, and the log restarts

@@ -10,10 +10,12 @@
 //! - Epochs never go down along the log.
 //! - Records at or below the writer's durable position are on disk and never change.
 //!
-//! Recovery ([`open`]): every segment is scanned and checked. A torn or corrupt record at the
-//! very end of the newest segment (a write cut by a crash) is cut off with a warning: it was
-//! never acknowledged. Damage anywhere else stops the node with an error naming the file and
-//! offset.
+//! Recovery ([`open`]): every segment is scanned record by record and checked. A bad record
+//! in the last write of the newest segment (past the durable end its header records: a
+//! write a crash cut short, never acknowledged) is cut off with a warning. Damage anywhere
+//! else, durable records included, stops the node with an error naming the file and offset
+//! (see [`segment`]). The records to replay into SQLite are named, not loaded: the caller
+//! reads them in bounded batches.
 //!
 //! Caveats: the whole log is kept (retention comes with re-seeding); recovery reads every
 //! segment at start.
@@ -34,35 +36,45 @@ pub use reader::LogReader;
 pub use record::{Record, RecordKind};
 pub use writer::{LogWriter, Position, SegmentInfo};
 
-/// What opening a log found: the writer positioned at the end, and the records whose
-/// `lsn > replay_after` (for the caller to re-apply to SQLite).
+/// What opening a log found: the writer positioned at the end, and which records the
+/// caller should re-apply to SQLite: `replay_after < lsn <= replay_to` (none when
+/// `replay_to <= replay_after`), to be read with a [`LogReader`] in bounded batches.
 pub struct Opened {
     pub writer: LogWriter,
-    pub replay: Vec<Record>,
+    pub replay_after: u64,
+    pub replay_to: u64,
     /// Number of bytes cut from a torn tail, with why, if any.
     pub torn: Option<String>,
 }
 
-/// Opens (creating if needed) the log in `dir`, checks it, cuts a torn tail, and returns the
-/// records after `replay_after` for replay.
+impl Opened {
+    /// How many records the caller should replay.
+    pub fn replay_count(&self) -> u64 {
+        self.replay_to.saturating_sub(self.replay_after)
+    }
+}
+
+/// Opens (creating if needed) the log in `dir`, checks it, cuts a torn tail, and says which
+/// records follow `replay_after` for replay.
 pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
     open_with(dir, replay_after, |_| true)
 }
 
-/// Like [`open`], returning for replay only the records after `replay_after` while `keep`
-/// says so (a paused spare replays nothing, a delayed one only what is due).
+/// Like [`open`], replaying only the records after `replay_after` while `keep` says so (a
+/// paused spare replays nothing, a delayed one only what is due). Memory stays bounded by
+/// one record whatever the log's size: segments are scanned record by record.
 pub fn open_with(
     dir: &Path,
     replay_after: u64,
     mut keep: impl FnMut(&Record) -> bool,
 ) -> Result<Opened> {
-    let mut keeping = true;
     std::fs::create_dir_all(dir)
         .map_err(Error::io(format!("create log directory {}", dir.display())))?;
     let segments = segment::list_segments(dir)?;
     let mut tail = base::load(dir)?.unwrap_or_default();
     let mut infos = Vec::new();
-    let mut replay = Vec::new();
+    let mut replay_to = replay_after;
+    let mut keeping = true;
     let mut torn = None;
     for (i, &first) in segments.iter().enumerate() {
         let path = segment::segment_path(dir, first);
@@ -73,29 +85,27 @@ pub fn open_with(
                 tail.lsn + 1
             )));
         }
-        let bytes = std::fs::read(&path)
-            .map_err(Error::io(format!("read log segment {}", path.display())))?;
         let is_newest = i + 1 == segments.len();
-        let scanned = segment::scan(&path, &bytes, is_newest, (tail.lsn, tail.chain))?;
+        let scanned = segment::scan(&path, is_newest, (tail.lsn, tail.chain), |r| {
+            if keeping && r.lsn > replay_after {
+                keeping = keep(r);
+                if keeping {
+                    replay_to = r.lsn;
+                }
+            }
+        })?;
         if let Some(why) = scanned.torn {
             truncate(&path, scanned.valid_len)?;
             torn = Some(format!("{}: {why}", path.display()));
         }
-        if let Some(last) = scanned.records.last() {
-            tail = Position::of(last);
+        if let Some(last) = scanned.last {
+            tail = last;
         }
         infos.push(SegmentInfo {
             first_lsn: first,
             last: tail,
             bytes: scanned.valid_len,
         });
-        for r in scanned.records.into_iter().filter(|r| r.lsn > replay_after) {
-            keeping = keeping && keep(&r);
-            if !keeping {
-                break;
-            }
-            replay.push(r);
-        }
     }
     if tail.lsn < replay_after {
         return Err(Error::InvalidData(format!(
@@ -114,7 +124,8 @@ pub fn open_with(
     let writer = LogWriter::resume(dir, tail, infos)?;
     Ok(Opened {
         writer,
-        replay,
+        replay_after,
+        replay_to,
         torn,
     })
 }
@@ -149,7 +160,8 @@ pub fn truncate_after(dir: &Path, lsn: u64) -> Result<()> {
     if let Some(&first) = segments.iter().rev().find(|&&f| f <= lsn) {
         let path = segment::segment_path(dir, first);
         let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
-        let mut offset = 0;
+        let header = segment::parse_header(&path, &bytes)?;
+        let mut offset = header.records_at as usize;
         let mut at = first;
         while at <= lsn {
             let (r, len) = record::decode(&bytes[offset..]).map_err(|e| {
@@ -159,15 +171,26 @@ pub fn truncate_after(dir: &Path, lsn: u64) -> Result<()> {
             offset += len;
             at += 1;
         }
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(Error::io(format!("open {}", path.display())))?;
-        f.set_len(offset as u64)
-            .and_then(|()| f.sync_all())
-            .map_err(Error::io(format!("truncate {}", path.display())))?;
+        cut_segment(&path, header, offset as u64)?;
     }
     segment::sync_dir(dir)
+}
+
+/// Cuts the segment at `path` to `len` bytes, its header saying no more than that is
+/// durable, and syncs it.
+fn cut_segment(path: &Path, header: segment::Header, len: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(Error::io(format!("open {}", path.display())))?;
+    f.set_len(len)
+        .and_then(|()| match header.synced_end {
+            Some(synced) if synced > len => f.write_all_at(&segment::header_bytes(len), 0),
+            _ => Ok(()),
+        })
+        .and_then(|()| f.sync_all())
+        .map_err(Error::io(format!("truncate {}", path.display())))
 }
 
 /// The LSN of the last whole record in the segments of `dir` (an archive, which has no base
@@ -178,8 +201,9 @@ pub fn last_lsn_in(dir: &Path) -> Result<Option<u64>> {
     };
     let path = segment::segment_path(dir, first);
     let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
-    let (mut offset, mut count) = (0, 0);
-    while let Ok((_, len)) = record::decode(&bytes[offset..]) {
+    let mut offset = segment::parse_header(&path, &bytes)?.records_at as usize;
+    let mut count = 0;
+    while let Ok((_, len)) = record::decode(bytes.get(offset..).unwrap_or_default()) {
         offset += len;
         count += 1;
     }

@@ -76,14 +76,17 @@ impl LogReader {
     /// Opens the segment that starts exactly at `lsn`.
     fn open_segment(&mut self, lsn: u64) -> Result<()> {
         let path = segment_path(&self.dir, lsn);
-        let file = File::open(&path).map_err(Error::io(format!(
+        let records_at = crate::log::segment::read_header(&path)?.records_at;
+        let mut file = File::open(&path).map_err(Error::io(format!(
             "open log segment {} for record {lsn}",
             path.display()
         )))?;
+        file.seek(SeekFrom::Start(records_at))
+            .map_err(Error::io("seek in a log segment"))?;
         self.cursor = Some(Cursor {
             segment_first_lsn: lsn,
             file: BufReader::new(file),
-            offset: 0,
+            offset: records_at,
             next_lsn: lsn,
         });
         Ok(())

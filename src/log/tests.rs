@@ -32,10 +32,7 @@ fn reopened_log_resumes_after_its_last_record() {
     assert_eq!(end.lsn, 5);
     let opened = open(tmp.path(), 2).expect("reopen");
     assert_eq!(opened.writer.tail(), end);
-    assert_eq!(
-        opened.replay.iter().map(|r| r.lsn).collect::<Vec<_>>(),
-        vec![3, 4, 5]
-    );
+    assert_eq!((opened.replay_after, opened.replay_to), (2, 5));
     assert!(opened.torn.is_none());
 }
 
@@ -50,12 +47,12 @@ fn torn_tail_is_cut_and_never_replayed() {
     let opened = open(tmp.path(), 0).expect("torn tail is not fatal");
     assert_eq!(opened.writer.tail().lsn, 2);
     assert!(opened.torn.is_some());
-    assert_eq!(opened.replay.len(), 2);
+    assert_eq!(opened.replay_count(), 2);
     // The next append takes LSN 3 again, and the log reads back cleanly.
     drop(opened);
     let end = write_records(tmp.path(), 1, None);
     assert_eq!(end.lsn, 3);
-    assert_eq!(open(tmp.path(), 0).unwrap().replay.len(), 3);
+    assert_eq!(open(tmp.path(), 0).unwrap().replay_count(), 3);
 }
 
 #[test]
@@ -71,19 +68,134 @@ fn corrupt_last_record_is_cut_as_a_torn_tail() {
     assert_eq!(opened.writer.tail().lsn, 2);
 }
 
+/// Appends `n` records, each in a write of its own (one fsync each, as the primary does).
+fn write_synced(dir: &Path, n: u64) -> Position {
+    let mut w = open(dir, 0).expect("open log").writer;
+    let mut end = w.durable();
+    for i in 0..n {
+        w.append(
+            1,
+            1_000 + i,
+            RecordKind::Txn,
+            format!("txn {i}").into_bytes(),
+        )
+        .unwrap();
+        end = w.sync().unwrap();
+    }
+    end
+}
+
+/// Offset of the record at `index` (0-based) in a one-segment log.
+fn offset_of(bytes: &[u8], index: usize) -> usize {
+    let mut at = segment::HEADER_BYTES as usize;
+    for _ in 0..index {
+        at += record::decode(&bytes[at..]).unwrap().1;
+    }
+    at
+}
+
 #[test]
 fn corruption_before_the_tail_stops_with_file_and_offset() {
     let tmp = tempfile::tempdir().unwrap();
-    write_records(tmp.path(), 3, None);
+    write_synced(tmp.path(), 3);
     let path = only_segment(tmp.path());
     let mut bytes = std::fs::read(&path).unwrap();
     // Flip a payload byte of record 1: records 2 and 3 after it are intact.
-    let first_len = record::decode(&bytes).unwrap().1;
-    bytes[first_len - 1] ^= 0xff;
+    let second = offset_of(&bytes, 1);
+    bytes[second - 1] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
     let err = open(tmp.path(), 0).err().expect("must refuse").to_string();
     assert!(err.contains(&path.display().to_string()), "{err}");
-    assert!(err.contains("offset 0"), "{err}");
+    assert!(err.contains("offset 32"), "{err}");
+}
+
+#[test]
+fn a_flipped_length_bit_never_cuts_acknowledged_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_synced(tmp.path(), 5);
+    let path = only_segment(tmp.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Record 2's length now points into the middle of a later record: nothing valid
+    // follows at that offset, which the older rule took for a torn tail.
+    let at = offset_of(&bytes, 1);
+    bytes[at] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = open(tmp.path(), 0).err().expect("must refuse").to_string();
+    assert!(err.contains(&format!("offset {at}")), "{err}");
+    assert!(err.contains("durable"), "{err}");
+    // Nothing was cut: the file is as it was.
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn damage_in_the_last_write_is_a_torn_tail_even_with_valid_records_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_synced(tmp.path(), 2);
+    // Three records in one write and one fsync, as a spare stores a batch: a crash may
+    // persist its pages out of order.
+    write_records(tmp.path(), 3, None);
+    let path = only_segment(tmp.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let third = offset_of(&bytes, 2);
+    bytes[third + 9] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let opened = open(tmp.path(), 0).expect("a torn last write is not fatal");
+    assert_eq!(opened.writer.tail().lsn, 2);
+    assert!(opened.torn.is_some());
+}
+
+#[test]
+fn a_segment_of_the_older_format_is_read_and_the_log_goes_on_in_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Records written back to back with no header, as before the header existed.
+    let mut old = Vec::new();
+    let mut chain = GENESIS_CHAIN;
+    for lsn in 1..=3 {
+        let r = Record::new(chain, lsn, 1, 1_000, RecordKind::Txn, vec![lsn as u8; 10]);
+        chain = r.chain;
+        r.encode_into(&mut old);
+    }
+    std::fs::write(segment::segment_path(tmp.path(), 1), &old).unwrap();
+    let mut opened = open(tmp.path(), 0).unwrap();
+    assert_eq!((opened.writer.tail().lsn, opened.replay_count()), (3, 3));
+    opened
+        .writer
+        .append(1, 2_000, RecordKind::Txn, b"new".to_vec())
+        .unwrap();
+    opened.writer.sync().unwrap();
+    let segs = segment::list_segments(tmp.path()).unwrap();
+    assert_eq!(
+        segs,
+        vec![1, 4],
+        "the old segment is closed, a new one started"
+    );
+    let all = LogReader::new(tmp.path()).read(1, 4, usize::MAX).unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        segment::read_header(&segment::segment_path(tmp.path(), 1))
+            .unwrap()
+            .records_at,
+        0
+    );
+}
+
+#[test]
+fn a_new_segment_whose_header_was_cut_short_is_emptied_and_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_synced(tmp.path(), 2);
+    // A crash right after the next segment was created, its header half written.
+    std::fs::write(segment::segment_path(tmp.path(), 3), b"SPARELOG\x02").unwrap();
+    let mut opened = open(tmp.path(), 0).expect("a torn header is not fatal");
+    assert!(opened.torn.is_some());
+    opened
+        .writer
+        .append(1, 2_000, RecordKind::Txn, b"three".to_vec())
+        .unwrap();
+    opened.writer.sync().unwrap();
+    drop(opened);
+    let reopened = open(tmp.path(), 0).unwrap();
+    assert_eq!(reopened.writer.tail().lsn, 3);
+    assert!(reopened.torn.is_none());
 }
 
 #[test]

@@ -5,12 +5,14 @@
 //! records at or below [`LogWriter::durable`] may be acknowledged or sent to spares.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::log::record::{Record, RecordKind, MAX_PAYLOAD_BYTES};
-use crate::log::segment::{segment_path, sync_dir, SEGMENT_TARGET_BYTES};
+use crate::log::segment::{
+    header_bytes, read_header, segment_path, sync_dir, HEADER_BYTES, SEGMENT_TARGET_BYTES,
+};
 
 /// Position at the end of a history: enough to check a spare against it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -48,7 +50,7 @@ pub struct LogWriter {
     file: File,
     /// First LSN of the segment `file` writes to.
     segment_first_lsn: u64,
-    /// Bytes already written to `file`.
+    /// Bytes already written to `file` (its header included), all durable.
     segment_bytes: u64,
     /// Encoded records appended but not yet written and synced.
     pending: Vec<u8>,
@@ -81,13 +83,13 @@ impl LogWriter {
         }
         let open = *segments.last().expect("one segment at least");
         let path = segment_path(dir, open.first_lsn);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(Error::io(format!("open log segment {}", path.display())))?;
+        let file = open_segment_file(&path, false)?;
+        // What recovery read may sit in the page cache only (a process that crashed before
+        // its fsync): make it durable before the header calls it so.
+        file.sync_data()
+            .map_err(Error::io(format!("fsync log segment {}", path.display())))?;
         sync_dir(dir)?;
-        Ok(LogWriter {
+        let mut writer = LogWriter {
             dir: dir.to_path_buf(),
             file,
             segment_first_lsn: open.first_lsn,
@@ -98,7 +100,33 @@ impl LogWriter {
             segment_target_bytes: SEGMENT_TARGET_BYTES,
             segments,
             appended: 0,
-        })
+        };
+        writer.start_format(&path)?;
+        Ok(writer)
+    }
+
+    /// Brings the open segment to the current format: a new or emptied one gets its header;
+    /// one of the older format, holding records, is closed and a new segment started.
+    fn start_format(&mut self, path: &Path) -> Result<()> {
+        if self.segment_bytes == 0 {
+            self.write_header(HEADER_BYTES)?;
+            self.segment_bytes = HEADER_BYTES;
+            return Ok(());
+        }
+        if read_header(path)?.records_at == 0 {
+            self.roll(self.tail.lsn + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the open segment's header: its first `synced_end` bytes are durable.
+    fn write_header(&self, synced_end: u64) -> Result<()> {
+        self.file
+            .write_all_at(&header_bytes(synced_end), 0)
+            .map_err(Error::io(format!(
+                "write the header of log segment {}",
+                segment_path(&self.dir, self.segment_first_lsn).display()
+            )))
     }
 
     /// Bytes appended since this writer was opened (a record's end offset, right after
@@ -210,7 +238,7 @@ impl LogWriter {
     fn push(&mut self, record: &Record) -> Result<()> {
         let len = record.encoded_len() as u64;
         if self.segment_bytes + self.pending.len() as u64 + len > self.segment_target_bytes
-            && self.segment_bytes + self.pending.len() as u64 > 0
+            && self.segment_bytes + self.pending.len() as u64 > HEADER_BYTES
         {
             self.roll(record.lsn)?;
         }
@@ -224,18 +252,17 @@ impl LogWriter {
     fn roll(&mut self, next_lsn: u64) -> Result<()> {
         self.sync()?;
         let path = segment_path(&self.dir, next_lsn);
-        self.file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(Error::io(format!("create log segment {}", path.display())))?;
+        self.file = open_segment_file(&path, true)?;
         sync_dir(&self.dir)?;
         self.segment_first_lsn = next_lsn;
-        self.segment_bytes = 0;
+        // Not synced yet: a crash before the first sync leaves a header cut short or
+        // whole, which recovery cuts or keeps; either way no record is lost.
+        self.write_header(HEADER_BYTES)?;
+        self.segment_bytes = HEADER_BYTES;
         self.segments.push(SegmentInfo {
             first_lsn: next_lsn,
             last: self.durable,
-            bytes: 0,
+            bytes: HEADER_BYTES,
         });
         Ok(())
     }
@@ -247,8 +274,12 @@ impl LogWriter {
         }
         let path = segment_path(&self.dir, self.segment_first_lsn);
         self.file
-            .write_all(&self.pending)
+            .write_all_at(&self.pending, self.segment_bytes)
             .map_err(Error::io(format!("write log segment {}", path.display())))?;
+        // The same fsync makes the records durable and the header say that everything
+        // before them was: recovery then tells a torn last write from damaged durable
+        // records (see `segment`).
+        self.write_header(self.segment_bytes)?;
         self.file
             .sync_data()
             .map_err(Error::io(format!("fsync log segment {}", path.display())))?;
@@ -260,4 +291,18 @@ impl LogWriter {
         open.bytes = self.segment_bytes;
         Ok(self.durable)
     }
+}
+
+/// Opens a segment file for writing at chosen offsets (`new`: it must not exist yet).
+fn open_segment_file(path: &Path, new: bool) -> Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if new {
+        options.create_new(true);
+    } else {
+        options.create(true);
+    }
+    options
+        .open(path)
+        .map_err(Error::io(format!("open log segment {}", path.display())))
 }

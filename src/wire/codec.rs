@@ -104,7 +104,10 @@ mod tests {
     async fn oversized_length_is_refused_before_allocating() {
         let bytes = (u32::MAX).to_be_bytes();
         let err = read_frame(&mut &bytes[..]).await.unwrap_err().to_string();
-        assert!(err.contains(&format!("above the {MAX_FRAME_BYTES}")), "{err}");
+        assert!(
+            err.contains(&format!("above the {MAX_FRAME_BYTES}")),
+            "{err}"
+        );
         // Before authentication, a much smaller bound.
         let hello_sized = 70_000u32.to_be_bytes();
         let err = read_frame_within(&mut &hello_sized[..], 64 * 1024)

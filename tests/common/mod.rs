@@ -145,6 +145,12 @@ impl Cluster {
         self.write_config();
     }
 
+    /// Removes every extra line of `node`'s table (back to the plain spare).
+    pub fn clear_node_options(&mut self, node: &str) {
+        self.node_extra.remove(node);
+        self.write_config();
+    }
+
     /// Takes `node` out of the quorums (`vote = false`): for tests whose primary must keep
     /// its write lease while that node is down, cut off or not started.
     pub fn non_voting(&mut self, node: &str) {
