@@ -253,7 +253,7 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             bytes,
         } => Message::Records {
             count,
-            bytes: decompress(&bytes, raw_len)?,
+            bytes: crate::wire::codec::decompress_batch(&bytes, raw_len)?,
         },
         other => other,
     };
@@ -336,24 +336,6 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
 }
 
 /// Decompresses an lz4 batch, refusing a size above the frame limit before allocating.
-fn decompress(bytes: &[u8], raw_len: u32) -> Result<Vec<u8>> {
-    let raw_len = raw_len as usize;
-    if raw_len > crate::wire::codec::MAX_FRAME_BYTES {
-        return Err(Error::InvalidData(format!(
-            "a compressed batch announces {raw_len} bytes, above the frame limit"
-        )));
-    }
-    let out = lz4_flex::block::decompress(bytes, raw_len)
-        .map_err(|e| Error::InvalidData(format!("a compressed batch is corrupt: {e}")))?;
-    if out.len() != raw_len {
-        return Err(Error::InvalidData(format!(
-            "a compressed batch holds {} bytes, not the {raw_len} announced",
-            out.len()
-        )));
-    }
-    Ok(out)
-}
-
 /// Runs blocking work (files, fsync) on the blocking pool.
 async fn blocking<T: Send + 'static>(
     shared: &Arc<SpareShared>,

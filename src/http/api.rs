@@ -13,48 +13,11 @@ use crate::actors::primary::GetStatus;
 use crate::actors::supervisor::Reload;
 use crate::error::{Error, Result};
 use crate::http::{error_response, ApiState};
-use crate::store::exec::Request;
-use crate::store::value::{params_from_json, Statement};
 
 /// Longest a write waits for the write path (queueing and commit) before answering 503.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a query waits for `min_lsn` to be applied.
 pub const MIN_LSN_WAIT: Duration = Duration::from_secs(5);
-
-fn parse_body(body: &web::Bytes) -> Result<Value> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::InvalidInput(format!("the body is not valid JSON: {e}")))
-}
-
-fn statement(v: &Value, what: &str) -> Result<Statement> {
-    let sql = v
-        .get("sql")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::InvalidInput(format!("{what}: \"sql\" (a string) is required")))?;
-    Ok(Statement {
-        sql: sql.to_string(),
-        params: params_from_json(v.get("params"))?,
-    })
-}
-
-fn parse_request(v: &Value) -> Result<Request> {
-    let statements = match v.get("batch") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, s)| statement(s, &format!("batch[{i}]")))
-            .collect::<Result<_>>()?,
-        Some(_) => {
-            return Err(Error::InvalidInput(
-                "\"batch\" must be an array of {\"sql\", \"params\"}".into(),
-            ))
-        }
-        None => vec![statement(v, "request")?],
-    };
-    let request = Request { statements };
-    request.validate()?;
-    Ok(request)
-}
 
 fn respond(r: Result<Value>) -> HttpResponse {
     match r {
@@ -86,7 +49,7 @@ async fn execute_inner(state: &ApiState, addr: &NodeAddr, body: &web::Bytes) -> 
             primary: Some(primary_ref(&state.cell.get())),
         });
     };
-    let request = parse_request(&parse_body(body)?)?;
+    let request = crate::http::body::write_request(body)?;
     let (reply, rx) = oneshot::channel();
     let job = WriteJob { request, reply };
     let outcome = tokio::time::timeout(WRITE_TIMEOUT, async {
@@ -138,15 +101,10 @@ async fn query_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
             ))
         }
     };
-    let v = parse_body(body)?;
-    let st = statement(&v, "query")?;
-    crate::store::schema::check_query_allowed(&st.sql)?;
-    let min_lsn = match v.get("min_lsn") {
-        None | Some(Value::Null) => 0,
-        Some(m) => m.as_u64().ok_or_else(|| {
-            Error::InvalidInput("\"min_lsn\" must be a non-negative integer".into())
-        })?,
-    };
+    let crate::http::body::Query {
+        statement: st,
+        min_lsn,
+    } = crate::http::body::query(body)?;
     wait_applied(&shared, min_lsn).await?;
     let limits = state.cell.get().cluster.limits;
     let turn = shared.readers.turn(&limits).await?;

@@ -4,6 +4,7 @@
 
 mod admin;
 mod api;
+pub mod body;
 mod dashboard;
 pub mod metrics;
 

@@ -74,6 +74,26 @@ pub async fn read_frame_within<R: AsyncRead + Unpin>(
         .map_err(|e| Error::InvalidData(format!("undecodable frame of {len} bytes: {e}")))
 }
 
+/// The records of a `RecordsLz4` batch, decompressed: the announced size is checked
+/// against the frame limit before anything is allocated, and must be what comes out.
+pub fn decompress_batch(bytes: &[u8], raw_len: u32) -> Result<Vec<u8>> {
+    let raw_len = raw_len as usize;
+    if raw_len > MAX_FRAME_BYTES {
+        return Err(Error::InvalidData(format!(
+            "a compressed batch announces {raw_len} bytes, above the frame limit"
+        )));
+    }
+    let out = lz4_flex::block::decompress(bytes, raw_len)
+        .map_err(|e| Error::InvalidData(format!("a compressed batch is corrupt: {e}")))?;
+    if out.len() != raw_len {
+        return Err(Error::InvalidData(format!(
+            "a compressed batch holds {} bytes, not the {raw_len} announced",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
