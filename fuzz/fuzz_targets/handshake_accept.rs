@@ -25,10 +25,16 @@ fuzz_target!(|data: &[u8]| {
         };
         let members = vec!["main".to_string()];
         let admission = Admission {
-            streams: Streams::Follow { epoch: 1, primary: "main" },
+            streams: Streams::Follow {
+                epoch: 1,
+                primary: "main",
+            },
             members: &members,
         };
         let admitted = accept(&mut ours, &me, 1, admission).await;
-        assert!(admitted.is_err(), "random bytes passed the secret challenge");
+        assert!(
+            admitted.is_err(),
+            "random bytes passed the secret challenge"
+        );
     });
 });

@@ -8,7 +8,11 @@ use spare::log::record::{decode, decode_all};
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     while let Ok((record, len)) = decode(rest) {
-        assert_eq!(record.encode(), &rest[..len], "a record re-encodes to its bytes");
+        assert_eq!(
+            record.encode(),
+            &rest[..len],
+            "a record re-encodes to its bytes"
+        );
         rest = &rest[len..];
     }
     let _ = decode_all(data);

@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     let tail = opened.writer.tail().lsn;
     drop(opened);
     let again = open(&dir, 0).expect("a log recovery kept opens again");
-    assert!(again.torn.is_none(), "recovery cut what an earlier recovery kept");
+    assert!(
+        again.torn.is_none(),
+        "recovery cut what an earlier recovery kept"
+    );
     assert_eq!(again.writer.tail().lsn, tail);
     if tail > 0 {
         let records = LogReader::new(&dir).read(1, tail, usize::MAX).unwrap();
