@@ -167,15 +167,10 @@ fn torn_write_at_the_end_of_the_primary_log_is_cut_with_a_warning() {
     );
 }
 
-/// Offsets of the records in a segment file (after its header).
-fn record_offsets(bytes: &[u8]) -> Vec<usize> {
-    let mut at = spare::log::segment::HEADER_BYTES as usize;
-    let mut out = Vec::new();
-    while let Ok((_, len)) = spare::log::record::decode(&bytes[at..]) {
-        out.push(at);
-        at += len;
-    }
-    out
+/// Offsets of the records in a segment file.
+fn record_offsets(seg: &std::path::Path, bytes: &[u8]) -> Vec<usize> {
+    let spans = spare::log::segment::record_spans(seg, bytes).unwrap();
+    spans.into_iter().map(|(at, _)| at).collect()
 }
 
 #[test]
@@ -192,7 +187,7 @@ fn a_flipped_length_byte_in_the_newest_segment_stops_the_node_instead_of_cutting
     c.kill("main");
     let seg = newest_segment(&c, "main");
     let mut bytes = std::fs::read(&seg).unwrap();
-    let offsets = record_offsets(&bytes);
+    let offsets = record_offsets(&seg, &bytes);
     assert!(
         offsets.len() >= 5,
         "acknowledged records in the newest segment"

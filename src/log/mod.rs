@@ -160,35 +160,26 @@ pub fn truncate_after(dir: &Path, lsn: u64) -> Result<()> {
     if let Some(&first) = segments.iter().rev().find(|&&f| f <= lsn) {
         let path = segment::segment_path(dir, first);
         let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
-        let header = segment::parse_header(&path, &bytes)?;
-        let mut offset = header.records_at as usize;
-        let mut at = first;
-        while at <= lsn {
-            let (r, len) = record::decode(&bytes[offset..]).map_err(|e| {
-                Error::InvalidData(format!("{}: record {at}: {e:?}", path.display()))
-            })?;
-            assert_eq!(r.lsn, at, "a segment holds consecutive records");
-            offset += len;
-            at += 1;
-        }
-        cut_segment(&path, header, offset as u64)?;
+        let spans = segment::record_spans(&path, &bytes)?;
+        let kept = (lsn + 1 - first) as usize;
+        let Some(&(at, len)) = spans.get(kept - 1) else {
+            return Err(Error::InvalidData(format!(
+                "{}: record {lsn} is not readable",
+                path.display()
+            )));
+        };
+        cut_segment(&path, (at + len) as u64)?;
     }
     segment::sync_dir(dir)
 }
 
-/// Cuts the segment at `path` to `len` bytes, its header saying no more than that is
-/// durable, and syncs it.
-fn cut_segment(path: &Path, header: segment::Header, len: u64) -> Result<()> {
-    use std::os::unix::fs::FileExt;
+/// Cuts the segment at `path` to `len` bytes and syncs it.
+fn cut_segment(path: &Path, len: u64) -> Result<()> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(Error::io(format!("open {}", path.display())))?;
     f.set_len(len)
-        .and_then(|()| match header.synced_end {
-            Some(synced) if synced > len => f.write_all_at(&segment::header_bytes(len), 0),
-            _ => Ok(()),
-        })
         .and_then(|()| f.sync_all())
         .map_err(Error::io(format!("truncate {}", path.display())))
 }
@@ -201,12 +192,7 @@ pub fn last_lsn_in(dir: &Path) -> Result<Option<u64>> {
     };
     let path = segment::segment_path(dir, first);
     let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
-    let mut offset = segment::parse_header(&path, &bytes)?.records_at as usize;
-    let mut count = 0;
-    while let Ok((_, len)) = record::decode(bytes.get(offset..).unwrap_or_default()) {
-        offset += len;
-        count += 1;
-    }
+    let count = segment::record_spans(&path, &bytes)?.len() as u64;
     Ok((count > 0).then(|| first + count - 1))
 }
 

@@ -138,8 +138,30 @@ fn check_lsn(rec: Record, lsn: u64) -> Result<Record> {
     Ok(rec)
 }
 
-/// Reads the length of the record under the cursor, leaving the cursor in place.
+/// Reads the length of the record under the cursor, leaving the cursor on it (past the
+/// sync marks before it).
 fn peek_len(cursor: &mut Cursor) -> Result<Option<u64>> {
+    loop {
+        let Some(prefix) = peek_prefix(cursor)? else {
+            return Ok(None);
+        };
+        if !crate::log::segment::is_mark_prefix(&prefix) {
+            let len = record::announced_len(&prefix).map_err(|e| {
+                Error::InvalidData(format!("log segment at offset {}: {e:?}", cursor.offset))
+            })?;
+            return Ok(Some(len as u64));
+        }
+        let mark = crate::log::segment::MARK_BYTES as u64;
+        cursor
+            .file
+            .seek_relative(mark as i64)
+            .map_err(Error::io("skip a sync mark"))?;
+        cursor.offset += mark;
+    }
+}
+
+/// The first bytes under the cursor, leaving the cursor in place; None at the end.
+fn peek_prefix(cursor: &mut Cursor) -> Result<Option<[u8; FRAME_PREFIX_BYTES]>> {
     let mut prefix = [0u8; FRAME_PREFIX_BYTES];
     match cursor.file.read_exact(&mut prefix) {
         Ok(()) => {}
@@ -156,10 +178,7 @@ fn peek_len(cursor: &mut Cursor) -> Result<Option<u64>> {
         .file
         .seek_relative(-(FRAME_PREFIX_BYTES as i64))
         .map_err(Error::io("seek in a log segment"))?;
-    let len = record::announced_len(&prefix).map_err(|e| {
-        Error::InvalidData(format!("log segment at offset {}: {e:?}", cursor.offset))
-    })?;
-    Ok(Some(len as u64))
+    Ok(Some(prefix))
 }
 
 /// Reads the record under the cursor; None at the end of the segment.

@@ -1,30 +1,32 @@
-//! Segment files: naming, listing, the header, and the recovery scan of one segment.
+//! Segment files: naming, listing, the format (header, sync marks), and the recovery scan
+//! of one segment.
 //!
-//! A segment is named after the LSN of its first record (`00000000000000000001.seg`) and
-//! holds consecutive records after a small header:
+//! A segment is named after the LSN of its first record (`00000000000000000001.seg`). It
+//! starts with a header, then holds consecutive records, each write of them preceded by a
+//! sync mark:
 //!
 //! ```text
-//! offset size field
-//!  0      8   magic "SPARELOG"
-//!  8      4   format version (u32 LE) = 2
-//! 12      4   CRC32C (u32 LE) of bytes 16..32
-//! 16      8   synced end (u64 LE): bytes of this file that were durable before its last write
-//! 24      8   reserved, zero
+//! header (16 bytes): magic "SPARELOG", format version (u32 LE) = 2, reserved (u32)
+//! sync mark (16 bytes): 0 (u32, where a record has its length), CRC32C (u32 LE) of the
+//!                       next 8 bytes, the mark's own offset in the file (u64 LE)
 //! ```
 //!
 //! Torn tail or damage? Only what was written after the last completed fsync may be torn by
-//! a crash. The writer rewrites the header with each write, before the fsync that covers
-//! both: the synced end then says where the durable part ended, at no extra fsync. A bad
-//! record below it was durable, so acknowledged (the primary) or reported durable (a spare's
-//! ack): the node stops, naming file and offset. A bad record at or past it is in the last
-//! write, whose fsync may not have completed: a torn tail, cut with a WARN.
+//! a crash. A write begins with a mark, and begins only once the previous write's fsync
+//! completed: a mark at offset P proves that every byte before P was durable. So at
+//! recovery, a bad record followed (anywhere later in the file) by a valid mark was durable,
+//! hence acknowledged (the primary) or reported durable (a spare's ack): the node stops,
+//! naming file and offset. A bad record with no mark after it is in the last write, whose
+//! fsync may not have completed (a spare writes a batch at once; a power cut may persist its
+//! pages out of order): a torn tail, cut with a WARN. The marks are in the data the write
+//! appends anyway: no extra fsync, no extra page.
 //!
-//! Caveats: the last write itself is not covered (its fsync is what would make its end
-//! durable; knowing it completed would take a second fsync): a bad record in it is cut as a
-//! torn tail, though it may have been acknowledged. The primary's idle heartbeat records
-//! keep that window to one heartbeat. Segments written before this format (no header) are
-//! still read; their newest one is told apart by the older rule (a valid record right after
-//! the bad one means damage).
+//! Caveats: the last write itself is not covered (knowing its fsync completed would take a
+//! second fsync per commit): a bad record in it is cut as a torn tail although it may have
+//! been acknowledged; the primary's idle heartbeat records close that window within a
+//! heartbeat. Segments written before this format (no header, no marks) are still read;
+//! their newest one is judged by the older rule (a valid record right after the bad one
+//! means damage).
 
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -33,60 +35,77 @@ use crate::error::{Error, Result};
 use crate::log::record::{self, DecodeError, Record, FRAME_PREFIX_BYTES};
 
 /// Bytes of a segment's header.
-pub const HEADER_BYTES: u64 = 32;
+pub const HEADER_BYTES: u64 = 16;
+/// Bytes of a sync mark.
+pub const MARK_BYTES: usize = 16;
 const MAGIC: &[u8; 8] = b"SPARELOG";
 const FORMAT_VERSION: u32 = 2;
 /// Bytes read at a time by the recovery scan.
 const SCAN_BUFFER_BYTES: usize = 256 * 1024;
 
-/// A segment's header: where the records start, and how far they were durable.
+/// What a segment's start says of its format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Offset of the first record (0 for a segment of the older format).
     pub records_at: u64,
-    /// Bytes of the file durable before its last write (None: older format, unknown).
-    pub synced_end: Option<u64>,
+    /// Whether writes carry sync marks (the current format).
+    pub marked: bool,
 }
 
-/// The header bytes of a segment whose first `synced_end` bytes are durable.
-pub fn header_bytes(synced_end: u64) -> [u8; HEADER_BYTES as usize] {
+/// The header bytes of a new segment.
+pub fn header_bytes() -> [u8; HEADER_BYTES as usize] {
     let mut h = [0u8; HEADER_BYTES as usize];
     h[..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[16..24].copy_from_slice(&synced_end.to_le_bytes());
-    let crc = crc32c::crc32c(&h[16..]);
-    h[12..16].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Reads the header from the first bytes of a segment (`start`, up to [`HEADER_BYTES`]).
-/// A segment without the magic is of the older format; a header with the magic that is cut
-/// short or fails its CRC is unknown (`synced_end` None), records after it.
+/// The sync mark that starts a write at `offset`.
+pub fn mark_bytes(offset: u64) -> [u8; MARK_BYTES] {
+    let mut m = [0u8; MARK_BYTES];
+    m[8..].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32c::crc32c(&m[8..]);
+    m[4..8].copy_from_slice(&crc.to_le_bytes());
+    m
+}
+
+/// Whether the 4 bytes where a record has its length say a sync mark starts here.
+pub fn is_mark_prefix(prefix: &[u8]) -> bool {
+    prefix.len() >= 4 && prefix[..4] == [0, 0, 0, 0]
+}
+
+/// Whether `bytes` (at least [`MARK_BYTES`]) hold a valid sync mark written at `offset`.
+pub fn is_mark_at(bytes: &[u8], offset: u64) -> bool {
+    let Some(m) = bytes.get(..MARK_BYTES) else {
+        return false;
+    };
+    is_mark_prefix(m)
+        && m[8..] == offset.to_le_bytes()
+        && crc32c::crc32c(&m[8..]).to_le_bytes() == m[4..8]
+}
+
+/// Reads the header from the first bytes of a segment. A segment without the magic is of
+/// the older format; one with the magic cut short is a header torn by a crash (records
+/// after it, none yet).
 pub fn parse_header(path: &Path, start: &[u8]) -> Result<Header> {
     if start.len() < MAGIC.len() || &start[..MAGIC.len()] != MAGIC {
         return Ok(Header {
             records_at: 0,
-            synced_end: None,
+            marked: false,
         });
     }
-    let Some(h) = start.get(..HEADER_BYTES as usize) else {
-        return Ok(Header {
-            records_at: HEADER_BYTES,
-            synced_end: None,
-        });
-    };
-    let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
-        return Err(Error::InvalidData(format!(
-            "log segment {} has format version {version}, which this version of spare does not read (it reads {FORMAT_VERSION}); run the version that wrote it",
-            path.display()
-        )));
+    if let Some(h) = start.get(..HEADER_BYTES as usize) {
+        let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(Error::InvalidData(format!(
+                "log segment {} has format version {version}, which this version of spare does not read (it reads {FORMAT_VERSION}); run the version that wrote it",
+                path.display()
+            )));
+        }
     }
-    let crc = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
-    let synced_end = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
     Ok(Header {
         records_at: HEADER_BYTES,
-        synced_end: (crc32c::crc32c(&h[16..]) == crc).then_some(synced_end),
+        marked: true,
     })
 }
 
@@ -97,6 +116,26 @@ pub fn read_header(path: &Path) -> Result<Header> {
         .and_then(|f| f.take(HEADER_BYTES).read_to_end(&mut start))
         .map_err(Error::io(format!("read the header of {}", path.display())))?;
     parse_header(path, &start)
+}
+
+/// The (offset, length) of each record in the bytes of a segment, up to the first bad one.
+pub fn record_spans(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>> {
+    let mut at = parse_header(path, bytes)?.records_at as usize;
+    let mut out = Vec::new();
+    loop {
+        let rest = bytes.get(at..).unwrap_or_default();
+        if is_mark_at(rest, at as u64) {
+            at += MARK_BYTES;
+            continue;
+        }
+        match record::decode(rest) {
+            Ok((_, len)) => {
+                out.push((at, len));
+                at += len;
+            }
+            Err(_) => return Ok(out),
+        }
+    }
 }
 
 /// A segment is closed and a new one started once it reaches this size. Bounds the file a
@@ -147,7 +186,7 @@ pub struct ScannedSegment {
 /// Scans the segment at `path` record by record (one record in memory at a time), checking
 /// LSN continuity and the chain from `prev` (last LSN and chain before this segment), and
 /// calls `visit` with each valid record. A bad record is a torn tail only in the newest
-/// segment and past what its header says was durable; otherwise the log is corrupt.
+/// segment and when no sync mark follows it; otherwise the log is corrupt.
 pub fn scan(
     path: &Path,
     is_newest: bool,
@@ -177,8 +216,9 @@ pub fn scan(
     let mut last = None;
     let mut offset = header.records_at.min(file_len);
     while offset < file_len {
-        match next_record(&mut rd, path)? {
-            Ok((rec, len)) => {
+        match next_record(&mut rd, path, offset, header.marked)? {
+            Ok(None) => offset += MARK_BYTES as u64,
+            Ok(Some((rec, len))) => {
                 check_continuity(path, offset as usize, &rec, prev_lsn, prev_chain)?;
                 (prev_lsn, prev_chain) = (rec.lsn, rec.chain);
                 visit(&rec);
@@ -214,15 +254,27 @@ fn read_start(path: &Path, rd: &mut BufReader<std::fs::File>) -> Result<Header> 
     Ok(header)
 }
 
-/// The next record under `rd` and its length, or why the bytes there are not one (an
-/// error of the file itself is the outer error).
+/// The next record under `rd` (at `offset`) and its length, None for a valid sync mark,
+/// or why the bytes there are neither (an error of the file itself is the outer error).
 fn next_record(
     rd: &mut BufReader<std::fs::File>,
     path: &Path,
-) -> Result<std::result::Result<(Record, usize), DecodeError>> {
+    offset: u64,
+    marked: bool,
+) -> Result<std::result::Result<Option<(Record, usize)>, DecodeError>> {
     let mut frame = vec![0u8; FRAME_PREFIX_BYTES];
     if !read_fully(rd, &mut frame, path)? {
         return Ok(Err(DecodeError::Truncated));
+    }
+    if marked && is_mark_prefix(&frame) {
+        frame.resize(MARK_BYTES, 0);
+        if !read_fully(rd, &mut frame[FRAME_PREFIX_BYTES..], path)? {
+            return Ok(Err(DecodeError::Truncated));
+        }
+        if !is_mark_at(&frame, offset) {
+            return Ok(Err(DecodeError::Corrupt("a damaged sync mark".into())));
+        }
+        return Ok(Ok(None));
     }
     let len = match record::announced_len(frame[..].try_into().expect("8 bytes")) {
         Ok(len) => len,
@@ -232,7 +284,7 @@ fn next_record(
     if !read_fully(rd, &mut frame[FRAME_PREFIX_BYTES..], path)? {
         return Ok(Err(DecodeError::Truncated));
     }
-    Ok(record::decode(&frame))
+    Ok(record::decode(&frame).map(Some))
 }
 
 /// Fills `buf`; false if the file ends first.
@@ -263,23 +315,22 @@ fn judge(
     if !is_newest {
         return Err(corrupt(path, offset as usize, &format!("{err:?}")));
     }
-    match header.synced_end {
-        Some(synced) if offset < synced => Err(corrupt(
+    let rest = read_from(path, offset)?;
+    let damaged = if header.marked {
+        // A later write began once this one was durable.
+        (1..rest.len()).any(|p| is_mark_at(&rest[p..], offset + p as u64))
+    } else {
+        // The older format: a valid record right after the bad one means damage.
+        valid_record_follows(&rest)
+    };
+    if damaged {
+        return Err(corrupt(
             path,
             offset as usize,
-            &format!("{err:?}, in records that were durable (the file was synced up to offset {synced}): acknowledged records would be lost"),
-        )),
-        Some(_) => Ok(cut()),
-        None => {
-            // The older format (or a header whose CRC fails): a valid record right after
-            // the bad one means damage.
-            let rest = read_from(path, offset)?;
-            if valid_record_follows(&rest) {
-                return Err(corrupt(path, offset as usize, &format!("{err:?}")));
-            }
-            Ok(cut())
-        }
+            &format!("{err:?}, in records that were durable (a later write follows them): acknowledged records would be lost"),
+        ));
     }
+    Ok(cut())
 }
 
 /// The bytes of the file at `path` from `offset` on (the tail of a segment: at most one).

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::log::record::{Record, RecordKind, MAX_PAYLOAD_BYTES};
+use crate::log::segment;
 use crate::log::segment::{
-    header_bytes, read_header, segment_path, sync_dir, HEADER_BYTES, SEGMENT_TARGET_BYTES,
+    header_bytes, mark_bytes, read_header, segment_path, sync_dir, HEADER_BYTES,
+    SEGMENT_TARGET_BYTES,
 };
 
 /// Position at the end of a history: enough to check a spare against it.
@@ -85,7 +87,7 @@ impl LogWriter {
         let path = segment_path(dir, open.first_lsn);
         let file = open_segment_file(&path, false)?;
         // What recovery read may sit in the page cache only (a process that crashed before
-        // its fsync): make it durable before the header calls it so.
+        // its fsync): make it durable before the next write's sync mark says it is.
         file.sync_data()
             .map_err(Error::io(format!("fsync log segment {}", path.display())))?;
         sync_dir(dir)?;
@@ -109,7 +111,7 @@ impl LogWriter {
     /// one of the older format, holding records, is closed and a new segment started.
     fn start_format(&mut self, path: &Path) -> Result<()> {
         if self.segment_bytes == 0 {
-            self.write_header(HEADER_BYTES)?;
+            self.write_header()?;
             self.segment_bytes = HEADER_BYTES;
             return Ok(());
         }
@@ -119,10 +121,10 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Rewrites the open segment's header: its first `synced_end` bytes are durable.
-    fn write_header(&self, synced_end: u64) -> Result<()> {
+    /// Writes the open segment's header (a new segment).
+    fn write_header(&self) -> Result<()> {
         self.file
-            .write_all_at(&header_bytes(synced_end), 0)
+            .write_all_at(&header_bytes(), 0)
             .map_err(Error::io(format!(
                 "write the header of log segment {}",
                 segment_path(&self.dir, self.segment_first_lsn).display()
@@ -257,7 +259,7 @@ impl LogWriter {
         self.segment_first_lsn = next_lsn;
         // Not synced yet: a crash before the first sync leaves a header cut short or
         // whole, which recovery cuts or keeps; either way no record is lost.
-        self.write_header(HEADER_BYTES)?;
+        self.write_header()?;
         self.segment_bytes = HEADER_BYTES;
         self.segments.push(SegmentInfo {
             first_lsn: next_lsn,
@@ -273,17 +275,19 @@ impl LogWriter {
             return Ok(self.durable);
         }
         let path = segment_path(&self.dir, self.segment_first_lsn);
+        // The write begins with a sync mark: everything before it is durable (the last
+        // fsync completed), which recovery uses to tell a torn last write from damaged
+        // durable records (see `segment`).
+        let mut write = Vec::with_capacity(segment::MARK_BYTES + self.pending.len());
+        write.extend_from_slice(&mark_bytes(self.segment_bytes));
+        write.extend_from_slice(&self.pending);
         self.file
-            .write_all_at(&self.pending, self.segment_bytes)
+            .write_all_at(&write, self.segment_bytes)
             .map_err(Error::io(format!("write log segment {}", path.display())))?;
-        // The same fsync makes the records durable and the header say that everything
-        // before them was: recovery then tells a torn last write from damaged durable
-        // records (see `segment`).
-        self.write_header(self.segment_bytes)?;
         self.file
             .sync_data()
             .map_err(Error::io(format!("fsync log segment {}", path.display())))?;
-        self.segment_bytes += self.pending.len() as u64;
+        self.segment_bytes += write.len() as u64;
         self.pending.clear();
         self.durable = self.tail;
         let open = self.segments.last_mut().expect("one segment at least");
