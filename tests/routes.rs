@@ -152,6 +152,16 @@ fn no_spelling_of_a_guarded_route_is_served_without_the_token() {
         dispatched > ROUTES.len(),
         "{dispatched} guarded spellings dispatched"
     );
+    // Other methods on a guarded route are checked too (HEAD carries no body back, but must
+    // not run the route); the dashboard page itself is open.
+    for &(_, path, class, node) in ROUTES {
+        if class == Class::Guarded {
+            let (status, text) = raw(&c.http(node), "HEAD", path, None);
+            assert!(matches!(status, 401 | 404), "HEAD {path}: {status} {text}");
+        }
+    }
+    let (status, _) = raw(&c.http("watch-1"), "GET", "/", None);
+    assert_eq!(status, 200, "the dashboard page is open");
     // A wrong token is 403 on every guarded route.
     for &(method, path, class, node) in ROUTES {
         if class == Class::Guarded {

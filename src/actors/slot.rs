@@ -255,9 +255,7 @@ impl NodeSlot {
 /// Accepts peer connections for the node's whole life and hands each to the incarnation
 /// running when it arrives.
 async fn accept_peers(slot: Arc<NodeSlot>, listener: tokio::net::TcpListener) {
-    let turns = Arc::new(tokio::sync::Semaphore::new(
-        crate::net::handshake::MAX_HANDSHAKES_IN_PROGRESS,
-    ));
+    let places = Places::default();
     let mut crowded = Crowded::default();
     loop {
         let (stream, from) = match listener.accept().await {
@@ -269,8 +267,8 @@ async fn accept_peers(slot: Arc<NodeSlot>, listener: tokio::net::TcpListener) {
             }
         };
         // Strangers cannot hold more than a bounded number of unauthenticated connections
-        // (each for at most the TLS and secret handshake timeouts).
-        let Ok(turn) = turns.clone().try_acquire_owned() else {
+        // (each for at most the TLS and secret handshake timeouts), nor one host them all.
+        let Some(turn) = places.take(from.ip()) else {
             crowded.dropped(from);
             continue;
         };
@@ -312,8 +310,63 @@ async fn serve_peer(
     }
 }
 
-/// A place among the handshakes in progress, held until the peer is authenticated.
-pub type HandshakeTurn = tokio::sync::OwnedSemaphorePermit;
+/// The places of the handshakes in progress: at most
+/// [`MAX_HANDSHAKES_IN_PROGRESS`](crate::net::handshake::MAX_HANDSHAKES_IN_PROGRESS) in all,
+/// and [`MAX_HANDSHAKES_PER_SOURCE`](crate::net::handshake::MAX_HANDSHAKES_PER_SOURCE) per
+/// source address, so that one host flooding the port leaves room for the cluster's nodes.
+struct Places {
+    all: Arc<tokio::sync::Semaphore>,
+    by_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Default for Places {
+    fn default() -> Self {
+        Places {
+            all: Arc::new(tokio::sync::Semaphore::new(
+                crate::net::handshake::MAX_HANDSHAKES_IN_PROGRESS,
+            )),
+            by_source: Arc::default(),
+        }
+    }
+}
+
+impl Places {
+    /// A place for a connection from `ip`, if there is one.
+    fn take(&self, ip: std::net::IpAddr) -> Option<HandshakeTurn> {
+        let permit = self.all.clone().try_acquire_owned().ok()?;
+        let mut by_source = self.by_source.lock().expect("places lock");
+        let held = by_source.entry(ip).or_insert(0);
+        if *held >= crate::net::handshake::MAX_HANDSHAKES_PER_SOURCE {
+            return None;
+        }
+        *held += 1;
+        Some(HandshakeTurn {
+            _permit: permit,
+            by_source: self.by_source.clone(),
+            ip,
+        })
+    }
+}
+
+/// A place among the handshakes in progress, held until the peer is authenticated (or
+/// refused): dropping it gives it back.
+pub struct HandshakeTurn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    by_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for HandshakeTurn {
+    fn drop(&mut self) {
+        let mut by_source = self.by_source.lock().expect("places lock");
+        if let Some(held) = by_source.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                by_source.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Connections closed because too many handshakes were in progress, reported at most every
 /// [`CROWDED_REPORT_EVERY`] (a flood of them must not flood the log too).

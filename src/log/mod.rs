@@ -11,10 +11,10 @@
 //! - Records at or below the writer's durable position are on disk and never change.
 //!
 //! Recovery ([`open`]): every segment is scanned record by record and checked. A bad record
-//! in the last write of the newest segment (past the durable end its header records: a
-//! write a crash cut short, never acknowledged) is cut off with a warning. Damage anywhere
-//! else, durable records included, stops the node with an error naming the file and offset
-//! (see [`segment`]). The records to replay into SQLite are named, not loaded: the caller
+//! in the last write of the newest segment (no sync mark after it: a write a crash cut
+//! short, never acknowledged) is cut off with a warning, unless the database already
+//! applied it (then it was durable). Damage anywhere else, durable records included, stops
+//! the node with an error naming the file and offset, and cuts nothing (see [`segment`]). The records to replay into SQLite are named, not loaded: the caller
 //! reads them in bounded batches.
 //!
 //! Caveats: the whole log is kept (retention comes with re-seeding); recovery reads every
@@ -62,7 +62,8 @@ pub fn open(dir: &Path, replay_after: u64) -> Result<Opened> {
 
 /// Like [`open`], replaying only the records after `replay_after` while `keep` says so (a
 /// paused spare replays nothing, a delayed one only what is due). Memory stays bounded by
-/// one record whatever the log's size: segments are scanned record by record.
+/// one record whatever the log's size (segments are scanned record by record), and on a
+/// bad record by the rest of its segment.
 pub fn open_with(
     dir: &Path,
     replay_after: u64,
@@ -95,8 +96,7 @@ pub fn open_with(
             }
         })?;
         if let Some(why) = scanned.torn {
-            truncate(&path, scanned.valid_len)?;
-            torn = Some(format!("{}: {why}", path.display()));
+            torn = Some((path.clone(), scanned.valid_len, why));
         }
         if let Some(last) = scanned.last {
             tail = last;
@@ -108,6 +108,14 @@ pub fn open_with(
         });
     }
     if tail.lsn < replay_after {
+        // The database commits a record only once the log holds it durably: a cut below
+        // what it applied would cut durable records, so it is damage, not a torn write.
+        if let Some((path, at, why)) = &torn {
+            return Err(Error::InvalidData(format!(
+                "replication log is corrupt in {} at offset {at} ({why}): the database already applied LSN {replay_after}, so these records were durable; the node stops rather than cut them (restore this node from a spare or a backup)",
+                path.display()
+            )));
+        }
         return Err(Error::InvalidData(format!(
             "the database says it applied LSN {replay_after} but the log in {} ends at {}: the log was lost or truncated",
             dir.display(),
@@ -121,6 +129,13 @@ pub fn open_with(
             dir.display()
         )));
     }
+    let torn = match torn {
+        Some((path, at, why)) => {
+            truncate(&path, at)?;
+            Some(format!("{}: {why}", path.display()))
+        }
+        None => None,
+    };
     let writer = LogWriter::resume(dir, tail, infos)?;
     Ok(Opened {
         writer,

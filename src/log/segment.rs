@@ -6,9 +6,10 @@
 //! sync mark:
 //!
 //! ```text
-//! header (16 bytes): magic "SPARELOG", format version (u32 LE) = 2, reserved (u32)
+//! header (24 bytes): magic "SPARELOG", format version (u32 LE) = 3, reserved (u32),
+//!                    salt (u64 LE, random per segment)
 //! sync mark (16 bytes): 0 (u32, where a record has its length), CRC32C (u32 LE) of the
-//!                       next 8 bytes, the mark's own offset in the file (u64 LE)
+//!                       salt and the mark's offset, the mark's own offset (u64 LE)
 //! ```
 //!
 //! Torn tail or damage? Only what was written after the last completed fsync may be torn by
@@ -19,14 +20,16 @@
 //! naming file and offset. A bad record with no mark after it is in the last write, whose
 //! fsync may not have completed (a spare writes a batch at once; a power cut may persist its
 //! pages out of order): a torn tail, cut with a WARN. The marks are in the data the write
-//! appends anyway: no extra fsync, no extra page.
+//! appends anyway: no extra fsync, no extra page. The salt keeps bytes a client chose (a
+//! changeset in a torn write) or stale blocks from passing for a mark.
 //!
-//! Caveats: the last write itself is not covered (knowing its fsync completed would take a
-//! second fsync per commit): a bad record in it is cut as a torn tail although it may have
-//! been acknowledged; the primary's idle heartbeat records close that window within a
-//! heartbeat. Segments written before this format (no header, no marks) are still read;
-//! their newest one is judged by the older rule (a valid record right after the bad one
-//! means damage).
+//! Caveats: what follows the last intact mark is not covered (knowing the last write's
+//! fsync completed would take a second fsync per commit): a bad record there is cut as a
+//! torn tail although it may have been acknowledged, unless the database already applied
+//! it (recovery then refuses: `log::open`); the primary's idle heartbeat records close that
+//! window within a heartbeat. Segments written before this format (no header, no marks)
+//! are still read; their newest one is judged by the older rule (a valid record right after
+//! the bad one means damage), and by marks too (a header damaged into "no header").
 
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -35,11 +38,11 @@ use crate::error::{Error, Result};
 use crate::log::record::{self, DecodeError, Record, FRAME_PREFIX_BYTES};
 
 /// Bytes of a segment's header.
-pub const HEADER_BYTES: u64 = 16;
+pub const HEADER_BYTES: u64 = 24;
 /// Bytes of a sync mark.
 pub const MARK_BYTES: usize = 16;
 const MAGIC: &[u8; 8] = b"SPARELOG";
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 /// Bytes read at a time by the recovery scan.
 const SCAN_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -50,22 +53,31 @@ pub struct Header {
     pub records_at: u64,
     /// Whether writes carry sync marks (the current format).
     pub marked: bool,
+    /// The segment's salt, in its marks.
+    pub salt: u64,
 }
 
-/// The header bytes of a new segment.
-pub fn header_bytes() -> [u8; HEADER_BYTES as usize] {
+/// The header bytes of a new segment with `salt`.
+pub fn header_bytes(salt: u64) -> [u8; HEADER_BYTES as usize] {
     let mut h = [0u8; HEADER_BYTES as usize];
     h[..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&salt.to_le_bytes());
     h
 }
 
-/// The sync mark that starts a write at `offset`.
-pub fn mark_bytes(offset: u64) -> [u8; MARK_BYTES] {
+fn mark_crc(salt: u64, offset: u64) -> [u8; 4] {
+    let mut input = [0u8; 16];
+    input[..8].copy_from_slice(&salt.to_le_bytes());
+    input[8..].copy_from_slice(&offset.to_le_bytes());
+    crc32c::crc32c(&input).to_le_bytes()
+}
+
+/// The sync mark that starts a write at `offset` in a segment with `salt`.
+pub fn mark_bytes(salt: u64, offset: u64) -> [u8; MARK_BYTES] {
     let mut m = [0u8; MARK_BYTES];
+    m[4..8].copy_from_slice(&mark_crc(salt, offset));
     m[8..].copy_from_slice(&offset.to_le_bytes());
-    let crc = crc32c::crc32c(&m[8..]);
-    m[4..8].copy_from_slice(&crc.to_le_bytes());
     m
 }
 
@@ -74,14 +86,13 @@ pub fn is_mark_prefix(prefix: &[u8]) -> bool {
     prefix.len() >= 4 && prefix[..4] == [0, 0, 0, 0]
 }
 
-/// Whether `bytes` (at least [`MARK_BYTES`]) hold a valid sync mark written at `offset`.
-pub fn is_mark_at(bytes: &[u8], offset: u64) -> bool {
+/// Whether `bytes` (at least [`MARK_BYTES`]) hold a valid sync mark written at `offset` in
+/// a segment with `salt`.
+pub fn is_mark_at(bytes: &[u8], salt: u64, offset: u64) -> bool {
     let Some(m) = bytes.get(..MARK_BYTES) else {
         return false;
     };
-    is_mark_prefix(m)
-        && m[8..] == offset.to_le_bytes()
-        && crc32c::crc32c(&m[8..]).to_le_bytes() == m[4..8]
+    is_mark_prefix(m) && m[8..] == offset.to_le_bytes() && m[4..8] == mark_crc(salt, offset)
 }
 
 /// Reads the header from the first bytes of a segment. A segment without the magic is of
@@ -92,20 +103,24 @@ pub fn parse_header(path: &Path, start: &[u8]) -> Result<Header> {
         return Ok(Header {
             records_at: 0,
             marked: false,
+            salt: 0,
         });
     }
+    let mut salt = 0;
     if let Some(h) = start.get(..HEADER_BYTES as usize) {
         let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
         if version != FORMAT_VERSION {
             return Err(Error::InvalidData(format!(
-                "log segment {} has format version {version}, which this version of spare does not read (it reads {FORMAT_VERSION}); run the version that wrote it",
+                "log segment {} has format version {version}, which this version of spare does not read (it reads {FORMAT_VERSION}): a log of another version, or a damaged header",
                 path.display()
             )));
         }
+        salt = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
     }
     Ok(Header {
         records_at: HEADER_BYTES,
         marked: true,
+        salt,
     })
 }
 
@@ -120,11 +135,12 @@ pub fn read_header(path: &Path) -> Result<Header> {
 
 /// The (offset, length) of each record in the bytes of a segment, up to the first bad one.
 pub fn record_spans(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>> {
-    let mut at = parse_header(path, bytes)?.records_at as usize;
+    let header = parse_header(path, bytes)?;
+    let mut at = header.records_at as usize;
     let mut out = Vec::new();
     loop {
         let rest = bytes.get(at..).unwrap_or_default();
-        if is_mark_at(rest, at as u64) {
+        if header.marked && is_mark_at(rest, header.salt, at as u64) {
             at += MARK_BYTES;
             continue;
         }
@@ -216,7 +232,7 @@ pub fn scan(
     let mut last = None;
     let mut offset = header.records_at.min(file_len);
     while offset < file_len {
-        match next_record(&mut rd, path, offset, header.marked)? {
+        match next_record(&mut rd, path, offset, &header)? {
             Ok(None) => offset += MARK_BYTES as u64,
             Ok(Some((rec, len))) => {
                 check_continuity(path, offset as usize, &rec, prev_lsn, prev_chain)?;
@@ -260,18 +276,18 @@ fn next_record(
     rd: &mut BufReader<std::fs::File>,
     path: &Path,
     offset: u64,
-    marked: bool,
+    header: &Header,
 ) -> Result<std::result::Result<Option<(Record, usize)>, DecodeError>> {
     let mut frame = vec![0u8; FRAME_PREFIX_BYTES];
     if !read_fully(rd, &mut frame, path)? {
         return Ok(Err(DecodeError::Truncated));
     }
-    if marked && is_mark_prefix(&frame) {
+    if header.marked && is_mark_prefix(&frame) {
         frame.resize(MARK_BYTES, 0);
         if !read_fully(rd, &mut frame[FRAME_PREFIX_BYTES..], path)? {
             return Ok(Err(DecodeError::Truncated));
         }
-        if !is_mark_at(&frame, offset) {
+        if !is_mark_at(&frame, header.salt, offset) {
             return Ok(Err(DecodeError::Corrupt("a damaged sync mark".into())));
         }
         return Ok(Ok(None));
@@ -316,13 +332,15 @@ fn judge(
         return Err(corrupt(path, offset as usize, &format!("{err:?}")));
     }
     let rest = read_from(path, offset)?;
-    let damaged = if header.marked {
-        // A later write began once this one was durable.
-        (1..rest.len()).any(|p| is_mark_at(&rest[p..], offset + p as u64))
-    } else {
-        // The older format: a valid record right after the bad one means damage.
-        valid_record_follows(&rest)
+    // A later write began once this one was durable. The older format has no marks, but a
+    // header damaged into "no header" still has them (its salt is read off the damaged
+    // header's place); and there, a valid record right after the bad one means damage.
+    let salt = match header.marked {
+        true => header.salt,
+        false => salt_at(path)?,
     };
+    let marked_later = (1..rest.len()).any(|p| is_mark_at(&rest[p..], salt, offset + p as u64));
+    let damaged = marked_later || (!header.marked && valid_record_follows(&rest));
     if damaged {
         return Err(corrupt(
             path,
@@ -331,6 +349,14 @@ fn judge(
         ));
     }
     Ok(cut())
+}
+
+/// The salt where a header would hold it (for a header damaged into "no header").
+fn salt_at(path: &Path) -> Result<u64> {
+    let start = read_from(path, 0)?;
+    Ok(start
+        .get(16..24)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes"))))
 }
 
 /// The bytes of the file at `path` from `offset` on (the tail of a segment: at most one).

@@ -284,3 +284,42 @@ fn a_summary_counts_transactions_apart_from_heartbeats() {
         "records 2 are gone: the summary says it is partial"
     );
 }
+
+#[test]
+fn a_damaged_header_does_not_pass_for_a_segment_of_the_older_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_synced(tmp.path(), 3);
+    let path = only_segment(tmp.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = open(tmp.path(), 0).err().expect("must refuse").to_string();
+    assert!(err.contains("offset 0") && err.contains("durable"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
+fn a_torn_write_the_database_already_applied_is_refused_not_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_synced(tmp.path(), 1);
+    write_records(tmp.path(), 2, None);
+    let path = only_segment(tmp.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    // SQLite committed LSN 3 only once the log held it durably.
+    let err = open(tmp.path(), 3).err().expect("must refuse").to_string();
+    assert!(err.contains("already applied LSN 3"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+    // A database behind the damaged write lets the torn write be cut.
+    assert_eq!(open(tmp.path(), 1).unwrap().writer.tail().lsn, 2);
+}
+
+#[test]
+fn a_sync_mark_holds_only_with_its_segments_salt_and_its_own_offset() {
+    let m = segment::mark_bytes(7, 40);
+    assert!(segment::is_mark_at(&m, 7, 40));
+    assert!(!segment::is_mark_at(&m, 8, 40), "another segment's salt");
+    assert!(!segment::is_mark_at(&m, 7, 56), "moved elsewhere");
+}

@@ -67,6 +67,8 @@ pub struct LogWriter {
     segments: Vec<SegmentInfo>,
     /// Bytes appended since this writer was opened: offsets for lag in bytes.
     appended: u64,
+    /// The open segment's salt, in its sync marks.
+    salt: u64,
 }
 
 impl LogWriter {
@@ -102,6 +104,7 @@ impl LogWriter {
             segment_target_bytes: SEGMENT_TARGET_BYTES,
             segments,
             appended: 0,
+            salt: 0,
         };
         writer.start_format(&path)?;
         Ok(writer)
@@ -115,16 +118,20 @@ impl LogWriter {
             self.segment_bytes = HEADER_BYTES;
             return Ok(());
         }
-        if read_header(path)?.records_at == 0 {
+        let header = read_header(path)?;
+        if header.records_at == 0 {
             self.roll(self.tail.lsn + 1)?;
+        } else {
+            self.salt = header.salt;
         }
         Ok(())
     }
 
-    /// Writes the open segment's header (a new segment).
-    fn write_header(&self) -> Result<()> {
+    /// Writes the open segment's header (a new segment), with a new salt.
+    fn write_header(&mut self) -> Result<()> {
+        self.salt = rand::random();
         self.file
-            .write_all_at(&header_bytes(), 0)
+            .write_all_at(&header_bytes(self.salt), 0)
             .map_err(Error::io(format!(
                 "write the header of log segment {}",
                 segment_path(&self.dir, self.segment_first_lsn).display()
@@ -279,7 +286,7 @@ impl LogWriter {
         // fsync completed), which recovery uses to tell a torn last write from damaged
         // durable records (see `segment`).
         let mut write = Vec::with_capacity(segment::MARK_BYTES + self.pending.len());
-        write.extend_from_slice(&mark_bytes(self.segment_bytes));
+        write.extend_from_slice(&mark_bytes(self.salt, self.segment_bytes));
         write.extend_from_slice(&self.pending);
         self.file
             .write_all_at(&write, self.segment_bytes)

@@ -22,8 +22,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Position fits in a few hundred bytes, so a stranger cannot make a node allocate more.
 pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 64 * 1024;
 /// Peer connections in the middle of their TLS and secret handshakes at once; past this, a
-/// new connection is closed at once (the nodes of the cluster redial).
-pub const MAX_HANDSHAKES_IN_PROGRESS: usize = 64;
+/// new connection is closed at once (the nodes of the cluster redial). Each holds at most a
+/// frame of [`MAX_HANDSHAKE_FRAME_BYTES`]: 16 MiB in all at worst.
+pub const MAX_HANDSHAKES_IN_PROGRESS: usize = 256;
+/// Of those, from one source address: a host flooding the peer port cannot take the places
+/// of the cluster's nodes (which dial from their own addresses).
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 8;
+const _: () = assert!(MAX_HANDSHAKES_PER_SOURCE < MAX_HANDSHAKES_IN_PROGRESS);
 
 /// Who this node is on the peer network.
 #[derive(Clone)]
@@ -113,8 +118,14 @@ async fn refuse<S: AsyncWrite + Unpin>(
     Error::InvalidInput(reason)
 }
 
-async fn expect<S: AsyncRead + Unpin>(s: &mut S, me: &Identity, peer: &str) -> Result<Envelope> {
-    let env = read_frame_within(s, MAX_HANDSHAKE_FRAME_BYTES).await?;
+/// The next frame from `peer`, of at most `max_bytes`, checked to come from it.
+async fn expect<S: AsyncRead + Unpin>(
+    s: &mut S,
+    me: &Identity,
+    peer: &str,
+    max_bytes: usize,
+) -> Result<Envelope> {
+    let env = read_frame_within(s, max_bytes).await?;
     if env.cluster != me.cluster {
         return Err(Error::InvalidInput(format!(
             "peer {} belongs to cluster \"{}\", not \"{}\"",
@@ -152,7 +163,7 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
             purpose,
         };
         write_frame(s, &me.envelope(epoch, hello)).await?;
-        let env = expect(s, me, peer).await?;
+        let env = expect(s, me, peer, MAX_HANDSHAKE_FRAME_BYTES).await?;
         let Message::Challenge {
             nonce: peer_nonce,
             proof,
@@ -204,7 +215,10 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
     epoch: u64,
 ) -> Result<SpareReport> {
     dial(s, me, spare, epoch, Purpose::Stream).await?;
-    let env = tokio::time::timeout(HANDSHAKE_TIMEOUT, expect(s, me, spare))
+    // The spare proved the secret already: its position (which may carry a long reason
+    // why it cannot apply) is an authenticated frame.
+    let position = expect(s, me, spare, crate::wire::MAX_FRAME_BYTES);
+    let env = tokio::time::timeout(HANDSHAKE_TIMEOUT, position)
         .await
         .map_err(|_| Error::Unavailable(format!("{spare} did not send its position")))??;
     match env.message {
@@ -319,7 +333,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             ),
         )
         .await?;
-        let reply = expect(s, me, &env.from).await?;
+        let reply = expect(s, me, &env.from, MAX_HANDSHAKE_FRAME_BYTES).await?;
         let Message::Proof { proof } = reply.message else {
             return Err(refuse(
                 s,
