@@ -121,3 +121,31 @@ fn with_a_healthy_sync_spare_kill_9_of_the_primary_loses_nothing_that_spare_does
         &missing[..missing.len().min(5)]
     );
 }
+
+fn signal(c: &Cluster, node: &str, sig: i32) {
+    // SAFETY: kill(2) on a child process this test started.
+    assert_eq!(unsafe { libc::kill(c.pid(node) as i32, sig) }, 0);
+}
+
+/// A write waiting for its commit rule may outlive the primary's lease (both spares frozen:
+/// no voter renews it; lease 2 s, deadline 5 s). By the time it could answer, a new primary
+/// may be taking writes: it is answered "durable here but not confirmed", never 200.
+#[test]
+fn a_write_whose_lease_ran_out_while_it_waited_for_its_rule_is_not_acknowledged() {
+    let mut c = sync_cluster("5s");
+    c.start_all();
+    let lsn = c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    c.wait_applied("lan-1", lsn);
+    c.wait_applied("lan-2", lsn);
+    signal(&c, "lan-1", libc::SIGSTOP);
+    signal(&c, "lan-2", libc::SIGSTOP);
+    let r = c.execute_on("main", json!({ "sql": "INSERT INTO t VALUES (1)" }));
+    assert_eq!(r.status, 503, "acknowledged without a lease: {}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap_or("").contains("not confirmed"),
+        "{}",
+        r.body
+    );
+    signal(&c, "lan-1", libc::SIGCONT);
+    signal(&c, "lan-2", libc::SIGCONT);
+}
