@@ -268,3 +268,49 @@ pub async fn serve_control_only(
         Err(e) => tracing::warn!(%from, cause = %e, "refused a peer connection"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(dir: &std::path::Path) -> VoterCell {
+        let state = NodeState {
+            epoch: 1,
+            promised_epoch: 1,
+            primary: "main".into(),
+            role: Role::Spare,
+            promised_to: "main".into(),
+            truncate_after: None,
+        };
+        state.save(dir).unwrap();
+        VoterCell::new("lan-1", state, dir.to_path_buf(), 2_000)
+    }
+
+    fn prepare() -> Message {
+        Message::Prepare {
+            epoch: 2,
+            candidate: "lan-2".into(),
+        }
+    }
+
+    /// A promise that could not be written is not a promise: asked again once the disk
+    /// works, the voter writes it before answering.
+    #[test]
+    fn a_promise_whose_save_failed_is_saved_when_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let voter = cell(dir.path());
+        // The temporary file `node.state` is written through cannot be created.
+        let blocker = dir.path().join("node.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(voter.answer("lan-2", prepare()).is_err(), "the save failed");
+        assert_eq!(NodeState::load(dir.path()).unwrap().unwrap().promised_epoch, 1);
+        std::fs::remove_dir(&blocker).unwrap();
+        let reply = voter.answer("lan-2", prepare()).unwrap();
+        assert!(
+            matches!(reply, Message::PrepareReply { promised: true, .. }),
+            "{reply:?}"
+        );
+        let on_disk = NodeState::load(dir.path()).unwrap().unwrap();
+        assert_eq!((on_disk.promised_epoch, on_disk.promised_to.as_str()), (2, "lan-2"));
+    }
+}
