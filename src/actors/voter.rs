@@ -62,12 +62,16 @@ impl VoterCell {
         self.state.lock().expect("state lock").clone()
     }
 
-    /// Writes the voter's new state to `node.state` (before the answer goes out), then tells
-    /// the hook if the epoch or primary changed.
-    fn persist(&self, voter: &Voter) -> Result<()> {
+    /// Writes the voter's new state to `node.state` (before the answer goes out, and before
+    /// the voter in memory takes it), then tells the hook if the epoch or primary changed.
+    /// `truncate_after`: a promotion `--until` recorded with it.
+    fn persist(&self, voter: &Voter, truncate_after: Option<u64>) -> Result<()> {
         let (before, next) = {
             let mut state = self.state.lock().expect("state lock");
-            let next = state.with_voter(voter.state());
+            let mut next = state.with_voter(voter.state());
+            if truncate_after.is_some() {
+                next.truncate_after = truncate_after;
+            }
             next.save(&self.data_dir)?;
             let before = std::mem::replace(&mut *state, next.clone());
             (before, next)
@@ -84,10 +88,12 @@ impl VoterCell {
     /// newer primary's stream, a voter that saw the commit). Blocking: may write `node.state`.
     pub fn adopt(&self, primary: &str, epoch: u64) -> Result<bool> {
         let mut voter = self.voter.lock().expect("voter lock");
-        let changed = voter.on_commit(primary, epoch);
+        let mut next = voter.clone();
+        let changed = next.on_commit(primary, epoch);
         if changed {
-            self.persist(&voter)?;
+            self.persist(&next, None)?;
         }
+        *voter = next;
         Ok(changed)
     }
 
@@ -116,9 +122,15 @@ impl VoterCell {
     }
 
     /// Answers one control request (blocking: it may write `node.state`).
+    ///
+    /// Every answer follows its durable write: the request is applied to a copy of the
+    /// voter, which replaces it only once `node.state` holds the copy's state (a failed save
+    /// leaves the voter as it was, so a retry is decided and saved afresh).
     pub fn answer(&self, from: &str, request: Message) -> Result<Message> {
         let now = self.now_ms();
-        let mut voter = self.voter.lock().expect("voter lock");
+        let mut current = self.voter.lock().expect("voter lock");
+        let mut voter = current.clone();
+        let mut truncate_after = None;
         let (reply, changed) = match request {
             Message::LeaseRequest { epoch, sent_ms } => {
                 let (answer, changed) = voter.on_lease_request(from, epoch, now);
@@ -170,7 +182,7 @@ impl VoterCell {
             } => {
                 if until.is_some() && primary == self.me {
                     // Recorded before the answer, with the commit below (same file).
-                    self.state.lock().expect("state lock").truncate_after = until;
+                    truncate_after = until;
                 }
                 let changed = voter.on_commit(&primary, epoch) || until.is_some();
                 let s = voter.state();
@@ -194,8 +206,9 @@ impl VoterCell {
             }
         };
         if changed {
-            self.persist(&voter)?;
+            self.persist(&voter, truncate_after)?;
         }
+        *current = voter;
         Ok(reply)
     }
 }
