@@ -142,7 +142,10 @@ fn a_write_whose_lease_ran_out_while_it_waited_for_its_rule_is_not_acknowledged(
     let r = c.execute_on("main", json!({ "sql": "INSERT INTO t VALUES (1)" }));
     assert_eq!(r.status, 503, "acknowledged without a lease: {}", r.body);
     assert!(
-        r.body["message"].as_str().unwrap_or("").contains("not confirmed"),
+        r.body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not confirmed"),
         "{}",
         r.body
     );

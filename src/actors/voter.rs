@@ -316,7 +316,10 @@ mod tests {
         let blocker = dir.path().join("node.tmp");
         std::fs::create_dir(&blocker).unwrap();
         assert!(voter.answer("lan-2", prepare()).is_err(), "the save failed");
-        assert_eq!(NodeState::load(dir.path()).unwrap().unwrap().promised_epoch, 1);
+        assert_eq!(
+            NodeState::load(dir.path()).unwrap().unwrap().promised_epoch,
+            1
+        );
         std::fs::remove_dir(&blocker).unwrap();
         let reply = voter.answer("lan-2", prepare()).unwrap();
         assert!(
@@ -324,6 +327,43 @@ mod tests {
             "{reply:?}"
         );
         let on_disk = NodeState::load(dir.path()).unwrap().unwrap();
-        assert_eq!((on_disk.promised_epoch, on_disk.promised_to.as_str()), (2, "lan-2"));
+        assert_eq!(
+            (on_disk.promised_epoch, on_disk.promised_to.as_str()),
+            (2, "lan-2")
+        );
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    /// A voter's grant must run out by the same clock as the primary's lease: the boot
+    /// clock, which counts time the host slept.
+    #[test]
+    fn the_voter_clock_is_the_boot_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = NodeState {
+            epoch: 1,
+            promised_epoch: 1,
+            primary: "main".into(),
+            role: Role::Spare,
+            promised_to: "main".into(),
+            truncate_after: None,
+        };
+        let cell = VoterCell::new("lan-1", state, dir.path().to_path_buf(), 2_000);
+        let text = std::fs::read_to_string("/proc/uptime").unwrap();
+        let boot = (text
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            * 1000.0) as u64;
+        assert!(
+            cell.now_ms().abs_diff(boot) < 1_000,
+            "{} vs {boot}",
+            cell.now_ms()
+        );
     }
 }
