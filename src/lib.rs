@@ -17,6 +17,7 @@
 //! | [`core`] | pure decisions: feeder window, where to resume a spare, lag, voter, lease, promotion |
 //! | [`actors`] | the actix side: node slots (roles), primary, feeders, spare, monitor, voter, lease, the promotion coordinator; the committer and apply threads |
 //! | [`http`] | the HTTP API on actix-web |
+//! | [`clock`] | the boot clock (leases, grants: counts suspended time) and wall time |
 //! | [`client`] | a blocking HTTP client for the command line and monitors |
 //! | [`view`] | the cluster document shared by `spare status` and `GET /v1/cluster` |
 //! | [`durable`] | small files replaced atomically; secret files created once, owner-only |
@@ -24,6 +25,7 @@
 //! | [`state`] | `node.state`: epoch, promise, primary, role, replaced atomically; the role a node runs as |
 pub mod actors;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod durable;

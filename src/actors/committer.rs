@@ -85,11 +85,9 @@ pub struct Committer {
     limits: Option<WriteLimits>,
 }
 
+/// Wall time in ms (record and event times): see `clock::wall_ms`.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::wall_ms()
 }
 
 impl Committer {

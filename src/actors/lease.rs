@@ -1,8 +1,9 @@
 //! The primary's write lease, kept alive (DESIGN.md §7): every heartbeat it asks every
 //! voting node for a lease over a control connection (its own voter answers locally); the
 //! decision is `core::lease::LeaseHolder`'s. The write path acknowledges nothing without a
-//! valid lease. Time is this process's monotonic clock: a primary frozen (SIGSTOP) longer
-//! than the lease finds it expired when it resumes, before it acknowledges anything.
+//! valid lease. Time is the host's boot clock (`clock::boot_ms`): a primary frozen (SIGSTOP)
+//! or its host suspended longer than the lease finds it expired when it resumes, before it
+//! acknowledges anything.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +24,6 @@ const LEASE_POLL: Duration = Duration::from_millis(10);
 /// The lease, as the write path and status see it.
 pub struct LeaseGuard {
     holder: Mutex<LeaseHolder>,
-    origin: Instant,
     voters: Vec<String>,
     /// Set when a voter answered with a newer epoch: this node is no longer the primary.
     fenced: Mutex<Option<String>>,
@@ -42,7 +42,6 @@ impl LeaseGuard {
                 lease.as_millis() as u64,
                 quorum.max(1),
             )),
-            origin: Instant::now(),
             voters,
             fenced: Mutex::new(None),
             stopped: std::sync::atomic::AtomicBool::new(false),
@@ -92,8 +91,9 @@ impl LeaseGuard {
         self.stopped.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The lease's clock: the boot clock (see `clock`), which counts time the host slept.
     pub fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
+        crate::clock::boot_ms()
     }
 
     pub fn is_valid(&self) -> bool {

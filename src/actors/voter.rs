@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -30,20 +29,18 @@ pub struct VoterCell {
     data_dir: PathBuf,
     /// This node's name.
     me: String,
-    /// The voter's clock: a monotonic origin for this process.
-    origin: Instant,
     on_change: OnceLock<ChangeHook>,
 }
 
 impl VoterCell {
     pub fn new(me: &str, state: NodeState, data_dir: PathBuf, lease_ms: u64) -> Self {
-        let voter = Voter::restarted(state.voter(), lease_ms, 0);
+        // A restarted voter assumes the lease it may have granted runs a full lease from now.
+        let voter = Voter::restarted(state.voter(), lease_ms, crate::clock::boot_ms());
         VoterCell {
             voter: Mutex::new(voter),
             state: Mutex::new(state),
             data_dir,
             me: me.to_string(),
-            origin: Instant::now(),
             on_change: OnceLock::new(),
         }
     }
@@ -53,8 +50,9 @@ impl VoterCell {
         let _ = self.on_change.set(hook);
     }
 
+    /// The voter's clock: the boot clock, as the primary's lease (see `clock`).
     fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
+        crate::clock::boot_ms()
     }
 
     /// The voter's current state (epoch, primary, promise).
