@@ -307,3 +307,31 @@ fn two_spares_seeded_at_the_same_time_both_converge() {
     assert_eq!(dump(&c, "lan-1", last), primary);
     assert_eq!(dump(&c, "lan-2", last), primary);
 }
+
+/// A fault that is not a divergence (here SQLITE_BUSY: another process holds the spare's
+/// database for longer than the busy timeout) is retried, with an alert, and applying goes
+/// on once it clears: no quarantine, no re-seed.
+#[test]
+fn a_transient_apply_error_is_retried_not_taken_for_a_divergence() {
+    let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
+    c.start_all();
+    let lsn = c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    c.wait_applied("lan-1", lsn);
+    let db = rusqlite::Connection::open(c.data_dir("lan-1").join("db.sqlite")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let lsn = c.exec("INSERT INTO t VALUES (1)", json!([]));
+    // Longer than the spare's busy timeout (5 s): its apply fails at least once.
+    wait_until("lan-1 to report the failed apply", || {
+        c.log("lan-1").contains("applying failed")
+    });
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+    c.wait_applied("lan-1", lsn);
+    let log = c.log("lan-1");
+    assert!(!log.contains("must be re-seeded"), "{log}");
+    assert!(!c.data_dir("lan-1").join("quarantine").exists());
+    assert_eq!(c.rows("lan-1", "SELECT id FROM t", lsn), vec![json!([1])]);
+    let events = spare::client::get(&c.http("lan-1"), "/v1/events", common::TIMEOUT).unwrap();
+    assert!(events.body.to_string().contains("apply_error"), "{}", events.body);
+}
