@@ -67,6 +67,13 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
+    /// Whether this error, met while applying, means the copy no longer follows the
+    /// primary's history (it must be re-seeded), rather than a fault of this host (a full
+    /// disk, an I/O error, a busy database) that a retry can outlast.
+    pub fn calls_for_reseed(&self) -> bool {
+        matches!(self, Error::Diverged(_) | Error::InvalidData(_))
+    }
+
     /// The stable code clients see in `{"error": code}`.
     pub fn code(&self) -> &'static str {
         match self {

@@ -6,9 +6,13 @@
 //! what it applied is durable in the database file, and the log may drop records up to there
 //! (`ApplyState::durable_floor`).
 //!
-//! A divergence (schema mismatch, changeset conflict) stops applying, with an ERROR: the copy
-//! no longer matches the primary and must be re-seeded; it is never papered over. The thread
-//! also stops when asked (a seed is being installed), and is started again on the new files.
+//! A divergence (schema mismatch, changeset conflict, a record that cannot be read) stops
+//! applying, with an ERROR: the copy no longer matches the primary and must be re-seeded; it
+//! is never papered over. Any other failure (a full disk, an I/O error, a database another
+//! process holds) is this host's fault, not the copy's: the batch is retried, with a backoff
+//! from [`APPLY_RETRY_MIN`] to [`APPLY_RETRY_MAX`], an ERROR and an `apply_error` event the
+//! first time, and `apply_recovered` once it goes through. The thread also stops when asked
+//! (a seed is being installed), and is started again on the new files.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +34,9 @@ pub const MAX_APPLY_BATCH_BYTES: usize = 8 * 1024 * 1024;
 pub const CHECKPOINT_EVERY_RECORDS: u64 = 1000;
 /// The thread re-checks for work (and for a stop request) at least this often.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// First and longest pause before retrying a batch that failed for a fault of this host.
+pub const APPLY_RETRY_MIN: Duration = Duration::from_millis(100);
+pub const APPLY_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What the apply thread shares with the link and status.
 #[derive(Default)]
@@ -41,8 +48,10 @@ pub struct ApplyState {
     pub applied_time_ms: AtomicU64,
     /// Highest applied LSN known to be in the database file itself (after a checkpoint).
     pub durable_floor: AtomicU64,
-    /// Why applying stopped, when it did.
+    /// Why applying stopped, when it did (a divergence: a re-seed follows).
     pub failure: Mutex<Option<String>>,
+    /// Why applying is being retried, while it is (a fault of this host).
+    pub retrying: Mutex<Option<String>>,
     /// The operator's controls: pause, delay, stop LSN (`core::apply_gate`).
     pub gate: Mutex<crate::core::apply_gate::Gate>,
 }
@@ -83,6 +92,7 @@ pub fn spawn(
     log_dir: PathBuf,
     state: Arc<ApplyState>,
     applied_tx: Arc<watch::Sender<u64>>,
+    events: Arc<crate::events::EventLog>,
 ) -> std::io::Result<ApplierHandle> {
     let (lsn, time) = applier.applied();
     state.applied.store(lsn, Ordering::Release);
@@ -100,6 +110,8 @@ pub fn spawn(
         applied_tx,
         stop: stop.clone(),
         checkpointed: lsn,
+        events,
+        backoff: APPLY_RETRY_MIN,
     };
     let join = std::thread::Builder::new()
         .name(format!("{name}-applier"))
@@ -120,24 +132,61 @@ struct Worker {
     stop: Arc<AtomicBool>,
     /// Applied LSN at the last complete checkpoint.
     checkpointed: u64,
+    events: Arc<crate::events::EventLog>,
+    /// The next pause before a retry.
+    backoff: Duration,
 }
 
 impl Worker {
     fn run(mut self, wake: mpsc::Receiver<()>) {
         while !self.stop.load(Ordering::Acquire) {
-            let pause = match self.step() {
+            let step = self.step();
+            if step.is_ok() {
+                self.recovered();
+            }
+            let pause = match step {
                 Ok(Next::ApplyTo(_)) => continue,
                 Ok(Next::Wait { wait_ms }) => Duration::from_millis(wait_ms).min(IDLE_POLL),
                 Ok(Next::Idle) => IDLE_POLL,
-                Err(e) => {
+                Err(e) if e.calls_for_reseed() => {
                     tracing::error!(node = %self.node, cause = %e, "applying stopped: this spare no longer matches the primary and must be re-seeded");
                     *self.state.failure.lock().expect("failure lock") = Some(e.to_string());
                     return;
                 }
+                Err(e) => self.failed(&e),
             };
             if wake.recv_timeout(pause) == Err(mpsc::RecvTimeoutError::Disconnected) {
                 return;
             }
+        }
+    }
+
+    /// A batch failed for a fault of this host: says so the first time, and returns how
+    /// long to wait before trying again (longer each time, up to [`APPLY_RETRY_MAX`]).
+    fn failed(&mut self, e: &Error) -> Duration {
+        let mut retrying = self.state.retrying.lock().expect("retrying lock");
+        if retrying.is_none() {
+            tracing::error!(node = %self.node, cause = %e, "applying failed; retrying (a fault of this host, not a divergence: check the disk and what else uses the database)");
+            self.events.record(
+                "apply_error",
+                None,
+                &format!("applying failed, retrying: {e}"),
+            );
+        }
+        *retrying = Some(e.to_string());
+        let pause = self.backoff;
+        self.backoff = (self.backoff * 2).min(APPLY_RETRY_MAX);
+        pause
+    }
+
+    /// A step went through: ends a retry streak, saying so.
+    fn recovered(&mut self) {
+        self.backoff = APPLY_RETRY_MIN;
+        let was = self.state.retrying.lock().expect("retrying lock").take();
+        if let Some(why) = was {
+            tracing::info!(node = %self.node, "applying resumed");
+            self.events
+                .record("apply_recovered", None, &format!("applying resumed after: {why}"));
         }
     }
 

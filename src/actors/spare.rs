@@ -99,6 +99,7 @@ impl SpareShared {
             data.log_dir(),
             self.apply.clone(),
             self.applied_tx.clone(),
+            data.events.clone(),
         )
         .map_err(Error::io("start the apply thread"))?;
         *self.applier.lock().expect("applier lock") = Some(handle);
@@ -279,6 +280,9 @@ impl SpareActor {
         }
         if let Some(why) = s.apply.failure.lock().expect("lock").as_ref() {
             return format!("apply stopped: {why}");
+        }
+        if let Some(why) = s.apply.retrying.lock().expect("lock").as_ref() {
+            return format!("apply retrying: {why}");
         }
         if s.diverged.lock().expect("lock").is_some() {
             return "diverged".into();
