@@ -452,3 +452,31 @@ fn promoting_over_a_live_primary_needs_force_and_the_old_primary_is_fenced() {
     c.start("main");
     wait_role(&c, "main", "fenced");
 }
+
+/// A switchover that dies after stopping the primary's writes (its coordinator killed, say)
+/// must not leave the primary refusing writes for ever: the stop carries a bound, after
+/// which the primary takes writes again by itself.
+#[test]
+fn writes_stopped_by_a_switchover_that_never_finished_resume_on_their_own() {
+    let mut c = Cluster::new(2, false);
+    c.start_all();
+    create_table(&c);
+    // What a coordinator does first, then it is gone.
+    let stop = json!({ "accept": false, "for_ms": 1500 });
+    let r = client::post(&c.http("main"), "/v1/admin/writes", &stop, common::TIMEOUT).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let refused = c.execute_on(
+        "main",
+        json!({ "sql": "INSERT INTO invoice (id, customer) VALUES (1, 'x')" }),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    wait_until("main to take writes again", || {
+        c.execute_on(
+            "main",
+            json!({ "sql": "INSERT INTO invoice (id, customer) VALUES (2, 'y')" }),
+        )
+        .status
+            == 200
+    });
+    assert!(c.log("main").contains("writes resume"), "{}", c.log("main"));
+}
