@@ -333,5 +333,9 @@ fn a_transient_apply_error_is_retried_not_taken_for_a_divergence() {
     assert!(!c.data_dir("lan-1").join("quarantine").exists());
     assert_eq!(c.rows("lan-1", "SELECT id FROM t", lsn), vec![json!([1])]);
     let events = spare::client::get(&c.http("lan-1"), "/v1/events", common::TIMEOUT).unwrap();
-    assert!(events.body.to_string().contains("apply_error"), "{}", events.body);
+    assert!(
+        events.body.to_string().contains("apply_error"),
+        "{}",
+        events.body
+    );
 }

@@ -185,8 +185,11 @@ impl Worker {
         let was = self.state.retrying.lock().expect("retrying lock").take();
         if let Some(why) = was {
             tracing::info!(node = %self.node, "applying resumed");
-            self.events
-                .record("apply_recovered", None, &format!("applying resumed after: {why}"));
+            self.events.record(
+                "apply_recovered",
+                None,
+                &format!("applying resumed after: {why}"),
+            );
         }
     }
 

@@ -44,10 +44,12 @@ pub enum Job {
     /// The node changes role: refuse what waits, release the log and the database, then
     /// answer.
     Stop(std::sync::mpsc::Sender<()>),
-    /// A switchover: stop (`accept: false`) or start again taking writes; answers the LSN
-    /// of the last record, which no later record follows while writes are stopped.
+    /// A switchover: stop (`accept: false`, for `bound` at most: a switchover that dies
+    /// half way must not stop the primary for good) or start again taking writes; answers the
+    /// LSN of the last record, which no later record follows while writes are stopped.
     Writes {
         accept: bool,
+        bound: std::time::Duration,
         ack: oneshot::Sender<u64>,
     },
 }
@@ -77,10 +79,10 @@ pub struct Committer {
     segments_seen: usize,
     /// A stop taken from the queue while a group was forming: honoured after the group.
     stop: Option<std::sync::mpsc::Sender<()>>,
-    /// A switchover stopped writes (and heartbeats): this log must not grow.
-    paused: bool,
+    /// A switchover stopped writes (and heartbeats) until then: this log must not grow.
+    paused_until: Option<std::time::Instant>,
     /// A pause taken from the queue while a group was forming: answered after the group.
-    pausing: Option<(bool, oneshot::Sender<u64>)>,
+    pausing: Option<(bool, std::time::Duration, oneshot::Sender<u64>)>,
     /// Write limits that override the configuration's (tools and tests).
     limits: Option<WriteLimits>,
 }
@@ -108,7 +110,7 @@ impl Committer {
             lease: None,
             segments_seen,
             stop: None,
-            paused: false,
+            paused_until: None,
             pausing: None,
             limits: None,
         }
@@ -190,8 +192,8 @@ impl Committer {
                     Some(Job::Write(first)) => self.form_group(first, &mut jobs),
                     Some(Job::Heartbeat) => Vec::new(),
                     Some(Job::Stop(ack)) => return self.stop(jobs, ack),
-                    Some(Job::Writes { accept, ack }) => {
-                        self.pausing = Some((accept, ack));
+                    Some(Job::Writes { accept, bound, ack }) => {
+                        self.pausing = Some((accept, bound, ack));
                         Vec::new()
                     }
                     None => return,
@@ -202,8 +204,8 @@ impl Committer {
                 (true, false) => self.heartbeat(),
                 (false, _) => self.commit_group(group),
             };
-            if let Some((accept, ack)) = self.pausing.take() {
-                self.paused = !accept;
+            if let Some((accept, bound, ack)) = self.pausing.take() {
+                self.paused_until = (!accept).then(|| std::time::Instant::now() + bound);
                 let _ = ack.send(self.log.durable().lsn);
                 tracing::warn!(
                     accept,
@@ -269,8 +271,8 @@ impl Committer {
                     self.stop = Some(ack);
                     break;
                 }
-                Ok(Job::Writes { accept, ack }) => {
-                    self.pausing = Some((accept, ack));
+                Ok(Job::Writes { accept, bound, ack }) => {
+                    self.pausing = Some((accept, bound, ack));
                     break;
                 }
                 Err(_) => break,
@@ -280,7 +282,7 @@ impl Committer {
     }
 
     fn commit_group(&mut self, group: Vec<WriteJob>) -> Result<()> {
-        if self.paused {
+        if self.paused() {
             for job in group {
                 let _ = job.reply.send(Err(Error::Unavailable("a switchover is in progress: this primary takes no more writes; retry in a moment (clients that know several nodes find the new primary)".into())));
             }
@@ -346,6 +348,23 @@ impl Committer {
         Ok(())
     }
 
+    /// Whether a switchover stopped the writes; a stop past its bound ends here (its
+    /// switchover died half way): writes resume, and the lease renews again.
+    fn paused(&mut self) -> bool {
+        let Some(until) = self.paused_until else {
+            return false;
+        };
+        if std::time::Instant::now() < until {
+            return true;
+        }
+        self.paused_until = None;
+        if let Some(lease) = &self.lease {
+            lease.resume();
+        }
+        tracing::warn!("the switchover that stopped the writes did not finish in time: writes resume (run `spare status`; start the switchover again if it is still wanted)");
+        false
+    }
+
     /// The write limits of the configuration as of now (defaults without one: tools).
     fn limits(&self) -> WriteLimits {
         if let Some(limits) = self.limits {
@@ -394,7 +413,7 @@ impl Committer {
     fn heartbeat(&mut self) -> Result<()> {
         // Without a lease another node may lead, and while a switchover runs the candidate
         // must be able to catch up exactly: add nothing to this history.
-        if self.paused || self.lease.as_ref().is_some_and(|l| !l.is_valid()) {
+        if self.paused() || self.lease.as_ref().is_some_and(|l| !l.is_valid()) {
             return Ok(());
         }
         let record = self

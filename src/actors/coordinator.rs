@@ -34,6 +34,12 @@ pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a switchover waits for the candidate to hold the primary's last record.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a switchover's stop of the primary's writes holds: past it the primary takes
+/// writes again by itself (a coordinator that died half way must not stop it for good).
+/// Long enough for the catch-up and the promotion that follow the stop.
+pub const SWITCHOVER_STOP_MAX: Duration = Duration::from_secs(60);
+const _: () =
+    assert!(SWITCHOVER_STOP_MAX.as_secs() > CATCH_UP_TIMEOUT.as_secs() + PREPARE_TIMEOUT.as_secs());
 /// The audit log, in the coordinator's data directory.
 pub const AUDIT_FILE: &str = "promotions.jsonl";
 
@@ -280,8 +286,12 @@ impl Coordinator {
         candidate: &str,
     ) -> Result<String> {
         let http = config.node(&old.name)?.http_advertise.clone();
-        let stopped =
-            survey::post_ok(&http, "/v1/admin/writes", json!({ "accept": false })).await?;
+        let stopped = survey::post_ok(
+            &http,
+            "/v1/admin/writes",
+            json!({ "accept": false, "for_ms": SWITCHOVER_STOP_MAX.as_millis() as u64 }),
+        )
+        .await?;
         let last = stopped["lsn"].as_u64().ok_or_else(|| {
             Error::Unavailable(format!("{} did not stop its writes: {stopped}", old.name))
         })?;

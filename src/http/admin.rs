@@ -114,10 +114,13 @@ async fn rejoin_inner(state: &ApiState) -> Result<Value> {
 #[derive(Deserialize)]
 struct WritesBody {
     accept: bool,
+    /// How long a stop holds at most, in ms (default: [`crate::actors::coordinator::SWITCHOVER_STOP_MAX`]).
+    for_ms: Option<u64>,
 }
 
-/// `POST /v1/admin/writes` `{"accept": false|true}` (primary): a switchover stops the
-/// primary's writes and heartbeats, and answers the LSN of its last record.
+/// `POST /v1/admin/writes` `{"accept": false|true, "for_ms"?}` (primary): a switchover stops
+/// the primary's writes and heartbeats (for `for_ms` at most), and answers the LSN of its
+/// last record.
 pub async fn writes(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
     respond(writes_inner(&state, &body).await)
 }
@@ -140,6 +143,10 @@ async fn writes_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     writes
         .send(Job::Writes {
             accept: b.accept,
+            bound: b.for_ms.map_or(
+                crate::actors::coordinator::SWITCHOVER_STOP_MAX,
+                std::time::Duration::from_millis,
+            ),
             ack,
         })
         .await
