@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actors::blocking;
-use crate::actors::survey::{self, loss, survey, Survey};
+use crate::actors::survey::{self, loss, survey, survey_of, Survey};
 use crate::config::{ClusterConfig, ConfigCell};
 use crate::core::promotion::{self, Allow, Out, Phase, Promotion, Seen};
 use crate::error::{Error, Result};
@@ -59,6 +59,13 @@ pub struct PromoteRequest {
     /// Who asked (user@host, from the command line).
     #[serde(default)]
     pub asked_by: String,
+}
+
+/// What a promotion was asked and allowed, and which nodes answered its first survey.
+struct Plan<'a> {
+    req: &'a PromoteRequest,
+    allow: Allow,
+    answered: Vec<String>,
 }
 
 /// What the coordinating node lends.
@@ -107,6 +114,33 @@ async fn prepare(
         .await
         .unwrap_or_else(|_| Err(Error::Unavailable(format!("{to} did not answer in time"))));
     (to, r, Instant::now())
+}
+
+/// Sends `to` the commit of `candidate` for `epoch` (on `link`, or a new connection) and
+/// says whether it confirmed, within [`PREPARE_TIMEOUT`].
+async fn commit_one(
+    me: &Identity,
+    config: &ClusterConfig,
+    link: Option<PeerStream>,
+    to: &str,
+    epoch: u64,
+    candidate: &str,
+    until: Option<u64>,
+) -> bool {
+    let commit = Message::Commit {
+        until,
+        epoch,
+        primary: candidate.to_string(),
+    };
+    let run = async {
+        let mut s = match link {
+            Some(s) => s,
+            None => control(me, config, to, epoch).await?,
+        };
+        ask(&mut s, me, epoch, commit).await
+    };
+    let answer = tokio::time::timeout(PREPARE_TIMEOUT, run).await;
+    matches!(&answer, Ok(Ok(Message::CommitReply { epoch: e, primary })) if *e == epoch && primary == candidate)
 }
 
 impl Coordinator {
@@ -210,8 +244,18 @@ impl Coordinator {
         };
         let outcome = match outcome {
             Ok(()) => {
-                self.run(&config, &req, epoch, &voters, allow, &mut report)
-                    .await
+                let answered = before
+                    .seen
+                    .values()
+                    .filter(|s| s.reachable)
+                    .map(|s| s.name.clone())
+                    .collect();
+                let plan = Plan {
+                    req: &req,
+                    allow,
+                    answered,
+                };
+                self.run(&config, &plan, epoch, &voters, &mut report).await
             }
             e => e,
         };
@@ -312,40 +356,85 @@ impl Coordinator {
         Ok(http)
     }
 
-    /// Prepare, fence, re-check, commit, wait for the new primary.
+    /// Carries out `core::promotion::Promotion`: sends what it returns, feeds it the
+    /// answers, and decides nothing itself. The prepares go to every voter at once; the
+    /// promotion goes on as soon as a quorum promised (the others may answer later, or never:
+    /// a frozen voter costs nothing). Then the fence, the recheck, the candidate's commit
+    /// (confirmed), the other voters' commits (best effort, not waited for), and the wait for
+    /// the new primary.
     async fn run(
         &self,
         config: &Arc<ClusterConfig>,
-        req: &PromoteRequest,
+        plan: &Plan<'_>,
         epoch: u64,
         voters: &[String],
-        allow: Allow,
         report: &mut Value,
     ) -> Result<()> {
+        let req = plan.req;
         let origin = Instant::now();
-        let ms = |t: Instant| t.duration_since(origin).as_millis() as u64;
+        let ms = move |t: Instant| t.duration_since(origin).as_millis() as u64;
         let (mut p, out) = Promotion::start(&req.candidate, epoch, voters);
-        let asks: Vec<_> = out
-            .into_iter()
-            .filter_map(|o| match o {
-                Out::Prepare {
-                    to,
-                    epoch,
-                    candidate,
-                } => Some(tokio::spawn(prepare(
-                    self.identity.clone(),
-                    config.clone(),
-                    to,
-                    epoch,
-                    candidate,
-                ))),
-                Out::Commit { .. } => None,
-            })
-            .collect();
-        let mut links: BTreeMap<String, PeerStream> = BTreeMap::new();
-        for a in asks {
-            let Ok((voter, answer, at)) = a.await else {
-                continue;
+        let mut asks = tokio::task::JoinSet::new();
+        for o in out {
+            let Out::Prepare {
+                to,
+                epoch,
+                candidate,
+            } = o
+            else {
+                unreachable!("a promotion starts with prepares only")
+            };
+            let (me, config) = (self.identity.clone(), config.clone());
+            asks.spawn(prepare(me, config, to, epoch, candidate));
+        }
+        let mut links = self.gather_promises(&mut p, &mut asks, origin).await;
+        // Late answers still land (a voter that promises grants no more), unwaited for.
+        asks.detach_all();
+        report["promised_by"] = json!(p.promised_by());
+        let Phase::Fencing { until_ms } = p.phase.clone() else {
+            let Phase::Failed(why) = &p.phase else {
+                unreachable!("gathering ends in a fence or a failure")
+            };
+            return Err(Error::Unavailable(format!(
+                "{why}; nothing was committed, the cluster is unchanged except for these promises"
+            )));
+        };
+        report["fence_ms"] = json!(until_ms.saturating_sub(ms(Instant::now())));
+        tokio::time::sleep_until((origin + Duration::from_millis(until_ms)).into()).await;
+        let mut outs: std::collections::VecDeque<Out> = p.tick(ms(Instant::now())).into();
+        assert!(!outs.is_empty(), "the fence is over: the recheck is due");
+        while let Some(o) = outs.pop_front() {
+            outs.extend(self.carry_out(config, plan, &mut p, &mut links, o).await);
+        }
+        match &p.phase {
+            Phase::Committed => self.wait_ready(config, &req.candidate).await,
+            Phase::Failed(why) => Err(Error::Unavailable(why.clone())),
+            other => {
+                unreachable!("a promotion past its fence ends committed or failed, not {other:?}")
+            }
+        }
+    }
+
+    /// Feeds the prepare answers to `p` as they come, until it leaves `Preparing` (a quorum
+    /// of promises, or one out of reach) or [`PREPARE_TIMEOUT`] passes. Returns the control
+    /// connections of the voters that promised (kept for the commit).
+    async fn gather_promises(
+        &self,
+        p: &mut Promotion,
+        asks: &mut tokio::task::JoinSet<(String, Result<(Message, PeerStream)>, Instant)>,
+        origin: Instant,
+    ) -> BTreeMap<String, PeerStream> {
+        let ms = |t: Instant| t.duration_since(origin).as_millis() as u64;
+        let deadline = tokio::time::Instant::from(origin + PREPARE_TIMEOUT);
+        let mut links = BTreeMap::new();
+        while p.phase == Phase::Preparing {
+            let joined = tokio::select! {
+                j = asks.join_next() => j,
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            let Some(Ok((voter, answer, at))) = joined else {
+                p.on_timeout();
+                break;
             };
             match answer {
                 Ok((
@@ -375,37 +464,62 @@ impl Coordinator {
                 Err(e) => p.on_refusal(&voter, format!("unreachable ({e})")),
             }
         }
-        p.on_timeout();
-        report["promised_by"] = json!(p.promised_by());
-        if let Phase::Failed(why) = &p.phase {
-            return Err(Error::Unavailable(format!(
-                "{why}; nothing was committed, the cluster is unchanged except for these promises"
-            )));
+        links
+    }
+
+    /// Carries out one output of the promotion after its fence; returns what `p` asks next.
+    async fn carry_out(
+        &self,
+        config: &Arc<ClusterConfig>,
+        plan: &Plan<'_>,
+        p: &mut Promotion,
+        links: &mut BTreeMap<String, PeerStream>,
+        out: Out,
+    ) -> Vec<Out> {
+        match out {
+            Out::Recheck => {
+                let verdict = self.recheck(config, plan).await;
+                p.on_recheck(verdict.map_err(|e| e.to_string()))
+            }
+            Out::Commit {
+                to,
+                epoch,
+                candidate,
+                confirm: true,
+            } => {
+                let link = links.remove(&to);
+                let until = plan.req.until;
+                let confirmed =
+                    commit_one(&self.identity, config, link, &to, epoch, &candidate, until).await;
+                p.on_commit_reply(&to, confirmed)
+            }
+            Out::Commit {
+                to,
+                epoch,
+                candidate,
+                confirm: false,
+            } => {
+                let (me, config, link) = (self.identity.clone(), config.clone(), links.remove(&to));
+                tokio::spawn(async move {
+                    if !commit_one(&me, &config, link, &to, epoch, &candidate, None).await {
+                        tracing::info!(node = %to, "did not confirm the new epoch; it learns it from the new primary");
+                    }
+                });
+                Vec::new()
+            }
+            Out::Prepare { .. } => unreachable!("prepares are sent at the start only"),
         }
-        let Phase::Fencing { until_ms } = p.phase else {
-            unreachable!("a prepare phase that did not fail has a quorum")
-        };
-        report["fence_ms"] = json!(until_ms.saturating_sub(ms(Instant::now())));
-        tokio::time::sleep_until((origin + Duration::from_millis(until_ms)).into()).await;
-        self.recheck(config, req, allow).await?;
-        let commits = p.tick(ms(Instant::now()));
-        assert!(!commits.is_empty(), "the fence is over: commits are due");
-        self.commit(config, &req.candidate, epoch, req.until, &mut links)
-            .await?;
-        self.wait_ready(config, &req.candidate).await
     }
 
     /// After the fence, positions are final: the loss may not exceed what was accepted.
-    async fn recheck(
-        &self,
-        config: &Arc<ClusterConfig>,
-        req: &PromoteRequest,
-        allow: Allow,
-    ) -> Result<()> {
-        let (c, cand) = (config.clone(), req.candidate.clone());
+    /// (The nodes that did not answer the first survey are not asked again: a frozen node
+    /// would cost a survey timeout, and what it holds was unknown already.)
+    async fn recheck(&self, config: &Arc<ClusterConfig>, plan: &Plan<'_>) -> Result<()> {
+        let (c, cand) = (config.clone(), plan.req.candidate.clone());
+        let (allow, answered) = (plan.allow, plan.answered.clone());
         let until = allow.until;
         let lost = blocking("measure the loss", move || {
-            let s = survey(&c);
+            let s = survey_of(&c, |n| answered.iter().any(|a| a == n));
             loss(&c, &s, &cand, until)
         })
         .await?;
@@ -418,50 +532,6 @@ impl Coordinator {
                 lost.transactions,
                 lost.ahead.as_deref().unwrap_or("that node")
             )));
-        }
-        Ok(())
-    }
-
-    /// Tells the candidate first (it must confirm), then every other node (best effort).
-    async fn commit(
-        &self,
-        config: &Arc<ClusterConfig>,
-        candidate: &str,
-        epoch: u64,
-        until: Option<u64>,
-        links: &mut BTreeMap<String, PeerStream>,
-    ) -> Result<()> {
-        let mut order: Vec<String> = vec![candidate.to_string()];
-        order.extend(
-            config
-                .nodes
-                .iter()
-                .map(|n| n.name.clone())
-                .filter(|n| n != candidate),
-        );
-        for to in order {
-            let commit = Message::Commit {
-                until: until.filter(|_| to == candidate),
-                epoch,
-                primary: candidate.to_string(),
-            };
-            let run = async {
-                let mut s = match links.remove(&to) {
-                    Some(s) => s,
-                    None => control(&self.identity, config, &to, epoch).await?,
-                };
-                ask(&mut s, &self.identity, epoch, commit).await
-            };
-            let answer = tokio::time::timeout(PREPARE_TIMEOUT, run).await;
-            let confirmed = matches!(&answer, Ok(Ok(Message::CommitReply { epoch: e, primary })) if *e == epoch && primary == candidate);
-            if to == candidate && !confirmed {
-                return Err(Error::Unavailable(format!(
-                    "{candidate} did not confirm the commit of epoch {epoch} ({answer:?}); the promises hold: run the same promotion again"
-                )));
-            }
-            if !confirmed {
-                tracing::info!(node = %to, "did not confirm the new epoch; it learns it from the new primary");
-            }
         }
         Ok(())
     }

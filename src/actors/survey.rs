@@ -68,10 +68,17 @@ fn seen_of(name: &str, status: std::result::Result<Value, String>) -> Seen {
 
 /// Asks every data node for its status, all at once (blocking).
 pub fn survey(config: &ClusterConfig) -> Survey {
+    survey_of(config, |_| true)
+}
+
+/// Like [`survey`], of the data nodes `which` names only (the others are not asked; a
+/// recheck skips the nodes that did not answer the first time instead of waiting for them
+/// again).
+pub fn survey_of(config: &ClusterConfig, which: impl Fn(&str) -> bool) -> Survey {
     let nodes: Vec<(String, String)> = config
         .nodes
         .iter()
-        .filter(|n| n.role != Role::Monitor)
+        .filter(|n| n.role != Role::Monitor && which(&n.name))
         .map(|n| (n.name.clone(), n.http_advertise.clone()))
         .collect();
     let seen: BTreeMap<String, Seen> = std::thread::scope(|scope| {

@@ -1,6 +1,8 @@
 //! The promotion coordinator (DESIGN.md §7), pure: prepare (promises for the next epoch from
 //! a quorum of voters), fence (wait until every lease those voters granted has surely run
-//! out), commit (tell the candidate and every voter). Safety: an old primary's lease needs
+//! out), recheck (the shell measures the loss again with final positions), commit (the
+//! candidate, which must confirm, then every other voter). The coordinator's shell
+//! (`actors/coordinator.rs`) carries out what this returns and nothing else. Safety: an old primary's lease needs
 //! grants from a quorum, every quorum meets the promise quorum, and a voter that promised
 //! grants no more; so once the promisers' grants ran out, the old lease has too.
 //!
@@ -135,20 +137,27 @@ pub const CLOCK_RATE_MARGIN: f64 = 0.05;
 /// Fixed extra wait at the end of the fence.
 pub const FENCE_PAD_MS: u64 = 100;
 
-/// What the coordinator asks to be sent.
+/// What the coordinator asks its shell to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {
-    /// Ask `to` to promise `epoch` to the candidate.
+    /// Ask `to` to promise `epoch` to the candidate; answer with `on_promise` or
+    /// `on_refusal`.
     Prepare {
         to: String,
         epoch: u64,
         candidate: String,
     },
-    /// Tell `to` that `candidate` is the primary of `epoch`.
+    /// The fence is over: check again, with the final positions, that the promotion may go
+    /// ahead (the loss preview); answer with `on_recheck`.
+    Recheck,
+    /// Tell `to` that `candidate` is the primary of `epoch`. With `confirm`, the answer
+    /// decides the promotion: report it with `on_commit_reply`; without, it is best effort
+    /// (a node that misses it learns the epoch from the new primary).
     Commit {
         to: String,
         epoch: u64,
         candidate: String,
+        confirm: bool,
     },
 }
 
@@ -159,6 +168,10 @@ pub enum Phase {
     Fencing {
         until_ms: u64,
     },
+    /// The fence is over; waiting for the recheck.
+    Checking,
+    /// Waiting for the candidate to confirm the commit.
+    Committing,
     Committed,
     Failed(String),
 }
@@ -272,7 +285,7 @@ impl Promotion {
         }
     }
 
-    /// Advances the fence; returns the commits to send once it is over.
+    /// Advances the fence; once it is over, asks for the recheck.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Out> {
         let Phase::Fencing { until_ms } = self.phase else {
             return Vec::new();
@@ -280,21 +293,57 @@ impl Promotion {
         if now_ms < until_ms {
             return Vec::new();
         }
+        self.phase = Phase::Checking;
+        vec![Out::Recheck]
+    }
+
+    /// The recheck's verdict: the candidate's commit (which it must confirm), or failure.
+    pub fn on_recheck(&mut self, verdict: std::result::Result<(), String>) -> Vec<Out> {
+        if self.phase != Phase::Checking {
+            return Vec::new();
+        }
+        if let Err(why) = verdict {
+            self.phase = Phase::Failed(why);
+            return Vec::new();
+        }
+        self.phase = Phase::Committing;
+        vec![self.commit_to(&self.candidate, true)]
+    }
+
+    /// `from` answered the commit: the candidate's confirmation commits the promotion and
+    /// tells every other voter; without it the promotion fails (the promises hold, so the
+    /// same promotion can be run again).
+    pub fn on_commit_reply(&mut self, from: &str, confirmed: bool) -> Vec<Out> {
+        if self.phase != Phase::Committing || from != self.candidate {
+            return Vec::new();
+        }
+        if !confirmed {
+            self.phase = Phase::Failed(format!(
+                "{} did not confirm the commit of epoch {}; the promises hold: run the same promotion again",
+                self.candidate, self.epoch
+            ));
+            return Vec::new();
+        }
         self.phase = Phase::Committed;
-        let mut to: Vec<String> = vec![self.candidate.clone()];
-        to.extend(
-            self.voters
-                .iter()
-                .filter(|v| **v != self.candidate)
-                .cloned(),
-        );
-        to.into_iter()
-            .map(|v| Out::Commit {
-                to: v,
-                epoch: self.epoch,
-                candidate: self.candidate.clone(),
-            })
+        self.voters
+            .iter()
+            .filter(|v| **v != self.candidate)
+            .map(|v| self.commit_to(v, false))
             .collect()
+    }
+
+    /// The candidate's confirmation did not come in time.
+    pub fn on_commit_timeout(&mut self) {
+        self.on_commit_reply(&self.candidate.clone(), false);
+    }
+
+    fn commit_to(&self, to: &str, confirm: bool) -> Out {
+        Out::Commit {
+            to: to.to_string(),
+            epoch: self.epoch,
+            candidate: self.candidate.clone(),
+            confirm,
+        }
     }
 }
 
@@ -321,16 +370,55 @@ mod tests {
         let until = 110 + 2_100 + FENCE_PAD_MS;
         assert_eq!(p.phase, Phase::Fencing { until_ms: until });
         assert!(p.tick(until - 1).is_empty());
-        let commits = p.tick(until);
-        assert_eq!(commits.len(), 4);
+        assert_eq!(p.tick(until), vec![Out::Recheck]);
+        let first = p.on_recheck(Ok(()));
         assert_eq!(
-            commits[0],
-            Out::Commit {
+            first,
+            vec![Out::Commit {
                 to: "lan-1".into(),
                 epoch: 2,
-                candidate: "lan-1".into()
-            }
+                candidate: "lan-1".into(),
+                confirm: true
+            }],
+            "the candidate alone first"
         );
+        assert!(
+            p.on_commit_reply("main", true).is_empty(),
+            "only the candidate decides"
+        );
+        let rest = p.on_commit_reply("lan-1", true);
+        assert_eq!(p.phase, Phase::Committed);
+        assert_eq!(rest.len(), 3);
+        assert!(rest
+            .iter()
+            .all(|o| matches!(o, Out::Commit { confirm: false, to, .. } if to != "lan-1")));
+    }
+
+    #[test]
+    fn a_failed_recheck_or_an_unconfirmed_commit_commits_nothing_more() {
+        let fenced = || {
+            let (mut p, _) = Promotion::start("lan-1", 2, &voters());
+            for v in ["lan-1", "lan-2", "watch-1"] {
+                p.on_promise(v, 2, 0, 0);
+            }
+            assert_eq!(p.tick(1_000), vec![Out::Recheck]);
+            p
+        };
+        let mut p = fenced();
+        assert!(p
+            .on_recheck(Err("3 transactions would be lost".into()))
+            .is_empty());
+        assert!(matches!(p.phase, Phase::Failed(ref w) if w.contains("would be lost")));
+        let mut p = fenced();
+        p.on_recheck(Ok(()));
+        assert!(p.on_commit_reply("lan-1", false).is_empty());
+        assert!(
+            matches!(p.phase, Phase::Failed(ref w) if w.contains("run the same promotion again"))
+        );
+        let mut p = fenced();
+        p.on_recheck(Ok(()));
+        p.on_commit_timeout();
+        assert!(matches!(p.phase, Phase::Failed(_)));
     }
 
     fn seen(name: &str, role: &str, lsn: u64) -> Seen {

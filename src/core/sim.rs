@@ -23,6 +23,8 @@ const LEASE_MS: u64 = 1_000;
 const HEARTBEAT_MS: u64 = 250;
 const STEP_MS: u64 = 5;
 const PREPARE_TIMEOUT_MS: u64 = 3_000;
+/// How long after its start a promotion may wait for the candidate's confirmation.
+const COMMIT_DEADLINE_MS: u64 = 12_000;
 const NODES: [&str; 4] = ["main", "lan-1", "lan-2", "watch-1"];
 const COORDINATOR: &str = "watch-1";
 
@@ -47,6 +49,10 @@ enum Msg {
     Commit {
         epoch: u64,
         candidate: String,
+    },
+    /// The answer to a commit: whether the node now follows `candidate` in `epoch`.
+    CommitResp {
+        confirmed: bool,
     },
     /// A switchover: the primary gave its lease up and asks voters to end their grants.
     Release {
@@ -256,6 +262,16 @@ impl World {
                 let changed = node.voter.on_commit(&candidate, epoch);
                 node.persist(changed);
                 node.sync_role();
+                let s = node.voter.state();
+                let confirmed = s.epoch == epoch && s.primary == candidate;
+                self.send(to, from, Msg::CommitResp { confirmed });
+            }
+            Msg::CommitResp { confirmed } => {
+                let out = match self.promotion.as_mut() {
+                    Some((p, _)) => p.on_commit_reply(from, confirmed),
+                    None => Vec::new(),
+                };
+                self.send_outs(out);
             }
             Msg::Release { epoch } => {
                 let node = self.nodes.get_mut(to).expect("known node");
@@ -305,7 +321,16 @@ impl World {
                     to,
                     epoch,
                     candidate,
+                    ..
                 } => self.send(COORDINATOR, &to, Msg::Commit { epoch, candidate }),
+                // The simulation has no data to lose: the recheck passes at once.
+                Out::Recheck => {
+                    let out = match self.promotion.as_mut() {
+                        Some((p, _)) => p.on_recheck(Ok(())),
+                        None => Vec::new(),
+                    };
+                    self.send_outs(out);
+                }
             }
         }
     }
@@ -338,6 +363,10 @@ impl World {
             if let Some((p, started)) = self.promotion.as_mut() {
                 if p.phase == Phase::Preparing && self.t > *started + PREPARE_TIMEOUT_MS {
                     p.on_timeout();
+                }
+                // The candidate's confirmation is awaited as long as a prepare at most.
+                if p.phase == Phase::Committing && self.t > *started + COMMIT_DEADLINE_MS {
+                    p.on_commit_timeout();
                 }
                 let out = p.tick(now);
                 if !out.is_empty() {
