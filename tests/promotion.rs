@@ -219,8 +219,11 @@ fn a_primary_frozen_during_the_promotion_acknowledges_nothing_when_it_resumes() 
             Duration::from_secs(60),
         )
     });
-    let out = c.cli(&["promote", "lan-1"]);
+    let out = c.cli(&["promote", "lan-1", "--json"]);
     assert!(out.status.success(), "{}", stdout(&out));
+    // The frozen voter's prepare was not waited for: a quorum of the others sufficed.
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["unanswered_at_quorum"], json!(["main"]), "{report}");
     signal(&c, "main", libc::SIGCONT);
     let answer = pending.join().unwrap().expect("main answers once resumed");
     assert_ne!(

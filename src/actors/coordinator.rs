@@ -387,10 +387,14 @@ impl Coordinator {
             let (me, config) = (self.identity.clone(), config.clone());
             asks.spawn(prepare(me, config, to, epoch, candidate));
         }
-        let mut links = self.gather_promises(&mut p, &mut asks, origin).await;
+        let (mut links, answered) = self.gather_promises(&mut p, &mut asks, origin).await;
         // Late answers still land (a voter that promises grants no more), unwaited for.
         asks.detach_all();
         report["promised_by"] = json!(p.promised_by());
+        report["unanswered_at_quorum"] = json!(voters
+            .iter()
+            .filter(|v| !answered.contains(*v))
+            .collect::<Vec<_>>());
         let Phase::Fencing { until_ms } = p.phase.clone() else {
             let Phase::Failed(why) = &p.phase else {
                 unreachable!("gathering ends in a fence or a failure")
@@ -417,16 +421,18 @@ impl Coordinator {
 
     /// Feeds the prepare answers to `p` as they come, until it leaves `Preparing` (a quorum
     /// of promises, or one out of reach) or [`PREPARE_TIMEOUT`] passes. Returns the control
-    /// connections of the voters that promised (kept for the commit).
+    /// connections of the voters that promised (kept for the commit), and which voters
+    /// answered by then.
     async fn gather_promises(
         &self,
         p: &mut Promotion,
         asks: &mut tokio::task::JoinSet<(String, Result<(Message, PeerStream)>, Instant)>,
         origin: Instant,
-    ) -> BTreeMap<String, PeerStream> {
+    ) -> (BTreeMap<String, PeerStream>, Vec<String>) {
         let ms = |t: Instant| t.duration_since(origin).as_millis() as u64;
         let deadline = tokio::time::Instant::from(origin + PREPARE_TIMEOUT);
         let mut links = BTreeMap::new();
+        let mut answered = Vec::new();
         while p.phase == Phase::Preparing {
             let joined = tokio::select! {
                 j = asks.join_next() => j,
@@ -436,6 +442,7 @@ impl Coordinator {
                 p.on_timeout();
                 break;
             };
+            answered.push(voter.clone());
             match answer {
                 Ok((
                     Message::PrepareReply {
@@ -464,7 +471,7 @@ impl Coordinator {
                 Err(e) => p.on_refusal(&voter, format!("unreachable ({e})")),
             }
         }
-        links
+        (links, answered)
     }
 
     /// Carries out one output of the promotion after its fence; returns what `p` asks next.
