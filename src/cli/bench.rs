@@ -40,8 +40,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub suite: bool,
     /// Only the failover figures (also part of --suite): time from `spare promote` to the
-    /// first acknowledged write after the primary was killed, and the write-unavailability
-    /// window of a `spare switchover` under load.
+    /// first acknowledged write after the primary was killed or frozen (median and worst of
+    /// 10 each), and the write-unavailability window of a `spare switchover` under load.
     #[arg(long)]
     pub failover: bool,
     /// Rows written while the catch-up spare is stopped (--suite).

@@ -1,7 +1,10 @@
 //! `spare bench --failover` (and part of `--suite`): on throw-away local clusters of real
 //! processes (a primary and two voting spares, the default lease), measures
-//! - the time from `spare promote` to the first write acknowledged by the new primary, after
-//!   the old primary was killed: prepare, waiting out the old lease, restart in place;
+//! - the time from `spare promote` to the first write acknowledged by the new primary, the
+//!   old primary just killed (SIGKILL: a crashed host) or just frozen (SIGSTOP: a hung VM,
+//!   whose connections hang instead of failing), [`PROMOTE_ROUNDS`] times each, a fresh
+//!   cluster each time: prepare, waiting out the old lease, restart in place; the median and
+//!   the worst are the figures;
 //! - the write-unavailability window of `spare switchover` under load: the longest gap
 //!   between two acknowledged writes while clients that know every node keep writing, and
 //!   that no acknowledged write was lost.
@@ -18,6 +21,8 @@ use spare::client::{self, Client, REQUEST_TIMEOUT};
 use crate::cli::bench::BenchArgs;
 use crate::cli::bench_suite::{wait_for, LocalCluster, TempRoot};
 
+/// Promotions measured for each way the primary fails.
+const PROMOTE_ROUNDS: usize = 10;
 /// Writers during the switchover.
 const SWITCHOVER_WRITERS: u64 = 4;
 /// Writing goes on this long after the switchover answered, to see writes resume.
@@ -32,11 +37,36 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
 }
 
 pub fn run_in(root: &Path, _args: &BenchArgs) -> Result<Value> {
-    eprintln!("bench: promote after the primary was killed");
-    let promote = promote_after_kill(root)?;
+    let mut promote = serde_json::Map::new();
+    for (name, signal) in [("dead", libc::SIGKILL), ("frozen", libc::SIGSTOP)] {
+        let mut runs = Vec::new();
+        for round in 0..PROMOTE_ROUNDS {
+            eprintln!(
+                "bench: promote over a {name} primary ({}/{PROMOTE_ROUNDS})",
+                round + 1
+            );
+            runs.push(promote_after(root, &format!("{name}-{round}"), signal)?);
+        }
+        promote.insert(name.into(), summary(&runs));
+    }
     eprintln!("bench: switchover under load");
     let switchover = switchover_under_load(root)?;
     Ok(json!({ "lease": "4s (default)", "promote": promote, "switchover": switchover }))
+}
+
+/// The median and the worst of the runs' seconds to the first write, and every run.
+fn summary(runs: &[Value]) -> Value {
+    let mut secs: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r["seconds_to_first_write"].as_f64())
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    let median = secs.get(secs.len() / 2).copied();
+    json!({
+        "median_seconds_to_first_write": median,
+        "worst_seconds_to_first_write": secs.last(),
+        "runs": runs,
+    })
 }
 
 /// Runs `spare <args>` against the cluster's configuration.
@@ -52,12 +82,14 @@ fn insert(http: &str, id: u64) -> bool {
     client::post(http, "/v1/execute", &body, REQUEST_TIMEOUT).is_ok_and(|r| r.status == 200)
 }
 
-fn promote_after_kill(root: &Path) -> Result<Value> {
-    let c = LocalCluster::start_with(root, "promote", 2, true)?;
+/// One promotion: the primary is sent `signal`, then at once `spare promote spare-1`; the
+/// time runs until the new primary acknowledged a write.
+fn promote_after(root: &Path, name: &str, signal: i32) -> Result<Value> {
+    let c = LocalCluster::start_with(root, name, 2, true)?;
     let main = c.http_of("main");
     crate::cli::bench::create_table(&main)?;
     c.wait_streaming()?;
-    c.signal("main", libc::SIGKILL);
+    c.signal("main", signal);
     let started = Instant::now();
     let out = spare_cli(&c, &["promote", "spare-1", "--json"])?;
     let command_s = started.elapsed().as_secs_f64();
