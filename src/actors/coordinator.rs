@@ -97,6 +97,9 @@ async fn ask(s: &mut PeerStream, me: &Identity, epoch: u64, m: Message) -> Resul
     Ok(read_frame(s).await?.message)
 }
 
+/// A voter's answer to a prepare (with the connection, kept for the commit) and when it came.
+type PrepareAnswer = (String, Result<(Message, PeerStream)>, Instant);
+
 /// Asks `to` to promise `epoch` to `candidate`; keeps the connection for the commit.
 async fn prepare(
     me: Identity,
@@ -104,7 +107,7 @@ async fn prepare(
     to: String,
     epoch: u64,
     candidate: String,
-) -> (String, Result<(Message, PeerStream)>, Instant) {
+) -> PrepareAnswer {
     let run = async {
         let mut s = control(&me, &config, &to, epoch).await?;
         let m = ask(&mut s, &me, epoch, Message::Prepare { epoch, candidate }).await?;
@@ -426,7 +429,7 @@ impl Coordinator {
     async fn gather_promises(
         &self,
         p: &mut Promotion,
-        asks: &mut tokio::task::JoinSet<(String, Result<(Message, PeerStream)>, Instant)>,
+        asks: &mut tokio::task::JoinSet<PrepareAnswer>,
         origin: Instant,
     ) -> (BTreeMap<String, PeerStream>, Vec<String>) {
         let ms = |t: Instant| t.duration_since(origin).as_millis() as u64;
