@@ -313,6 +313,8 @@ fn bench_suite_measures_every_scenario_on_throwaway_clusters() {
             "2",
             "--catchup-rows",
             "1000",
+            "--promote-rounds",
+            "1",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -2,7 +2,7 @@
 //! processes (a primary and two voting spares, the default lease), measures
 //! - the time from `spare promote` to the first write acknowledged by the new primary, the
 //!   old primary just killed (SIGKILL: a crashed host) or just frozen (SIGSTOP: a hung VM,
-//!   whose connections hang instead of failing), [`PROMOTE_ROUNDS`] times each, a fresh
+//!   whose connections hang instead of failing), `--promote-rounds` times each (10), a fresh
 //!   cluster each time: prepare, waiting out the old lease, restart in place; the median and
 //!   the worst are the figures;
 //! - the write-unavailability window of `spare switchover` under load: the longest gap
@@ -21,8 +21,6 @@ use spare::client::{self, Client, REQUEST_TIMEOUT};
 use crate::cli::bench::BenchArgs;
 use crate::cli::bench_suite::{wait_for, LocalCluster, TempRoot};
 
-/// Promotions measured for each way the primary fails.
-const PROMOTE_ROUNDS: usize = 10;
 /// Writers during the switchover.
 const SWITCHOVER_WRITERS: u64 = 4;
 /// Writing goes on this long after the switchover answered, to see writes resume.
@@ -36,13 +34,14 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
     run_in(&root.0, args)
 }
 
-pub fn run_in(root: &Path, _args: &BenchArgs) -> Result<Value> {
+pub fn run_in(root: &Path, args: &BenchArgs) -> Result<Value> {
+    let rounds = args.promote_rounds;
     let mut promote = serde_json::Map::new();
     for (name, signal) in [("dead", libc::SIGKILL), ("frozen", libc::SIGSTOP)] {
         let mut runs = Vec::new();
-        for round in 0..PROMOTE_ROUNDS {
+        for round in 0..rounds {
             eprintln!(
-                "bench: promote over a {name} primary ({}/{PROMOTE_ROUNDS})",
+                "bench: promote over a {name} primary ({}/{rounds})",
                 round + 1
             );
             runs.push(promote_after(root, &format!("{name}-{round}"), signal)?);
