@@ -67,11 +67,14 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
-    /// Whether this error, met while applying, means the copy no longer follows the
-    /// primary's history (it must be re-seeded), rather than a fault of this host (a full
-    /// disk, an I/O error, a busy database) that a retry can outlast.
-    pub fn calls_for_reseed(&self) -> bool {
-        matches!(self, Error::Diverged(_) | Error::InvalidData(_))
+    /// Whether this error is a fault of this host that a retry can outlast (a full disk, an
+    /// I/O error, a busy or locked database, memory): met while applying, it is retried;
+    /// anything else means the copy cannot follow the primary's history as it is (re-seed).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Busy(_) | Error::Io { .. }
+        )
     }
 
     /// The stable code clients see in `{"error": code}`.
@@ -100,7 +103,25 @@ impl From<rusqlite::Error> for Error {
             rusqlite::Error::MultipleStatement => Error::InvalidInput(
                 "the SQL text holds several statements; send one per \"sql\", and several as one {\"batch\": [...]}".into(),
             ),
+            rusqlite::Error::SqliteFailure(ref e, _) if sqlite_transient(e.extended_code) => {
+                Error::Unavailable(format!("the database: {err}"))
+            }
             other => Error::Sql(other.to_string()),
         }
     }
+}
+
+/// Whether a SQLite result code is a fault of this host a retry can outlast (busy, locked,
+/// full disk, I/O, memory, cannot open), not a property of the statement or the data.
+pub fn sqlite_transient(code: std::ffi::c_int) -> bool {
+    use rusqlite::ffi;
+    matches!(
+        code & 0xff,
+        ffi::SQLITE_BUSY
+            | ffi::SQLITE_LOCKED
+            | ffi::SQLITE_FULL
+            | ffi::SQLITE_IOERR
+            | ffi::SQLITE_NOMEM
+            | ffi::SQLITE_CANTOPEN
+    )
 }

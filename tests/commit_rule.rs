@@ -139,6 +139,9 @@ fn a_write_whose_lease_ran_out_while_it_waited_for_its_rule_is_not_acknowledged(
     c.wait_applied("lan-2", lsn);
     signal(&c, "lan-1", libc::SIGSTOP);
     signal(&c, "lan-2", libc::SIGSTOP);
+    // kill(2) only queues the stop: a spare still running could meet the rule.
+    common::wait_stopped(c.pid("lan-1"));
+    common::wait_stopped(c.pid("lan-2"));
     let r = c.execute_on("main", json!({ "sql": "INSERT INTO t VALUES (1)" }));
     assert_eq!(r.status, 503, "acknowledged without a lease: {}", r.body);
     assert!(

@@ -46,19 +46,6 @@ fn signal(c: &Cluster, node: &str, sig: i32) {
     assert_eq!(rc, 0, "signal {sig} to {node}");
 }
 
-/// Waits until every thread of process `pid` is stopped (state `T` in /proc).
-fn wait_stopped(pid: u32) {
-    wait_until(&format!("process {pid} to stop"), || {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
-        tasks.flatten().all(|t| {
-            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            // The state follows the command name, which is in parentheses.
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('T'))
-        })
-    });
-}
-
 fn node_state(c: &Cluster, node: &str) -> Value {
     serde_json::from_str(&common::read_file(&c.data_dir(node).join("node.state"))).unwrap()
 }
@@ -208,7 +195,7 @@ fn a_primary_frozen_during_the_promotion_acknowledges_nothing_when_it_resumes() 
     signal(&c, "main", libc::SIGSTOP);
     // kill(2) only queues the stop: a write sent before every thread halted could still be
     // committed and acknowledged by a primary that held its lease then.
-    wait_stopped(c.pid("main"));
+    common::wait_stopped(c.pid("main"));
     // A client's write waits in the frozen primary's socket.
     let http = c.http("main");
     let pending = std::thread::spawn(move || {

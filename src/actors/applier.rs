@@ -6,10 +6,11 @@
 //! what it applied is durable in the database file, and the log may drop records up to there
 //! (`ApplyState::durable_floor`).
 //!
-//! A divergence (schema mismatch, changeset conflict, a record that cannot be read) stops
-//! applying, with an ERROR: the copy no longer matches the primary and must be re-seeded; it
-//! is never papered over. Any other failure (a full disk, an I/O error, a database another
-//! process holds) is this host's fault, not the copy's: the batch is retried, with a backoff
+//! A divergence (schema mismatch, changeset conflict, a record that cannot be read, a
+//! database SQLite finds corrupt) stops applying, with an ERROR: the copy no longer matches
+//! the primary and must be re-seeded; it is never papered over. A fault of this host (a full
+//! disk, an I/O error, a database another process holds: `Error::is_transient`) is not the
+//! copy's: the batch is retried, with a backoff
 //! from [`APPLY_RETRY_MIN`] to [`APPLY_RETRY_MAX`], an ERROR and an `apply_error` event the
 //! first time, and `apply_recovered` once it goes through. The thread also stops when asked
 //! (a seed is being installed), and is started again on the new files.
@@ -140,20 +141,26 @@ struct Worker {
 impl Worker {
     fn run(mut self, wake: mpsc::Receiver<()>) {
         while !self.stop.load(Ordering::Acquire) {
-            let step = self.step();
-            if step.is_ok() {
-                self.recovered();
-            }
-            let pause = match step {
-                Ok(Next::ApplyTo(_)) => continue,
+            let pause = match self.step() {
+                Ok(Next::ApplyTo(_)) => {
+                    self.recovered();
+                    continue;
+                }
                 Ok(Next::Wait { wait_ms }) => Duration::from_millis(wait_ms).min(IDLE_POLL),
                 Ok(Next::Idle) => IDLE_POLL,
-                Err(e) if e.calls_for_reseed() => {
+                Err(e) if e.is_transient() => {
+                    // The full backoff, whatever arrives meanwhile: only a stop ends it.
+                    let pause = self.failed(&e);
+                    if !self.sleep_unless_stopped(&wake, pause) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
                     tracing::error!(node = %self.node, cause = %e, "applying stopped: this spare no longer matches the primary and must be re-seeded");
                     *self.state.failure.lock().expect("failure lock") = Some(e.to_string());
                     return;
                 }
-                Err(e) => self.failed(&e),
             };
             if wake.recv_timeout(pause) == Err(mpsc::RecvTimeoutError::Disconnected) {
                 return;
@@ -179,7 +186,22 @@ impl Worker {
         pause
     }
 
-    /// A step went through: ends a retry streak, saying so.
+    /// Waits `pause` (new work does not cut it short); false once asked to stop.
+    fn sleep_unless_stopped(&self, wake: &mpsc::Receiver<()>, pause: Duration) -> bool {
+        let until = std::time::Instant::now() + pause;
+        while !self.stop.load(Ordering::Acquire) {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            if wake.recv_timeout(left) == Err(mpsc::RecvTimeoutError::Disconnected) {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// A batch went through: ends a retry streak, saying so.
     fn recovered(&mut self) {
         self.backoff = APPLY_RETRY_MIN;
         let was = self.state.retrying.lock().expect("retrying lock").take();

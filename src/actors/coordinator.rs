@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actors::blocking;
-use crate::actors::survey::{self, loss, survey, survey_of, Survey};
+use crate::actors::survey::{self, loss, survey, survey_within, Survey};
 use crate::config::{ClusterConfig, ConfigCell};
 use crate::core::promotion::{self, Allow, Out, Phase, Promotion, Seen};
 use crate::error::{Error, Result};
@@ -34,12 +34,20 @@ pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a switchover waits for the candidate to hold the primary's last record.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest a switchover's stop of the primary's writes holds: past it the primary takes
-/// writes again by itself (a coordinator that died half way must not stop it for good).
-/// Long enough for the catch-up and the promotion that follow the stop.
+/// How long a stop of the primary's writes holds when its caller does not say: past it the
+/// primary takes writes again by itself (a switchover that died half way must not stop it
+/// for good). A switchover asks for [`switchover_stop`], renewed just before its prepares.
 pub const SWITCHOVER_STOP_MAX: Duration = Duration::from_secs(60);
 const _: () =
     assert!(SWITCHOVER_STOP_MAX.as_secs() > CATCH_UP_TIMEOUT.as_secs() + PREPARE_TIMEOUT.as_secs());
+
+/// How long a switchover's stop must hold, from the moment it is renewed before the
+/// prepares to the commit: the prepares, two surveys and their loss checks, the fence (up to
+/// a lease and its margins), the commit, with room to spare.
+pub fn switchover_stop(config: &ClusterConfig) -> Duration {
+    let surveys = survey::SURVEY_TIMEOUT * 4;
+    PREPARE_TIMEOUT * 2 + surveys + config.cluster.lease * 2 + Duration::from_secs(10)
+}
 /// The audit log, in the coordinator's data directory.
 pub const AUDIT_FILE: &str = "promotions.jsonl";
 
@@ -66,6 +74,8 @@ struct Plan<'a> {
     req: &'a PromoteRequest,
     allow: Allow,
     answered: Vec<String>,
+    /// The data nodes that did not answer the recheck's survey either (for the report).
+    silent_at_recheck: std::sync::Mutex<Value>,
 }
 
 /// What the coordinating node lends.
@@ -100,6 +110,13 @@ async fn ask(s: &mut PeerStream, me: &Identity, epoch: u64, m: Message) -> Resul
 /// A voter's answer to a prepare (with the connection, kept for the commit) and when it came.
 type PrepareAnswer = (String, Result<(Message, PeerStream)>, Instant);
 
+/// The prepares in flight, and the voter each task asks.
+#[derive(Default)]
+struct Asks {
+    set: tokio::task::JoinSet<PrepareAnswer>,
+    voters: std::collections::HashMap<tokio::task::Id, String>,
+}
+
 /// Asks `to` to promise `epoch` to `candidate`; keeps the connection for the commit.
 async fn prepare(
     me: Identity,
@@ -117,6 +134,20 @@ async fn prepare(
         .await
         .unwrap_or_else(|_| Err(Error::Unavailable(format!("{to} did not answer in time"))));
     (to, r, Instant::now())
+}
+
+/// Stops (or extends the stop of) the writes of the primary at `http` for `bound`; returns
+/// the LSN of its last record.
+async fn stop_writes(http: &str, name: &str, bound: Duration) -> Result<u64> {
+    let stopped = survey::post_ok(
+        http,
+        "/v1/admin/writes",
+        json!({ "accept": false, "for_ms": bound.as_millis() as u64 }),
+    )
+    .await?;
+    stopped["lsn"]
+        .as_u64()
+        .ok_or_else(|| Error::Unavailable(format!("{name} did not stop its writes: {stopped}")))
 }
 
 /// Sends `to` the commit of `candidate` for `epoch` (on `link`, or a new connection) and
@@ -167,11 +198,13 @@ impl Coordinator {
         }
         // A switchover measures what the candidate lacks once the primary stopped writing and
         // the candidate caught up (nothing, unless it could not).
+        let mut stopped_at = None;
         let paused_primary = match (switchover && !req.dry_run, &old) {
             (true, Some(o)) => {
-                let p = self
+                let (p, last) = self
                     .stop_writes_and_catch_up(&config, o, &req.candidate)
                     .await?;
+                stopped_at = Some(last);
                 let c = config.clone();
                 before = blocking("survey the nodes", move || survey(&c)).await?;
                 Some(p)
@@ -245,6 +278,12 @@ impl Coordinator {
             Some(until) => self.apply_until(&config, &req.candidate, until).await,
             None => Ok(()),
         };
+        let outcome = match (outcome, &paused_primary, stopped_at, &old) {
+            (Ok(()), Some(p), Some(last), Some(o)) => {
+                self.renew_stop(&config, p, &o.name, last).await
+            }
+            (outcome, ..) => outcome,
+        };
         let outcome = match outcome {
             Ok(()) => {
                 let answered = before
@@ -257,8 +296,11 @@ impl Coordinator {
                     req: &req,
                     allow,
                     answered,
+                    silent_at_recheck: std::sync::Mutex::new(json!([])),
                 };
-                self.run(&config, &plan, epoch, &voters, &mut report).await
+                let ran = self.run(&config, &plan, epoch, &voters, &mut report).await;
+                report["unknown_at_commit"] = plan.silent_at_recheck.lock().expect("lock").clone();
+                ran
             }
             e => e,
         };
@@ -325,23 +367,35 @@ impl Coordinator {
         }
     }
 
+    /// Renews a switchover's stop right before the prepares, for all the promotion needs;
+    /// fails if the primary wrote meanwhile (its first stop ran out): nothing is promised yet.
+    async fn renew_stop(
+        &self,
+        config: &ClusterConfig,
+        http: &str,
+        name: &str,
+        last: u64,
+    ) -> Result<()> {
+        let now = stop_writes(http, name, switchover_stop(config)).await?;
+        if now != last {
+            return Err(Error::Unavailable(format!(
+                "{name} took writes again during the switchover (its log went from LSN {last} to {now}): nothing was promised; run the switchover again"
+            )));
+        }
+        Ok(())
+    }
+
     /// Stops the primary's writes, then waits until the candidate holds its last record.
     async fn stop_writes_and_catch_up(
         &self,
         config: &ClusterConfig,
         old: &Seen,
         candidate: &str,
-    ) -> Result<String> {
+    ) -> Result<(String, u64)> {
         let http = config.node(&old.name)?.http_advertise.clone();
-        let stopped = survey::post_ok(
-            &http,
-            "/v1/admin/writes",
-            json!({ "accept": false, "for_ms": SWITCHOVER_STOP_MAX.as_millis() as u64 }),
-        )
-        .await?;
-        let last = stopped["lsn"].as_u64().ok_or_else(|| {
-            Error::Unavailable(format!("{} did not stop its writes: {stopped}", old.name))
-        })?;
+        // Long enough for the catch-up; renewed before the prepares.
+        let bound = CATCH_UP_TIMEOUT + switchover_stop(config);
+        let last = stop_writes(&http, &old.name, bound).await?;
         let cand_http = config.node(candidate)?.http_advertise.clone();
         let mut at = 0;
         let caught_up = survey::poll_status(&cand_http, CATCH_UP_TIMEOUT, |doc| {
@@ -356,7 +410,7 @@ impl Coordinator {
                 old.name
             )));
         }
-        Ok(http)
+        Ok((http, last))
     }
 
     /// Carries out `core::promotion::Promotion`: sends what it returns, feeds it the
@@ -376,8 +430,9 @@ impl Coordinator {
         let req = plan.req;
         let origin = Instant::now();
         let ms = move |t: Instant| t.duration_since(origin).as_millis() as u64;
-        let (mut p, out) = Promotion::start(&req.candidate, epoch, voters);
-        let mut asks = tokio::task::JoinSet::new();
+        let everyone: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
+        let (mut p, out) = Promotion::start(&req.candidate, epoch, voters, &everyone);
+        let mut asks = Asks::default();
         for o in out {
             let Out::Prepare {
                 to,
@@ -388,11 +443,15 @@ impl Coordinator {
                 unreachable!("a promotion starts with prepares only")
             };
             let (me, config) = (self.identity.clone(), config.clone());
-            asks.spawn(prepare(me, config, to, epoch, candidate));
+            let id = asks
+                .set
+                .spawn(prepare(me, config, to.clone(), epoch, candidate))
+                .id();
+            asks.voters.insert(id, to);
         }
         let (mut links, answered) = self.gather_promises(&mut p, &mut asks, origin).await;
         // Late answers still land (a voter that promises grants no more), unwaited for.
-        asks.detach_all();
+        asks.set.detach_all();
         report["promised_by"] = json!(p.promised_by());
         report["unanswered_at_quorum"] = json!(voters
             .iter()
@@ -429,7 +488,7 @@ impl Coordinator {
     async fn gather_promises(
         &self,
         p: &mut Promotion,
-        asks: &mut tokio::task::JoinSet<PrepareAnswer>,
+        asks: &mut Asks,
         origin: Instant,
     ) -> (BTreeMap<String, PeerStream>, Vec<String>) {
         let ms = |t: Instant| t.duration_since(origin).as_millis() as u64;
@@ -438,12 +497,22 @@ impl Coordinator {
         let mut answered = Vec::new();
         while p.phase == Phase::Preparing {
             let joined = tokio::select! {
-                j = asks.join_next() => j,
+                j = asks.set.join_next_with_id() => j,
                 _ = tokio::time::sleep_until(deadline) => None,
             };
-            let Some(Ok((voter, answer, at))) = joined else {
-                p.on_timeout();
-                break;
+            let (voter, answer, at) = match joined {
+                Some(Ok((_, answered))) => answered,
+                // A prepare task that died is that voter's refusal, not the end of the wait.
+                Some(Err(e)) => {
+                    let voter = asks.voters.get(&e.id()).cloned().unwrap_or_default();
+                    answered.push(voter.clone());
+                    p.on_refusal(&voter, format!("its prepare failed ({e})"));
+                    continue;
+                }
+                None => {
+                    p.on_timeout();
+                    break;
+                }
             };
             answered.push(voter.clone());
             match answer {
@@ -489,7 +558,14 @@ impl Coordinator {
         match out {
             Out::Recheck => {
                 let verdict = self.recheck(config, plan).await;
-                p.on_recheck(verdict.map_err(|e| e.to_string()))
+                if let Ok(silent) = &verdict {
+                    // What these hold was not known when the promotion committed.
+                    plan.silent_at_recheck
+                        .lock()
+                        .expect("lock")
+                        .clone_from(silent);
+                }
+                p.on_recheck(verdict.map(drop).map_err(|e| e.to_string()))
             }
             Out::Commit {
                 to,
@@ -522,28 +598,43 @@ impl Coordinator {
     }
 
     /// After the fence, positions are final: the loss may not exceed what was accepted.
-    /// (The nodes that did not answer the first survey are not asked again: a frozen node
-    /// would cost a survey timeout, and what it holds was unknown already.)
-    async fn recheck(&self, config: &Arc<ClusterConfig>, plan: &Plan<'_>) -> Result<()> {
+    /// With every node surveyed again (those that did not answer the first time, briefly:
+    /// [`survey::RESURVEY_SILENT_TIMEOUT`]), the promotion must still be allowed: the
+    /// candidate fit, the loss within what was accepted (`promotion::refusals`; the old
+    /// primary answering no longer matters: it can no longer write). Names the nodes still
+    /// silent in `report`.
+    async fn recheck(&self, config: &Arc<ClusterConfig>, plan: &Plan<'_>) -> Result<Value> {
         let (c, cand) = (config.clone(), plan.req.candidate.clone());
-        let (allow, answered) = (plan.allow, plan.answered.clone());
-        let until = allow.until;
-        let lost = blocking("measure the loss", move || {
-            let s = survey_of(&c, |n| answered.iter().any(|a| a == n));
-            loss(&c, &s, &cand, until)
+        let (answered, until) = (plan.answered.clone(), plan.allow.until);
+        let (fresh, lost) = blocking("measure the loss", move || {
+            let s = survey_within(&c, |n| match answered.iter().any(|a| a == n) {
+                true => survey::SURVEY_TIMEOUT,
+                false => survey::RESURVEY_SILENT_TIMEOUT,
+            });
+            let lost = loss(&c, &s, &cand, until);
+            (s, lost)
         })
         .await?;
-        if lost.transactions > allow.accept_loss {
+        let allow = Allow {
+            force: true,
+            ..plan.allow
+        };
+        let refused = promotion::refusals(fresh.seen.get(&plan.req.candidate), None, &lost, allow);
+        if !refused.is_empty() {
             return Err(Error::Unavailable(format!(
-                "after the fence, {} transaction(s) held by {} would be lost (accepted: {}); nothing was committed; the old primary can no longer write: run the promotion again with --accept-loss {}, or promote {}",
+                "after the fence: {}; nothing was committed; the old primary can no longer write: run the promotion again (with --accept-loss {} if that loss is accepted), or promote {}",
+                refused.join("; "),
                 lost.transactions,
-                lost.ahead.as_deref().unwrap_or("another node"),
-                allow.accept_loss,
-                lost.transactions,
-                lost.ahead.as_deref().unwrap_or("that node")
+                lost.ahead.as_deref().unwrap_or("another node")
             )));
         }
-        Ok(())
+        let silent: Vec<&String> = fresh
+            .seen
+            .values()
+            .filter(|s| !s.reachable)
+            .map(|s| &s.name)
+            .collect();
+        Ok(json!(silent))
     }
 
     /// Makes the candidate apply exactly up to `until` (pause and delay notwithstanding) and

@@ -66,27 +66,31 @@ fn seen_of(name: &str, status: std::result::Result<Value, String>) -> Seen {
     }
 }
 
+/// How long a recheck waits for a node that did not answer the first survey: a node that
+/// was frozen or dead and still is should not cost a full survey timeout again; one that
+/// came back answers in this time.
+pub const RESURVEY_SILENT_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// Asks every data node for its status, all at once (blocking).
 pub fn survey(config: &ClusterConfig) -> Survey {
-    survey_of(config, |_| true)
+    survey_within(config, |_| SURVEY_TIMEOUT)
 }
 
-/// Like [`survey`], of the data nodes `which` names only (the others are not asked; a
-/// recheck skips the nodes that did not answer the first time instead of waiting for them
-/// again).
-pub fn survey_of(config: &ClusterConfig, which: impl Fn(&str) -> bool) -> Survey {
-    let nodes: Vec<(String, String)> = config
+/// Like [`survey`], waiting for each node the time `timeout` gives it (a recheck gives the
+/// nodes that did not answer the first time [`RESURVEY_SILENT_TIMEOUT`]).
+pub fn survey_within(config: &ClusterConfig, timeout: impl Fn(&str) -> Duration) -> Survey {
+    let nodes: Vec<(String, String, Duration)> = config
         .nodes
         .iter()
-        .filter(|n| n.role != Role::Monitor && which(&n.name))
-        .map(|n| (n.name.clone(), n.http_advertise.clone()))
+        .filter(|n| n.role != Role::Monitor)
+        .map(|n| (n.name.clone(), n.http_advertise.clone(), timeout(&n.name)))
         .collect();
     let seen: BTreeMap<String, Seen> = std::thread::scope(|scope| {
         let handles: Vec<_> = nodes
             .iter()
-            .map(|(name, http)| {
+            .map(|(name, http, timeout)| {
                 scope.spawn(move || {
-                    let status = client::get(http, "/v1/status", SURVEY_TIMEOUT)
+                    let status = client::get(http, "/v1/status", *timeout)
                         .map_err(|e| e.to_string())
                         .and_then(|r| {
                             if r.status == 200 {

@@ -79,7 +79,7 @@ pub fn refusals(
             "{} is a fenced old primary: run `spare rejoin {}` first, let it catch up, then promote it",
             c.name, c.name
         )),
-        Some(c) if c.state.starts_with("seeding") || c.state.starts_with("apply stopped") || c.state == "diverged" => {
+        Some(c) if c.state.starts_with("seeding") || c.state.starts_with("apply stopped") || c.state.starts_with("apply retrying") || c.state == "diverged" => {
             out.push(format!(
                 "{} is {}: it holds no complete copy to promote",
                 c.name, c.state
@@ -181,6 +181,9 @@ pub struct Promotion {
     pub candidate: String,
     pub epoch: u64,
     voters: Vec<String>,
+    /// Nodes told of the commit besides the voters (non-voting nodes: an old primary that
+    /// does not vote must learn it to rejoin).
+    also_tell: Vec<String>,
     quorum: usize,
     /// Voter → when its promise must have run out (own clock): arrival + stretched remaining.
     promises: BTreeMap<String, u64>,
@@ -191,14 +194,25 @@ pub struct Promotion {
 }
 
 impl Promotion {
-    /// Starts promoting `candidate` to `epoch` among `voters`; returns the prepares to send.
-    pub fn start(candidate: &str, epoch: u64, voters: &[String]) -> (Self, Vec<Out>) {
+    /// Starts promoting `candidate` to `epoch` among `voters` (telling `also_tell` of the
+    /// commit too); returns the prepares to send.
+    pub fn start(
+        candidate: &str,
+        epoch: u64,
+        voters: &[String],
+        also_tell: &[String],
+    ) -> (Self, Vec<Out>) {
         assert!(!voters.is_empty(), "a promotion needs voters");
         let quorum = voters.len() / 2 + 1;
         let p = Promotion {
             candidate: candidate.to_string(),
             epoch,
             voters: voters.to_vec(),
+            also_tell: also_tell
+                .iter()
+                .filter(|n| !voters.contains(n))
+                .cloned()
+                .collect(),
             quorum,
             promises: BTreeMap::new(),
             refusals: BTreeMap::new(),
@@ -327,6 +341,7 @@ impl Promotion {
         self.phase = Phase::Committed;
         self.voters
             .iter()
+            .chain(&self.also_tell)
             .filter(|v| **v != self.candidate)
             .map(|v| self.commit_to(v, false))
             .collect()
@@ -360,8 +375,8 @@ mod tests {
 
     #[test]
     fn commits_only_after_a_quorum_and_the_longest_lease_has_run_out() {
-        let (mut p, out) = Promotion::start("lan-1", 2, &voters());
-        assert_eq!(out.len(), 4);
+        let (mut p, out) = Promotion::start("lan-1", 2, &voters(), &["office".to_string()]);
+        assert_eq!(out.len(), 4, "prepares go to the voters only");
         assert_eq!(p.quorum(), 3);
         p.on_promise("lan-1", 2, 0, 100);
         p.on_promise("lan-2", 2, 2_000, 110);
@@ -388,7 +403,11 @@ mod tests {
         );
         let rest = p.on_commit_reply("lan-1", true);
         assert_eq!(p.phase, Phase::Committed);
-        assert_eq!(rest.len(), 3);
+        assert_eq!(
+            rest.len(),
+            4,
+            "the other voters and the non-voting office: {rest:?}"
+        );
         assert!(rest
             .iter()
             .all(|o| matches!(o, Out::Commit { confirm: false, to, .. } if to != "lan-1")));
@@ -397,7 +416,7 @@ mod tests {
     #[test]
     fn a_failed_recheck_or_an_unconfirmed_commit_commits_nothing_more() {
         let fenced = || {
-            let (mut p, _) = Promotion::start("lan-1", 2, &voters());
+            let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[]);
             for v in ["lan-1", "lan-2", "watch-1"] {
                 p.on_promise(v, 2, 0, 0);
             }
@@ -478,7 +497,7 @@ mod tests {
 
     #[test]
     fn fails_once_a_quorum_cannot_be_reached() {
-        let (mut p, _) = Promotion::start("lan-1", 2, &voters());
+        let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[]);
         p.on_refusal("main", "promised 2 to lan-2".into());
         assert_eq!(p.phase, Phase::Preparing);
         p.on_refusal("lan-2", "promised 2 to lan-2".into());

@@ -111,6 +111,9 @@ async fn rejoin_inner(state: &ApiState) -> Result<Value> {
     }
 }
 
+/// Shortest stop of the writes a caller may ask for (`for_ms`).
+const MIN_STOP_MS: u64 = 1_000;
+
 #[derive(Deserialize)]
 struct WritesBody {
     accept: bool,
@@ -139,6 +142,11 @@ async fn writes_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
             primary: Some(primary_ref(&state.cell.get())),
         });
     };
+    if b.for_ms.is_some_and(|ms| ms < MIN_STOP_MS) {
+        return Err(Error::InvalidInput(format!(
+            "\"for_ms\" must be at least {MIN_STOP_MS}: a stop that ends before the lease is given up would leave it suspended"
+        )));
+    }
     let (ack, answer) = oneshot::channel();
     writes
         .send(Job::Writes {

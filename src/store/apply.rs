@@ -88,20 +88,19 @@ fn apply_one(conn: &Connection, record: &Record, schema: &mut u64) -> Result<()>
         return Ok(());
     }
     let payload = TxnPayload::decode(&record.payload)?;
+    // A schema change that fails here diverged, unless the failure is this host's (a full
+    // disk, a busy database): that one is retried.
+    let failed = |e: rusqlite::Error| match Error::from(e) {
+        transient @ Error::Unavailable(_) => transient,
+        other => Error::Diverged(format!(
+            "record {}: schema change failed here: {other}",
+            record.lsn
+        )),
+    };
     for st in &payload.ddl {
-        let mut stmt = conn.prepare(&st.sql).map_err(|e| {
-            Error::Diverged(format!(
-                "record {}: schema change failed here: {e}",
-                record.lsn
-            ))
-        })?;
+        let mut stmt = conn.prepare(&st.sql).map_err(failed)?;
         bind(&mut stmt, &st.params)?;
-        stmt.raw_execute().map_err(|e| {
-            Error::Diverged(format!(
-                "record {}: schema change failed here: {e}",
-                record.lsn
-            ))
-        })?;
+        stmt.raw_execute().map_err(failed)?;
     }
     if !payload.ddl.is_empty() {
         *schema = schema::checksum(conn)?;

@@ -419,7 +419,10 @@ fn check(conn: &Connection, rc: c_int, what: &str) -> Result<()> {
     let msg = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(conn.handle())) }
         .to_string_lossy()
         .into_owned();
-    Err(Error::Sql(format!(
-        "cannot {what}: {msg} (SQLite code {rc})"
-    )))
+    let text = format!("cannot {what}: {msg} (SQLite code {rc})");
+    Err(if crate::error::sqlite_transient(rc) {
+        Error::Unavailable(text)
+    } else {
+        Error::Sql(text)
+    })
 }

@@ -382,6 +382,19 @@ pub fn dump(c: &Cluster, node: &str, min_lsn: u64) -> Vec<(String, Vec<Value>)> 
         .collect()
 }
 
+/// Waits until every thread of process `pid` is stopped (state `T` in /proc).
+pub fn wait_stopped(pid: u32) {
+    wait_until(&format!("process {pid} to stop"), || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        tasks.flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+    });
+}
+
 /// Writes a secret file readable by its owner only, as an operator would.
 pub fn write_secret(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
