@@ -413,6 +413,29 @@ mod tests {
             .all(|o| matches!(o, Out::Commit { confirm: false, to, .. } if to != "lan-1")));
     }
 
+    /// A primary whose clock runs `CLOCK_RATE_MARGIN` slow keeps its lease that much longer
+    /// in real time, counted from its last granted request, however long before the
+    /// prepare that was: the fence must cover it even when the promiser's grant is about to
+    /// run out.
+    #[test]
+    fn the_fence_covers_a_slow_primary_clock_even_for_an_old_grant() {
+        let lease_ms = 4_000;
+        let (mut p, _) = Promotion::start_with_lease("lan-1", 2, &voters(), &[], lease_ms);
+        for v in ["lan-1", "lan-2", "watch-1"] {
+            p.on_promise(v, 2, 0, 1_000);
+        }
+        let Phase::Fencing { until_ms } = p.phase else {
+            panic!("a quorum promised")
+        };
+        let slow_primary_extra =
+            (lease_ms as f64 * CLOCK_RATE_MARGIN / (1.0 - CLOCK_RATE_MARGIN)) as u64;
+        assert!(
+            until_ms >= 1_000 + slow_primary_extra,
+            "the fence ends at {until_ms}, before a slow primary's lease ({} ms more)",
+            slow_primary_extra
+        );
+    }
+
     #[test]
     fn a_failed_recheck_or_an_unconfirmed_commit_commits_nothing_more() {
         let fenced = || {
