@@ -431,7 +431,8 @@ impl Coordinator {
         let origin = Instant::now();
         let ms = move |t: Instant| t.duration_since(origin).as_millis() as u64;
         let everyone: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
-        let (mut p, out) = Promotion::start(&req.candidate, epoch, voters, &everyone);
+        let lease_ms = config.cluster.lease.as_millis() as u64;
+        let (mut p, out) = Promotion::start(&req.candidate, epoch, voters, &everyone, lease_ms);
         let mut asks = Asks::default();
         for o in out {
             let Out::Prepare {

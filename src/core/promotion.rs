@@ -137,6 +137,18 @@ pub const CLOCK_RATE_MARGIN: f64 = 0.05;
 /// Fixed extra wait at the end of the fence.
 pub const FENCE_PAD_MS: u64 = 100;
 
+/// How long after a promise the lease its voter granted has surely run out on the old
+/// primary: the grant's remaining time on the voter's clock, stretched for a coordinator
+/// clock up to [`CLOCK_RATE_MARGIN`] fast; plus what a primary clock up to that margin slow
+/// adds to its whole lease, counted from its last granted request however long ago that was
+/// (`lease × m / (1 − m)`); plus [`FENCE_PAD_MS`].
+pub fn fence_wait_ms(lease_remaining_ms: u64, lease_ms: u64) -> u64 {
+    let m = CLOCK_RATE_MARGIN;
+    let remaining = lease_remaining_ms as f64 * (1.0 + m);
+    let slow_primary = lease_ms as f64 * m / (1.0 - m);
+    (remaining + slow_primary).ceil() as u64 + FENCE_PAD_MS
+}
+
 /// What the coordinator asks its shell to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {
@@ -185,6 +197,8 @@ pub struct Promotion {
     /// does not vote must learn it to rejoin).
     also_tell: Vec<String>,
     quorum: usize,
+    /// How long a lease lasts (the configuration's `lease`).
+    lease_ms: u64,
     /// Voter → when its promise must have run out (own clock): arrival + stretched remaining.
     promises: BTreeMap<String, u64>,
     refusals: BTreeMap<String, String>,
@@ -195,12 +209,13 @@ pub struct Promotion {
 
 impl Promotion {
     /// Starts promoting `candidate` to `epoch` among `voters` (telling `also_tell` of the
-    /// commit too); returns the prepares to send.
+    /// commit too), whose leases last `lease_ms`; returns the prepares to send.
     pub fn start(
         candidate: &str,
         epoch: u64,
         voters: &[String],
         also_tell: &[String],
+        lease_ms: u64,
     ) -> (Self, Vec<Out>) {
         assert!(!voters.is_empty(), "a promotion needs voters");
         let quorum = voters.len() / 2 + 1;
@@ -214,6 +229,7 @@ impl Promotion {
                 .cloned()
                 .collect(),
             quorum,
+            lease_ms,
             promises: BTreeMap::new(),
             refusals: BTreeMap::new(),
             late: Vec::new(),
@@ -253,9 +269,10 @@ impl Promotion {
         if self.phase != Phase::Preparing {
             return;
         }
-        let stretched = (lease_remaining_ms as f64 * (1.0 + CLOCK_RATE_MARGIN)).ceil() as u64;
-        self.promises
-            .insert(voter.to_string(), now_ms + stretched + FENCE_PAD_MS);
+        self.promises.insert(
+            voter.to_string(),
+            now_ms + fence_wait_ms(lease_remaining_ms, self.lease_ms),
+        );
         if self.promises.len() >= self.quorum {
             let until_ms = self
                 .promises
@@ -375,14 +392,14 @@ mod tests {
 
     #[test]
     fn commits_only_after_a_quorum_and_the_longest_lease_has_run_out() {
-        let (mut p, out) = Promotion::start("lan-1", 2, &voters(), &["office".to_string()]);
+        let (mut p, out) = Promotion::start("lan-1", 2, &voters(), &["office".to_string()], 2_000);
         assert_eq!(out.len(), 4, "prepares go to the voters only");
         assert_eq!(p.quorum(), 3);
         p.on_promise("lan-1", 2, 0, 100);
         p.on_promise("lan-2", 2, 2_000, 110);
         assert_eq!(p.tick(5_000), Vec::new(), "no quorum yet");
         p.on_promise("watch-1", 2, 500, 120);
-        let until = 110 + 2_100 + FENCE_PAD_MS;
+        let until = 110 + fence_wait_ms(2_000, 2_000);
         assert_eq!(p.phase, Phase::Fencing { until_ms: until });
         assert!(p.tick(until - 1).is_empty());
         assert_eq!(p.tick(until), vec![Out::Recheck]);
@@ -420,7 +437,7 @@ mod tests {
     #[test]
     fn the_fence_covers_a_slow_primary_clock_even_for_an_old_grant() {
         let lease_ms = 4_000;
-        let (mut p, _) = Promotion::start_with_lease("lan-1", 2, &voters(), &[], lease_ms);
+        let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[], lease_ms);
         for v in ["lan-1", "lan-2", "watch-1"] {
             p.on_promise(v, 2, 0, 1_000);
         }
@@ -439,7 +456,7 @@ mod tests {
     #[test]
     fn a_failed_recheck_or_an_unconfirmed_commit_commits_nothing_more() {
         let fenced = || {
-            let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[]);
+            let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[], 2_000);
             for v in ["lan-1", "lan-2", "watch-1"] {
                 p.on_promise(v, 2, 0, 0);
             }
@@ -520,7 +537,7 @@ mod tests {
 
     #[test]
     fn fails_once_a_quorum_cannot_be_reached() {
-        let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[]);
+        let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[], 2_000);
         p.on_refusal("main", "promised 2 to lan-2".into());
         assert_eq!(p.phase, Phase::Preparing);
         p.on_refusal("lan-2", "promised 2 to lan-2".into());

@@ -304,7 +304,7 @@ impl World {
             .max(self.nodes[candidate].voter.state().promised_epoch)
             + 1;
         let voters: Vec<String> = NODES.iter().map(|s| s.to_string()).collect();
-        let (p, out) = Promotion::start(candidate, epoch, &voters, &[]);
+        let (p, out) = Promotion::start(candidate, epoch, &voters, &[], LEASE_MS);
         self.promotion = Some((p, self.t));
         self.send_outs(out);
     }
