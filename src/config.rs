@@ -395,6 +395,12 @@ impl ClusterConfig {
                 ))
             }
         }
+        if !self.nodes.iter().any(|n| n.vote) {
+            return Err(ctx.err(
+                "vote",
+                "no node votes: the primary's write lease needs a majority of the voters; set vote = true on at least one node (voting is the default)",
+            ));
+        }
         if self.cluster.tls_dir.is_some() {
             if let Some(n) = self
                 .nodes
@@ -481,6 +487,12 @@ impl ClusterConfig {
             .filter(|n| n.vote)
             .map(|n| n.name.clone())
             .collect()
+    }
+
+    /// The membership this configuration asks for: its voters and lease length. It becomes
+    /// an epoch's at the next promotion (`core::members`).
+    pub fn members(&self) -> crate::core::members::Members {
+        crate::core::members::Members::new(&self.voters(), self.cluster.lease.as_millis() as u64)
     }
 
     pub fn spares(&self) -> impl Iterator<Item = &NodeConfig> {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Role;
+use crate::core::members::{Members, Pending};
 use crate::error::Result;
 
 pub const STATE_FILE: &str = "node.state";
@@ -28,6 +29,15 @@ pub struct NodeState {
     /// (it does, keeping the rest in quarantine, before it starts as the primary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncate_after: Option<u64>,
+    /// The membership of `epoch` (voters, lease length), once known (`core::members`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Members>,
+    /// Promises made above `epoch`, with the memberships they were made for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Pending>,
+    /// The longest lease this node ever granted as a voter.
+    #[serde(default)]
+    pub max_lease_ms: u64,
 }
 
 impl NodeState {
@@ -43,6 +53,9 @@ impl NodeState {
             primary: self.primary.clone(),
             promised_epoch: self.promised_epoch,
             promised_to,
+            members: self.members.clone(),
+            pending: self.pending.clone(),
+            max_lease_ms: self.max_lease_ms,
         }
     }
 
@@ -55,6 +68,9 @@ impl NodeState {
             promised_to: v.promised_to.clone(),
             role: self.role,
             truncate_after: self.truncate_after,
+            members: v.members.clone(),
+            pending: v.pending.clone(),
+            max_lease_ms: v.max_lease_ms,
         }
     }
 }
@@ -124,6 +140,9 @@ mod tests {
             role,
             promised_to: primary.into(),
             truncate_after: None,
+            members: None,
+            pending: Vec::new(),
+            max_lease_ms: 0,
         }
     }
 

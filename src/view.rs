@@ -42,6 +42,9 @@ pub fn cluster_document(
         "epoch": epoch,
         "primary": primary_doc.map(|d| d["name"].clone()).unwrap_or(Value::Null),
         "partial": reachable < config.nodes.len(),
+        "voters": primary_doc.map(|d| d["lease"]["voters"].clone()).unwrap_or(Value::Null),
+        "lease_ms": primary_doc.map(|d| d["lease"]["lease_ms"].clone()).unwrap_or(Value::Null),
+        "pending_membership": primary_doc.map(|d| d["pending_membership"].clone()).unwrap_or(Value::Null),
         "nodes": nodes,
     })
 }

@@ -37,7 +37,18 @@ async fn ask(s: &mut TcpStream, id: &Identity, m: Message) -> Message {
 
 /// Asks for a lease for epoch 1, stamped `sent_ms`.
 async fn ask_lease(s: &mut TcpStream, id: &Identity, sent_ms: u64) -> Message {
-    ask(s, id, Message::LeaseRequest { epoch: 1, sent_ms }).await
+    let members = members(&["main", "lan-1", "lan-2", "watch-1"]);
+    let m = Message::LeaseRequest {
+        epoch: 1,
+        sent_ms,
+        members,
+    };
+    ask(s, id, m).await
+}
+
+fn members(voters: &[&str]) -> spare::core::members::Members {
+    let v: Vec<String> = voters.iter().map(|s| s.to_string()).collect();
+    spare::core::members::Members::new(&v, 2_000)
 }
 
 fn assert_refused_for_epoch_2(reply: &Message) {
@@ -87,6 +98,7 @@ async fn a_monitor_keeps_its_promise_on_disk_and_refuses_the_old_primary_a_lease
         Message::Prepare {
             epoch: 2,
             candidate: "lan-1".into(),
+            members: members(&["main", "lan-1", "lan-2", "watch-1"]),
         },
     )
     .await;
@@ -114,6 +126,7 @@ async fn a_monitor_keeps_its_promise_on_disk_and_refuses_the_old_primary_a_lease
         Message::Prepare {
             epoch: 2,
             candidate: "main".into(),
+            members: members(&["main", "lan-1", "lan-2", "watch-1"]),
         },
     )
     .await;
@@ -220,6 +233,7 @@ async fn primary_stops_acknowledging_once_a_quorum_promised_a_newer_epoch() {
             Message::Prepare {
                 epoch: 2,
                 candidate: "lan-1".into(),
+                members: members(&["main", "lan-1", "lan-2", "watch-1"]),
             },
         )
         .await;

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::actors::blocking;
 use crate::actors::survey::{self, loss, survey, survey_within, Survey};
 use crate::config::{ClusterConfig, ConfigCell};
+use crate::core::members::Members;
 use crate::core::promotion::{self, Allow, Out, Phase, Promotion, Seen};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
@@ -117,17 +118,24 @@ struct Asks {
     voters: std::collections::HashMap<tokio::task::Id, String>,
 }
 
-/// Asks `to` to promise `epoch` to `candidate`; keeps the connection for the commit.
+/// Asks `to` to promise `epoch` to `candidate`, whose epoch will have the membership
+/// `members`; keeps the connection for the commit.
 async fn prepare(
     me: Identity,
     config: Arc<ClusterConfig>,
     to: String,
     epoch: u64,
     candidate: String,
+    members: Members,
 ) -> PrepareAnswer {
     let run = async {
         let mut s = control(&me, &config, &to, epoch).await?;
-        let m = ask(&mut s, &me, epoch, Message::Prepare { epoch, candidate }).await?;
+        let prepare = Message::Prepare {
+            epoch,
+            candidate,
+            members,
+        };
+        let m = ask(&mut s, &me, epoch, prepare).await?;
         Ok((m, s))
     };
     let r = tokio::time::timeout(PREPARE_TIMEOUT, run)
@@ -150,21 +158,36 @@ async fn stop_writes(http: &str, name: &str, bound: Duration) -> Result<u64> {
         .ok_or_else(|| Error::Unavailable(format!("{name} did not stop its writes: {stopped}")))
 }
 
-/// Sends `to` the commit of `candidate` for `epoch` (on `link`, or a new connection) and
-/// says whether it confirmed, within [`PREPARE_TIMEOUT`].
+/// What a commit tells a node: the new epoch, its primary and membership, and the
+/// `--until` cut.
+struct CommitOf {
+    epoch: u64,
+    candidate: String,
+    members: Members,
+    until: Option<u64>,
+}
+
+/// Sends `to` the commit `c` (on `link`, or a new connection) and says whether it
+/// confirmed, within [`PREPARE_TIMEOUT`].
 async fn commit_one(
     me: &Identity,
     config: &ClusterConfig,
     link: Option<PeerStream>,
     to: &str,
-    epoch: u64,
-    candidate: &str,
-    until: Option<u64>,
+    c: CommitOf,
 ) -> bool {
+    let CommitOf {
+        epoch,
+        candidate,
+        members,
+        until,
+    } = c;
+    let candidate = candidate.as_str();
     let commit = Message::Commit {
         until,
         epoch,
         primary: candidate.to_string(),
+        members: Some(members),
     };
     let run = async {
         let mut s = match link {
@@ -219,7 +242,10 @@ impl Coordinator {
         })
         .await?;
         let epoch = self.next_epoch(&before, &req.candidate);
-        let voters = config.voters();
+        // The new epoch's membership: the configuration's voters and lease. A promotion
+        // also needs a majority of the membership it replaces (`core::members`).
+        let next = config.members();
+        let voters = next.voters.clone();
         let mut refused =
             promotion::refusals(before.seen.get(&req.candidate), old.as_ref(), &lost, allow);
         let mut report = json!({
@@ -227,11 +253,11 @@ impl Coordinator {
             "epoch": epoch,
             "old_primary": old.as_ref().map(|o| json!({ "name": o.name, "reachable": o.reachable && o.role == "primary", "epoch": o.epoch, "last_lsn": o.last_lsn })),
             "voters": voters,
-            "quorum": voters.len() / 2 + 1,
+            "quorum": next.quorum(),
             "nodes": before.seen.values().collect::<Vec<_>>(),
             "loss": lost,
             "refusals": refused,
-            "lease_ms": config.cluster.lease.as_millis() as u64,
+            "lease_ms": next.lease_ms,
             "dry_run": req.dry_run,
             "until": req.until,
             "switchover": switchover,
@@ -243,15 +269,31 @@ impl Coordinator {
             ));
         }
         if req.dry_run {
-            let reachable = self.reachable_voters(&config, &voters).await;
-            if reachable.len() < voters.len() / 2 + 1 {
-                refused.push(format!(
-                    "only {} of the {} voters answer ({}); a promotion needs {}",
-                    reachable.len(),
-                    voters.len(),
-                    reachable.join(", "),
-                    voters.len() / 2 + 1
-                ));
+            // The memberships seen so far: the new one and the old primary's (its lease's).
+            let mut sets = vec![next.clone()];
+            if let Some(o) = old.as_ref().filter(|o| !o.lease_voters.is_empty()) {
+                let theirs = Members::new(&o.lease_voters, next.lease_ms);
+                if theirs.voters != next.voters {
+                    sets.push(theirs);
+                }
+            }
+            report["required"] = required_json(&sets);
+            let all: Vec<String> = sets
+                .iter()
+                .flat_map(|m| m.voters.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let reachable = self.reachable_voters(&config, &all).await;
+            for m in &sets {
+                if !m.has_majority(&reachable) {
+                    refused.push(format!(
+                        "only {} of the voters {} answer; a promotion needs {} of them",
+                        m.count(&reachable),
+                        m.voters.join(", "),
+                        m.quorum()
+                    ));
+                }
             }
             report["refusals"] = json!(refused);
             report["voters_reachable"] = json!(reachable);
@@ -298,7 +340,7 @@ impl Coordinator {
                     answered,
                     silent_at_recheck: std::sync::Mutex::new(json!([])),
                 };
-                let ran = self.run(&config, &plan, epoch, &voters, &mut report).await;
+                let ran = self.run(&config, &plan, epoch, next, &mut report).await;
                 report["unknown_at_commit"] = plan.silent_at_recheck.lock().expect("lock").clone();
                 ran
             }
@@ -424,38 +466,27 @@ impl Coordinator {
         config: &Arc<ClusterConfig>,
         plan: &Plan<'_>,
         epoch: u64,
-        voters: &[String],
+        next: Members,
         report: &mut Value,
     ) -> Result<()> {
         let req = plan.req;
         let origin = Instant::now();
         let ms = move |t: Instant| t.duration_since(origin).as_millis() as u64;
         let everyone: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
-        let lease_ms = config.cluster.lease.as_millis() as u64;
-        let (mut p, out) = Promotion::start(&req.candidate, epoch, voters, &everyone, lease_ms);
+        let (mut p, out) = Promotion::start(&req.candidate, epoch, next, &[], &everyone);
         let mut asks = Asks::default();
-        for o in out {
-            let Out::Prepare {
-                to,
-                epoch,
-                candidate,
-            } = o
-            else {
-                unreachable!("a promotion starts with prepares only")
-            };
-            let (me, config) = (self.identity.clone(), config.clone());
-            let id = asks
-                .set
-                .spawn(prepare(me, config, to.clone(), epoch, candidate))
-                .id();
-            asks.voters.insert(id, to);
-        }
-        let (mut links, answered) = self.gather_promises(&mut p, &mut asks, origin).await;
+        self.send_prepares(config, &p, &mut asks, out);
+        let (mut links, answered) = self
+            .gather_promises(config, &mut p, &mut asks, origin)
+            .await;
         // Late answers still land (a voter that promises grants no more), unwaited for.
         asks.set.detach_all();
         report["promised_by"] = json!(p.promised_by());
-        report["unanswered_at_quorum"] = json!(voters
-            .iter()
+        report["required"] = required_json(p.required());
+        let asked: std::collections::BTreeSet<&String> =
+            p.required().iter().flat_map(|m| &m.voters).collect();
+        report["unanswered_at_quorum"] = json!(asked
+            .into_iter()
             .filter(|v| !answered.contains(*v))
             .collect::<Vec<_>>());
         let Phase::Fencing { until_ms } = p.phase.clone() else {
@@ -488,6 +519,7 @@ impl Coordinator {
     /// answered by then.
     async fn gather_promises(
         &self,
+        config: &Arc<ClusterConfig>,
         p: &mut Promotion,
         asks: &mut Asks,
         origin: Instant,
@@ -507,7 +539,8 @@ impl Coordinator {
                 Some(Err(e)) => {
                     let voter = asks.voters.get(&e.id()).cloned().unwrap_or_default();
                     answered.push(voter.clone());
-                    p.on_refusal(&voter, format!("its prepare failed ({e})"));
+                    let more = p.on_refusal(&voter, format!("its prepare failed ({e})"), None);
+                    self.send_prepares(config, p, asks, more);
                     continue;
                 }
                 None => {
@@ -516,35 +549,67 @@ impl Coordinator {
                 }
             };
             answered.push(voter.clone());
-            match answer {
+            // A report may reveal a membership whose voters were not asked yet.
+            let more = match answer {
                 Ok((
                     Message::PrepareReply {
                         epoch: e,
                         promised: true,
                         lease_remaining_ms,
+                        known,
                         ..
                     },
                     s,
                 )) => {
-                    p.on_promise(&voter, e, lease_remaining_ms, ms(at));
-                    links.insert(voter, s);
+                    links.insert(voter.clone(), s);
+                    p.on_promise(&voter, e, lease_remaining_ms, known, ms(at))
                 }
                 Ok((
                     Message::PrepareReply {
                         epoch: e,
                         promised_to,
+                        known,
+                        why,
                         ..
                     },
                     _,
-                )) => p.on_refusal(
-                    &voter,
-                    format!("already promised epoch {e} to {promised_to}"),
-                ),
-                Ok((other, _)) => p.on_refusal(&voter, format!("answered {}", other.name())),
-                Err(e) => p.on_refusal(&voter, format!("unreachable ({e})")),
-            }
+                )) => {
+                    let why = match why.is_empty() {
+                        true => format!("already promised epoch {e} to {promised_to}"),
+                        false => why,
+                    };
+                    p.on_refusal(&voter, why, Some(known))
+                }
+                Ok((other, _)) => p.on_refusal(&voter, format!("answered {}", other.name()), None),
+                Err(e) => p.on_refusal(&voter, format!("unreachable ({e})"), None),
+            };
+            self.send_prepares(config, p, asks, more);
         }
         (links, answered)
+    }
+
+    /// Sends the prepares `out` holds, each in its own task.
+    fn send_prepares(
+        &self,
+        config: &Arc<ClusterConfig>,
+        p: &Promotion,
+        asks: &mut Asks,
+        out: Vec<Out>,
+    ) {
+        for o in out {
+            let Out::Prepare {
+                to,
+                epoch,
+                candidate,
+            } = o
+            else {
+                unreachable!("while preparing, a promotion asks for prepares only")
+            };
+            let (me, config, members) = (self.identity.clone(), config.clone(), p.next().clone());
+            let task = prepare(me, config, to.clone(), epoch, candidate, members);
+            let id = asks.set.spawn(task).id();
+            asks.voters.insert(id, to);
+        }
     }
 
     /// Carries out one output of the promotion after its fence; returns what `p` asks next.
@@ -575,9 +640,13 @@ impl Coordinator {
                 confirm: true,
             } => {
                 let link = links.remove(&to);
-                let until = plan.req.until;
-                let confirmed =
-                    commit_one(&self.identity, config, link, &to, epoch, &candidate, until).await;
+                let c = CommitOf {
+                    epoch,
+                    candidate,
+                    members: p.next().clone(),
+                    until: plan.req.until,
+                };
+                let confirmed = commit_one(&self.identity, config, link, &to, c).await;
                 p.on_commit_reply(&to, confirmed)
             }
             Out::Commit {
@@ -587,14 +656,20 @@ impl Coordinator {
                 confirm: false,
             } => {
                 let (me, config, link) = (self.identity.clone(), config.clone(), links.remove(&to));
+                let c = CommitOf {
+                    epoch,
+                    candidate,
+                    members: p.next().clone(),
+                    until: None,
+                };
                 tokio::spawn(async move {
-                    if !commit_one(&me, &config, link, &to, epoch, &candidate, None).await {
+                    if !commit_one(&me, &config, link, &to, c).await {
                         tracing::info!(node = %to, "did not confirm the new epoch; it learns it from the new primary");
                     }
                 });
                 Vec::new()
             }
-            Out::Prepare { .. } => unreachable!("prepares are sent at the start only"),
+            Out::Prepare { .. } => unreachable!("prepares are sent before the fence only"),
         }
     }
 
@@ -714,6 +789,7 @@ impl Coordinator {
             "outcome": report["outcome"],
             "old_primary": report["old_primary"],
             "voters": report["voters"],
+            "required": report["required"],
             "promised_by": report["promised_by"],
             "loss": report["loss"],
             "accept_loss": req.accept_loss,
@@ -738,6 +814,14 @@ impl Coordinator {
         tracing::warn!(asked_by = %req.asked_by, %what, "promotion audit");
         self.events.record("promotion", Some(&req.candidate), &what);
     }
+}
+
+/// The memberships a promotion needs a majority of, as the report shows them.
+fn required_json(sets: &[Members]) -> Value {
+    json!(sets
+        .iter()
+        .map(|m| json!({ "voters": m.voters, "quorum": m.quorum(), "lease_ms": m.lease_ms }))
+        .collect::<Vec<_>>())
 }
 
 /// Appends one JSON line and syncs it.

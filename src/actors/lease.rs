@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::actors::node::DataShared;
 use crate::core::lease::LeaseHolder;
+use crate::core::members::Members;
 use crate::error::{Error, Result};
 use crate::net::handshake;
 use crate::wire::message::Purpose;
@@ -24,6 +25,8 @@ const LEASE_POLL: Duration = Duration::from_millis(10);
 /// The lease, as the write path and status see it.
 pub struct LeaseGuard {
     holder: Mutex<LeaseHolder>,
+    /// The epoch's membership: whom to ask, how many grants make a quorum, how long.
+    members: Members,
     voters: Vec<String>,
     /// Set when a voter answered with a newer epoch: this node is no longer the primary.
     fenced: Mutex<Option<String>>,
@@ -34,15 +37,11 @@ pub struct LeaseGuard {
 }
 
 impl LeaseGuard {
-    pub fn new(epoch: u64, lease: Duration, voters: Vec<String>) -> Self {
-        let quorum = voters.len() / 2 + 1;
+    pub fn new(epoch: u64, members: Members) -> Self {
         LeaseGuard {
-            holder: Mutex::new(LeaseHolder::new(
-                epoch,
-                lease.as_millis() as u64,
-                quorum.max(1),
-            )),
-            voters,
+            holder: Mutex::new(LeaseHolder::new(epoch, members.lease_ms, members.quorum())),
+            voters: members.voters.clone(),
+            members,
             fenced: Mutex::new(None),
             stopped: std::sync::atomic::AtomicBool::new(false),
             suspended: std::sync::atomic::AtomicBool::new(false),
@@ -151,6 +150,20 @@ impl LeaseGuard {
         Ok(())
     }
 
+    /// A lease request for `epoch`, sent at `sent_ms`, naming the epoch's membership.
+    fn request(&self, epoch: u64, sent_ms: u64) -> Message {
+        Message::LeaseRequest {
+            epoch,
+            sent_ms,
+            members: self.members.clone(),
+        }
+    }
+
+    /// The epoch's membership this lease counts.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
     /// For status: whether the lease is valid and for how long.
     pub fn describe(&self) -> serde_json::Value {
         let now = self.now_ms();
@@ -159,6 +172,7 @@ impl LeaseGuard {
             "valid": self.is_valid(),
             "remaining_ms": until.map(|u| u.saturating_sub(now)),
             "voters": self.voters,
+            "lease_ms": self.members.lease_ms,
             "fenced": self.fenced.lock().expect("fenced lock").clone(),
         })
     }
@@ -175,7 +189,7 @@ pub fn start(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) {
                 while let Some(sent_ms) = guard.next_request(&mut tick).await {
                     if let Ok(Message::LeaseReply { granted: true, .. }) = data
                         .voter
-                        .answer(&data.node.name, Message::LeaseRequest { epoch, sent_ms })
+                        .answer(&data.node.name, guard.request(epoch, sent_ms))
                     {
                         guard.granted(&data.node.name, epoch, sent_ms);
                     }
@@ -207,9 +221,7 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
     while let Some(sent_ms) = guard.next_request(&mut tick).await {
         write_frame(
             &mut s,
-            &data
-                .identity
-                .envelope(epoch, Message::LeaseRequest { epoch, sent_ms }),
+            &data.identity.envelope(epoch, guard.request(epoch, sent_ms)),
         )
         .await?;
         let reply = tokio::time::timeout(
@@ -325,7 +337,7 @@ mod tests {
     /// which counts suspended time, not on a clock of this process.
     #[test]
     fn the_lease_is_measured_on_the_boot_clock() {
-        let guard = LeaseGuard::new(1, Duration::from_secs(2), vec!["main".into()]);
+        let guard = LeaseGuard::new(1, Members::new(&["main".into()], 2_000));
         let (ours, boot) = (guard.now_ms(), crate::clock::boot_ms());
         assert!(
             ours.abs_diff(boot) < 100,

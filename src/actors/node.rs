@@ -344,6 +344,9 @@ pub(crate) fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<No
         role: config.node(&node.name)?.role,
         promised_to: config.primary().name.clone(),
         truncate_after: None,
+        members: Some(config.members()),
+        pending: Vec::new(),
+        max_lease_ms: 0,
     };
     state.save(&node.data_dir)?;
     Ok(state)
@@ -471,12 +474,15 @@ fn start_primary(
     let (writes, jobs) = mpsc::channel(WRITE_QUEUE_CAPACITY);
     let primary = Arc::new(PrimaryShared::default());
     primary.set_commit_rule(&config.cluster.commit);
-    let voters = config.voters();
-    let guard = Arc::new(crate::actors::lease::LeaseGuard::new(
-        epoch,
-        config.cluster.lease,
-        voters,
-    ));
+    // The lease counts the epoch's membership, not the configuration's: a reload's new
+    // voters or lease take effect at the next promotion (`core::members`). A state without
+    // one (an older file) takes the configuration's; the own voter records it.
+    let state = shared.voter.state();
+    let members = match state.members {
+        Some(m) if state.epoch == epoch => m,
+        _ => config.members(),
+    };
+    let guard = Arc::new(crate::actors::lease::LeaseGuard::new(epoch, members));
     let _ = primary.lease.set(guard.clone());
     crate::actors::lease::start(shared.clone(), guard.clone(), epoch);
     let committer = Committer::new(executor, log, epoch, committed.clone())

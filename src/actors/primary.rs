@@ -215,6 +215,26 @@ impl Handler<SpareProgress> for PrimaryActor {
     }
 }
 
+impl PrimaryActor {
+    /// The configuration's voters and lease when they differ from the ones this epoch's
+    /// lease counts: a reload changed them, and the change takes effect at the next
+    /// promotion or switchover (`core::members`). Null when there is none.
+    fn pending_membership(&self) -> Value {
+        let Some(lease) = self.primary.lease.get() else {
+            return Value::Null;
+        };
+        let wanted = self.shared.config().members();
+        if &wanted == lease.members() {
+            return Value::Null;
+        }
+        json!({
+            "voters": wanted.voters,
+            "lease_ms": wanted.lease_ms,
+            "takes_effect": "at the next promotion or switchover; until then the voters and lease of this epoch decide everywhere",
+        })
+    }
+}
+
 impl Handler<GetStatus> for PrimaryActor {
     type Result = MessageResult<GetStatus>;
 
@@ -240,6 +260,7 @@ impl Handler<GetStatus> for PrimaryActor {
             "oldest_lsn": self.shared.oldest_lsn(),
             "commits_total": self.primary.commits.load(std::sync::atomic::Ordering::Relaxed),
             "lease": self.primary.lease.get().map(|l| l.describe()),
+            "pending_membership": self.pending_membership(),
             "commit_rule": self.primary.sync().map_or_else(|| "async".to_string(), |t| t.describe()),
             "applied_lsn": tail.lsn,
             "last_commit_time_ms": tail.time_ms,

@@ -52,6 +52,14 @@ fn seen_of(name: &str, status: std::result::Result<Value, String>) -> Seen {
             last_lsn: d["last_lsn"].as_u64().unwrap_or(0),
             lease_valid: d["lease"]["valid"] == true,
             applied_lsn: d["applied_lsn"].as_u64().unwrap_or(0),
+            lease_voters: d["lease"]["voters"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
         },
         Err(_) => Seen {
             name: name.to_string(),
@@ -62,6 +70,7 @@ fn seen_of(name: &str, status: std::result::Result<Value, String>) -> Seen {
             last_lsn: 0,
             lease_valid: false,
             applied_lsn: 0,
+            lease_voters: Vec::new(),
         },
     }
 }

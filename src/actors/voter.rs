@@ -83,11 +83,13 @@ impl VoterCell {
     }
 
     /// Follows `primary` as the leader of `epoch`, learned from an authenticated peer (a
-    /// newer primary's stream, a voter that saw the commit). Blocking: may write `node.state`.
+    /// newer primary's stream, a voter that saw the commit), without its membership: the
+    /// promises this voter made above its old epoch stay reported until a commit or a lease
+    /// request names the membership. Blocking: may write `node.state`.
     pub fn adopt(&self, primary: &str, epoch: u64) -> Result<bool> {
         let mut voter = self.voter.lock().expect("voter lock");
         let mut next = voter.clone();
-        let changed = next.on_commit(primary, epoch);
+        let changed = next.on_commit(primary, epoch, None);
         if changed {
             self.persist(&next, None)?;
         }
@@ -130,8 +132,12 @@ impl VoterCell {
         let mut voter = current.clone();
         let mut truncate_after = None;
         let (reply, changed) = match request {
-            Message::LeaseRequest { epoch, sent_ms } => {
-                let (answer, changed) = voter.on_lease_request(from, epoch, now);
+            Message::LeaseRequest {
+                epoch,
+                sent_ms,
+                members,
+            } => {
+                let (answer, changed) = voter.on_lease_request(from, epoch, &members, now);
                 let (granted, known_epoch, known_primary, known_committed) = match answer {
                     LeaseAnswer::Granted { epoch } => (true, epoch, from.to_string(), true),
                     LeaseAnswer::Refused {
@@ -152,24 +158,44 @@ impl VoterCell {
                     changed,
                 )
             }
-            Message::Prepare { epoch, candidate } => {
-                let (answer, changed) = voter.on_prepare(&candidate, epoch, now);
+            Message::Prepare {
+                epoch,
+                candidate,
+                members,
+            } => {
+                let (answer, changed) = voter.on_prepare(&candidate, epoch, &members, now);
                 let reply = match answer {
                     PrepareAnswer::Promised {
                         epoch,
                         lease_remaining_ms,
+                        known,
                     } => Message::PrepareReply {
                         epoch,
                         promised: true,
                         promised_to: candidate,
                         lease_remaining_ms,
+                        known,
+                        why: String::new(),
                     },
-                    PrepareAnswer::Refused { epoch, to } => Message::PrepareReply {
-                        epoch,
-                        promised: false,
-                        promised_to: to,
-                        lease_remaining_ms: 0,
-                    },
+                    PrepareAnswer::Refused { epoch, to, known } => {
+                        let why = if to.is_empty() {
+                            format!(
+                                "{} holds promises for {} other voter sets that no promotion completed; complete one of them (promote with the voters of an earlier attempt)",
+                                self.me,
+                                crate::core::members::MAX_PENDING
+                            )
+                        } else {
+                            format!("{} already promised epoch {epoch} to {to}", self.me)
+                        };
+                        Message::PrepareReply {
+                            epoch,
+                            promised: false,
+                            promised_to: to,
+                            lease_remaining_ms: 0,
+                            known,
+                            why,
+                        }
+                    }
                 };
                 (reply, changed)
             }
@@ -177,12 +203,13 @@ impl VoterCell {
                 epoch,
                 primary,
                 until,
+                members,
             } => {
                 if until.is_some() && primary == self.me {
                     // Recorded before the answer, with the commit below (same file).
                     truncate_after = until;
                 }
-                let changed = voter.on_commit(&primary, epoch) || until.is_some();
+                let changed = voter.on_commit(&primary, epoch, members.as_ref()) || until.is_some();
                 let s = voter.state();
                 (
                     Message::CommitReply {
@@ -292,15 +319,20 @@ mod tests {
             role: Role::Spare,
             promised_to: "main".into(),
             truncate_after: None,
+            members: None,
+            pending: Vec::new(),
+            max_lease_ms: 0,
         };
         state.save(dir).unwrap();
         VoterCell::new("lan-1", state, dir.to_path_buf(), 2_000)
     }
 
     fn prepare() -> Message {
+        let voters: Vec<String> = ["main", "lan-1", "lan-2"].map(String::from).into();
         Message::Prepare {
             epoch: 2,
             candidate: "lan-2".into(),
+            members: crate::core::members::Members::new(&voters, 2_000),
         }
     }
 
@@ -348,6 +380,9 @@ mod clock_tests {
             role: Role::Spare,
             promised_to: "main".into(),
             truncate_after: None,
+            members: None,
+            pending: Vec::new(),
+            max_lease_ms: 0,
         };
         let cell = VoterCell::new("lan-1", state, dir.path().to_path_buf(), 2_000);
         let boot = crate::clock::boot_ms();

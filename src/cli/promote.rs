@@ -191,6 +191,18 @@ fn print_report(by: &str, r: &Value) {
             .join(", ")
     };
     println!("  voters: {} (quorum {})", list(&r["voters"]), r["quorum"]);
+    let required = r["required"].as_array().map_or(&[][..], |a| a.as_slice());
+    if required.len() > 1 {
+        // A membership change: the epoch replaced had other voters (or another lease).
+        for m in required {
+            println!(
+                "  needs {} of: {} (lease {} ms)",
+                m["quorum"],
+                list(&m["voters"]),
+                m["lease_ms"]
+            );
+        }
+    }
     if dry {
         println!("  voters reachable: {}", list(&r["voters_reachable"]));
     } else {

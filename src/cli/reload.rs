@@ -63,10 +63,37 @@ pub fn run(config_path: &Path, no_wait: bool) -> Result<()> {
         .map(String::as_str)
         .filter(|n| config.node(n).is_ok_and(|c| c.role == Role::Spare))
         .collect();
+    tell_pending_membership(&config);
     if no_wait || new_spares.is_empty() {
         return Ok(());
     }
     wait_for_spares(&config, &new_spares)
+}
+
+/// Says when the new voters or lease take effect, if the reload changed them: at the next
+/// promotion or switchover (`core::members`), not now.
+fn tell_pending_membership(config: &ClusterConfig) {
+    let Ok(primary) = spare::client::Client::from_config(config).primary_http() else {
+        return;
+    };
+    let Ok(status) = client::get(&primary, "/v1/status", REQUEST_TIMEOUT) else {
+        return;
+    };
+    let pending = &status.body["pending_membership"];
+    let Some(voters) = pending["voters"].as_array() else {
+        return;
+    };
+    let list = |v: &[Value]| -> String {
+        let names: Vec<&str> = v.iter().filter_map(Value::as_str).collect();
+        names.join(", ")
+    };
+    let now = status.body["lease"]["voters"].as_array().map_or(String::new(), |v| list(v));
+    println!(
+        "voters now: {now} (lease {} ms); configured: {} (lease {} ms).\nThe new voters and lease take effect at the next switchover or promotion (`spare switchover NAME`), which needs a majority of both; until then the current ones decide.",
+        status.body["lease"]["lease_ms"],
+        list(voters),
+        pending["lease_ms"]
+    );
 }
 
 /// Shows each new spare's progress until all stream.

@@ -94,6 +94,16 @@ fn text(v: &Value) -> String {
     }
 }
 
+fn names(list: &[Value]) -> String {
+    let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+    names.join(", ")
+}
+
+fn millis(v: &Value) -> String {
+    v.as_u64()
+        .map_or_else(|| "?".into(), |ms| format!("{:?}", std::time::Duration::from_millis(ms)))
+}
+
 fn print_human(doc: &Value) {
     println!(
         "cluster {}  epoch {}  primary {}",
@@ -106,6 +116,18 @@ fn print_human(doc: &Value) {
     }
     if doc["partial"] == true {
         println!("partial view: some nodes did not answer");
+    }
+    if let Some(voters) = doc["voters"].as_array() {
+        println!("voters {} (lease {})", names(voters), millis(&doc["lease_ms"]));
+    }
+    let pending = &doc["pending_membership"];
+    if let Some(voters) = pending["voters"].as_array() {
+        println!(
+            "membership change pending: voters {} (lease {}) take effect {}",
+            names(voters),
+            millis(&pending["lease_ms"]),
+            text(&pending["takes_effect"])
+        );
     }
     for p in doc["problems"].as_array().into_iter().flatten() {
         println!("! {}", p.as_str().unwrap_or_default());

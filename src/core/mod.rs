@@ -8,6 +8,7 @@ pub mod commit_rule;
 pub mod feeder;
 pub mod lag;
 pub mod lease;
+pub mod members;
 pub mod position;
 pub mod promotion;
 pub mod rate;

@@ -14,9 +14,11 @@
 //! reachable) are [`refusals`]: the caller surveys the nodes, then asks it, before preparing
 //! and again right before committing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
+
+use crate::core::members::{self, Known, Members};
 
 /// A data node as the coordinator's survey saw it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub struct Seen {
     pub lease_valid: bool,
     /// Its applied LSN.
     pub applied_lsn: u64,
+    /// On a primary: the voters its lease counts (its epoch's membership).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lease_voters: Vec<String>,
 }
 
 /// What promoting the candidate would lose: transactions a reachable node holds beyond it.
@@ -149,6 +154,9 @@ pub fn fence_wait_ms(lease_remaining_ms: u64, lease_ms: u64) -> u64 {
     (remaining + slow_primary).ceil() as u64 + FENCE_PAD_MS
 }
 
+/// Why a promotion fails when no answer named an epoch's voters.
+const NO_MEMBERSHIP: &str = "no node that answered knows the voters of the epoch it follows, so the promotion cannot tell whose lease it replaces; start the primary or the voters of the current epoch (they learn it from the primary's lease requests), then retry";
+
 /// What the coordinator asks its shell to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {
@@ -192,62 +200,91 @@ pub enum Phase {
 pub struct Promotion {
     pub candidate: String,
     pub epoch: u64,
-    voters: Vec<String>,
+    /// The membership the new epoch will have (the coordinator's configuration).
+    next: Members,
     /// Nodes told of the commit besides the voters (non-voting nodes: an old primary that
     /// does not vote must learn it to rejoin).
     also_tell: Vec<String>,
-    quorum: usize,
-    /// How long a lease lasts (the configuration's `lease`).
-    lease_ms: u64,
-    /// Voter → when its promise must have run out (own clock): arrival + stretched remaining.
-    promises: BTreeMap<String, u64>,
+    /// Every voter a prepare went to.
+    asked: BTreeSet<String>,
+    /// What each voter that answered reported of memberships.
+    reports: BTreeMap<String, Known>,
+    /// Voter → (when its promise arrived, own clock; how long its grant may still run).
+    promises: BTreeMap<String, (u64, u64)>,
     refusals: BTreeMap<String, String>,
     /// Voters whose promise came after the quorum.
     late: Vec<String>,
+    /// The memberships a majority of each of which must promise (`members::required`).
+    required: Vec<Members>,
+    /// What the coordinator knew of memberships before asking.
+    seen: Vec<Known>,
     pub phase: Phase,
 }
 
 impl Promotion {
-    /// Starts promoting `candidate` to `epoch` among `voters` (telling `also_tell` of the
-    /// commit too), whose leases last `lease_ms`; returns the prepares to send.
+    /// Starts promoting `candidate` to `epoch`, whose membership will be `next`; `seen` is
+    /// what the coordinator already knows of memberships (its own voter's report); tells
+    /// `also_tell` of the commit too. Returns the prepares to send: to every voter of every
+    /// membership required so far (more follow as answers report others).
     pub fn start(
         candidate: &str,
         epoch: u64,
-        voters: &[String],
+        next: Members,
+        seen: &[Known],
         also_tell: &[String],
-        lease_ms: u64,
     ) -> (Self, Vec<Out>) {
-        assert!(!voters.is_empty(), "a promotion needs voters");
-        let quorum = voters.len() / 2 + 1;
-        let p = Promotion {
+        let mut p = Promotion {
             candidate: candidate.to_string(),
             epoch,
-            voters: voters.to_vec(),
-            also_tell: also_tell
-                .iter()
-                .filter(|n| !voters.contains(n))
-                .cloned()
-                .collect(),
-            quorum,
-            lease_ms,
+            next,
+            also_tell: also_tell.to_vec(),
+            asked: BTreeSet::new(),
+            reports: BTreeMap::new(),
             promises: BTreeMap::new(),
             refusals: BTreeMap::new(),
             late: Vec::new(),
+            required: Vec::new(),
+            seen: Vec::new(),
             phase: Phase::Preparing,
         };
-        let out = voters
-            .iter()
-            .map(|v| Out::Prepare {
-                to: v.clone(),
-                epoch,
-                candidate: candidate.to_string(),
-            })
-            .collect();
+        p.seen = seen.to_vec();
+        p.required = members::required(&p.next, seen);
+        // Every node is asked, voter or not: the voters of the epoch being replaced are not
+        // known until someone who knows them answers.
+        let mut out = p.ask_missing();
+        for n in &p.also_tell.clone() {
+            if p.asked.insert(n.clone()) {
+                out.push(p.prepare_to(n));
+            }
+        }
         (p, out)
     }
 
-    pub fn quorum(&self) -> usize {
-        self.quorum
+    fn prepare_to(&self, to: &str) -> Out {
+        Out::Prepare {
+            to: to.to_string(),
+            epoch: self.epoch,
+            candidate: self.candidate.clone(),
+        }
+    }
+
+    /// Whether an answer (or what the coordinator knew) named the membership of an epoch:
+    /// without one, nothing ties this promotion to the epoch it replaces (`core::members`).
+    fn knows_a_membership(&self) -> bool {
+        self.seen
+            .iter()
+            .chain(self.reports.values())
+            .any(|k| k.members.is_some())
+    }
+
+    /// The membership the new epoch will have.
+    pub fn next(&self) -> &Members {
+        &self.next
+    }
+
+    /// The memberships a majority of each of which must promise, as known so far.
+    pub fn required(&self) -> &[Members] {
+        &self.required
     }
 
     /// Every voter that promised, the fence's quorum first.
@@ -255,64 +292,160 @@ impl Promotion {
         self.promises.keys().chain(&self.late).cloned().collect()
     }
 
-    /// `voter` promised, with a lease of its own still running `lease_remaining_ms`. A
-    /// promise arriving after the quorum is noted but does not move the fence: only the
-    /// first quorum's grants matter (any lease quorum meets it).
-    pub fn on_promise(&mut self, voter: &str, epoch: u64, lease_remaining_ms: u64, now_ms: u64) {
-        if epoch != self.epoch || !self.voters.iter().any(|v| v == voter) {
-            return;
+    /// Whether the promises so far hold a majority of every required membership, the
+    /// membership of a replaced epoch among them.
+    pub fn has_quorum(&self) -> bool {
+        self.knows_a_membership()
+            && self
+                .required
+                .iter()
+                .all(|m| m.has_majority(self.promises.keys()))
+    }
+
+    /// Prepares for the voters of the required memberships not asked yet.
+    fn ask_missing(&mut self) -> Vec<Out> {
+        let mut out = Vec::new();
+        let voters: Vec<String> = self
+            .required
+            .iter()
+            .flat_map(|m| m.voters.clone())
+            .collect();
+        for v in voters {
+            if self.asked.insert(v.clone()) {
+                out.push(self.prepare_to(&v));
+            }
+        }
+        out
+    }
+
+    /// `voter` promised, with a lease of its own still running `lease_remaining_ms`, and
+    /// reported `known`. A promise arriving after the quorum is noted but does not move the
+    /// fence: only the quorum's grants matter (any lease quorum meets it). Returns prepares
+    /// for voters of memberships the report revealed.
+    pub fn on_promise(
+        &mut self,
+        voter: &str,
+        epoch: u64,
+        lease_remaining_ms: u64,
+        known: Known,
+        now_ms: u64,
+    ) -> Vec<Out> {
+        if epoch != self.epoch || !self.asked.contains(voter) {
+            return Vec::new();
         }
         if matches!(self.phase, Phase::Fencing { .. }) {
-            self.late.push(voter.to_string());
-            return;
+            if !self.promises.contains_key(voter) && !self.late.iter().any(|l| l == voter) {
+                self.late.push(voter.to_string());
+            }
+            return Vec::new();
         }
         if self.phase != Phase::Preparing {
-            return;
+            return Vec::new();
         }
-        self.promises.insert(
-            voter.to_string(),
-            now_ms + fence_wait_ms(lease_remaining_ms, self.lease_ms),
-        );
-        if self.promises.len() >= self.quorum {
+        self.refusals.remove(voter);
+        self.promises
+            .insert(voter.to_string(), (now_ms, lease_remaining_ms));
+        self.reports.insert(voter.to_string(), known);
+        self.advance()
+    }
+
+    /// `voter` refused (it promised the epoch to someone else, or cannot be reached), and
+    /// reported `known` if it answered. Fails once a quorum is out of reach.
+    pub fn on_refusal(&mut self, voter: &str, why: String, known: Option<Known>) -> Vec<Out> {
+        if self.phase != Phase::Preparing || self.promises.contains_key(voter) {
+            return Vec::new();
+        }
+        self.refusals.insert(voter.to_string(), why);
+        if let Some(k) = known {
+            self.reports.insert(voter.to_string(), k);
+        }
+        self.advance()
+    }
+
+    /// Recomputes the required memberships from the reports; asks the voters newly needed;
+    /// starts the fence once a majority of each promised, fails once one cannot.
+    fn advance(&mut self) -> Vec<Out> {
+        self.required =
+            members::required(&self.next, self.seen.iter().chain(self.reports.values()));
+        let out = self.ask_missing();
+        if self.has_quorum() {
+            let longest = self.longest_lease_ms();
             let until_ms = self
                 .promises
                 .values()
-                .copied()
+                .map(|(at, remaining)| at + fence_wait_ms(*remaining, longest))
                 .max()
                 .expect("a quorum is not empty");
             self.phase = Phase::Fencing { until_ms };
+            return Vec::new();
         }
-    }
-
-    /// `voter` refused (it promised `epoch` to someone else). Fails once a quorum is out of reach.
-    pub fn on_refusal(&mut self, voter: &str, why: String) {
-        if self.phase != Phase::Preparing {
-            return;
+        let all_answered = self.asked.len() == self.promises.len() + self.refusals.len();
+        if all_answered && !self.knows_a_membership() {
+            self.phase = Phase::Failed(NO_MEMBERSHIP.to_string());
+            return out;
         }
-        self.refusals.insert(voter.to_string(), why);
-        if self.voters.len() - self.refusals.len() < self.quorum {
+        if let Some(m) = self
+            .required
+            .iter()
+            .find(|m| m.voters.len() - m.count(self.refusals.keys()) < m.quorum())
+        {
             let reasons: Vec<String> = self
                 .refusals
                 .iter()
+                .filter(|(v, _)| m.contains(v))
                 .map(|(v, w)| format!("{v}: {w}"))
                 .collect();
             self.phase = Phase::Failed(format!(
-                "no quorum of promises ({} of {} voters needed): {}",
-                self.quorum,
-                self.voters.len(),
+                "no majority of promises from the voters {} ({} needed): {}",
+                m.voters.join(", "),
+                m.quorum(),
                 reasons.join("; ")
             ));
         }
+        out
+    }
+
+    /// The longest lease any primary of the epochs replaced may hold: the fence waits out
+    /// what a slow clock adds to it.
+    fn longest_lease_ms(&self) -> u64 {
+        let reported = self.reports.values().flat_map(|k| {
+            k.members
+                .iter()
+                .map(|m| m.lease_ms)
+                .chain(k.pending.iter().map(|p| p.members.lease_ms))
+                .chain([k.max_lease_ms])
+        });
+        self.required
+            .iter()
+            .map(|m| m.lease_ms)
+            .chain(reported)
+            .max()
+            .unwrap_or(self.next.lease_ms)
     }
 
     /// Gives up if no quorum came in time.
     pub fn on_timeout(&mut self) {
         if self.phase == Phase::Preparing {
-            self.phase = Phase::Failed(format!(
-                "only {} of the {} promises needed arrived in time",
-                self.promises.len(),
-                self.quorum
-            ));
+            let missing: Vec<String> = self
+                .required
+                .iter()
+                .filter(|m| !m.has_majority(self.promises.keys()))
+                .map(|m| {
+                    format!(
+                        "{} of {} from {}",
+                        m.count(self.promises.keys()),
+                        m.quorum(),
+                        m.voters.join(", ")
+                    )
+                })
+                .collect();
+            self.phase = Phase::Failed(match self.knows_a_membership() {
+                true => format!(
+                    "not enough promises arrived in time (promised / needed: {})",
+                    missing.join("; ")
+                ),
+                false => NO_MEMBERSHIP.to_string(),
+            });
         }
     }
 
@@ -356,9 +489,9 @@ impl Promotion {
             return Vec::new();
         }
         self.phase = Phase::Committed;
-        self.voters
-            .iter()
-            .chain(&self.also_tell)
+        let everyone: BTreeSet<&String> = self.asked.iter().chain(&self.also_tell).collect();
+        everyone
+            .into_iter()
             .filter(|v| **v != self.candidate)
             .map(|v| self.commit_to(v, false))
             .collect()
@@ -390,15 +523,39 @@ mod tests {
             .collect()
     }
 
+    fn members(lease_ms: u64) -> Members {
+        Members::new(&voters(), lease_ms)
+    }
+
+    /// What a voter of epoch 1, led by main with `members(lease_ms)`, reports.
+    fn known(lease_ms: u64) -> Known {
+        Known {
+            epoch: 1,
+            members: Some(members(lease_ms)),
+            pending: Vec::new(),
+            max_lease_ms: lease_ms,
+        }
+    }
+
+    fn start(lease_ms: u64, also: &[String]) -> Promotion {
+        let (p, out) = Promotion::start("lan-1", 2, members(lease_ms), &[], also);
+        assert_eq!(out.len(), 4 + also.len(), "prepares go to every node");
+        p
+    }
+
+    fn promise(p: &mut Promotion, v: &str, remaining: u64, at: u64) -> Vec<Out> {
+        let lease = p.next().lease_ms;
+        p.on_promise(v, 2, remaining, known(lease), at)
+    }
+
     #[test]
     fn commits_only_after_a_quorum_and_the_longest_lease_has_run_out() {
-        let (mut p, out) = Promotion::start("lan-1", 2, &voters(), &["office".to_string()], 2_000);
-        assert_eq!(out.len(), 4, "prepares go to the voters only");
-        assert_eq!(p.quorum(), 3);
-        p.on_promise("lan-1", 2, 0, 100);
-        p.on_promise("lan-2", 2, 2_000, 110);
+        let mut p = start(2_000, &["office".to_string()]);
+        assert_eq!(p.required(), &[members(2_000)]);
+        promise(&mut p, "lan-1", 0, 100);
+        promise(&mut p, "lan-2", 2_000, 110);
         assert_eq!(p.tick(5_000), Vec::new(), "no quorum yet");
-        p.on_promise("watch-1", 2, 500, 120);
+        promise(&mut p, "watch-1", 500, 120);
         let until = 110 + fence_wait_ms(2_000, 2_000);
         assert_eq!(p.phase, Phase::Fencing { until_ms: until });
         assert!(p.tick(until - 1).is_empty());
@@ -437,9 +594,9 @@ mod tests {
     #[test]
     fn the_fence_covers_a_slow_primary_clock_even_for_an_old_grant() {
         let lease_ms = 4_000;
-        let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[], lease_ms);
+        let mut p = start(lease_ms, &[]);
         for v in ["lan-1", "lan-2", "watch-1"] {
-            p.on_promise(v, 2, 0, 1_000);
+            promise(&mut p, v, 0, 1_000);
         }
         let Phase::Fencing { until_ms } = p.phase else {
             panic!("a quorum promised")
@@ -456,9 +613,9 @@ mod tests {
     #[test]
     fn a_failed_recheck_or_an_unconfirmed_commit_commits_nothing_more() {
         let fenced = || {
-            let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[], 2_000);
+            let mut p = start(2_000, &[]);
             for v in ["lan-1", "lan-2", "watch-1"] {
-                p.on_promise(v, 2, 0, 0);
+                promise(&mut p, v, 0, 0);
             }
             assert_eq!(p.tick(1_000), vec![Out::Recheck]);
             p
@@ -490,6 +647,7 @@ mod tests {
             last_lsn: lsn,
             lease_valid: true,
             applied_lsn: lsn,
+            lease_voters: Vec::new(),
         }
     }
 
@@ -537,10 +695,108 @@ mod tests {
 
     #[test]
     fn fails_once_a_quorum_cannot_be_reached() {
-        let (mut p, _) = Promotion::start("lan-1", 2, &voters(), &[], 2_000);
-        p.on_refusal("main", "promised 2 to lan-2".into());
+        let mut p = start(2_000, &[]);
+        p.on_refusal("main", "promised 2 to lan-2".into(), None);
         assert_eq!(p.phase, Phase::Preparing);
-        p.on_refusal("lan-2", "promised 2 to lan-2".into());
+        p.on_refusal("lan-2", "promised 2 to lan-2".into(), None);
         assert!(matches!(p.phase, Phase::Failed(_)));
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The split brain: the old epoch's voters are {main, lan-1, watch-1}; a reload
+    /// on the coordinator added lan-2 and lan-3. With {main, lan-1} cut off, the three
+    /// others are a majority of the new five but not of the old three: refused.
+    #[test]
+    fn voters_added_by_a_reload_cannot_outvote_the_old_membership() {
+        let old = Members::new(&names(&["main", "lan-1", "watch-1"]), 2_000);
+        let next = Members::new(
+            &names(&["main", "lan-1", "watch-1", "lan-2", "lan-3"]),
+            2_000,
+        );
+        let (mut p, out) = Promotion::start("lan-2", 2, next.clone(), &[], &[]);
+        assert_eq!(out.len(), 5);
+        let report = Known {
+            epoch: 1,
+            members: Some(old.clone()),
+            pending: Vec::new(),
+            max_lease_ms: 2_000,
+        };
+        for v in ["watch-1", "lan-2", "lan-3"] {
+            let more = p.on_promise(v, 2, 0, report.clone(), 10);
+            assert!(more.is_empty(), "every old voter was asked already");
+        }
+        assert_eq!(p.required(), &[next, old]);
+        assert_eq!(p.phase, Phase::Preparing, "3 of 5 new, 1 of 3 old");
+        for v in ["main", "lan-1"] {
+            p.on_refusal(v, "unreachable".into(), None);
+        }
+        assert!(
+            matches!(&p.phase, Phase::Failed(w) if w.contains("lan-1, main, watch-1")),
+            "{:?}",
+            p.phase
+        );
+    }
+
+    /// A voter reports an old membership with members the coordinator's configuration no
+    /// longer lists: they are asked too, and the promotion waits for a majority of them.
+    #[test]
+    fn voters_removed_by_a_reload_are_still_asked_until_the_old_epoch_is_replaced() {
+        let old = Members::new(&names(&["main", "lan-1", "lan-2"]), 2_000);
+        let next = Members::new(&names(&["main", "lan-1", "lan-3"]), 2_000);
+        let (mut p, out) = Promotion::start("lan-1", 2, next, &[], &[]);
+        assert_eq!(out.len(), 3);
+        let report = Known {
+            epoch: 1,
+            members: Some(old),
+            pending: Vec::new(),
+            max_lease_ms: 2_000,
+        };
+        let more = p.on_promise("lan-3", 2, 0, report.clone(), 10);
+        assert_eq!(
+            more,
+            vec![Out::Prepare {
+                to: "lan-2".into(),
+                epoch: 2,
+                candidate: "lan-1".into()
+            }]
+        );
+        p.on_promise("lan-1", 2, 0, report.clone(), 10);
+        assert_eq!(p.phase, Phase::Preparing, "1 of the old 3 is no majority");
+        p.on_promise("lan-2", 2, 0, report, 20);
+        assert!(matches!(p.phase, Phase::Fencing { .. }));
+        let commits = {
+            let mut q = p.clone();
+            q.tick(u64::MAX);
+            q.on_recheck(Ok(()));
+            q.on_commit_reply("lan-1", true)
+        };
+        assert!(
+            commits
+                .iter()
+                .any(|o| matches!(o, Out::Commit { to, .. } if to == "lan-2")),
+            "the removed voter learns the commit too"
+        );
+    }
+
+    /// A reload made the lease longer: the fence waits out what a slow clock adds to the
+    /// longest lease any voter reports granting, not the coordinator's configured one.
+    #[test]
+    fn the_fence_uses_the_longest_lease_reported() {
+        let mut p = start(1_000, &[]);
+        let mut long = known(1_000);
+        long.max_lease_ms = 20_000;
+        for v in ["lan-1", "lan-2"] {
+            promise(&mut p, v, 0, 0);
+        }
+        p.on_promise("watch-1", 2, 0, long, 0);
+        assert_eq!(
+            p.phase,
+            Phase::Fencing {
+                until_ms: fence_wait_ms(0, 20_000)
+            }
+        );
     }
 }

@@ -9,10 +9,19 @@
 //! ([`Voter::restarted`]): a promotion then waits out a full lease, which is what keeps an
 //! old primary's lease from overlapping the new one.
 //!
+//! Memberships (`core::members`): a voter records the membership of the epoch it follows
+//! (from the commit, or the primary's lease requests), the membership each promise above
+//! that epoch was made for, and the longest lease it ever granted; it reports all three
+//! with every promise, which is how a coordinator finds the membership it must replace.
+//! A grant runs the longer of the lease the primary asks for and the voter's own
+//! configured one, so a lease made longer by a reload is never granted shorter.
+//!
 //! The caller persists the state (`node.state`) whenever a method says so, *before* sending
 //! the answer.
 
 use serde::{Deserialize, Serialize};
+
+use crate::core::members::{note_pending, Known, Members, Pending};
 
 /// What a voter must remember across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +32,28 @@ pub struct VoterState {
     /// Highest epoch promised, and to whom.
     pub promised_epoch: u64,
     pub promised_to: String,
+    /// The membership of `epoch` (None when learned without it, or from an older file).
+    pub members: Option<Members>,
+    /// The promises above `epoch` and the memberships they were made for.
+    pub pending: Vec<Pending>,
+    /// The longest lease this voter ever granted: after a restart it assumes one that long
+    /// was just granted.
+    pub max_lease_ms: u64,
+}
+
+impl VoterState {
+    /// Following `primary` in `epoch` (a new cluster's first state).
+    pub fn first(primary: &str, epoch: u64, members: Option<Members>) -> Self {
+        VoterState {
+            epoch,
+            primary: primary.to_string(),
+            promised_epoch: epoch,
+            promised_to: primary.to_string(),
+            max_lease_ms: members.as_ref().map_or(0, |m| m.lease_ms),
+            members,
+            pending: Vec::new(),
+        }
+    }
 }
 
 /// The answer to a lease request.
@@ -42,10 +73,20 @@ pub enum LeaseAnswer {
 /// The answer to a prepare (promise request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrepareAnswer {
-    /// Promised; `lease_remaining_ms` is how long a lease this voter granted may still run.
-    Promised { epoch: u64, lease_remaining_ms: u64 },
-    /// Refused: this voter already promised `epoch` (to `to`).
-    Refused { epoch: u64, to: String },
+    /// Promised; `lease_remaining_ms` is how long a lease this voter granted may still run;
+    /// `known` what it knows of memberships.
+    Promised {
+        epoch: u64,
+        lease_remaining_ms: u64,
+        known: Known,
+    },
+    /// Refused: this voter already promised `epoch` (to `to`), or (`to` empty) holds
+    /// [`crate::core::members::MAX_PENDING`] promises for other voter sets.
+    Refused {
+        epoch: u64,
+        to: String,
+        known: Known,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -57,16 +98,45 @@ pub struct Voter {
 }
 
 impl Voter {
-    /// A voter starting with `state` at `now_ms`, with leases of `lease_ms`.
+    /// A voter starting with `state` at `now_ms`, granting leases of at least `lease_ms`
+    /// (its configuration's).
     pub fn restarted(state: VoterState, lease_ms: u64, now_ms: u64) -> Self {
         assert!(
             state.promised_epoch >= state.epoch,
             "a voter never promised less than it follows"
         );
+        let longest = lease_ms.max(state.max_lease_ms);
         Voter {
             state,
             lease_ms,
-            granted_until_ms: now_ms + lease_ms,
+            granted_until_ms: now_ms + longest,
+        }
+    }
+
+    /// What this voter reports to a coordinator.
+    pub fn known(&self) -> Known {
+        Known {
+            epoch: self.state.epoch,
+            members: self.state.members.clone(),
+            pending: self.state.pending.clone(),
+            max_lease_ms: self.state.max_lease_ms,
+        }
+    }
+
+    /// Follows `primary` in `epoch`, with its membership when known. A known membership
+    /// settles every promise up to `epoch`; without one they stay reported.
+    fn follow(&mut self, primary: &str, epoch: u64, members: Option<&Members>) {
+        assert!(epoch >= self.state.epoch, "epochs never go down");
+        let s = &mut self.state;
+        s.epoch = epoch;
+        s.primary = primary.to_string();
+        if epoch > s.promised_epoch {
+            s.promised_epoch = epoch;
+            s.promised_to = primary.to_string();
+        }
+        s.members = members.cloned();
+        if members.is_some() {
+            s.pending.retain(|p| p.epoch > epoch);
         }
     }
 
@@ -74,9 +144,15 @@ impl Voter {
         &self.state
     }
 
-    /// `from` asks for a lease for `epoch`. Returns the answer and whether the state changed
-    /// (persist first).
-    pub fn on_lease_request(&mut self, from: &str, epoch: u64, now_ms: u64) -> (LeaseAnswer, bool) {
+    /// `from` asks for a lease for `epoch`, whose membership is `members`. Returns the
+    /// answer and whether the state changed (persist first).
+    pub fn on_lease_request(
+        &mut self,
+        from: &str,
+        epoch: u64,
+        members: &Members,
+        now_ms: u64,
+    ) -> (LeaseAnswer, bool) {
         let s = &self.state;
         let stale = epoch < s.promised_epoch
             || (epoch == s.promised_epoch && s.promised_to != from)
@@ -96,53 +172,64 @@ impl Voter {
                 false,
             );
         }
-        let changed = epoch > self.state.epoch;
-        if changed {
+        let mut changed = false;
+        if epoch > self.state.epoch {
             // Only the committed primary of `epoch` asks for its lease: adopt it.
-            self.state = VoterState {
-                epoch,
-                primary: from.to_string(),
-                promised_epoch: epoch,
-                promised_to: from.to_string(),
-            };
+            self.follow(from, epoch, Some(members));
+            changed = true;
+        } else if self.state.members.is_none() {
+            self.state.members = Some(members.clone());
+            changed = true;
         }
-        self.granted_until_ms = self.granted_until_ms.max(now_ms + self.lease_ms);
+        let grant_ms = members.lease_ms.max(self.lease_ms);
+        if grant_ms > self.state.max_lease_ms {
+            self.state.max_lease_ms = grant_ms;
+            changed = true;
+        }
+        self.granted_until_ms = self.granted_until_ms.max(now_ms + grant_ms);
         (LeaseAnswer::Granted { epoch }, changed)
     }
 
-    /// A coordinator asks this voter to promise `epoch` to `candidate`. Returns the answer
-    /// and whether the state changed (persist first).
+    /// A coordinator asks this voter to promise `epoch` to `candidate`, whose epoch would
+    /// have the membership `members`. Returns the answer and whether the state changed
+    /// (persist first).
     pub fn on_prepare(
         &mut self,
         candidate: &str,
         epoch: u64,
+        members: &Members,
         now_ms: u64,
     ) -> (PrepareAnswer, bool) {
-        if epoch <= self.state.promised_epoch {
-            if epoch == self.state.promised_epoch
-                && self.state.promised_to == candidate
-                && epoch > self.state.epoch
-            {
-                // The same promise asked again (a retry): same answer.
-                return (self.promised(epoch, now_ms), false);
-            }
-            return (
-                PrepareAnswer::Refused {
-                    epoch: self.state.promised_epoch,
-                    to: self.state.promised_to.clone(),
-                },
-                false,
-            );
+        let retry = epoch == self.state.promised_epoch
+            && self.state.promised_to == candidate
+            && epoch > self.state.epoch;
+        if epoch <= self.state.promised_epoch && !retry {
+            return (self.refused(self.state.promised_to.clone()), false);
         }
+        let mut next = self.state.pending.clone();
+        if !note_pending(&mut next, epoch, members) {
+            return (self.refused(String::new()), false);
+        }
+        let changed = !retry || next != self.state.pending;
+        self.state.pending = next;
         self.state.promised_epoch = epoch;
         self.state.promised_to = candidate.to_string();
-        (self.promised(epoch, now_ms), true)
+        (self.promised(epoch, now_ms), changed)
     }
 
     fn promised(&self, epoch: u64, now_ms: u64) -> PrepareAnswer {
         PrepareAnswer::Promised {
             epoch,
             lease_remaining_ms: self.granted_until_ms.saturating_sub(now_ms),
+            known: self.known(),
+        }
+    }
+
+    fn refused(&self, to: String) -> PrepareAnswer {
+        PrepareAnswer::Refused {
+            epoch: self.state.promised_epoch,
+            to,
+            known: self.known(),
         }
     }
 
@@ -156,19 +243,21 @@ impl Voter {
         true
     }
 
-    /// The promotion to `epoch` of `primary` completed. Returns whether the state changed.
-    pub fn on_commit(&mut self, primary: &str, epoch: u64) -> bool {
-        if epoch < self.state.epoch || (epoch == self.state.epoch && self.state.primary == primary)
-        {
+    /// The promotion to `epoch` of `primary`, with `members` when the message carried them,
+    /// completed. Returns whether the state changed.
+    pub fn on_commit(&mut self, primary: &str, epoch: u64, members: Option<&Members>) -> bool {
+        if epoch < self.state.epoch {
             return false;
         }
-        assert!(epoch >= self.state.epoch, "epochs never go down");
-        self.state.epoch = epoch;
-        self.state.primary = primary.to_string();
-        if epoch > self.state.promised_epoch {
-            self.state.promised_epoch = epoch;
-            self.state.promised_to = primary.to_string();
+        if epoch == self.state.epoch && self.state.primary == primary {
+            // Already followed: learn the membership if it was not known.
+            if self.state.members.is_none() && members.is_some() {
+                self.follow(primary, epoch, members);
+                return true;
+            }
+            return false;
         }
+        self.follow(primary, epoch, members);
         true
     }
 }
@@ -177,29 +266,48 @@ impl Voter {
 mod tests {
     use super::*;
 
+    fn members(lease_ms: u64) -> Members {
+        let v: Vec<String> = ["main", "lan-1", "lan-2", "watch-1"]
+            .map(String::from)
+            .into();
+        Members::new(&v, lease_ms)
+    }
+
     fn voter() -> Voter {
-        let s = VoterState {
-            epoch: 1,
-            primary: "main".into(),
-            promised_epoch: 1,
-            promised_to: "main".into(),
-        };
+        let s = VoterState::first("main", 1, Some(members(4_000)));
         Voter::restarted(s, 4_000, 0)
+    }
+
+    fn lease(v: &mut Voter, from: &str, epoch: u64, now: u64) -> LeaseAnswer {
+        v.on_lease_request(from, epoch, &members(4_000), now).0
+    }
+
+    fn prepare(v: &mut Voter, to: &str, epoch: u64, now: u64) -> (PrepareAnswer, bool) {
+        v.on_prepare(to, epoch, &members(4_000), now)
+    }
+
+    fn remaining(a: &PrepareAnswer) -> u64 {
+        match a {
+            PrepareAnswer::Promised {
+                lease_remaining_ms, ..
+            } => *lease_remaining_ms,
+            other => panic!("refused: {other:?}"),
+        }
     }
 
     #[test]
     fn grants_the_primary_of_its_epoch_and_refuses_others() {
         let mut v = voter();
         assert_eq!(
-            v.on_lease_request("main", 1, 10).0,
+            lease(&mut v, "main", 1, 10),
             LeaseAnswer::Granted { epoch: 1 }
         );
         assert!(matches!(
-            v.on_lease_request("lan-1", 1, 10).0,
+            lease(&mut v, "lan-1", 1, 10),
             LeaseAnswer::Refused { .. }
         ));
         assert!(matches!(
-            v.on_lease_request("main", 0, 10).0,
+            lease(&mut v, "main", 0, 10),
             LeaseAnswer::Refused { .. }
         ));
     }
@@ -207,18 +315,12 @@ mod tests {
     #[test]
     fn after_a_promise_the_old_primary_gets_no_lease() {
         let mut v = voter();
-        v.on_lease_request("main", 1, 1_000);
-        let (answer, persist) = v.on_prepare("lan-1", 2, 2_000);
+        lease(&mut v, "main", 1, 1_000);
+        let (answer, persist) = prepare(&mut v, "lan-1", 2, 2_000);
         assert!(persist);
+        assert_eq!(remaining(&answer), 3_000);
         assert_eq!(
-            answer,
-            PrepareAnswer::Promised {
-                epoch: 2,
-                lease_remaining_ms: 3_000
-            }
-        );
-        assert_eq!(
-            v.on_lease_request("main", 1, 2_100).0,
+            lease(&mut v, "main", 1, 2_100),
             LeaseAnswer::Refused {
                 epoch: 2,
                 primary: "lan-1".into(),
@@ -227,13 +329,13 @@ mod tests {
         );
         // One promise per epoch.
         assert!(matches!(
-            v.on_prepare("lan-2", 2, 2_200).0,
+            prepare(&mut v, "lan-2", 2, 2_200).0,
             PrepareAnswer::Refused { .. }
         ));
         // The committed new primary gets its lease.
-        assert!(v.on_commit("lan-1", 2));
+        assert!(v.on_commit("lan-1", 2, Some(&members(4_000))));
         assert_eq!(
-            v.on_lease_request("lan-1", 2, 7_000).0,
+            lease(&mut v, "lan-1", 2, 7_000),
             LeaseAnswer::Granted { epoch: 2 }
         );
     }
@@ -241,29 +343,82 @@ mod tests {
     #[test]
     fn only_the_primary_releases_its_grant_and_a_promise_then_waits_nothing() {
         let mut v = voter();
-        v.on_lease_request("main", 1, 1_000);
+        lease(&mut v, "main", 1, 1_000);
         assert!(!v.on_release("lan-1", 1, 1_500), "not the primary");
         assert!(!v.on_release("main", 0, 1_500), "an older epoch");
         assert!(v.on_release("main", 1, 1_500));
-        assert_eq!(
-            v.on_prepare("lan-1", 2, 1_600).0,
-            PrepareAnswer::Promised {
-                epoch: 2,
-                lease_remaining_ms: 0
-            }
-        );
+        assert_eq!(remaining(&prepare(&mut v, "lan-1", 2, 1_600).0), 0);
     }
 
     #[test]
     fn a_restarted_voter_assumes_a_full_lease_is_running() {
         let v = voter();
         let mut v = Voter::restarted(v.state().clone(), 4_000, 50_000);
-        assert_eq!(
-            v.on_prepare("lan-1", 2, 50_500).0,
-            PrepareAnswer::Promised {
-                epoch: 2,
-                lease_remaining_ms: 3_500
-            }
+        assert_eq!(remaining(&prepare(&mut v, "lan-1", 2, 50_500).0), 3_500);
+    }
+
+    /// A reload made the primary's lease longer than this voter's configured one: the grant
+    /// runs as long as the primary counts on, and after a restart the voter still assumes
+    /// the longer one may run.
+    #[test]
+    fn a_longer_lease_asked_for_is_granted_in_full_and_remembered_across_a_restart() {
+        let mut v = voter();
+        let (answer, persist) = v.on_lease_request("main", 1, &members(10_000), 1_000);
+        assert_eq!(answer, LeaseAnswer::Granted { epoch: 1 });
+        assert!(
+            persist,
+            "the longer grant is recorded before it is answered"
         );
+        assert_eq!(v.state().max_lease_ms, 10_000);
+        assert_eq!(
+            remaining(&v.clone().on_prepare("lan-1", 2, &members(4_000), 2_000).0),
+            9_000
+        );
+        let mut restarted = Voter::restarted(v.state().clone(), 4_000, 50_000);
+        assert_eq!(
+            remaining(&prepare(&mut restarted, "lan-1", 2, 50_000).0),
+            10_000
+        );
+        let (_, persist) = v.on_lease_request("main", 1, &members(10_000), 3_000);
+        assert!(!persist, "nothing new to record");
+    }
+
+    #[test]
+    fn promises_report_their_membership_until_a_commit_with_one_settles_them() {
+        let mut v = voter();
+        let three: Vec<String> = ["main", "lan-1", "watch-1"].map(String::from).into();
+        let three = Members::new(&three, 4_000);
+        let (answer, _) = v.on_prepare("lan-1", 2, &three, 100);
+        let PrepareAnswer::Promised { known, .. } = answer else {
+            panic!("promised")
+        };
+        assert_eq!(known.members, Some(members(4_000)), "the epoch it follows");
+        assert_eq!(
+            known.pending,
+            vec![Pending {
+                epoch: 2,
+                members: three.clone()
+            }]
+        );
+        // Learned without a membership (a stream's handshake): the promise stays reported.
+        assert!(v.on_commit("lan-1", 2, None));
+        assert_eq!(v.known().members, None);
+        assert_eq!(v.known().pending.len(), 1);
+        assert!(
+            v.on_commit("lan-1", 2, Some(&three)),
+            "the membership is learned"
+        );
+        assert_eq!(v.known().members, Some(three));
+        assert!(v.known().pending.is_empty());
+    }
+
+    #[test]
+    fn a_retried_prepare_is_answered_the_same_and_not_rewritten() {
+        let mut v = voter();
+        let (first, persist) = prepare(&mut v, "lan-1", 2, 100);
+        assert!(persist);
+        let (again, persist) = prepare(&mut v, "lan-1", 2, 100);
+        assert_eq!(first, again);
+        assert!(!persist);
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::members::{Known, Members};
 use crate::log::Position;
 use crate::store::snapshot::SnapshotInfo;
 
@@ -134,9 +135,14 @@ pub enum Message {
     /// Either way when idle, so a silent link is noticed. From the primary, `last_lsn` tells
     /// the spare how far the primary's durable log reaches (its own lag).
     KeepAlive { last_lsn: u64 },
-    /// Control → voter: grant the sender a write lease for `epoch`; `sent_ms` is the sender's
-    /// own clock, echoed back so it knows from when the grant counts.
-    LeaseRequest { epoch: u64, sent_ms: u64 },
+    /// Control → voter: grant the sender a write lease for `epoch`, whose membership is
+    /// `members` (the voter records it and grants at least `members.lease_ms`); `sent_ms` is
+    /// the sender's own clock, echoed back so it knows from when the grant counts.
+    LeaseRequest {
+        epoch: u64,
+        sent_ms: u64,
+        members: Members,
+    },
     /// Voter → control: granted or not; if not, the epoch and primary the voter follows.
     LeaseReply {
         epoch: u64,
@@ -147,22 +153,30 @@ pub enum Message {
         /// Whether `known_epoch` is committed (else only promised to `known_primary`).
         known_committed: bool,
     },
-    /// Coordinator → voter: promise `epoch` to `candidate` (persisted before the answer).
-    Prepare { epoch: u64, candidate: String },
-    /// Voter → coordinator: promised or not (then to whom the epoch went), and how long a
-    /// lease it granted may still run.
+    /// Coordinator → voter: promise `epoch` to `candidate`, whose epoch will have the
+    /// membership `members` (persisted before the answer).
+    Prepare {
+        epoch: u64,
+        candidate: String,
+        members: Members,
+    },
+    /// Voter → coordinator: promised or not (then to whom the epoch went, or `why`), how
+    /// long a lease it granted may still run, and what it knows of memberships.
     PrepareReply {
         epoch: u64,
         promised: bool,
         promised_to: String,
         lease_remaining_ms: u64,
+        known: Known,
+        why: String,
     },
-    /// Coordinator → voter: `primary` leads `epoch` now.
+    /// Coordinator → voter: `primary` leads `epoch` now, with the membership `members`.
     /// `until`: the new primary keeps its history only up to that LSN (`promote --until`).
     Commit {
         epoch: u64,
         primary: String,
         until: Option<u64>,
+        members: Option<Members>,
     },
     /// Voter → coordinator: the epoch and primary it follows after the commit.
     CommitReply { epoch: u64, primary: String },

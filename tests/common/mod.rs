@@ -90,6 +90,15 @@ pub struct Cluster {
     node_extra: BTreeMap<String, Vec<String>>,
     /// Nodes taken out of the configuration (still reachable by name in tests).
     removed: Vec<NodeSpec>,
+    /// With [`Cluster::mesh`]: the fault proxy of every directed link (from, to), peer and
+    /// HTTP; each node then reads its own configuration file, naming those proxies.
+    pub links: BTreeMap<(String, String), Link>,
+}
+
+/// The proxies of one directed link: the connections `from` opens to `to`.
+pub struct Link {
+    pub peer: proxy::Proxy,
+    pub http: proxy::Proxy,
 }
 
 impl Cluster {
@@ -113,21 +122,105 @@ impl Cluster {
             cluster_extra: Vec::new(),
             node_extra: BTreeMap::new(),
             removed: Vec::new(),
+            links: BTreeMap::new(),
         };
         c.write_config();
         c
     }
 
+    /// Routes every node's connections to every other node (peer and HTTP) through a fault
+    /// proxy of its own, one per directed link, so asymmetric partitions can be built. Call
+    /// again after adding nodes. Clients of the test (and the CLI) still talk to each node
+    /// directly.
+    pub fn mesh(&mut self) {
+        let names: Vec<NodeSpec> = self.nodes.clone();
+        for from in &names {
+            for to in names.iter().filter(|t| t.name != from.name) {
+                let key = (from.name.clone(), to.name.clone());
+                self.links.entry(key).or_insert_with(|| Link {
+                    peer: proxy::Proxy::start_quiet(&to.peer),
+                    http: proxy::Proxy::start_quiet(&to.http),
+                });
+            }
+        }
+        self.write_config();
+    }
+
+    /// Cuts (or, with `pass`, restores) the connections `from` opens to `to`.
+    pub fn set_link(&self, from: &str, to: &str, pass: bool) {
+        let link = &self.links[&(from.to_string(), to.to_string())];
+        for p in [&link.peer, &link.http] {
+            if pass {
+                p.pass()
+            } else {
+                p.cut()
+            }
+        }
+    }
+
+    /// Cuts every link between the two groups, both ways.
+    pub fn partition(&self, a: &[&str], b: &[&str]) {
+        for x in a {
+            for y in b {
+                self.set_link(x, y, false);
+                self.set_link(y, x, false);
+            }
+        }
+    }
+
+    /// Every link passes again.
+    pub fn heal(&self) {
+        for link in self.links.values() {
+            link.peer.pass();
+            link.http.pass();
+        }
+    }
+
+    /// The configuration file `name` runs with: its own with [`Cluster::mesh`].
+    pub fn config_of(&self, name: &str) -> PathBuf {
+        if self.links.keys().any(|(from, _)| from == name) {
+            self.dir.path().join(format!("node-{name}.toml"))
+        } else {
+            self.config.clone()
+        }
+    }
+
     /// Rewrites the configuration file from the nodes and the extra lines.
     pub fn write_config(&self) {
+        std::fs::write(&self.config, self.config_with(&self.node_extra)).unwrap();
+        let froms: std::collections::BTreeSet<&String> =
+            self.links.keys().map(|(from, _)| from).collect();
+        for from in froms {
+            let mut extra = self.node_extra.clone();
+            for ((f, to), link) in &self.links {
+                if f == from {
+                    let lines = extra.entry(to.clone()).or_default();
+                    lines.push(format!("peer_advertise = \"{}\"", link.peer.addr));
+                    lines.push(format!("http_advertise = \"{}\"", link.http.addr));
+                }
+            }
+            std::fs::write(self.config_of(from), self.config_with(&extra)).unwrap();
+        }
+    }
+
+    fn config_with(&self, node_extra: &BTreeMap<String, Vec<String>>) -> String {
         let mut text = config_text("test", &self.nodes);
+        // An extra line setting a key the defaults set replaces the default.
+        for line in &self.cluster_extra {
+            if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                if let Some(default) = text.lines().find(|l| l.starts_with(&format!("{key} = "))) {
+                    text = text.replacen(&format!("{default}\n"), "", 1);
+                }
+            }
+        }
         let extra = self.cluster_extra.join("\n");
         text = text.replacen("[cluster]\n", &format!("[cluster]\n{extra}\n"), 1);
-        for (node, lines) in &self.node_extra {
+        for (node, lines) in node_extra {
             let anchor = format!("name = \"{node}\"\n");
             text = text.replacen(&anchor, &format!("{anchor}{}\n", lines.join("\n")), 1);
         }
-        std::fs::write(&self.config, text).unwrap();
+        text
     }
 
     /// Adds a line to `[cluster]` (e.g. `retention_bytes = "256KiB"`).
@@ -217,7 +310,7 @@ impl Cluster {
             .unwrap();
         let child = Command::new(bin())
             .args(["run", "--node", name, "--config"])
-            .arg(&self.config)
+            .arg(self.config_of(name))
             .env("SPARE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

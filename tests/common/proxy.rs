@@ -21,7 +21,11 @@ struct Ctl {
     rate: AtomicU64,
     delay_ms: AtomicU64,
     stop: AtomicBool,
-    conns: Mutex<Vec<TcpStream>>,
+    /// Open connections (both ends), by connection number: removed when they end.
+    conns: Mutex<Vec<(u64, TcpStream)>>,
+    next_conn: AtomicU64,
+    /// Keep no copy of the traffic (long runs through many proxies).
+    no_capture: AtomicBool,
     /// Bytes forwarded (both directions), and the first CAPTURE_BYTES of them.
     forwarded: AtomicU64,
     captured: Mutex<Vec<u8>>,
@@ -37,6 +41,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Forwards connections to `target`, keeping no copy of the traffic.
+    pub fn start_quiet(target: &str) -> Self {
+        let p = Self::start(target);
+        p.ctl.no_capture.store(true, Ordering::SeqCst);
+        p
+    }
+
     /// Forwards connections to `target`.
     pub fn start(target: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -60,9 +71,14 @@ impl Proxy {
     /// Closes every connection and refuses new ones until `pass`.
     pub fn cut(&self) {
         self.ctl.mode.store(CUT, Ordering::SeqCst);
-        for c in self.ctl.conns.lock().unwrap().drain(..) {
+        for (_, c) in self.ctl.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Whether the proxy passes traffic (neither cut nor stalled).
+    pub fn passing(&self) -> bool {
+        self.ctl.mode.load(Ordering::SeqCst) == PASS
     }
 
     pub fn rate(&self, bytes_per_s: u64) {
@@ -89,7 +105,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.ctl.stop.store(true, Ordering::SeqCst);
-        for c in self.ctl.conns.lock().unwrap().drain(..) {
+        for (_, c) in self.ctl.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
     }
@@ -109,20 +125,25 @@ fn accept_loop(listener: TcpListener, target: String, ctl: Arc<Ctl>) {
             continue;
         };
         client.set_nonblocking(false).unwrap();
+        let id = ctl.next_conn.fetch_add(1, Ordering::SeqCst);
         let mut conns = ctl.conns.lock().unwrap();
-        conns.push(client.try_clone().unwrap());
-        conns.push(server.try_clone().unwrap());
+        conns.push((id, client.try_clone().unwrap()));
+        conns.push((id, server.try_clone().unwrap()));
+        drop(conns);
         for (from, to) in [
             (client.try_clone().unwrap(), server.try_clone().unwrap()),
             (server, client),
         ] {
             let c = ctl.clone();
-            std::thread::spawn(move || pump(from, to, c));
+            std::thread::spawn(move || {
+                pump(from, to, &c);
+                c.conns.lock().unwrap().retain(|(i, _)| *i != id);
+            });
         }
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, ctl: Arc<Ctl>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, ctl: &Ctl) {
     let mut buf = vec![0u8; CHUNK_BYTES];
     loop {
         while ctl.mode.load(Ordering::SeqCst) == STALL && !ctl.stop.load(Ordering::SeqCst) {
@@ -149,7 +170,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, ctl: Arc<Ctl>) {
             };
         std::thread::sleep(pause);
         ctl.forwarded.fetch_add(n as u64, Ordering::SeqCst);
-        {
+        if !ctl.no_capture.load(Ordering::SeqCst) {
             let mut cap = ctl.captured.lock().unwrap();
             let room = CAPTURE_BYTES.saturating_sub(cap.len()).min(n);
             cap.extend_from_slice(&buf[..room]);
