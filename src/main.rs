@@ -108,7 +108,9 @@ enum Command {
         /// Accept losing up to N transactions that another reachable node holds.
         #[arg(long, value_name = "N", default_value_t = 0)]
         accept_loss: u64,
-        /// Promote although the primary still answers (its lease is still waited out).
+        /// Promote although the primary still answers (its lease is still waited out), or
+        /// although spares of a synchronous commit rule do not answer (acknowledged writes
+        /// only they hold are lost).
         #[arg(long)]
         force: bool,
         /// Keep the history only up to this LSN: NAME (a paused or delayed spare that has not

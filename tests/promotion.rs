@@ -255,7 +255,7 @@ fn without_a_quorum_a_promotion_is_refused_and_a_dry_run_changes_nothing() {
     let out = c.cli(&["promote", "lan-1", "--dry-run"]);
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(
-        stdout(&out).contains("only 2 of the 4 voters answer"),
+        stdout(&out).contains("only 2 of the voters lan-1, lan-2, main, watch-1 answer"),
         "{}",
         stdout(&out)
     );

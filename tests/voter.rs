@@ -176,6 +176,60 @@ async fn control_connections_need_the_secret_and_a_member_name() {
     c.wait_applied("lan-1", lsn);
 }
 
+/// A member of the cluster sending a malformed membership (none, unsorted, duplicated, a
+/// lease of 0 or of days) is refused, and promises nothing: the voter keeps its state and
+/// answers well-formed requests afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_membership_from_a_peer_is_refused_and_changes_nothing() {
+    use spare::core::members::Members;
+    let mut c = Cluster::new(1, true);
+    c.start_all();
+    let bad = [
+        Members {
+            voters: vec![],
+            lease_ms: 2_000,
+        },
+        Members {
+            voters: vec!["main".into(), "lan-1".into()],
+            lease_ms: 2_000,
+        },
+        Members {
+            voters: vec!["main".into(), "main".into()],
+            lease_ms: 2_000,
+        },
+        Members {
+            voters: vec!["main".into()],
+            lease_ms: 0,
+        },
+        Members {
+            voters: vec!["main".into()],
+            lease_ms: 86_400_000,
+        },
+    ];
+    for members in bad {
+        let (mut s, id) = control(&c, "lan-1", "watch-1", SECRET).await.unwrap();
+        let prepare = Message::Prepare {
+            epoch: 9,
+            candidate: "watch-1".into(),
+            members: members.clone(),
+        };
+        write_frame(&mut s, &id.envelope(1, prepare)).await.unwrap();
+        assert!(
+            read_frame(&mut s).await.is_err(),
+            "a prepare with {members:?} was answered"
+        );
+    }
+    assert_eq!(promised(&c, "lan-1"), (1, "main".to_string()), "nothing was promised");
+    let state = common::read_file(&c.data_dir("lan-1").join("node.state"));
+    assert!(!state.contains("pending"), "no pending promise: {state}");
+    let (mut s, id) = control(&c, "lan-1", "main", SECRET).await.unwrap();
+    let reply = ask_lease(&mut s, &id, 1).await;
+    assert!(
+        matches!(reply, Message::LeaseReply { granted: true, .. }),
+        "{reply:?}"
+    );
+}
+
 fn write(c: &Cluster, v: i64) -> spare::client::Reply {
     spare::client::post(
         &c.http("main"),

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::actors::blocking;
 use crate::actors::survey::{self, loss, survey, survey_within, Survey};
-use crate::config::{ClusterConfig, ConfigCell};
+use crate::config::{ClusterConfig, CommitRule, ConfigCell};
 use crate::core::members::Members;
 use crate::core::promotion::{self, Allow, Out, Phase, Promotion, Seen};
 use crate::error::{Error, Result};
@@ -248,6 +248,18 @@ impl Coordinator {
         let voters = next.voters.clone();
         let mut refused =
             promotion::refusals(before.seen.get(&req.candidate), old.as_ref(), &lost, allow);
+        if let CommitRule::Any { any, of, .. } = &config.cluster.commit {
+            let answers = old
+                .as_ref()
+                .is_some_and(|o| o.reachable && o.role == "primary");
+            refused.extend(promotion::rule_refusal(
+                *any,
+                of,
+                &before.seen,
+                answers,
+                allow.force,
+            ));
+        }
         let mut report = json!({
             "candidate": req.candidate,
             "epoch": epoch,
@@ -562,7 +574,7 @@ impl Coordinator {
                     s,
                 )) => {
                     links.insert(voter.clone(), s);
-                    p.on_promise(&voter, e, lease_remaining_ms, known, ms(at))
+                    p.on_promise(&voter, e, lease_remaining_ms, known.sanitized(), ms(at))
                 }
                 Ok((
                     Message::PrepareReply {
@@ -578,7 +590,7 @@ impl Coordinator {
                         true => format!("already promised epoch {e} to {promised_to}"),
                         false => why,
                     };
-                    p.on_refusal(&voter, why, Some(known))
+                    p.on_refusal(&voter, why, Some(known.sanitized()))
                 }
                 Ok((other, _)) => p.on_refusal(&voter, format!("answered {}", other.name()), None),
                 Err(e) => p.on_refusal(&voter, format!("unreachable ({e})"), None),

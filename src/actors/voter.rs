@@ -127,6 +127,19 @@ impl VoterCell {
     /// voter, which replaces it only once `node.state` holds the copy's state (a failed save
     /// leaves the voter as it was, so a retry is decided and saved afresh).
     pub fn answer(&self, from: &str, request: Message) -> Result<Message> {
+        let members = match &request {
+            Message::LeaseRequest { members, .. } | Message::Prepare { members, .. } => {
+                Some(members)
+            }
+            Message::Commit { members, .. } => members.as_ref(),
+            _ => None,
+        };
+        if let Some(Err(e)) = members.map(|m| m.check()) {
+            return Err(Error::InvalidData(format!(
+                "{from} sent a {} with a bad membership: {e}",
+                request.name()
+            )));
+        }
         let now = self.now_ms();
         let mut current = self.voter.lock().expect("voter lock");
         let mut voter = current.clone();

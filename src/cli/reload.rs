@@ -87,7 +87,9 @@ fn tell_pending_membership(config: &ClusterConfig) {
         let names: Vec<&str> = v.iter().filter_map(Value::as_str).collect();
         names.join(", ")
     };
-    let now = status.body["lease"]["voters"].as_array().map_or(String::new(), |v| list(v));
+    let now = status.body["lease"]["voters"]
+        .as_array()
+        .map_or(String::new(), |v| list(v));
     println!(
         "voters now: {now} (lease {} ms); configured: {} (lease {} ms).\nThe new voters and lease take effect at the next switchover or promotion (`spare switchover NAME`), which needs a majority of both; until then the current ones decide.",
         status.body["lease"]["lease_ms"],

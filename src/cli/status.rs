@@ -100,8 +100,10 @@ fn names(list: &[Value]) -> String {
 }
 
 fn millis(v: &Value) -> String {
-    v.as_u64()
-        .map_or_else(|| "?".into(), |ms| format!("{:?}", std::time::Duration::from_millis(ms)))
+    v.as_u64().map_or_else(
+        || "?".into(),
+        |ms| format!("{:?}", std::time::Duration::from_millis(ms)),
+    )
 }
 
 fn print_human(doc: &Value) {
@@ -118,7 +120,11 @@ fn print_human(doc: &Value) {
         println!("partial view: some nodes did not answer");
     }
     if let Some(voters) = doc["voters"].as_array() {
-        println!("voters {} (lease {})", names(voters), millis(&doc["lease_ms"]));
+        println!(
+            "voters {} (lease {})",
+            names(voters),
+            millis(&doc["lease_ms"])
+        );
     }
     let pending = &doc["pending_membership"];
     if let Some(voters) = pending["voters"].as_array() {

@@ -26,6 +26,11 @@ use serde::{Deserialize, Serialize};
 /// set an operator tried without completing a promotion.
 pub const MAX_PENDING: usize = 8;
 
+/// Most voters a membership may name (a peer's frame naming more is refused).
+pub const MAX_VOTERS: usize = 64;
+/// Longest lease a membership may ask for: one hour (a lease is seconds in practice).
+pub const MAX_LEASE_MS: u64 = 3_600_000;
+
 /// The voters of an epoch and the length of the leases they grant its primary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members {
@@ -42,6 +47,28 @@ impl Members {
         assert!(!voters.is_empty(), "an epoch has at least one voter");
         assert!(lease_ms > 0, "a lease lasts some time");
         Members { voters, lease_ms }
+    }
+
+    /// Checks a membership received from a peer (deserialized, so [`Members::new`]'s
+    /// guarantees do not hold yet): voters sorted, distinct, at most [`MAX_VOTERS`]; a
+    /// lease between 1 ms and [`MAX_LEASE_MS`].
+    pub fn check(&self) -> Result<(), String> {
+        if self.voters.is_empty() || self.voters.len() > MAX_VOTERS {
+            return Err(format!(
+                "a membership has 1 to {MAX_VOTERS} voters, not {}",
+                self.voters.len()
+            ));
+        }
+        if self.voters.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("a membership's voters are sorted and distinct".into());
+        }
+        if self.lease_ms == 0 || self.lease_ms > MAX_LEASE_MS {
+            return Err(format!(
+                "a lease lasts 1 ms to {MAX_LEASE_MS} ms, not {}",
+                self.lease_ms
+            ));
+        }
+        Ok(())
     }
 
     /// How many of the voters make a majority.
@@ -80,6 +107,21 @@ pub struct Known {
     pub members: Option<Members>,
     pub pending: Vec<Pending>,
     pub max_lease_ms: u64,
+}
+
+impl Known {
+    /// A report received from a peer, kept only as far as it is well formed: a membership
+    /// that fails [`Members::check`] is dropped (the report then names none), as are pending
+    /// entries past [`MAX_PENDING`] or malformed; the lease is capped.
+    pub fn sanitized(mut self) -> Known {
+        if self.members.as_ref().is_some_and(|m| m.check().is_err()) {
+            self.members = None;
+        }
+        self.pending.retain(|p| p.members.check().is_ok());
+        self.pending.truncate(MAX_PENDING);
+        self.max_lease_ms = self.max_lease_ms.min(MAX_LEASE_MS);
+        self
+    }
 }
 
 /// Records a promise for `epoch` made for `members` in `pending`: one entry per distinct
@@ -223,6 +265,40 @@ mod tests {
             max_lease_ms: 0,
         };
         assert_eq!(required(&next, [&knows, &adopted]), vec![next, old, tried]);
+    }
+
+    #[test]
+    fn a_membership_from_a_peer_is_checked() {
+        assert!(m(&["a", "b"]).check().is_ok());
+        let bad = [
+            Members {
+                voters: vec![],
+                lease_ms: 1_000,
+            },
+            Members {
+                voters: vec!["b".into(), "a".into()],
+                lease_ms: 1_000,
+            },
+            Members {
+                voters: vec!["a".into(), "a".into()],
+                lease_ms: 1_000,
+            },
+            Members {
+                voters: vec!["a".into()],
+                lease_ms: 0,
+            },
+            Members {
+                voters: vec!["a".into()],
+                lease_ms: MAX_LEASE_MS + 1,
+            },
+            Members {
+                voters: (0..=MAX_VOTERS).map(|i| format!("n{i:03}")).collect(),
+                lease_ms: 1_000,
+            },
+        ];
+        for b in bad {
+            assert!(b.check().is_err(), "{b:?}");
+        }
     }
 
     #[test]

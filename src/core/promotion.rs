@@ -137,6 +137,35 @@ pub fn refusals(
     out
 }
 
+/// With a synchronous commit rule (`any` of `of`) and the old primary not answering: a write
+/// acknowledged under the rule is on `any` of those spares, so the loss preview sees every
+/// such write only if no `any` of them are silent. Otherwise an acknowledged write may be
+/// on silent spares alone, and the promotion is refused unless forced.
+pub fn rule_refusal(
+    any: usize,
+    of: &[String],
+    seen: &BTreeMap<String, Seen>,
+    old_primary_answers: bool,
+    force: bool,
+) -> Option<String> {
+    if old_primary_answers || force {
+        return None;
+    }
+    let silent: Vec<&String> = of
+        .iter()
+        .filter(|n| !seen.get(*n).is_some_and(|s| s.reachable))
+        .collect();
+    if silent.len() < any {
+        return None;
+    }
+    let names: Vec<&str> = silent.iter().map(|s| s.as_str()).collect();
+    Some(format!(
+        "the commit rule acknowledges a write once {any} of {} flushed it, and {} do not answer: writes acknowledged to clients may be on them alone, so the loss cannot be measured; start them (or reconnect them) and retry, or pass --force to promote anyway and lose what only they hold",
+        of.join(", "),
+        names.join(", ")
+    ))
+}
+
 /// Relative clock-rate difference tolerated between any two nodes.
 pub const CLOCK_RATE_MARGIN: f64 = 0.05;
 /// Fixed extra wait at the end of the fence.
@@ -637,6 +666,10 @@ mod tests {
         assert!(matches!(p.phase, Phase::Failed(_)));
     }
 
+    fn seen_node(name: &str, role: &str, lsn: u64) -> Seen {
+        seen(name, role, lsn)
+    }
+
     fn seen(name: &str, role: &str, lsn: u64) -> Seen {
         Seen {
             name: name.into(),
@@ -649,6 +682,28 @@ mod tests {
             applied_lsn: lsn,
             lease_voters: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_synchronous_rule_with_silent_spares_refuses_unless_forced() {
+        let of: Vec<String> = ["lan-1", "lan-2", "lan-3"].map(String::from).into();
+        let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+        seen.insert("lan-1".into(), seen_node("lan-1", "spare", 5));
+        let mut down = seen_node("lan-2", "spare", 0);
+        down.reachable = false;
+        seen.insert("lan-2".into(), down);
+        // lan-3 was not seen at all; lan-2 does not answer: 2 of 3 silent.
+        let why = rule_refusal(1, &of, &seen, false, false).expect("refused");
+        assert!(why.contains("lan-2, lan-3 do not answer"), "{why}");
+        assert!(rule_refusal(1, &of, &seen, false, true).is_none(), "forced");
+        assert!(
+            rule_refusal(1, &of, &seen, true, false).is_none(),
+            "the old primary answers: the loss preview measures against it"
+        );
+        assert!(
+            rule_refusal(3, &of, &seen, false, false).is_none(),
+            "every write is on all three: lan-1 has it"
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub async fn execute(state: web::Data<ApiState>, body: web::Bytes) -> HttpRespon
 
 async fn execute_inner(state: &ApiState, addr: &NodeAddr, body: &web::Bytes) -> Result<Value> {
     let NodeAddr::Primary {
-        writes, primary, ..
+        writes,
+        primary,
+        shared,
+        ..
     } = addr
     else {
         return Err(Error::NotPrimary {
@@ -69,7 +72,10 @@ async fn execute_inner(state: &ApiState, addr: &NodeAddr, body: &web::Bytes) -> 
             "the write did not complete within {WRITE_TIMEOUT:?}"
         ))
     })??;
-    let mut answer = json!({ "results": outcome.results, "lsn": outcome.lsn });
+    // The epoch tells a client which primary acknowledged (a client history can check that
+    // no older primary acknowledges after a newer one did).
+    let epoch = shared.epoch.load(std::sync::atomic::Ordering::Relaxed);
+    let mut answer = json!({ "results": outcome.results, "lsn": outcome.lsn, "epoch": epoch });
     if let Some(sync) = primary.sync() {
         let rule = sync.wait(outcome.lsn).await;
         for spare in &rule.demoted {

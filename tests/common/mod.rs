@@ -46,8 +46,10 @@ pub fn free_port() -> u16 {
     }
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_spare")
+/// The `spare` binary: this build's, or `SPARE_BIN` (a long run from a copy, so that
+/// rebuilding meanwhile does not swap the binary under it).
+pub fn bin() -> String {
+    std::env::var("SPARE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_spare").to_string())
 }
 
 /// Waits until `cond` holds, or panics naming `what` after [`TIMEOUT`].
