@@ -267,3 +267,38 @@ fn a_backup_starts_a_new_cluster_that_takes_writes_and_seeds_its_spare() {
         vec![json!([6])]
     );
 }
+
+/// The README's own command, `spare backup --out shop-backup.sqlite --node lan-1`: a bare
+/// file name lands in the current directory with its description; a missing directory is
+/// refused before anything is downloaded, leaving nothing behind.
+#[test]
+fn a_backup_to_a_bare_file_name_lands_in_the_current_directory() {
+    let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
+    c.start_all();
+    let lsn = c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    c.wait_applied("lan-1", lsn);
+    let run = |out: &str| {
+        std::process::Command::new(common::bin())
+            .args(["backup", "--out", out, "--node", "lan-1"])
+            .env("SPARE_CONFIG", &c.config)
+            .current_dir(c.dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run("shop-backup.sqlite");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(c.dir.path().join("shop-backup.sqlite").is_file());
+    assert!(c.dir.path().join("shop-backup.sqlite.json").is_file());
+    let (_, at) = ids_in(&c.dir.path().join("shop-backup.sqlite"));
+    assert!(at >= lsn);
+
+    let out = run("no-such-dir/b.sqlite");
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("mkdir -p no-such-dir"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!c.dir.path().join("no-such-dir").exists());
+}

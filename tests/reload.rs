@@ -172,3 +172,40 @@ fn sighup_makes_spare_up_start_and_stop_its_local_nodes() {
     let next = c.exec("INSERT INTO t VALUES (1)", json!([]));
     c.wait_applied("lan-1", next);
 }
+
+/// A reload whose new node cannot start (a TLS spare without its certificate yet) is
+/// refused whole under `spare up`: nobody feeds or watches the new node, and once the
+/// certificate exists the same reload adds it.
+#[test]
+fn a_reload_whose_new_node_cannot_start_applies_nothing() {
+    let mut c = Cluster::new(1, false);
+    c.cluster_option("tls_dir = \"tls\"");
+    let certs = c.cli(&["certs", "init"]);
+    assert!(certs.status.success(), "{}", stderr(&certs));
+    let up = Command::new(common::bin())
+        .args(["up", "--config"])
+        .arg(&c.config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(c.log_path("up")).unwrap())
+        .spawn()
+        .unwrap();
+    let _guard = common::ChildGuard(up);
+    wait_until("spare up to serve", || {
+        spare::client::get(&c.http("lan-1"), "/v1/status", Duration::from_secs(1)).is_ok()
+    });
+    let lsn = c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    c.add_spare("lan-2");
+    let out = c.cli(&["reload", "--no-wait"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(said.contains("spare certs add"), "{said}");
+    assert!(
+        !spares_of(&c).contains(&"lan-2".to_string()),
+        "the primary feeds a node of a refused reload"
+    );
+    let add = c.cli(&["certs", "add", "lan-2"]);
+    assert!(add.status.success(), "{}", stderr(&add));
+    let out = c.cli(&["reload", "--no-wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.wait_applied("lan-2", lsn);
+}

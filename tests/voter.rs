@@ -219,7 +219,11 @@ async fn a_malformed_membership_from_a_peer_is_refused_and_changes_nothing() {
             "a prepare with {members:?} was answered"
         );
     }
-    assert_eq!(promised(&c, "lan-1"), (1, "main".to_string()), "nothing was promised");
+    assert_eq!(
+        promised(&c, "lan-1"),
+        (1, "main".to_string()),
+        "nothing was promised"
+    );
     let state = common::read_file(&c.data_dir("lan-1").join("node.state"));
     assert!(!state.contains("pending"), "no pending promise: {state}");
     let (mut s, id) = control(&c, "lan-1", "main", SECRET).await.unwrap();

@@ -116,13 +116,42 @@ impl SupervisorActor {
         Ok(())
     }
 
+    /// Starts `names`; if one cannot start, stops those it started and says why.
+    fn start_nodes(&mut self, names: &[String], ctx: &mut Context<Self>) -> Result<()> {
+        for (i, name) in names.iter().enumerate() {
+            if let Err(e) = self.start_node(name, ctx) {
+                for started in &names[..i] {
+                    if let Some(n) = self.running.remove(started) {
+                        actix_rt::spawn(async move { n.shut_down().await });
+                    }
+                }
+                return Err(Error::Config(format!(
+                    "node {name} cannot start, so nothing of the new configuration was applied: {e}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn reload(&mut self, ctx: &mut Context<Self>) -> Result<ReloadReport> {
         let old = self.cell.file();
         let new = ClusterConfig::load(&old.path)?;
         check_compatible(&old, &new, &self.mode, self.running.keys())?;
         let report = diff(&old, &new);
         let wanted = self.wanted(&new);
+        // The new nodes start first (they read the new configuration), and only once they
+        // all started does anything else learn of it: a node that cannot start (no TLS
+        // certificate yet, a port taken) leaves the running configuration as it was.
         self.cell.set(new);
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|n| !self.running.contains_key(*n))
+            .cloned()
+            .collect();
+        if let Err(e) = self.start_nodes(&missing, ctx) {
+            self.cell.set(ClusterConfig::clone(&old));
+            return Err(e);
+        }
         let gone: Vec<String> = self
             .running
             .keys()
@@ -135,18 +164,13 @@ impl SupervisorActor {
                 actix_rt::spawn(async move { n.shut_down().await });
             }
         }
-        for n in self.running.values() {
+        for (name, n) in &self.running {
+            if missing.contains(name) {
+                continue;
+            }
             if let Ok(addr) = n.addr() {
                 addr.notify(ConfigChanged);
             }
-        }
-        let missing: Vec<String> = wanted
-            .iter()
-            .filter(|n| !self.running.contains_key(*n))
-            .cloned()
-            .collect();
-        for name in &missing {
-            self.start_node(name, ctx)?;
         }
         tracing::info!(added = ?report.added, removed = ?report.removed, changed = ?report.changed, "configuration reloaded");
         Ok(report)

@@ -22,6 +22,14 @@ pub fn backup(config_path: &Path, out: &Path, node: Option<&str>) -> Result<()> 
     if out.exists() {
         bail!("{} exists: a backup never overwrites a file", out.display());
     }
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+        bail!(
+            "{} is not a directory: create it first (mkdir -p {})",
+            dir.display(),
+            dir.display()
+        );
+    }
     let tmp = out.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
     eprintln!(
@@ -38,8 +46,15 @@ pub fn backup(config_path: &Path, out: &Path, node: Option<&str>) -> Result<()> 
         let _ = std::fs::remove_file(&tmp);
         bail!("the backup arrived damaged (checksum); nothing was kept; retry");
     }
-    spare::durable::write_json(&backup::info_path(out), &info)?;
+    // The copy first, then its description: a description never names a missing file.
     std::fs::rename(&tmp, out).with_context(|| format!("rename to {}", out.display()))?;
+    spare::log::segment::sync_dir(out.parent().unwrap_or(Path::new("")))?;
+    spare::durable::write_json(&backup::info_path(out), &info).with_context(|| {
+        format!(
+            "{} is complete, but its description could not be written: `spare restore` needs it; free space and run the backup again",
+            out.display()
+        )
+    })?;
     println!(
         "backup of {} at LSN {} (epoch {}, committed {}): {} ({} bytes) and {}",
         info.node,

@@ -48,7 +48,7 @@ pub fn run(config_path: &Path, no_wait: bool) -> Result<()> {
                 );
             }
             Err(_) => println!(
-                "{:<10} not running (start it with `spare run --node {}`)",
+                "{:<10} not answering: a new node starts with `spare run --node {}` (under `spare up`, its process starts it; a refusal above says why it could not)",
                 node.name, node.name
             ),
         }

@@ -421,6 +421,12 @@ fn corrupt(path: &Path, offset: usize, what: &str) -> Error {
 
 /// fsyncs a directory so that a file created or renamed in it survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
+    // The parent of a bare file name ("shop-backup.sqlite") is "": the current directory.
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io(format!("sync directory {}", dir.display())))
