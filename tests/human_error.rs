@@ -217,3 +217,72 @@ fn an_emptied_table_is_found_in_the_log_and_undone_by_promoting_the_delayed_spar
         .is_ok_and(|r| r.body["rows"] == json!([[11]]))
     });
 }
+
+fn cluster_doc(c: &Cluster) -> Value {
+    client::get(&c.http("watch-1"), "/v1/cluster", common::TIMEOUT)
+        .unwrap()
+        .body
+}
+
+fn primary_view(c: &Cluster, spare: &str) -> Value {
+    c.status("main")["spares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == spare)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// A paused spare's lag is the age of the oldest record it holds unapplied, whoever
+/// restarts: before, a restarted primary only knew the records it sent since, and showed a
+/// few seconds. The primary says `paused` (not `catching-up`), the monitor raises the lag
+/// alert and names the pause, and a cut link is a problem line although no lag grows.
+#[test]
+fn a_held_spare_keeps_its_true_lag_across_restarts_and_is_named_in_the_problems() {
+    let mut c = Cluster::new(1, true);
+    c.cluster_option("lag_warn = \"2s\"");
+    c.non_voting("lan-1");
+    let link = c.proxy("lan-1");
+    c.start_all();
+    let lsn = create_customers(&c, 2);
+    c.wait_applied("lan-1", lsn);
+    let out = c.cli(&["pause", "lan-1"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let held = c.exec("DELETE FROM customer", json!([]));
+    wait_until("the held record to be 4 s old", || {
+        primary_view(&c, "lan-1")["lag"]["seconds"]
+            .as_f64()
+            .is_some_and(|s| s >= 4.0)
+    });
+    assert_eq!(primary_view(&c, "lan-1")["state"], "paused");
+    c.kill("main");
+    c.start("main");
+    wait_until("the restarted primary to hear lan-1", || {
+        primary_view(&c, "lan-1")["lag"]["last_ack_age_s"].is_number()
+    });
+    let after = primary_view(&c, "lan-1");
+    assert!(
+        after["lag"]["seconds"].as_f64().unwrap() >= 4.0,
+        "a restart forgot the held record's age: {after}"
+    );
+    assert_eq!(after["state"], "paused", "{after}");
+    c.kill("lan-1");
+    c.start("lan-1");
+    let own = c.status("lan-1");
+    assert!(own["lag"]["seconds"].as_f64().unwrap() >= 4.0, "{own}");
+    wait_until("the monitor to name the pause and raise the alert", || {
+        let problems = cluster_doc(&c)["problems"].to_string();
+        problems.contains("lan-1 is paused") && problems.contains("lag_warn")
+    });
+    link.cut();
+    wait_until("the monitor to name the cut link", || {
+        cluster_doc(&c)["problems"]
+            .to_string()
+            .contains("lan-1 is not connected to the primary")
+    });
+    link.pass();
+    let out = c.cli(&["resume", "lan-1"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    c.wait_applied("lan-1", held);
+}

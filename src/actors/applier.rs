@@ -47,6 +47,9 @@ pub struct ApplyState {
     /// Highest LSN applied, and its commit time.
     pub applied: AtomicU64,
     pub applied_time_ms: AtomicU64,
+    /// While held (paused, delayed, stopped at an LSN): commit time of the oldest record
+    /// received and not applied; 0 otherwise (the primary knows it better then).
+    pub held_since_ms: AtomicU64,
     /// Highest applied LSN known to be in the database file itself (after a checkpoint).
     pub durable_floor: AtomicU64,
     /// Why applying stopped, when it did (a divergence: a re-seed follows).
@@ -220,11 +223,15 @@ impl Worker {
         let applied = self.applier.applied().0;
         let flushed = self.state.flushed.load(Ordering::Acquire);
         let gate = self.state.gate();
-        let next_time = if gate.delay_ms > 0 && flushed > applied {
+        let held = gate.paused || gate.delay_ms > 0 || gate.stop_at.is_some();
+        let next_time = if held && flushed > applied {
             Some(self.reader.record_at(applied + 1)?.time_ms)
         } else {
             None
         };
+        self.state
+            .held_since_ms
+            .store(next_time.unwrap_or(0), Ordering::Release);
         let now = crate::actors::committer::now_ms();
         let next = gate.next(applied, flushed, next_time, now, MAX_APPLY_BATCH_RECORDS);
         if let Next::ApplyTo(to) = next {

@@ -89,6 +89,8 @@ impl Feeder {
             primary: self.primary.clone(),
             reader: Some(LogReader::new(&self.data.log_dir())),
             times: VecDeque::new(),
+            spare_oldest_ms: None,
+            held: None,
             progress: self.last_progress.clone(),
             bucket: self.spare.max_rate.map(|r| {
                 std::sync::Mutex::new(crate::core::rate::TokenBucket::new(
@@ -179,6 +181,10 @@ pub(crate) struct Link {
     pub(super) reader: Option<LogReader>,
     /// (LSN, commit time) of records sent and not applied, oldest first, for lag.
     pub(super) times: VecDeque<(u64, u64)>,
+    /// From the spare's last Ack: the commit time of the oldest record it holds unapplied
+    /// (when it holds records back), and why it holds them.
+    pub(super) spare_oldest_ms: Option<u64>,
+    pub(super) held: Option<String>,
     pub(super) progress: Option<SpareProgress>,
     /// The spare's `max_rate` cap on records and seed chunks.
     pub(super) bucket: Option<std::sync::Mutex<crate::core::rate::TokenBucket>>,

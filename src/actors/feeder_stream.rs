@@ -97,8 +97,12 @@ impl Link {
                 received,
                 flushed,
                 applied,
+                oldest_unapplied_ms,
+                held,
                 ..
             } => {
+                self.spare_oldest_ms = (oldest_unapplied_ms > 0).then_some(oldest_unapplied_ms);
+                self.held = (!held.is_empty()).then(|| held.chars().take(64).collect());
                 if !window.on_flushed(flushed) || applied > flushed || flushed > received {
                     return Err(Error::InvalidData(format!("spare acknowledged impossible positions (received {received}, flushed {flushed}, applied {applied})")));
                 }
@@ -154,7 +158,16 @@ impl Link {
             received,
             flushed,
             applied,
-            oldest_unapplied_time_ms: self.times.front().map(|&(_, t)| t),
+            // The older of what the spare says it holds back and what was sent since the
+            // link started: both are records it has not applied.
+            oldest_unapplied_time_ms: self
+                .times
+                .front()
+                .map(|&(_, t)| t)
+                .into_iter()
+                .chain(self.spare_oldest_ms)
+                .min(),
+            held: self.held.clone(),
             last_ack,
             in_flight_bytes: window.in_flight_bytes(),
             seed,

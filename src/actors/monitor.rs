@@ -183,10 +183,10 @@ impl MonitorActor {
             .filter(|n| n["role"] == "spare")
         {
             let name = n["name"].as_str().unwrap_or_default().to_string();
-            // A paused spare is behind on purpose (its state says so); a delayed one by its
-            // delay: the alert is about lag beyond that.
+            // A delayed spare is behind by its delay: the alert is about lag beyond that. A
+            // paused one raises it too (a forgotten pause leaves the copy ever older).
             let paused = n["state"] == "paused";
-            let seconds = n["lag"]["seconds"].as_f64().filter(|_| !paused);
+            let seconds = n["lag"]["seconds"].as_f64();
             let delay = config
                 .node(&name)
                 .map_or(0.0, |c| c.apply_delay.as_secs_f64());
@@ -194,9 +194,10 @@ impl MonitorActor {
             match self.alerts.check(&name, seconds, threshold) {
                 Some(Transition::Raised) => {
                     let msg = format!(
-                        "{name} is {:.1} s behind (threshold {threshold} s), {} records",
+                        "{name} is {:.1} s behind (threshold {threshold} s), {} records{}",
                         seconds.unwrap_or(0.0),
-                        n["lag"]["records"]
+                        n["lag"]["records"],
+                        if paused { ", paused" } else { "" }
                     );
                     tracing::warn!(spare = %name, %msg, "lag alert");
                     self.events.record("lag_alert", Some(&name), &msg);
@@ -220,8 +221,9 @@ impl MonitorActor {
         }
     }
 
-    /// What needs a human's eye, in words.
-    fn problems(&self) -> Vec<String> {
+    /// What needs a human's eye, in words: nodes not answering, spares over their lag
+    /// threshold, spares cut from the primary (a held one shows no growing lag), paused ones.
+    fn problems(&self, doc: &Value) -> Vec<String> {
         let now = now_ms();
         let config = self.cell.get();
         let mut out = Vec::new();
@@ -243,6 +245,24 @@ impl MonitorActor {
                     "spare {} is behind by more than its lag_warn ({:?})",
                     n.name,
                     config.lag_warn(&n.name)
+                ));
+            }
+            let entry = doc["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == n.name.as_str() && e["role"] == "spare");
+            let Some(e) = entry else { continue };
+            if e["link"] == "disconnected" {
+                out.push(format!(
+                    "spare {} is not connected to the primary (state {}); it receives nothing",
+                    n.name, e["state"]
+                ));
+            }
+            if e["state"] == "paused" {
+                out.push(format!(
+                    "spare {} is paused: it applies nothing until `spare resume {}`",
+                    n.name, n.name
                 ));
             }
         }
@@ -285,7 +305,7 @@ impl Handler<GetCluster> for MonitorActor {
         statuses.push((self.node.name.clone(), Ok(self.own_status())));
         let mut doc = cluster_document(&self.cell.get(), &statuses);
         doc["source"] = json!(format!("monitor {}", self.node.name));
-        doc["problems"] = json!(self.problems());
+        doc["problems"] = json!(self.problems(&doc));
         MessageResult(doc)
     }
 }

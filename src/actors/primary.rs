@@ -70,6 +70,8 @@ pub struct SpareProgress {
     pub in_flight_bytes: u64,
     /// While seeding: (bytes the spare holds, snapshot size).
     pub seed: Option<(u64, u64)>,
+    /// Why the spare holds records back on purpose (`paused`, `delayed (30m)`), if it does.
+    pub held: Option<String>,
 }
 
 impl SpareProgress {
@@ -85,6 +87,7 @@ impl SpareProgress {
             last_ack: None,
             in_flight_bytes: 0,
             seed: None,
+            held: None,
         }
     }
 
@@ -163,6 +166,7 @@ impl PrimaryActor {
         let mut l = lag::compute(tail.lsn, p.applied, oldest, now_ms, ack_age);
         l.bytes = recent.bytes_after(p.applied, tail.lsn);
         let state = match p.state {
+            LinkState::Streaming if p.held.is_some() => p.held.clone().unwrap_or_default(),
             LinkState::Streaming if l.seconds > lag::CATCHING_UP_AFTER_S => {
                 "catching-up".to_string()
             }

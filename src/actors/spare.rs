@@ -287,18 +287,8 @@ impl SpareActor {
         if s.diverged.lock().expect("lock").is_some() {
             return "diverged".into();
         }
-        let gate = s.apply.gate();
-        if let Some(at) = gate.stop_at {
-            return format!("applying up to LSN {at}");
-        }
-        if gate.paused {
-            return "paused".into();
-        }
-        if gate.delay_ms > 0 {
-            return format!(
-                "delayed ({})",
-                humantime::format_duration(std::time::Duration::from_secs(gate.delay_ms / 1000))
-            );
+        if let Some(held) = held_text(&s.apply.gate()) {
+            return held;
         }
         let applied = s.apply.applied.load(Ordering::Acquire);
         match (
@@ -310,6 +300,23 @@ impl SpareActor {
             (true, false) => "catching-up".into(),
         }
     }
+}
+
+/// Why a spare holds records back on purpose, as its state says it: `applying up to LSN n`,
+/// `paused`, `delayed (30m)`; None when it applies as they come.
+pub fn held_text(gate: &crate::core::apply_gate::Gate) -> Option<String> {
+    if let Some(at) = gate.stop_at {
+        return Some(format!("applying up to LSN {at}"));
+    }
+    if gate.paused {
+        return Some("paused".into());
+    }
+    (gate.delay_ms > 0).then(|| {
+        format!(
+            "delayed ({})",
+            humantime::format_duration(std::time::Duration::from_secs(gate.delay_ms / 1000))
+        )
+    })
 }
 
 impl Actor for SpareActor {
@@ -336,9 +343,18 @@ impl Handler<GetStatus> for SpareActor {
         let heard = s.last_heard_ms.load(Ordering::Acquire);
         let now = now_ms();
         let ack_age = (heard > 0).then(|| now.saturating_sub(heard) as f64 / 1000.0);
-        let lag = lag::compute(primary_last, applied, None, now, ack_age);
-        let node = &s.data.node;
+        let held_since = s.apply.held_since_ms.load(Ordering::Acquire);
         let flushed = s.apply.flushed.load(Ordering::Acquire);
+        // Before the primary told it where its log ends (after a restart), its own log is
+        // the best bound: records it holds and has not applied are lag too.
+        let lag = lag::compute(
+            primary_last.max(flushed),
+            applied,
+            (held_since > 0).then_some(held_since),
+            now,
+            ack_age,
+        );
+        let node = &s.data.node;
         MessageResult(json!({
             "name": node.name,
             "role": if self.fenced { "fenced" } else { "spare" },
@@ -355,7 +371,7 @@ impl Handler<GetStatus> for SpareActor {
             "primary_last_lsn": primary_last,
             "primary": primary_ref(&s.data.config()),
             "seed": s.seeding.lock().expect("lock").map(|(done, size)| json!({ "bytes_done": done, "bytes_total": size })),
-            "lag": { "records": lag.records, "last_heard_s": lag.last_ack_age_s },
+            "lag": { "records": lag.records, "seconds": lag.seconds, "last_heard_s": lag.last_ack_age_s },
             "paused": s.apply.gate().paused,
             "apply_delay_s": s.apply.gate().delay_ms as f64 / 1000.0,
             "pending_records": flushed.saturating_sub(applied),

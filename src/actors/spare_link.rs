@@ -169,6 +169,8 @@ fn ack(shared: &SpareShared) -> Message {
         flushed: shared.apply.flushed.load(Ordering::Acquire),
         applied: shared.apply.applied.load(Ordering::Acquire),
         applied_time_ms: shared.apply.applied_time_ms.load(Ordering::Acquire),
+        oldest_unapplied_ms: shared.apply.held_since_ms.load(Ordering::Acquire),
+        held: crate::actors::spare::held_text(&shared.apply.gate()).unwrap_or_default(),
     }
 }
 

@@ -115,6 +115,8 @@ mod tests {
             flushed: 2,
             applied: 1,
             applied_time_ms: 9,
+            oldest_unapplied_ms: 5,
+            held: "paused".into(),
         });
         let bytes = encode(&e).unwrap();
         assert_eq!(read_frame(&mut &bytes[..]).await.unwrap(), e);

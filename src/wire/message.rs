@@ -126,11 +126,18 @@ pub enum Message {
     },
     /// Spare → primary: highest LSN received, flushed (fsynced) and applied, and the commit
     /// time of the last applied record. The primary frees its window up to `flushed`.
+    /// `oldest_unapplied_ms`: commit time of the oldest record the spare holds and has not
+    /// applied (0: none, or not known), so its lag in seconds survives a restart of either
+    /// side; `held`: why it does not apply (`paused`, `delayed (30m)`, ...), empty otherwise.
     Ack {
         received: u64,
         flushed: u64,
         applied: u64,
         applied_time_ms: u64,
+        #[serde(default)]
+        oldest_unapplied_ms: u64,
+        #[serde(default)]
+        held: String,
     },
     /// Either way when idle, so a silent link is noticed. From the primary, `last_lsn` tells
     /// the spare how far the primary's durable log reaches (its own lag).
