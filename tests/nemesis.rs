@@ -259,6 +259,7 @@ impl Nemesis {
                 format!("stall {from} -> {to}")
             }
             6 => self.reload(),
+            7 if self.rng.gen_bool(0.3) => self.competing_promotions(),
             7 => self.promote(false),
             _ => self.promote(true),
         };
@@ -323,7 +324,8 @@ impl Nemesis {
         format!("{} refused ({why})", args.join(" "))
     }
 
-    /// Flips one spare's vote and reloads every node.
+    /// Flips one spare's vote and reloads every node, or (a third of the time) only some:
+    /// the others keep the old configuration in memory until a later reload.
     fn reload(&mut self) -> String {
         let n = self.pick(&SPARES);
         let vote = !self.voting[n];
@@ -333,8 +335,52 @@ impl Nemesis {
         } else {
             self.c.non_voting(n);
         }
-        let _ = self.cli(&["reload", "--no-wait"]);
-        format!("reload: {n} votes = {vote}")
+        if self.rng.gen_bool(0.7) {
+            let _ = self.cli(&["reload", "--no-wait"]);
+            return format!("reload: {n} votes = {vote}");
+        }
+        let some: Vec<&str> = ALL
+            .iter()
+            .copied()
+            .filter(|_| self.rng.gen_bool(0.5))
+            .collect();
+        for node in &some {
+            let _ = client::post(
+                &self.c.http(node),
+                "/v1/admin/reload",
+                &json!({}),
+                Duration::from_secs(5),
+            );
+        }
+        format!("reload on {some:?} only: {n} votes = {vote}")
+    }
+
+    /// Two promotions at once, by two coordinators (the monitor through the CLI, and a data
+    /// node asked directly), for two candidates.
+    fn competing_promotions(&mut self) -> String {
+        let a = self.pick(&SPARES);
+        let b = self.pick(&DATA);
+        let coordinator = self.pick(&DATA);
+        let http = self.c.http(coordinator);
+        let forced = !self.sync;
+        let other = std::thread::spawn(move || {
+            client::post(
+                &http,
+                "/v1/admin/promote",
+                &json!({ "candidate": b, "force": forced }),
+                CLI_TIMEOUT,
+            )
+            .map(|r| r.status)
+        });
+        let force = if self.sync { None } else { Some("--force") };
+        let args: Vec<&str> = ["promote", a].into_iter().chain(force).collect();
+        let (ok, _) = self.cli(&args);
+        let theirs = other.join().expect("promotion thread");
+        let won = usize::from(ok) + usize::from(matches!(theirs, Ok(200)));
+        self.outcome.promotions += won;
+        format!(
+            "competing: promote {a} (ok {ok}) and {b} coordinated by {coordinator} ({theirs:?})"
+        )
     }
 
     fn rejoin_fenced(&mut self) {
@@ -372,6 +418,8 @@ impl Nemesis {
                     .filter_map(|n| status(&self.c.http(n)).map(|s| (*n, s)))
                     .max_by_key(|(_, s)| s["last_lsn"].as_u64())
                     .map(|(n, _)| n);
+                // Every node runs and every link passes here: forcing skips no loss check
+                // that could see more (the old primary, if it answers, holds no lease).
                 if let Some(b) = best {
                     let _ = self.cli(&["promote", b, "--force"]);
                 }

@@ -336,7 +336,10 @@ pub(crate) fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<No
     if let Some(state) = NodeState::load(&node.data_dir)? {
         return Ok(state);
     }
-    // A first start: the file's roles are the initial ones, epoch 1.
+    // A first start: the file's roles are the initial ones, epoch 1. Only the first primary
+    // names epoch 1's voters: a node added later cannot know them from its own, newer file
+    // (it learns them from the primary's lease requests or a commit; `core::members`).
+    let first_primary = config.primary().name == node.name;
     let state = NodeState {
         epoch: 1,
         promised_epoch: 1,
@@ -344,7 +347,7 @@ pub(crate) fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<No
         role: config.node(&node.name)?.role,
         promised_to: config.primary().name.clone(),
         truncate_after: None,
-        members: Some(config.members()),
+        members: first_primary.then(|| config.members()),
         pending: Vec::new(),
         max_lease_ms: 0,
     };
@@ -480,7 +483,11 @@ fn start_primary(
     let state = shared.voter.state();
     let members = match state.members {
         Some(m) if state.epoch == epoch => m,
-        _ => config.members(),
+        _ => {
+            let m = config.members();
+            shared.voter.learn_members(epoch, &m)?;
+            m
+        }
     };
     let guard = Arc::new(crate::actors::lease::LeaseGuard::new(epoch, members));
     let _ = primary.lease.set(guard.clone());

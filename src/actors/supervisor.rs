@@ -116,6 +116,37 @@ impl SupervisorActor {
         Ok(())
     }
 
+    /// Refuses to delete a node that votes in the running epoch: the primary still counts it
+    /// and any promotion needs a majority of those voters, but nobody could reach it any
+    /// more (its address is gone). Taking it out of the vote first (`vote = false`), then a
+    /// switchover, makes it removable.
+    fn check_epoch_voters_kept(&self, new: &ClusterConfig) -> Result<()> {
+        let known = self
+            .running
+            .values()
+            .map(|s| s.voter.state())
+            .filter_map(|s| s.members.map(|m| (s.epoch, m)))
+            .max_by_key(|(e, _)| *e);
+        let Some((epoch, members)) = known else {
+            return Ok(());
+        };
+        let gone: Vec<&str> = members
+            .voters
+            .iter()
+            .filter(|v| new.node(v).is_err())
+            .map(String::as_str)
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "{}: {} vote(s) in the running epoch {epoch} (voters {}); deleting a voter leaves the primary and every promotion counting a node nobody can reach. Set vote = false on it and reload, run `spare switchover` so the new voters take effect, then delete it; nothing was changed",
+            new.path.display(),
+            gone.join(", "),
+            members.voters.join(", ")
+        )))
+    }
+
     /// Starts `names`; if one cannot start, stops those it started and says why.
     fn start_nodes(&mut self, names: &[String], ctx: &mut Context<Self>) -> Result<()> {
         for (i, name) in names.iter().enumerate() {
@@ -137,6 +168,7 @@ impl SupervisorActor {
         let old = self.cell.file();
         let new = ClusterConfig::load(&old.path)?;
         check_compatible(&old, &new, &self.mode, self.running.keys())?;
+        self.check_epoch_voters_kept(&new)?;
         let report = diff(&old, &new);
         let wanted = self.wanted(&new);
         // The new nodes start first (they read the new configuration), and only once they

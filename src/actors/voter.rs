@@ -97,6 +97,18 @@ impl VoterCell {
         Ok(changed)
     }
 
+    /// Records `members` as the membership of `epoch` if `node.state` has none for it (a
+    /// primary started from an older file): written before the lease counts them.
+    pub fn learn_members(&self, epoch: u64, members: &crate::core::members::Members) -> Result<()> {
+        let mut voter = self.voter.lock().expect("voter lock");
+        let mut next = voter.clone();
+        if next.learn_members(epoch, members) {
+            self.persist(&next, None)?;
+        }
+        *voter = next;
+        Ok(())
+    }
+
     /// Forgets the pending `--until` cut (done).
     pub fn clear_truncate(&self) -> Result<()> {
         let mut state = self.state.lock().expect("state lock");
@@ -218,6 +230,16 @@ impl VoterCell {
                 until,
                 members,
             } => {
+                if !voter.may_follow(&self.me, &primary, epoch) {
+                    // This node promised a later epoch since: its own promotion to `epoch`
+                    // must not complete (the later one counts on it). Not confirmed.
+                    let s = voter.state();
+                    let reply = Message::CommitReply {
+                        epoch: s.epoch,
+                        primary: s.primary.clone(),
+                    };
+                    return Ok(reply);
+                }
                 if until.is_some() && primary == self.me {
                     // Recorded before the answer, with the commit below (same file).
                     truncate_after = until;

@@ -91,11 +91,15 @@ impl Members {
     }
 }
 
-/// A promise a voter made above the epoch it follows, and the membership it was made for.
+/// A promise a voter made above the epoch it follows, the membership it was made for, and
+/// the candidate it was made to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub epoch: u64,
     pub members: Members,
+    /// Empty in files of older versions.
+    #[serde(default)]
+    pub candidate: String,
 }
 
 /// What a voter reports to a coordinator: the epoch it follows with its membership (None
@@ -124,13 +128,18 @@ impl Known {
     }
 }
 
-/// Records a promise for `epoch` made for `members` in `pending`: one entry per distinct
-/// voter set, with the highest epoch promised for it. Returns false (nothing recorded) when
-/// [`MAX_PENDING`] different sets are already pending.
-pub fn note_pending(pending: &mut Vec<Pending>, epoch: u64, members: &Members) -> bool {
+/// Records a promise for `epoch` to `candidate` made for `members` in `pending`: one entry
+/// per distinct voter set and candidate, with the highest epoch promised for it. Returns
+/// false (nothing recorded) when [`MAX_PENDING`] such entries are already pending.
+pub fn note_pending(
+    pending: &mut Vec<Pending>,
+    epoch: u64,
+    members: &Members,
+    candidate: &str,
+) -> bool {
     if let Some(p) = pending
         .iter_mut()
-        .find(|p| p.members.voters == members.voters)
+        .find(|p| p.members.voters == members.voters && p.candidate == candidate)
     {
         p.epoch = p.epoch.max(epoch);
         p.members.lease_ms = p.members.lease_ms.max(members.lease_ms);
@@ -142,20 +151,34 @@ pub fn note_pending(pending: &mut Vec<Pending>, epoch: u64, members: &Members) -
     pending.push(Pending {
         epoch,
         members: members.clone(),
+        candidate: candidate.to_string(),
     });
     true
 }
 
 /// The memberships a promotion to a new epoch needs a majority of each of: the new one
 /// (`next`), the membership of the highest followed epoch reported with one, and every
-/// membership reported promised above that epoch. Deduplicated by voter set.
-pub fn required<'a>(next: &Members, reports: impl IntoIterator<Item = &'a Known>) -> Vec<Members> {
+/// membership reported promised above that epoch, except those `ruled_out` (an attempt
+/// that can no longer commit). Deduplicated by voter set.
+pub fn required<'a>(
+    next: &Members,
+    reports: impl IntoIterator<Item = &'a Known>,
+    ruled_out: impl Fn(&Pending) -> bool,
+) -> Vec<Members> {
     let reports: Vec<&Known> = reports.into_iter().collect();
-    let base = reports
+    let floor = reports
         .iter()
-        .filter_map(|k| k.members.as_ref().map(|m| (k.epoch, m)))
-        .max_by_key(|(e, _)| *e);
-    let floor = base.map_or(0, |(e, _)| e);
+        .filter(|k| k.members.is_some())
+        .map(|k| k.epoch)
+        .max()
+        .unwrap_or(0);
+    // Every membership reported for that epoch: one epoch has one, but a report that
+    // disagrees must not be the one left out.
+    let bases: Vec<&Members> = reports
+        .iter()
+        .filter(|k| k.epoch == floor)
+        .filter_map(|k| k.members.as_ref())
+        .collect();
     let mut out = vec![next.clone()];
     let mut add = |m: &Members| {
         if let Some(o) = out.iter_mut().find(|o| o.voters == m.voters) {
@@ -164,11 +187,15 @@ pub fn required<'a>(next: &Members, reports: impl IntoIterator<Item = &'a Known>
             out.push(m.clone());
         }
     };
-    if let Some((_, m)) = base {
+    for m in bases {
         add(m);
     }
     for k in &reports {
-        for p in k.pending.iter().filter(|p| p.epoch > floor) {
+        for p in k
+            .pending
+            .iter()
+            .filter(|p| p.epoch > floor && !ruled_out(p))
+        {
             add(&p.members);
         }
     }
@@ -206,7 +233,7 @@ mod tests {
             members: Some(old.clone()),
             ..Known::default()
         };
-        let r = required(&next, [&watch]);
+        let r = required(&next, [&watch], |_| false);
         assert_eq!(r, vec![next.clone(), old]);
         let promised: Vec<String> = ["watch-1", "lan-2", "lan-3"].map(String::from).into();
         assert!(r[0].has_majority(&promised));
@@ -229,10 +256,12 @@ mod tests {
                 Pending {
                     epoch: 3,
                     members: stale,
+                    candidate: "c".into(),
                 },
                 Pending {
                     epoch: 5,
                     members: tried.clone(),
+                    candidate: "c".into(),
                 },
             ],
             max_lease_ms: 1_000,
@@ -242,7 +271,10 @@ mod tests {
             members: Some(m(&["a"])),
             ..Known::default()
         };
-        assert_eq!(required(&next, [&k, &lagging]), vec![next, old, tried]);
+        assert_eq!(
+            required(&next, [&k, &lagging], |_| false),
+            vec![next, old, tried]
+        );
     }
 
     #[test]
@@ -261,10 +293,14 @@ mod tests {
             pending: vec![Pending {
                 epoch: 3,
                 members: tried.clone(),
+                candidate: "c".into(),
             }],
             max_lease_ms: 0,
         };
-        assert_eq!(required(&next, [&knows, &adopted]), vec![next, old, tried]);
+        assert_eq!(
+            required(&next, [&knows, &adopted], |_| false),
+            vec![next, old, tried]
+        );
     }
 
     #[test]
@@ -306,15 +342,15 @@ mod tests {
         let mut pending = Vec::new();
         for e in 2..2 + MAX_PENDING as u64 {
             let set = m(&["a", &format!("n{e}")]);
-            assert!(note_pending(&mut pending, e, &set));
+            assert!(note_pending(&mut pending, e, &set, "c"));
         }
         assert!(
-            note_pending(&mut pending, 20, &m(&["a", "n2"])),
+            note_pending(&mut pending, 20, &m(&["a", "n2"]), "c"),
             "a set already pending is raised"
         );
         assert_eq!(pending[0].epoch, 20);
         assert!(
-            !note_pending(&mut pending, 21, &m(&["a", "other"])),
+            !note_pending(&mut pending, 21, &m(&["a", "other"]), "c"),
             "a new set past the bound is refused"
         );
         assert_eq!(pending.len(), MAX_PENDING);

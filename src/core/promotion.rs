@@ -180,7 +180,7 @@ pub fn fence_wait_ms(lease_remaining_ms: u64, lease_ms: u64) -> u64 {
     let m = CLOCK_RATE_MARGIN;
     let remaining = lease_remaining_ms as f64 * (1.0 + m);
     let slow_primary = lease_ms as f64 * m / (1.0 - m);
-    (remaining + slow_primary).ceil() as u64 + FENCE_PAD_MS
+    ((remaining + slow_primary).ceil() as u64).saturating_add(FENCE_PAD_MS)
 }
 
 /// Why a promotion fails when no answer named an epoch's voters.
@@ -277,7 +277,7 @@ impl Promotion {
             phase: Phase::Preparing,
         };
         p.seen = seen.to_vec();
-        p.required = members::required(&p.next, seen);
+        p.required = members::required(&p.next, seen, |_| false);
         // Every node is asked, voter or not: the voters of the epoch being replaced are not
         // known until someone who knows them answers.
         let mut out = p.ask_missing();
@@ -372,8 +372,9 @@ impl Promotion {
             return Vec::new();
         }
         self.refusals.remove(voter);
-        self.promises
-            .insert(voter.to_string(), (now_ms, lease_remaining_ms));
+        // A peer's figure, bounded: no lease runs longer than a membership may ask.
+        let remaining = lease_remaining_ms.min(members::MAX_LEASE_MS);
+        self.promises.insert(voter.to_string(), (now_ms, remaining));
         self.reports.insert(voter.to_string(), known);
         self.advance()
     }
@@ -394,15 +395,24 @@ impl Promotion {
     /// Recomputes the required memberships from the reports; asks the voters newly needed;
     /// starts the fence once a majority of each promised, fails once one cannot.
     fn advance(&mut self) -> Vec<Out> {
-        self.required =
-            members::required(&self.next, self.seen.iter().chain(self.reports.values()));
+        // An earlier attempt whose candidate promised this epoch can no longer commit: a
+        // candidate never confirms a commit below the epoch it promised (`actors::voter`).
+        let promised = &self.promises;
+        let epoch = self.epoch;
+        let ruled_out =
+            |p: &members::Pending| p.epoch < epoch && promised.contains_key(&p.candidate);
+        self.required = members::required(
+            &self.next,
+            self.seen.iter().chain(self.reports.values()),
+            ruled_out,
+        );
         let out = self.ask_missing();
         if self.has_quorum() {
             let longest = self.longest_lease_ms();
             let until_ms = self
                 .promises
                 .values()
-                .map(|(at, remaining)| at + fence_wait_ms(*remaining, longest))
+                .map(|(at, remaining)| at.saturating_add(fence_wait_ms(*remaining, longest)))
                 .max()
                 .expect("a quorum is not empty");
             self.phase = Phase::Fencing { until_ms };

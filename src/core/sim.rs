@@ -173,6 +173,8 @@ struct World {
     ack_primary: BTreeMap<u64, String>,
     /// Switchovers that failed: (when, old primary) it takes writes again.
     pending_resume: Vec<(u64, String)>,
+    /// The oracle: the membership of every epoch whose candidate took the commit.
+    committed: BTreeMap<u64, Members>,
     /// Print what happens (`SIM_TRACE=1`, with `replay_one`).
     trace: bool,
 }
@@ -237,6 +239,7 @@ impl World {
             acks: Vec::new(),
             ack_primary: BTreeMap::new(),
             pending_resume: Vec::new(),
+            committed: [(1, first)].into(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
         }
     }
@@ -353,9 +356,32 @@ impl World {
                 candidate,
                 members,
             } => {
+                // As `actors::voter`: a candidate that promised a later epoch since does not
+                // follow (nor confirm) its own promotion.
+                if !self.nodes[to].voter.may_follow(to, &candidate, epoch) {
+                    self.send(
+                        to,
+                        from,
+                        Msg::CommitResp {
+                            pid,
+                            confirmed: false,
+                        },
+                    );
+                    return;
+                }
                 let done = self.on_voter(to, |v, _| {
                     ((), v.on_commit(&candidate, epoch, Some(&members)))
                 });
+                if done.is_some() && to == candidate {
+                    let s = self.nodes[to].voter.state();
+                    if s.epoch == epoch && s.primary == candidate {
+                        let had = self.committed.insert(epoch, members.clone());
+                        assert!(
+                            had.is_none_or(|m| m == members),
+                            "epoch {epoch} committed with two memberships"
+                        );
+                    }
+                }
                 if done.is_some() {
                     let s = self.nodes[to].voter.state();
                     let confirmed = s.epoch == epoch && s.primary == candidate;
@@ -432,7 +458,13 @@ impl World {
     fn start_promotion(&mut self, coordinator: &str, candidate: &str) {
         let c = self.nodes[coordinator].voter.state();
         let k = self.nodes[candidate].voter.state();
-        let epoch = c.promised_epoch.max(k.promised_epoch).max(k.epoch) + 1;
+        // As the real coordinator's `next_epoch`: its own promise to the same candidate is
+        // retried at the same epoch; else one above what it and the candidate know.
+        let epoch = if c.promised_to == candidate && c.promised_epoch > c.epoch {
+            c.promised_epoch
+        } else {
+            c.promised_epoch.max(k.promised_epoch).max(k.epoch) + 1
+        };
         let next = self.nodes[coordinator].config.clone();
         let everyone: Vec<String> = NODES.iter().map(|s| s.to_string()).collect();
         let (p, out) = Promotion::start(candidate, epoch, next, &[], &everyone);
@@ -479,11 +511,8 @@ impl World {
                 }
                 // The simulation has no data to lose: the recheck passes at once.
                 Out::Recheck => {
+                    self.check_promises(pid);
                     let p = &mut self.promotions[pid].p;
-                    assert!(
-                        p.has_quorum(),
-                        "a promotion passed its fence without a majority of every required membership"
-                    );
                     let out = p.on_recheck(Ok(()));
                     self.send_outs(pid, out);
                 }
@@ -601,6 +630,22 @@ impl World {
                 );
             }
             self.send_outs(pid, out);
+        }
+    }
+
+    /// The oracle: a promotion past its fence holds promises from a majority of the
+    /// membership of the newest epoch committed below its own, by the simulation's own
+    /// records (not by what the voters reported).
+    fn check_promises(&self, pid: usize) {
+        let p = &self.promotions[pid].p;
+        let promised = p.promised_by();
+        if let Some((e, m)) = self.committed.range(..p.epoch).next_back() {
+            assert!(
+                m.has_majority(&promised),
+                "promotion to epoch {} passed its fence with promises {promised:?}, not a majority of epoch {e}'s voters {:?}",
+                p.epoch,
+                m.voters
+            );
         }
     }
 

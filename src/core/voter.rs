@@ -200,14 +200,19 @@ impl Voter {
         members: &Members,
         now_ms: u64,
     ) -> (PrepareAnswer, bool) {
+        // The same prepare again (a coordinator retrying): answered alike. With another
+        // membership it is another promotion, refused: one epoch has one membership.
         let retry = epoch == self.state.promised_epoch
             && self.state.promised_to == candidate
-            && epoch > self.state.epoch;
+            && epoch > self.state.epoch
+            && self.state.pending.iter().any(|p| {
+                p.epoch == epoch && p.members.voters == members.voters && p.candidate == candidate
+            });
         if epoch <= self.state.promised_epoch && !retry {
             return (self.refused(self.state.promised_to.clone()), false);
         }
         let mut next = self.state.pending.clone();
-        if !note_pending(&mut next, epoch, members) {
+        if !note_pending(&mut next, epoch, members, candidate) {
             return (self.refused(String::new()), false);
         }
         let changed = !retry || next != self.state.pending;
@@ -240,6 +245,24 @@ impl Voter {
             return false;
         }
         self.granted_until_ms = self.granted_until_ms.min(now_ms);
+        true
+    }
+
+    /// Whether this voter, named `me`, may follow the commit of `epoch` to `primary`: a
+    /// candidate never confirms its own promotion below the epoch it promised since (a
+    /// coordinator counts on that to rule the attempt out: `Promotion`'s `ruled_out`).
+    pub fn may_follow(&self, me: &str, primary: &str, epoch: u64) -> bool {
+        primary != me || epoch >= self.state.promised_epoch
+    }
+
+    /// Records `members` as the membership of `epoch` if it is the epoch followed and its
+    /// membership is not known yet (a primary started from an older file fixes its own).
+    /// Returns whether the state changed.
+    pub fn learn_members(&mut self, epoch: u64, members: &Members) -> bool {
+        if epoch != self.state.epoch || self.state.members.is_some() {
+            return false;
+        }
+        self.state.members = Some(members.clone());
         true
     }
 
@@ -397,7 +420,8 @@ mod tests {
             known.pending,
             vec![Pending {
                 epoch: 2,
-                members: three.clone()
+                members: three.clone(),
+                candidate: "lan-1".into(),
             }]
         );
         // Learned without a membership (a stream's handshake): the promise stays reported.
@@ -410,6 +434,34 @@ mod tests {
         );
         assert_eq!(v.known().members, Some(three));
         assert!(v.known().pending.is_empty());
+    }
+
+    /// One epoch has one membership: a prepare for the epoch already promised to the same
+    /// candidate but for other voters is another promotion, and is refused.
+    #[test]
+    fn a_prepare_for_a_promised_epoch_with_other_voters_is_refused() {
+        let mut v = voter();
+        let (a, _) = prepare(&mut v, "lan-1", 2, 0);
+        assert!(matches!(a, PrepareAnswer::Promised { .. }));
+        let other: Vec<String> = ["lan-1", "lan-2", "x", "y", "z"].map(String::from).into();
+        let (b, changed) = v.on_prepare("lan-1", 2, &Members::new(&other, 4_000), 10);
+        assert!(matches!(b, PrepareAnswer::Refused { .. }), "{b:?}");
+        assert!(!changed);
+    }
+
+    #[test]
+    fn a_candidate_never_follows_its_own_promotion_below_a_later_promise() {
+        let mut v = voter();
+        prepare(&mut v, "lan-2", 3, 0);
+        assert!(
+            !v.may_follow("lan-1", "lan-1", 2),
+            "lan-1 promised 3 to lan-2"
+        );
+        assert!(v.may_follow("lan-1", "lan-2", 3));
+        assert!(
+            v.may_follow("watch-1", "lan-1", 2),
+            "another node learns it"
+        );
     }
 
     #[test]

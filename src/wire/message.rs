@@ -15,8 +15,9 @@ pub struct SeedResume {
     pub offset: u64,
 }
 
-/// Version of this message set; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of this message set; a peer speaking another version is refused. 2: memberships
+/// in lease requests, prepares, their answers and commits; why a spare holds records back.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Size of the random challenges exchanged during authentication.
 pub const NONCE_BYTES: usize = 32;
 

@@ -273,6 +273,14 @@ impl Cluster {
         self.write_config();
     }
 
+    /// Puts a node taken out by [`Cluster::remove_node`] back in the configuration.
+    pub fn restore_node(&mut self, name: &str) {
+        let spec = self.node(name).clone();
+        self.removed.retain(|n| n.name != name);
+        self.nodes.push(spec);
+        self.write_config();
+    }
+
     /// A running node's process id, for memory checks.
     pub fn pid(&self, name: &str) -> u32 {
         self.procs[name].id()
