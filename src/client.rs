@@ -66,9 +66,21 @@ fn finish(http: &str, r: std::result::Result<ureq::Response, ureq::Error>) -> Re
     let resp = match r {
         Ok(resp) => resp,
         Err(ureq::Error::Status(_, resp)) => resp,
+        // Not connected: nothing was sent, so nothing of a write ran.
+        Err(ureq::Error::Transport(t))
+            if matches!(
+                t.kind(),
+                ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+            ) =>
+        {
+            return Err(Error::NotTaken(format!(
+                "cannot reach node at {http}: {t} (is it running? check `spare status`)"
+            )));
+        }
+        // Connected, then lost: a write may or may not have run.
         Err(ureq::Error::Transport(t)) => {
             return Err(Error::Unavailable(format!(
-                "cannot reach node at {http}: {t} (is it running? check `spare status`)"
+                "lost the connection to node at {http}: {t}; a write sent may or may not have run: check before sending it again"
             )));
         }
     };
@@ -156,7 +168,15 @@ pub struct Client {
     nodes: Vec<String>,
     primary: std::sync::Mutex<Option<String>>,
     agent: ureq::Agent,
+    /// How long a write refused before it ran is sent again (see [`Client::execute`]).
+    retry_for: Duration,
 }
+
+/// How long a client keeps sending a write that every node refused before running it: a
+/// switchover stops writes for well under a second, a promotion for about a lease.
+pub const WRITE_RETRY_FOR: Duration = Duration::from_secs(15);
+/// The pause between two rounds of such retries.
+const WRITE_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 impl Client {
     /// A client of the nodes at these HTTP addresses (host:port), in the order to try them.
@@ -165,7 +185,14 @@ impl Client {
             nodes: nodes.into_iter().collect(),
             primary: std::sync::Mutex::new(None),
             agent: agent(REQUEST_TIMEOUT),
+            retry_for: WRITE_RETRY_FOR,
         }
+    }
+
+    /// Sends a write refused before it ran again for at most `d` (0: never).
+    pub fn with_retry_for(mut self, d: Duration) -> Self {
+        self.retry_for = d;
+        self
     }
 
     /// Sends `token` (the cluster's `api_token_file`) with every request of this process.
@@ -185,6 +212,23 @@ impl Client {
     /// answer. SQL errors come back as `Error::Sql` / `Error::InvalidInput` with the node's
     /// message; `Error::Unavailable` when no node could be reached.
     pub fn execute(&self, body: &Value) -> Result<Value> {
+        // A write refused before it ran (a switchover or promotion under way: no primary
+        // takes writes for a moment) is sent again, for a bounded time; one whose fate is
+        // unknown (it may have committed) is never resent.
+        let started = std::time::Instant::now();
+        loop {
+            match self.execute_once(body) {
+                Err(Error::NotTaken(why)) if started.elapsed() < self.retry_for => {
+                    tracing::debug!(%why, "write refused before it ran; retrying");
+                    *self.primary.lock().expect("primary lock") = None;
+                    std::thread::sleep(WRITE_RETRY_PAUSE);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn execute_once(&self, body: &Value) -> Result<Value> {
         let mut candidates: Vec<String> = self
             .primary
             .lock()
@@ -197,7 +241,9 @@ impl Client {
         for start in candidates {
             match self.execute_from(&start, body) {
                 Ok(v) => return Ok(v),
-                Err(e @ Error::Unavailable(_)) => last_error = Some(e),
+                // Refused before it ran, or the node did not answer at all (nothing sent):
+                // the next candidate may be the primary.
+                Err(e @ Error::NotTaken(_)) => last_error = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -286,6 +332,9 @@ fn node_error(http: &str, reply: &Reply) -> Error {
         Some("time_limit") => Error::TimeLimit(message),
         Some("too_large") => Error::TooLarge(message),
         Some("busy") => Error::Busy(format!("{http}: {message}")),
+        Some("unavailable") if reply.body["retry_safe"] == true => {
+            Error::NotTaken(format!("{http}: {message}"))
+        }
         Some("unavailable") => Error::Unavailable(format!("{http}: {message}")),
         _ if reply.status >= 500 => Error::Unavailable(format!("{http}: {message}")),
         _ => Error::InvalidInput(message),

@@ -48,6 +48,10 @@ pub enum Error {
     /// Temporarily impossible (shutting down, overloaded, timed out): the caller may retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A write refused before anything of it ran (no write lease, the node changing role):
+    /// sending it again cannot apply it twice. 503 "unavailable" with `"retry_safe": true`.
+    #[error("unavailable: {0}")]
+    NotTaken(String),
     /// The configuration is invalid; the message names the file, node and field.
     #[error("{0}")]
     Config(String),
@@ -73,8 +77,17 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable(_) | Error::Busy(_) | Error::Io { .. }
+            Error::Unavailable(_) | Error::NotTaken(_) | Error::Busy(_) | Error::Io { .. }
         )
+    }
+
+    /// The same refusal again, for each write of a group (errors are not `Clone`: they may
+    /// hold an I/O error).
+    pub fn clone_refusal(&self) -> Error {
+        match self {
+            Error::NotTaken(m) => Error::NotTaken(m.clone()),
+            other => Error::Unavailable(other.to_string()),
+        }
     }
 
     /// The stable code clients see in `{"error": code}`.
@@ -90,7 +103,7 @@ impl Error {
             Error::TimeLimit(_) => "time_limit",
             Error::TooLarge(_) => "too_large",
             Error::Busy(_) => "busy",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::NotTaken(_) => "unavailable",
             Error::Config(_) => "invalid_config",
             Error::Io { .. } => "io_error",
         }

@@ -63,6 +63,9 @@ enum Command {
         params: Vec<String>,
     },
     /// Show every node: role, epoch, state, LSNs, and each spare's lag.
+    ///
+    /// Exit status: 0 when all is well, 1 when problems are listed (a node not answering,
+    /// a spare lagging, paused or cut off from the primary), 2 when no primary answers.
     Status {
         /// Print the cluster document as JSON (the same as GET /v1/cluster on a monitor).
         #[arg(long)]
@@ -263,6 +266,13 @@ enum CertsCommand {
 
 fn main() {
     let args = Args::parse();
+    if !matches!(args.command, Command::Up | Command::Run { .. }) {
+        // A command printing into a pipe closed early (`spare status --json | head`) ends
+        // quietly, as other Unix tools do, instead of panicking on the write. The nodes keep
+        // Rust's default (ignored: a write to a closed socket is an error to handle).
+        // SAFETY: setting a signal's disposition to its default, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let config = spare::config::ClusterConfig::locate(args.config.as_deref());
     // Every HTTP call of this process (command line or node) carries the API token, if any.
     // (`spare up` creates missing TLS material first, then does the same itself.)

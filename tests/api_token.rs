@@ -79,11 +79,14 @@ fn with_api_token_reads_even_queries_need_the_token() {
         matches!(raw, Err(ureq::Error::Status(401, _))),
         "a read without the token"
     );
-    // The monitor polls with the token from the configuration: the cluster view is complete.
+    // The monitor polls with the token from the configuration: the cluster view is complete
+    // (exit 0: no problem listed, once its next poll saw lan-1 streaming).
+    common::wait_until("a clean status", || c.cli(&["status"]).status.success());
     let out = c.cli(&["status"]);
     assert!(
         out.status.success(),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("unreachable"));

@@ -233,6 +233,45 @@ fn sql_prints_tables_json_and_one_line_errors() {
         "{}",
         stderr(&out)
     );
+    for control in ["COMMIT", "SAVEPOINT a", "BEGIN", "ROLLBACK", "RELEASE a"] {
+        let out = c.cli(&["sql", control]);
+        assert_eq!(out.status.code(), Some(1), "{control}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("transaction control"),
+            "{control}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// `spare status` says the verdict in its exit status (0 well, 1 problems, 2 no primary),
+/// and a reader that closes the pipe early ends it quietly, not with a panic.
+#[test]
+fn status_exit_code_says_the_verdict_and_a_closed_pipe_is_no_panic() {
+    let mut c = Cluster::new(1, true);
+    c.non_voting("lan-1");
+    c.start_all();
+    wait_until("a clean status", || {
+        c.cli(&["status"]).status.code() == Some(0)
+    });
+    let mut child = Command::new(common::bin())
+        .args(["status", "--json"])
+        .env("SPARE_CONFIG", &c.config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    c.kill("lan-1");
+    wait_until("status to list the problem", || {
+        c.cli(&["status"]).status.code() == Some(1)
+    });
+    c.kill("main");
+    wait_until("status to say no primary answers", || {
+        c.cli(&["status"]).status.code() == Some(2)
+    });
 }
 
 #[test]
@@ -367,4 +406,47 @@ fn a_second_process_on_the_same_data_directory_is_refused_before_touching_it() {
     let next = c.exec("INSERT INTO t VALUES (1)", serde_json::json!([]));
     c.wait_applied("lan-1", next);
     assert!(c.is_running("lan-1"));
+}
+
+/// The README says clients find the new primary: `spare sql` writing through a switchover
+/// waits it out (the old primary refuses before running the write, so sending it again is
+/// safe) instead of failing with 503; every write lands once.
+#[test]
+fn sql_writes_through_a_switchover_without_failing() {
+    let mut c = Cluster::new(1, true);
+    c.start_all();
+    let lsn = c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+        serde_json::json!([]),
+    );
+    c.wait_applied("lan-1", lsn);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (config, stop) = (c.config.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut written = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && written < 500 {
+                written += 1;
+                let out = Command::new(common::bin())
+                    .args(["sql", "INSERT INTO t (id) VALUES (?)", &written.to_string()])
+                    .env("SPARE_CONFIG", &config)
+                    .output()
+                    .unwrap();
+                if !out.status.success() {
+                    failures.push(stderr(&out));
+                }
+            }
+            (written, failures)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = c.cli(&["switchover", "lan-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (written, failures) = writer.join().unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    let rows = c.rows("lan-1", "SELECT count(*) FROM t", 0);
+    assert_eq!(rows[0][0], written, "every write once");
 }

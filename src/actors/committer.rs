@@ -284,14 +284,15 @@ impl Committer {
     fn commit_group(&mut self, group: Vec<WriteJob>) -> Result<()> {
         if self.paused() {
             for job in group {
-                let _ = job.reply.send(Err(Error::Unavailable("a switchover is in progress: this primary takes no more writes; retry in a moment (clients that know several nodes find the new primary)".into())));
+                let _ = job.reply.send(Err(Error::NotTaken("a switchover is in progress: this primary takes no more writes; retry in a moment (clients that know several nodes find the new primary)".into())));
             }
             return Ok(());
         }
         // Without a lease another node may have been promoted: write nothing.
         if let Some(Err(refused)) = self.lease.as_ref().map(|l| l.wait_valid()) {
+            // Refused before anything ran: a retry cannot apply it twice.
             for job in group {
-                let _ = job.reply.send(Err(Error::Unavailable(refused.to_string())));
+                let _ = job.reply.send(Err(refused.clone_refusal()));
             }
             return Ok(());
         }

@@ -130,16 +130,16 @@ impl LeaseGuard {
         let started = Instant::now();
         while !self.is_valid() {
             if self.stopped() {
-                return Err(Error::Unavailable(
+                return Err(Error::NotTaken(
                     "this node is changing role; retry (clients that know several nodes find the new primary)".into(),
                 ));
             }
             if let Some(why) = self.fenced.lock().expect("fenced lock").clone() {
-                return Err(Error::Unavailable(format!("this node is no longer the primary ({why}); send writes to the current primary")));
+                return Err(Error::NotTaken(format!("this node is no longer the primary ({why}); send writes to the current primary")));
             }
             if started.elapsed() > LEASE_WAIT {
                 let quorum = self.voters.len() / 2 + 1;
-                return Err(Error::Unavailable(format!(
+                return Err(Error::NotTaken(format!(
                     "this primary has no write lease: fewer than {quorum} of its {} voters ({}) confirmed it recently, so it cannot be sure no other node was promoted; check that the voters run and are reachable, then retry",
                     self.voters.len(),
                     self.voters.join(", ")

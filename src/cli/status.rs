@@ -76,10 +76,26 @@ pub fn run(config_path: &Path, as_json: bool, watch: bool) -> Result<()> {
             print_human(&doc);
         }
         if !watch {
+            let code = exit_code(&doc);
+            if code != 0 {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(code);
+            }
             return Ok(());
         }
         std::thread::sleep(WATCH_INTERVAL);
     }
+}
+
+/// The verdict as an exit status, for scripts and checks: 0 all well, 1 problems listed
+/// (a node not answering, a spare lagging, paused or cut off), 2 no primary answers.
+pub fn exit_code(doc: &Value) -> i32 {
+    if doc["primary"].is_null() {
+        return 2;
+    }
+    let problems = doc["problems"].as_array().is_some_and(|p| !p.is_empty());
+    i32::from(problems)
 }
 
 fn text(v: &Value) -> String {

@@ -314,7 +314,9 @@ pub fn error_response(err: &Error) -> HttpResponse {
         | Error::Config(_) => StatusCode::BAD_REQUEST,
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::NotPrimary { .. } => StatusCode::MISDIRECTED_REQUEST,
-        Error::Unavailable(_) | Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Unavailable(_) | Error::NotTaken(_) | Error::Busy(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         Error::InvalidData(_) | Error::Diverged(_) | Error::Io { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -322,6 +324,9 @@ pub fn error_response(err: &Error) -> HttpResponse {
     let mut body = json!({ "error": err.code(), "message": err.to_string() });
     if let Error::NotPrimary { primary } = err {
         body["primary"] = json!(primary);
+    }
+    if let Error::NotTaken(_) = err {
+        body["retry_safe"] = json!(true);
     }
     let mut answer = HttpResponse::build(status);
     if let Error::Busy(_) = err {
