@@ -88,6 +88,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "max_result_bytes",
     "max_concurrent_reads",
     "read_queue_wait",
+    "verify_every",
 ];
 const NODE_KEYS: &[&str] = &[
     "lag_warn",
@@ -171,6 +172,8 @@ pub struct ClusterSection {
     pub http_tls: bool,
     /// What one client request may cost a node.
     pub limits: ClientLimits,
+    /// How often monitors run `spare verify` (None: never).
+    pub verify_every: Option<Duration>,
 }
 
 /// What one client request may cost a node (README: "What clients cannot do, and why").

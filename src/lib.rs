@@ -36,5 +36,6 @@ pub mod log;
 pub mod net;
 pub mod state;
 pub mod store;
+pub mod verify;
 pub mod view;
 pub mod wire;

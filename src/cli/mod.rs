@@ -9,6 +9,7 @@ pub mod reload;
 pub mod serve;
 pub mod sql;
 pub mod status;
+pub mod verify;
 
 /// A time in ms since the Unix epoch (JSON) as RFC 3339 UTC, or "-".
 pub fn utc(ms: &serde_json::Value) -> String {

@@ -137,7 +137,28 @@ pub(super) fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<Cluster
         api_token_reads,
         http_tls,
         limits: parse_limits(ctx, t)?,
+        verify_every: parse_verify_every(ctx, t)?,
     })
+}
+
+/// Shortest `verify_every`: a verify reads every row of every node's database.
+const MIN_VERIFY_EVERY: Duration = Duration::from_secs(60);
+
+fn parse_verify_every(ctx: &Ctx, t: &Table) -> Result<Option<Duration>> {
+    if t.get("verify_every").is_none() {
+        return Ok(None);
+    }
+    let d = get_duration(ctx, t, "verify_every", MIN_VERIFY_EVERY)?;
+    if d < MIN_VERIFY_EVERY {
+        return Err(ctx.err(
+            "verify_every",
+            format!(
+                "must be at least {} (a verify reads every row of every node)",
+                humantime::format_duration(MIN_VERIFY_EVERY)
+            ),
+        ));
+    }
+    Ok(Some(d))
 }
 
 /// The client limits of `[cluster]`, each checked against its own bounds.

@@ -13,15 +13,8 @@ use crate::actors::node::{primary_ref, NodeAddr};
 use crate::actors::supervisor::RoleCheck;
 use crate::config::Role;
 use crate::error::{Error, Result};
-use crate::http::{error_response, ApiState};
+use crate::http::{error_response, respond, ApiState};
 use crate::state::Incarnation;
-
-fn respond(r: Result<Value>) -> HttpResponse {
-    match r {
-        Ok(v) => HttpResponse::Ok().json(v),
-        Err(e) => error_response(&e),
-    }
-}
 
 fn coordinator(state: &ApiState) -> Result<Coordinator> {
     let s = state.slot.voter.state();

@@ -12,19 +12,12 @@ use crate::actors::node::{primary_ref, DataShared, NodeAddr};
 use crate::actors::primary::GetStatus;
 use crate::actors::supervisor::Reload;
 use crate::error::{Error, Result};
-use crate::http::{error_response, ApiState};
+use crate::http::{error_response, respond, ApiState};
 
 /// Longest a write waits for the write path (queueing and commit) before answering 503.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a query waits for `min_lsn` to be applied.
 pub const MIN_LSN_WAIT: Duration = Duration::from_secs(5);
-
-fn respond(r: Result<Value>) -> HttpResponse {
-    match r {
-        Ok(v) => HttpResponse::Ok().json(v),
-        Err(e) => error_response(&e),
-    }
-}
 
 /// `POST /v1/execute`: writes, on the primary only.
 pub async fn execute(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {

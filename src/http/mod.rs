@@ -7,6 +7,7 @@ mod api;
 pub mod body;
 mod dashboard;
 pub mod metrics;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct ApiState {
     pub slot: Arc<NodeSlot>,
     /// Carries out reloads for the whole process.
     pub supervisor: Addr<SupervisorActor>,
+    /// The read snapshots `spare verify` holds open here.
+    pub verify: verify::Sessions,
 }
 
 /// What a route serves, which decides who may call it when an API token is set
@@ -110,6 +113,7 @@ pub fn serve(
         node,
         slot,
         supervisor,
+        verify: verify::Sessions::default(),
     });
     let server = HttpServer::new(move || {
         // Authorization is decided on the route the router matched (each resource carries
@@ -169,6 +173,31 @@ pub fn serve(
                 route
                     .post("/v1/admin/apply-until", Need::Admin)
                     .to(admin::apply_until),
+            )
+            .service(
+                route
+                    .post("/v1/admin/verify/hold", Need::Admin)
+                    .to(verify::hold),
+            )
+            .service(
+                route
+                    .post("/v1/admin/verify/open", Need::Admin)
+                    .to(verify::open),
+            )
+            .service(
+                route
+                    .get("/v1/admin/verify/digest", Need::Admin)
+                    .to(verify::digest),
+            )
+            .service(
+                route
+                    .get("/v1/admin/verify/rows", Need::Admin)
+                    .to(verify::rows),
+            )
+            .service(
+                route
+                    .post("/v1/admin/verify/close", Need::Admin)
+                    .to(verify::close),
             )
             .service(route.get("/v1/events", Need::Read).to(api::events))
             .service(route.get("/v1/history", Need::Read).to(api::history))
@@ -301,6 +330,14 @@ fn too_large<B>(
     Ok(ErrorHandlerResponse::Response(
         actix_web::dev::ServiceResponse::new(req, res),
     ))
+}
+
+/// A handler's JSON answer: 200 with the value, or the error's answer.
+pub(crate) fn respond(r: Result<serde_json::Value>) -> HttpResponse {
+    match r {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error_response(&e),
+    }
 }
 
 /// The JSON error answer for `err`.

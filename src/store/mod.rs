@@ -21,6 +21,7 @@ pub mod schema;
 pub mod session;
 pub mod snapshot;
 pub mod value;
+pub mod verify;
 
 use std::path::Path;
 use std::time::Duration;
