@@ -126,3 +126,39 @@ fn verify_finds_a_row_changed_behind_a_spares_back_under_load_and_passes_identic
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
 }
+
+/// `verify_every`: a monitor runs the verification on its own (first when it starts) and a
+/// difference becomes an event and a problem line of `spare status`.
+#[test]
+fn a_scheduled_verify_raises_an_event_and_a_problem_on_a_difference() {
+    let mut c = Cluster::new(1, true);
+    c.cluster_option("verify_every = \"10s\"");
+    c.start("main");
+    c.start("lan-1");
+    c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", json!([]));
+    let lsn = c.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')", json!([]));
+    c.wait_applied("lan-1", lsn);
+    let db = rusqlite::Connection::open(c.data_dir("lan-1").join("db.sqlite")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE t SET v = 'z' WHERE id = 2", []).unwrap();
+    drop(db);
+    c.start("watch-1");
+    wait_until("the monitor to report the difference", || {
+        let doc = spare::client::get(&c.http("watch-1"), "/v1/cluster", common::TIMEOUT)
+            .unwrap()
+            .body;
+        doc["problems"].to_string().contains("lan-1's copy differs")
+    });
+    let events = spare::client::get(&c.http("watch-1"), "/v1/events", common::TIMEOUT)
+        .unwrap()
+        .body;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "verify_difference"),
+        "{events}"
+    );
+    assert_eq!(c.cli(&["status"]).status.code(), Some(1));
+}

@@ -61,6 +61,17 @@ pub struct MonitorActor {
     history: BTreeMap<String, VecDeque<(u64, Value, Value)>>,
     /// The primary's recent events, from the last poll.
     primary_events: Vec<Value>,
+    /// The scheduled `spare verify` (`verify_every`).
+    verify: ScheduledVerify,
+}
+
+/// When the last scheduled verify started, whether one runs, and the differences the last
+/// one found (a problem line until a verify finds the copies equal again).
+#[derive(Default)]
+struct ScheduledVerify {
+    started: Option<std::time::Instant>,
+    running: bool,
+    differences: Vec<String>,
 }
 
 impl MonitorActor {
@@ -75,6 +86,7 @@ impl MonitorActor {
             reach: Reachability::default(),
             history: BTreeMap::new(),
             primary_events: Vec::new(),
+            verify: ScheduledVerify::default(),
         }
     }
 
@@ -82,7 +94,69 @@ impl MonitorActor {
         json!({ "name": self.node.name, "role": "monitor", "state": "watching", "cluster": self.cell.get().cluster.name, "http": self.node.http_advertise })
     }
 
+    /// Starts the scheduled verify when `verify_every` says it is due (one at a time).
+    fn maybe_verify(&mut self, ctx: &mut Context<Self>) {
+        let config = self.cell.get();
+        let Some(every) = config.cluster.verify_every else {
+            return;
+        };
+        let due = self.verify.started.is_none_or(|t| t.elapsed() >= every);
+        if self.verify.running || !due {
+            return;
+        }
+        self.verify.running = true;
+        self.verify.started = Some(std::time::Instant::now());
+        let work = tokio::task::spawn_blocking(move || crate::verify::run(&config));
+        ctx.spawn(work.into_actor(self).map(|res, act, _| {
+            act.verify.running = false;
+            match res {
+                Ok(Ok(report)) => act.verified(&report),
+                Ok(Err(e)) => tracing::warn!(cause = %e, "the scheduled verify could not run"),
+                Err(e) => tracing::warn!(cause = %e, "the scheduled verify failed"),
+            }
+        }));
+    }
+
+    /// Records what a scheduled verify found: an event and an alert on a difference.
+    fn verified(&mut self, report: &crate::verify::Report) {
+        let differences: Vec<String> = report
+            .nodes
+            .iter()
+            .filter(|n| n.status == "differs")
+            .map(|n| {
+                let tables: Vec<&str> = n
+                    .tables
+                    .iter()
+                    .filter(|t| t.status != "identical")
+                    .map(|t| t.table.as_str())
+                    .collect();
+                format!(
+                    "{}'s copy differs from the primary's at LSN {} (tables {}): run `spare verify` for the rows",
+                    n.node,
+                    report.lsn,
+                    tables.join(", ")
+                )
+            })
+            .collect();
+        for d in &differences {
+            tracing::error!(difference = %d, "verify found a copy that differs");
+            self.events.record("verify_difference", None, d);
+        }
+        if differences.is_empty() && !self.verify.differences.is_empty() {
+            self.events.record(
+                "verify_identical",
+                None,
+                &format!(
+                    "every copy compared equal to the primary's at LSN {}",
+                    report.lsn
+                ),
+            );
+        }
+        self.verify.differences = differences;
+    }
+
     fn poll(&mut self, ctx: &mut Context<Self>) {
+        self.maybe_verify(ctx);
         if self.polling {
             return;
         }
@@ -226,7 +300,7 @@ impl MonitorActor {
     fn problems(&self, doc: &Value) -> Vec<String> {
         let now = now_ms();
         let config = self.cell.get();
-        let mut out = Vec::new();
+        let mut out = self.verify.differences.clone();
         for n in &config.nodes {
             if let Some(since) = self.reach.down_since(&n.name) {
                 let what = if n.role == Role::Primary {

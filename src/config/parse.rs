@@ -142,7 +142,7 @@ pub(super) fn parse_cluster(ctx: &Ctx, t: &Table, base: &Path) -> Result<Cluster
 }
 
 /// Shortest `verify_every`: a verify reads every row of every node's database.
-const MIN_VERIFY_EVERY: Duration = Duration::from_secs(60);
+const MIN_VERIFY_EVERY: Duration = Duration::from_secs(10);
 
 fn parse_verify_every(ctx: &Ctx, t: &Table) -> Result<Option<Duration>> {
     if t.get("verify_every").is_none() {

@@ -300,3 +300,34 @@ fn client_limits_default_and_are_checked_against_their_bounds() {
         );
     }
 }
+
+#[test]
+fn verify_every_is_off_by_default_and_not_too_often() {
+    assert_eq!(parse(GOOD).unwrap().cluster.verify_every, None);
+    let on = GOOD.replace(
+        "heartbeat = \"500ms\"",
+        "heartbeat = \"500ms\"\nverify_every = \"6h\"",
+    );
+    assert_eq!(
+        parse(&on).unwrap().cluster.verify_every,
+        Some(Duration::from_secs(6 * 3600))
+    );
+    let e = err(&GOOD.replace(
+        "heartbeat = \"500ms\"",
+        "heartbeat = \"500ms\"\nverify_every = \"1s\"",
+    ));
+    assert!(
+        e.contains("field \"verify_every\": must be at least 10s"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_configuration_where_nobody_votes_is_refused() {
+    let none = GOOD
+        .replace("role = \"primary\"", "role = \"primary\"\nvote = false")
+        .replace("role = \"spare\"", "role = \"spare\"\nvote = false")
+        .replace("role = \"monitor\"", "role = \"monitor\"\nvote = false");
+    let e = err(&none);
+    assert!(e.contains("no node votes"), "{e}");
+}
