@@ -216,6 +216,18 @@ fn an_emptied_table_is_found_in_the_log_and_undone_by_promoting_the_delayed_spar
         )
         .is_ok_and(|r| r.body["rows"] == json!([[11]]))
     });
+
+    // Back to the normal layout: main the primary again, lan-2 the delayed spare again, and
+    // not paused any more (its pause ended when it became the primary).
+    let out = c.cli(&["switchover", "main"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    wait_until("lan-2 to be a spare again", || {
+        c.status("lan-2")["role"] == "spare"
+    });
+    let st = c.status("lan-2");
+    assert_eq!(st["paused"], false, "{st}");
+    assert_eq!(st["state"], "delayed (1h)", "{st}");
+    assert_eq!(c.status("main")["role"], "primary");
 }
 
 fn cluster_doc(c: &Cluster) -> Value {

@@ -414,6 +414,7 @@ pub fn start_data_node(slot: &NodeSlot, node: NodeConfig, want: Incarnation) -> 
     }
     drop(applier);
     slot.set_role(Role::Primary)?;
+    crate::actors::spare::clear_paused(&node.data_dir)?;
     start_primary(shared, log, applied_tx, state.epoch)
 }
 

@@ -193,6 +193,20 @@ pub(crate) fn load_paused(data_dir: &std::path::Path) -> bool {
     }
 }
 
+/// Forgets a pause (a node that becomes the primary: it applies everything, and must not
+/// come back paused when it is a spare again after a switch back). Says so when it did.
+pub(crate) fn clear_paused(data_dir: &std::path::Path) -> Result<()> {
+    if !load_paused(data_dir) {
+        return Ok(());
+    }
+    crate::durable::write_json(
+        &data_dir.join(APPLY_STATE_FILE),
+        &ApplyFile { paused: false },
+    )?;
+    tracing::warn!("this node was paused and is now the primary: the pause is lifted (pause it again once it is a spare, if that is still wanted)");
+    Ok(())
+}
+
 impl SpareShared {
     /// Pauses or resumes applying (`spare pause` / `spare resume`), on disk first.
     pub fn set_paused(&self, paused: bool) -> Result<()> {
