@@ -311,4 +311,21 @@ fn allow_from_refuses_other_sources_and_a_reload_opens_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     c.wait_applied("lan-1", lsn);
+
+    // Closing it again cuts the link already open: nothing more reaches lan-1.
+    let text = common::read_file(&c.config).replace(", \"127.0.0.0/8\"", "");
+    std::fs::write(&c.config, text).unwrap();
+    let out = c.cli(&["reload", "--no-wait"]);
+    assert!(out.status.success());
+    wait_until("lan-1 to close the open link", || {
+        c.log("lan-1")
+            .contains("its source left this node's allow_from")
+            && c.spare_view("lan-1")["state"] != "streaming"
+    });
+    let later = c.exec("INSERT INTO t VALUES (1)", json!([]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        c.applied("lan-1") < later,
+        "a closed source still feeds lan-1"
+    );
 }

@@ -294,18 +294,41 @@ async fn serve_peer(
         }
     };
     let target = slot.peer.read().expect("lock").clone();
-    match target {
-        PeerTarget::Spare(shared) => {
-            crate::actors::spare_link::serve(shared, stream, from, turn).await
+    let service = async {
+        match target {
+            PeerTarget::Spare(shared) => {
+                crate::actors::spare_link::serve(shared, stream, from, turn).await
+            }
+            PeerTarget::ControlOnly(why) => {
+                let serving = ControlOnly {
+                    me: slot.identity.clone(),
+                    voter: slot.voter.clone(),
+                    cell: slot.cell.clone(),
+                    why,
+                };
+                serve_control_only(stream, from, serving, turn).await
+            }
         }
-        PeerTarget::ControlOnly(why) => {
-            let serving = ControlOnly {
-                me: slot.identity.clone(),
-                voter: slot.voter.clone(),
-                cell: slot.cell.clone(),
-                why,
-            };
-            serve_control_only(stream, from, serving, turn).await
+    };
+    // A reload that takes the source out of `allow_from` cuts the link it already had.
+    tokio::select! {
+        () = service => {}
+        () = disallowed(&slot, from) => {
+            tracing::warn!(%from, "closed a peer connection: its source left this node's allow_from");
+        }
+    }
+}
+
+/// How often an open peer connection's source is checked against `allow_from`.
+const ALLOW_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Returns once `from` is no longer allowed by this node's (reloaded) `allow_from`.
+async fn disallowed(slot: &NodeSlot, from: std::net::SocketAddr) {
+    loop {
+        tokio::time::sleep(ALLOW_RECHECK).await;
+        let allow = slot.node().map(|n| n.allow_from).unwrap_or_default();
+        if !allow.is_empty() && !allow.iter().any(|n| n.contains(&from.ip())) {
+            return;
         }
     }
 }

@@ -97,7 +97,7 @@ pub fn render(status: &Value, latency: Option<&LatencyHistogram>) -> String {
         t.family(
             "spare_commits_total",
             "counter",
-            "transactions committed since the node started",
+            "group commits (log records of client writes) since the node started; one group holds one or more client requests",
         );
         t.sample("spare_commits_total", &[], v);
     }
