@@ -392,3 +392,44 @@ fn dashboard_shows_every_spare_and_its_lag_in_a_real_browser() {
         "the primary's events are shown too"
     );
 }
+
+/// The monitor's lag history (the dashboard's charts) follows the spares as they are: a
+/// spare removed by a reload, and a spare that became the primary, leave it.
+#[test]
+fn lag_history_drops_removed_spares_and_a_promoted_one() {
+    let mut c = Cluster::new(2, true);
+    c.non_voting("lan-2");
+    c.start_all();
+    let history = |c: &Cluster| -> serde_json::Value {
+        spare::client::get(&c.http("watch-1"), "/v1/history", common::TIMEOUT)
+            .unwrap()
+            .body
+    };
+    wait_until("both spares charted", || {
+        let h = history(&c);
+        h.get("lan-1").is_some() && h.get("lan-2").is_some()
+    });
+    c.remove_node("lan-2");
+    let out = c.cli(&["reload", "--no-wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the removed spare to leave the charts", || {
+        history(&c).get("lan-2").is_none()
+    });
+    let out = c.cli(&["switchover", "lan-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        "the new primary to leave the charts and the old one to join",
+        || {
+            let h = history(&c);
+            h.get("lan-1").is_none() && h.get("main").is_some()
+        },
+    );
+}

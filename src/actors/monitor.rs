@@ -250,6 +250,16 @@ impl MonitorActor {
             }
         }
         let doc = cluster_document(&config, &self.latest);
+        // Charts follow the spares as they are now: a removed node, or one promoted to
+        // primary, has no lag to chart any more.
+        let spares: Vec<String> = doc["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["role"] == "spare")
+            .filter_map(|n| n["name"].as_str().map(String::from))
+            .collect();
+        self.history.retain(|name, _| spares.contains(name));
         for n in doc["nodes"]
             .as_array()
             .into_iter()
