@@ -528,8 +528,36 @@ fn split_brain(ops: &[Op]) -> Vec<String> {
     out
 }
 
+/// Where a schedule that found a violation leaves its nodes' logs, configurations and last
+/// statuses (`NEMESIS_KEEP`, default /tmp/nemesis-failures/seed-N).
+fn preserve(c: &Cluster, seed: u64) {
+    let root = std::env::var("NEMESIS_KEEP").unwrap_or_else(|_| "/tmp/nemesis-failures".into());
+    let dir = std::path::Path::new(&root).join(format!("seed-{seed}"));
+    let _ = std::fs::create_dir_all(&dir);
+    for e in std::fs::read_dir(c.dir.path()).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") || name.ends_with(".toml") {
+            let _ = std::fs::copy(e.path(), dir.join(&name));
+        }
+    }
+    for node in ALL {
+        if let Some(s) = status(&c.http(node)) {
+            let _ = std::fs::write(dir.join(format!("{node}.status.json")), s.to_string());
+        }
+    }
+    println!("  kept the logs in {}", dir.display());
+}
+
 fn run_schedule(seed: u64, faults: usize, sync: bool) -> Outcome {
     let mut n = Nemesis::new(seed, sync);
+    let outcome = run_faults(&mut n, faults, sync);
+    if !outcome.violations.is_empty() {
+        preserve(&n.c, seed);
+    }
+    outcome
+}
+
+fn run_faults(n: &mut Nemesis, faults: usize, sync: bool) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(Mutex::new(Vec::new()));
     let nodes: Vec<(&'static str, String)> = DATA.iter().map(|d| (*d, n.c.http(d))).collect();
@@ -554,7 +582,7 @@ fn run_schedule(seed: u64, faults: usize, sync: bool) -> Outcome {
         n.outcome
             .violations
             .push("no primary served with every spare caught up after the faults".into());
-        return n.outcome;
+        return std::mem::take(&mut n.outcome);
     };
     let on_primary = n.ids(&primary);
     let missing: Vec<u64> = ops
@@ -572,13 +600,18 @@ fn run_schedule(seed: u64, faults: usize, sync: bool) -> Outcome {
     }
     n.outcome.lost_async = if sync { 0 } else { missing.len() };
     for s in DATA.iter().filter(|d| **d != primary) {
-        if n.ids(s) != on_primary {
-            n.outcome
-                .violations
-                .push(format!("{s} differs from the primary {primary}"));
+        let here = n.ids(s);
+        if here != on_primary {
+            let only_here: Vec<&u64> = here.difference(&on_primary).take(5).collect();
+            let missing: Vec<&u64> = on_primary.difference(&here).take(5).collect();
+            n.outcome.violations.push(format!(
+                "{s} differs from the primary {primary}: {} rows against {}; only here {only_here:?}, missing here {missing:?}",
+                here.len(),
+                on_primary.len()
+            ));
         }
     }
-    n.outcome
+    std::mem::take(&mut n.outcome)
 }
 
 fn report(seed: u64, sync: bool, o: &Outcome, took: Duration) -> String {
