@@ -429,16 +429,21 @@ impl Nemesis {
         None
     }
 
-    /// Whether every spare applied the primary's last record (a heartbeat may follow).
+    /// Whether every spare streams from the primary with nothing left to apply, as the
+    /// primary sees it (a spare's own figures are not enough: one still on a diverged
+    /// history, not yet re-seeded, may stand further than the primary).
     fn caught_up(&self, primary: &str) -> bool {
         let Some(p) = status(&self.c.http(primary)) else {
             return false;
         };
-        let last = p["last_lsn"].as_u64().unwrap_or(0);
+        let spares = p["spares"].as_array().cloned().unwrap_or_default();
         DATA.iter().filter(|n| **n != primary).all(|n| {
-            status(&self.c.http(n)).is_some_and(|s| {
-                s["role"] == "spare" && s["applied_lsn"].as_u64().unwrap_or(0) >= last
-            })
+            let fed = spares.iter().any(|s| {
+                s["name"] == *n && s["state"] == "streaming" && s["lag"]["records"] == 0
+            });
+            let own = status(&self.c.http(n))
+                .is_some_and(|s| s["role"] == "spare" && s["epoch"] == p["epoch"]);
+            fed && own
         })
     }
 
