@@ -438,9 +438,9 @@ impl Nemesis {
         };
         let spares = p["spares"].as_array().cloned().unwrap_or_default();
         DATA.iter().filter(|n| **n != primary).all(|n| {
-            let fed = spares.iter().any(|s| {
-                s["name"] == *n && s["state"] == "streaming" && s["lag"]["records"] == 0
-            });
+            let fed = spares
+                .iter()
+                .any(|s| s["name"] == *n && s["state"] == "streaming" && s["lag"]["records"] == 0);
             let own = status(&self.c.http(n))
                 .is_some_and(|s| s["role"] == "spare" && s["epoch"] == p["epoch"]);
             fed && own
@@ -539,7 +539,11 @@ fn preserve(c: &Cluster, seed: u64) {
     let root = std::env::var("NEMESIS_KEEP").unwrap_or_else(|_| "/tmp/nemesis-failures".into());
     let dir = std::path::Path::new(&root).join(format!("seed-{seed}"));
     let _ = std::fs::create_dir_all(&dir);
-    for e in std::fs::read_dir(c.dir.path()).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(c.dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(".log") || name.ends_with(".toml") {
             let _ = std::fs::copy(e.path(), dir.join(&name));

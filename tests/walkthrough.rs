@@ -33,9 +33,14 @@ fn the_readme_walkthrough_runs_as_written() {
     .unwrap();
     // The example's fixed ports become free ones; its data goes into the temporary folder.
     let mut config = example.replace("\"../data/", "\"data/");
-    for port in ["7301", "7302", "7303", "7304", "7401", "7402", "7403", "7404"] {
+    for port in [
+        "7301", "7302", "7303", "7304", "7401", "7402", "7403", "7404",
+    ] {
         let free = common::free_port().to_string();
-        config = config.replace(&format!("127.0.0.1:{port}\""), &format!("127.0.0.1:{free}\""));
+        config = config.replace(
+            &format!("127.0.0.1:{port}\""),
+            &format!("127.0.0.1:{free}\""),
+        );
     }
     let path = dir.path().join("cluster.toml");
     std::fs::write(&path, config).unwrap();
