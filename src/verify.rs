@@ -149,48 +149,73 @@ pub fn run(config: &ClusterConfig) -> Result<Report> {
         .filter(|n| n.role != Role::Monitor && n.name != primary)
         .map(|n| (n.name.clone(), n.http_advertise.clone()))
         .collect();
-    let mut last_err = None;
-    for _ in 0..ROUNDS {
+    // Nodes that kept running past the compared LSN, round after round, are skipped.
+    let mut moving: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        let last = round + 1 == ROUNDS;
         for (name, http) in &spares {
             // One that cannot be held is found again (and skipped) when it is opened.
             if let Err(e) = client::post(http, "/v1/admin/verify/hold", &json!({}), NODE_TIMEOUT) {
                 tracing::debug!(node = %name, cause = %e, "verify could not hold a spare");
             }
         }
-        let p = open(&primary, &primary_http, None)?;
+        let p = open(&primary, &primary_http, None);
         let mut opened = Vec::new();
         let mut skipped = Vec::new();
-        let mut passed = false;
-        for (name, http) in &spares {
-            match open(name, http, Some(p.lsn)) {
-                Ok(o) => opened.push(o),
-                Err(e) if e.to_string().contains(crate::http::verify::PAST) => {
-                    passed = true;
-                    last_err = Some(e);
-                    break;
+        let mut retry = false;
+        if let Ok(p) = &p {
+            for (name, http) in &spares {
+                match open(name, http, Some(p.lsn)) {
+                    Ok(o) => opened.push(o),
+                    Err(e) if e.to_string().contains(crate::http::verify::PAST) && !last => {
+                        moving.insert(name.clone(), e.to_string());
+                        retry = true;
+                        break;
+                    }
+                    Err(e) => skipped.push(skip(name, e.to_string())),
                 }
-                Err(e) => skipped.push(NodeVerdict {
-                    node: name.clone(),
-                    status: "skipped".into(),
-                    lsn: None,
-                    why: Some(e.to_string()),
-                    tables: Vec::new(),
-                }),
             }
         }
-        if passed {
-            for o in opened.iter().chain([&p]) {
-                o.close();
-            }
-            continue;
-        }
-        let report = compare(&p, &opened, skipped);
-        for o in opened.iter().chain([&p]) {
+        release(&spares);
+        let report = match (&p, retry) {
+            (Ok(p), false) => Some(compare(p, &opened, skipped)),
+            _ => None,
+        };
+        for o in opened.iter().chain(p.as_ref().ok()) {
             o.close();
         }
-        return report;
+        match (p, report) {
+            (Err(e), _) => return Err(e),
+            (Ok(_), Some(r)) => return r,
+            (Ok(_), None) => continue,
+        }
     }
-    Err(last_err.unwrap_or_else(|| Error::Unavailable("verify found no stable LSN".into())))
+    Err(Error::Unavailable(format!(
+        "no LSN could be held on every spare: {}",
+        moving.into_values().collect::<Vec<_>>().join("; ")
+    )))
+}
+
+/// Lifts every spare's hold (the end of a round, whatever happened in it).
+fn release(spares: &[(String, String)]) {
+    for (_, http) in spares {
+        let _ = client::post(
+            http,
+            "/v1/admin/verify/release",
+            &json!({}),
+            client::REQUEST_TIMEOUT,
+        );
+    }
+}
+
+fn skip(node: &str, why: String) -> NodeVerdict {
+    NodeVerdict {
+        node: node.to_string(),
+        status: "skipped".into(),
+        lsn: None,
+        why: Some(why),
+        tables: Vec::new(),
+    }
 }
 
 fn compare(p: &Open, opened: &[Open], mut nodes: Vec<NodeVerdict>) -> Result<Report> {
@@ -199,13 +224,15 @@ fn compare(p: &Open, opened: &[Open], mut nodes: Vec<NodeVerdict>) -> Result<Rep
         .into_iter()
         .map(|d| (d.name.clone(), d))
         .collect();
-    let mut primary_rows: BTreeMap<String, Vec<RowHash>> = BTreeMap::new();
+    let mut primary_rows: BTreeMap<String, (Vec<RowHash>, bool)> = BTreeMap::new();
     for o in opened {
-        let mine: BTreeMap<String, TableDigest> = o
-            .digests()?
-            .into_iter()
-            .map(|d| (d.name.clone(), d))
-            .collect();
+        let mine: BTreeMap<String, TableDigest> = match o.digests() {
+            Ok(d) => d.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            Err(e) => {
+                nodes.push(skip(&o.name, e.to_string()));
+                continue;
+            }
+        };
         let mut tables = Vec::new();
         let names: std::collections::BTreeSet<&String> = theirs.keys().chain(mine.keys()).collect();
         for name in names {
@@ -219,12 +246,23 @@ fn compare(p: &Open, opened: &[Open], mut nodes: Vec<NodeVerdict>) -> Result<Rep
             let mut rows = Vec::new();
             if status == "differs" && name != crate::store::verify::SCHEMA_TABLE {
                 if !primary_rows.contains_key(name) {
-                    primary_rows.insert(name.clone(), p.rows(name)?.0);
+                    primary_rows.insert(name.clone(), p.rows(name)?);
                 }
+                let (theirs_rows, theirs_complete) = &primary_rows[name];
                 let (here, complete) = o.rows(name)?;
-                rows = row_differences(&primary_rows[name], &here, ROWS_LISTED);
-                if !complete {
-                    rows.push("(more rows than listed were compared only by digest)".into());
+                if complete && *theirs_complete {
+                    rows = row_differences(theirs_rows, &here, ROWS_LISTED);
+                } else {
+                    // Past the listed rows, a key may be missing from one list only because
+                    // it was cut: name only the rows that differ in both lists.
+                    rows = row_differences(theirs_rows, &here, usize::MAX)
+                        .into_iter()
+                        .filter(|r| r.ends_with("values differ"))
+                        .take(ROWS_LISTED)
+                        .collect();
+                    rows.push(
+                        "(more rows than can be listed: the rest compared only by digest)".into(),
+                    );
                 }
             }
             tables.push(TableVerdict {

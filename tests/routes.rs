@@ -40,6 +40,8 @@ const ROUTES: &[(&str, &str, Class, &str)] = &[
     ("POST", "/v1/admin/resume", Class::Guarded, "lan-1"),
     ("POST", "/v1/admin/apply-until", Class::Guarded, "lan-1"),
     ("POST", "/v1/admin/verify/open", Class::Guarded, "lan-1"),
+    ("POST", "/v1/admin/verify/hold", Class::Guarded, "main"),
+    ("POST", "/v1/admin/verify/release", Class::Guarded, "lan-1"),
     (
         "GET",
         "/v1/admin/verify/digest?id=x",

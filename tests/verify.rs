@@ -44,6 +44,14 @@ fn verify_finds_a_row_changed_behind_a_spares_back_under_load_and_passes_identic
         "CREATE TABLE event (id INTEGER PRIMARY KEY, at INTEGER)",
         json!([]),
     );
+    // A TEXT key: INSERT OR REPLACE gives the row a new rowid on the primary, an update in
+    // place on the spares; the copies are the same all the same.
+    c.exec(
+        "CREATE TABLE item (code TEXT PRIMARY KEY NOT NULL, qty INTEGER)",
+        json!([]),
+    );
+    c.exec("INSERT INTO item VALUES ('a', 1), ('b', 2)", json!([]));
+    c.exec("INSERT OR REPLACE INTO item VALUES ('a', 5)", json!([]));
     let mut lsn = 0;
     for id in 1..=30 {
         lsn = c.exec(
@@ -78,6 +86,11 @@ fn verify_finds_a_row_changed_behind_a_spares_back_under_load_and_passes_identic
             "compared at the primary's LSN"
         );
     }
+
+    // No hold is left behind: every spare applies what comes next.
+    let next = c.exec("INSERT INTO item VALUES ('c', 3)", json!([]));
+    c.wait_applied("lan-1", next);
+    c.wait_applied("lan-2", next);
 
     // Behind lan-2's back: one value changed in place, the row count unchanged.
     let db = rusqlite::Connection::open(c.data_dir("lan-2").join("db.sqlite")).unwrap();

@@ -116,6 +116,7 @@ pub fn spawn(
         checkpointed: lsn,
         events,
         backoff: APPLY_RETRY_MIN,
+        next_time: None,
     };
     let join = std::thread::Builder::new()
         .name(format!("{name}-applier"))
@@ -139,6 +140,8 @@ struct Worker {
     events: Arc<crate::events::EventLog>,
     /// The next pause before a retry.
     backoff: Duration,
+    /// (LSN, commit time) of the next record to apply, once read.
+    next_time: Option<(u64, u64)>,
 }
 
 impl Worker {
@@ -224,8 +227,18 @@ impl Worker {
         let flushed = self.state.flushed.load(Ordering::Acquire);
         let gate = self.state.gate();
         let held = gate.paused || gate.delay_ms > 0 || gate.stop_at.is_some();
-        let next_time = if held && flushed > applied {
+        let next_time = if gate.delay_ms > 0 && flushed > applied {
+            // The delay decides from it: read afresh, as always.
             Some(self.reader.record_at(applied + 1)?.time_ms)
+        } else if held && flushed > applied {
+            match self.time_of(applied + 1) {
+                Ok(t) => Some(t),
+                // Only for the lag shown (paused, stopped at an LSN): not knowing is fine.
+                Err(e) => {
+                    tracing::debug!(cause = %e, "cannot read the next record's time");
+                    None
+                }
+            }
         } else {
             None
         };
@@ -238,6 +251,19 @@ impl Worker {
             self.apply_batch(applied + 1, to, &gate, now)?;
         }
         Ok(next)
+    }
+
+    /// The commit time of record `lsn` for the lag a paused spare shows, read once per
+    /// record (it asks every poll).
+    fn time_of(&mut self, lsn: u64) -> Result<u64, Error> {
+        if let Some((at, t)) = self.next_time {
+            if at == lsn {
+                return Ok(t);
+            }
+        }
+        let t = self.reader.record_at(lsn)?.time_ms;
+        self.next_time = Some((lsn, t));
+        Ok(t)
     }
 
     fn apply_batch(&mut self, from: u64, to: u64, gate: &Gate, now_ms: u64) -> Result<(), Error> {

@@ -142,7 +142,7 @@ impl MonitorActor {
             tracing::error!(difference = %d, "verify found a copy that differs");
             self.events.record("verify_difference", None, d);
         }
-        if differences.is_empty() && !self.verify.differences.is_empty() {
+        if report.verdict == "identical" && !self.verify.differences.is_empty() {
             self.events.record(
                 "verify_identical",
                 None,
@@ -152,7 +152,10 @@ impl MonitorActor {
                 ),
             );
         }
-        self.verify.differences = differences;
+        // An incomplete run (a node skipped) clears nothing it could not compare.
+        if !differences.is_empty() || report.verdict == "identical" {
+            self.verify.differences = differences;
+        }
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {

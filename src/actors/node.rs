@@ -372,6 +372,7 @@ pub fn start_data_node(slot: &NodeSlot, node: NodeConfig, want: Incarnation) -> 
             paused: crate::actors::spare::load_paused(&node.data_dir),
             delay_ms: node.apply_delay.as_millis() as u64,
             stop_at: None,
+            cap: None,
         },
         _ => crate::core::apply_gate::Gate::default(),
     };

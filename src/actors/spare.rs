@@ -225,6 +225,28 @@ impl SpareShared {
         self.apply.gate.lock().expect("gate lock").stop_at = lsn;
         self.wake_applier();
     }
+
+    /// `spare verify`'s hold: applies nothing past `lsn` (pause, delay and a stop LSN still
+    /// apply). Returns the LSN applied when it was set.
+    pub fn set_cap(&self, lsn: u64) -> u64 {
+        let mut gate = self.apply.gate.lock().expect("gate lock");
+        gate.cap = Some(lsn);
+        drop(gate);
+        self.wake_applier();
+        self.apply
+            .applied
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Lifts the verify's hold if it is still `lsn` (a later verify may have moved it).
+    pub fn lift_cap(&self, lsn: u64) {
+        let mut gate = self.apply.gate.lock().expect("gate lock");
+        if gate.cap == Some(lsn) {
+            gate.cap = None;
+        }
+        drop(gate);
+        self.wake_applier();
+    }
 }
 
 pub struct SpareActor {

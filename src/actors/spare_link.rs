@@ -26,6 +26,22 @@ use crate::net::handshake;
 use crate::wire::message::{Purpose, SeedResume};
 use crate::wire::{write_frame, Envelope, Message};
 
+/// Marks the spare disconnected (and no longer seeding) when its link to the primary ends,
+/// unless a newer connection replaced it.
+struct LinkEnded {
+    shared: Arc<SpareShared>,
+    generation: u64,
+}
+
+impl Drop for LinkEnded {
+    fn drop(&mut self) {
+        if self.shared.generation.borrow().eq(&self.generation) {
+            self.shared.connected.store(false, Ordering::Release);
+            *self.shared.seeding.lock().expect("lock") = None;
+        }
+    }
+}
+
 /// Serves one connection until it ends; logs why it ended.
 pub async fn serve(
     shared: Arc<SpareShared>,
@@ -104,10 +120,12 @@ pub async fn serve(
         None,
         &format!("primary {} connected", peer.name),
     );
+    // Runs however the link ends, cut from outside too (an `allow_from` reload drops it).
+    let _ended = LinkEnded {
+        shared: shared.clone(),
+        generation,
+    };
     let result = stream_from_primary(&shared, stream, generation).await;
-    if shared.generation.borrow().eq(&generation) {
-        shared.connected.store(false, Ordering::Release);
-    }
     match result {
         Err(Error::Diverged(why)) => {
             tracing::error!(%why, "this spare's history diverged from the primary's; it must be re-seeded");

@@ -11,7 +11,14 @@ use spare::verify::Report;
 pub fn run(config_path: &Path, as_json: bool) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
     eprintln!("verifying every data node against the primary (reading every row)...");
-    let report = spare::verify::run(&config)?;
+    let report = match spare::verify::run(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            // Could not verify: the same status as an incomplete verification, not 1.
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

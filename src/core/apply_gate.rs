@@ -10,6 +10,9 @@ pub struct Gate {
     pub delay_ms: u64,
     /// Apply exactly up to this LSN and no further.
     pub stop_at: Option<u64>,
+    /// `spare verify`'s hold: apply nothing past this LSN. It only lowers the limit, never
+    /// overrides a pause, a delay or a stop LSN (the operator's controls).
+    pub cap: Option<u64>,
 }
 
 /// What the apply thread does next.
@@ -39,6 +42,7 @@ impl Gate {
             None if self.paused => return Next::Idle,
             None => flushed,
         };
+        let limit = self.cap.map_or(limit, |cap| limit.min(cap));
         if limit <= applied {
             return Next::Idle;
         }
@@ -71,6 +75,37 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verify_cap_lowers_the_limit_and_never_lifts_a_pause_or_a_delay() {
+        let capped = Gate {
+            cap: Some(5),
+            ..Gate::default()
+        };
+        assert_eq!(capped.next(2, 10, None, 0, 100), Next::ApplyTo(5));
+        assert_eq!(capped.next(5, 10, None, 0, 100), Next::Idle);
+        let paused = Gate {
+            paused: true,
+            cap: Some(8),
+            ..Gate::default()
+        };
+        assert_eq!(paused.next(2, 10, None, 0, 100), Next::Idle);
+        let delayed = Gate {
+            delay_ms: 1_000,
+            cap: Some(8),
+            ..Gate::default()
+        };
+        assert_eq!(
+            delayed.next(2, 10, Some(500), 1_000, 100),
+            Next::Wait { wait_ms: 500 }
+        );
+        let until = Gate {
+            stop_at: Some(4),
+            cap: Some(8),
+            ..Gate::default()
+        };
+        assert_eq!(until.next(2, 10, None, 0, 100), Next::ApplyTo(4));
+    }
 
     #[test]
     fn a_paused_spare_applies_nothing_and_a_stop_lsn_overrides_the_pause() {

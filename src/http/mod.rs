@@ -37,7 +37,7 @@ pub struct ApiState {
     /// Carries out reloads for the whole process.
     pub supervisor: Addr<SupervisorActor>,
     /// The read snapshots `spare verify` holds open here.
-    pub verify: verify::Sessions,
+    pub verify: Arc<verify::Sessions>,
 }
 
 /// What a route serves, which decides who may call it when an API token is set
@@ -113,7 +113,7 @@ pub fn serve(
         node,
         slot,
         supervisor,
-        verify: verify::Sessions::default(),
+        verify: Arc::default(),
     });
     let server = HttpServer::new(move || {
         // Authorization is decided on the route the router matched (each resource carries
@@ -178,6 +178,11 @@ pub fn serve(
                 route
                     .post("/v1/admin/verify/hold", Need::Admin)
                     .to(verify::hold),
+            )
+            .service(
+                route
+                    .post("/v1/admin/verify/release", Need::Admin)
+                    .to(verify::release),
             )
             .service(
                 route

@@ -24,7 +24,7 @@ use crate::store::verify::Snapshot;
 
 /// Snapshots one node holds open at once (each pins a WAL read position).
 pub const MAX_SESSIONS: usize = 4;
-/// A snapshot is dropped this long after it was opened, closed or not.
+/// A snapshot is dropped this long after its last use, closed or not.
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
 /// How long a spare may take to reach the LSN asked.
 pub const HOLD_WAIT: Duration = Duration::from_secs(30);
@@ -37,17 +37,20 @@ pub const HOLD_TTL: Duration = Duration::from_secs(60);
 /// An open snapshot and when it was opened.
 type Session = (Instant, Arc<Mutex<Snapshot>>);
 
-/// The open snapshots of a node, and the stop LSN a verify set on its apply, if any.
+/// The open snapshots of a node; each ends [`SESSION_TTL`] after its last use.
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<HashMap<String, Session>>,
-    hold: Arc<Mutex<Option<u64>>>,
 }
 
 impl Sessions {
-    fn insert(&self, snap: Snapshot) -> Result<String> {
+    fn sweep(open: &mut HashMap<String, Session>) {
+        open.retain(|_, (used, _)| used.elapsed() < SESSION_TTL);
+    }
+
+    fn insert(self: &Arc<Self>, snap: Snapshot) -> Result<String> {
         let mut open = self.open.lock().expect("sessions lock");
-        open.retain(|_, (at, _)| at.elapsed() < SESSION_TTL);
+        Self::sweep(&mut open);
         if open.len() >= MAX_SESSIONS {
             return Err(Error::Busy(format!(
                 "{MAX_SESSIONS} verifications are running on this node; retry when one ended"
@@ -55,14 +58,24 @@ impl Sessions {
         }
         let id = format!("{:016x}", rand::random::<u64>());
         open.insert(id.clone(), (Instant::now(), Arc::new(Mutex::new(snap))));
+        // An abandoned verification must not pin its read position for long: swept
+        // once its time is over even if nothing else comes.
+        let me = self.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(SESSION_TTL + Duration::from_secs(1));
+            Self::sweep(&mut me.open.lock().expect("sessions lock"));
+        });
         Ok(id)
     }
 
     fn get(&self, id: &str) -> Result<Arc<Mutex<Snapshot>>> {
-        let open = self.open.lock().expect("sessions lock");
-        open.get(id)
-            .filter(|(at, _)| at.elapsed() < SESSION_TTL)
-            .map(|(_, s)| s.clone())
+        let mut open = self.open.lock().expect("sessions lock");
+        Self::sweep(&mut open);
+        open.get_mut(id)
+            .map(|(used, s)| {
+                *used = Instant::now();
+                s.clone()
+            })
             .ok_or_else(|| {
                 Error::InvalidInput(format!(
                     "no open verification {id} here (it ended, or ran past {SESSION_TTL:?}): run spare verify again"
@@ -88,8 +101,9 @@ pub struct SessionQuery {
     table: Option<String>,
 }
 
-/// `POST /v1/admin/verify/hold`: this spare stops applying where it stands (at most
-/// [`HOLD_TTL`]); answers that LSN. A spare its operator holds answers where it stands.
+/// `POST /v1/admin/verify/hold`: this spare applies nothing past where it stands, for at
+/// most [`HOLD_TTL`] (a cap of the apply gate: a pause, a delay or a stop LSN still hold,
+/// and a spare its operator holds is left exactly as it is); answers that LSN.
 pub async fn hold(state: web::Data<ApiState>) -> HttpResponse {
     let run = || -> Result<Value> {
         let NodeAddr::Spare { spare, .. } = state.slot.addr()? else {
@@ -101,37 +115,30 @@ pub async fn hold(state: web::Data<ApiState>) -> HttpResponse {
             .apply
             .applied
             .load(std::sync::atomic::Ordering::Acquire);
-        let ours = *state.verify.hold.lock().expect("hold lock");
-        let gate = spare.apply.gate();
-        if crate::actors::spare::held_text(&gate).is_some() && by_operator(&gate, ours) {
-            // Paused, delayed or stopped by its operator: left exactly as it is.
+        if crate::actors::spare::held_text(&spare.apply.gate()).is_some() {
             return Ok(json!({ "lsn": applied, "held_by_operator": true }));
         }
-        *state.verify.hold.lock().expect("hold lock") = Some(applied);
-        spare.set_stop_at(Some(applied));
-        let (hold, spare) = (state.verify.hold.clone(), spare.clone());
+        let at = spare.set_cap(applied);
         std::thread::spawn(move || {
             std::thread::sleep(HOLD_TTL);
-            lift(&hold, &spare, applied);
+            spare.lift_cap(applied);
         });
-        Ok(json!({ "lsn": applied }))
+        Ok(json!({ "lsn": at }))
     };
     respond(run())
 }
 
-/// Whether what holds the spare's apply is its operator's doing, not a verify's hold at
-/// `ours`: a pause or a delay always is; a stop LSN is unless it is the verify's own.
-fn by_operator(gate: &crate::core::apply_gate::Gate, ours: Option<u64>) -> bool {
-    gate.paused || gate.delay_ms > 0 || (gate.stop_at.is_some() && gate.stop_at != ours)
-}
-
-/// Lifts the verify's hold at `at` if it is still the one in place.
-fn lift(hold: &Mutex<Option<u64>>, spare: &crate::actors::spare::SpareShared, at: u64) {
-    let mut h = hold.lock().expect("hold lock");
-    if *h == Some(at) && spare.apply.gate().stop_at == Some(at) {
-        spare.set_stop_at(None);
-        *h = None;
-    }
+/// `POST /v1/admin/verify/release`: lifts the verify's hold, whatever it is.
+pub async fn release(state: web::Data<ApiState>) -> HttpResponse {
+    let run = || -> Result<Value> {
+        if let NodeAddr::Spare { spare, .. } = state.slot.addr()? {
+            if let Some(cap) = spare.apply.gate().cap {
+                spare.lift_cap(cap);
+            }
+        }
+        Ok(json!({ "released": true }))
+    };
+    respond(run())
 }
 
 /// `POST /v1/admin/verify/open`.
@@ -149,8 +156,7 @@ async fn open_inner(state: web::Data<ApiState>, body: web::Bytes) -> Result<Valu
         (NodeAddr::Spare { spare, .. }, Some(lsn)) => {
             let spare = spare.clone();
             let name = state.slot.name.clone();
-            let hold = state.verify.hold.clone();
-            blocking(move || snapshot_at(&spare, &hold, &name, &db, lsn)).await?
+            blocking(move || snapshot_at(&spare, &name, &db, lsn)).await?
         }
         (NodeAddr::Spare { .. }, None) => {
             return Err(Error::InvalidInput(
@@ -168,13 +174,13 @@ async fn open_inner(state: web::Data<ApiState>, body: web::Bytes) -> Result<Valu
     Ok(json!({ "id": id, "lsn": lsn, "node": state.slot.name }))
 }
 
-/// Opens a snapshot of the spare at the primary's state at `lsn`: it applies up to `lsn`
-/// (held there meanwhile), or, held past it by the verify's hold, stands at a state equal to
-/// it (only records that change no row, heartbeats and epoch marks, lie between: the
-/// primary's own snapshot counts them as applied); then it applies on.
+/// Opens a snapshot of the spare holding the primary's state at `lsn`: it applies up to
+/// `lsn` (capped there meanwhile), or stands past it with only records that change no row
+/// in between (heartbeats and epoch marks: the primary's own snapshot counts them as
+/// applied). The snapshot's own LSN is checked the same way: the apply thread may have
+/// gone on while it opened. A spare its operator holds is compared only where it stands.
 fn snapshot_at(
     spare: &crate::actors::spare::SpareShared,
-    hold: &Mutex<Option<u64>>,
     name: &str,
     db: &std::path::Path,
     lsn: u64,
@@ -185,59 +191,49 @@ fn snapshot_at(
             .applied
             .load(std::sync::atomic::Ordering::Acquire)
     };
-    let gate = spare.apply.gate();
-    let ours = hold.lock().expect("hold lock").take();
-    if let Some(held) = crate::actors::spare::held_text(&gate).filter(|_| by_operator(&gate, ours))
-    {
+    if let Some(held) = crate::actors::spare::held_text(&spare.apply.gate()) {
         let at = applied();
         if !same_state(spare, lsn, at) {
             return Err(Error::InvalidInput(format!(
                 "{name} is {held} at LSN {at}, not at the primary's {lsn}: it can only be compared once it applies again (spare resume {name}), or when it stands at the LSN compared"
             )));
         }
-        return Snapshot::open(db);
+        return checked(spare, name, Snapshot::open(db)?, lsn);
     }
-    let result = hold_and_open(spare, name, db, lsn);
-    spare.set_stop_at(None);
-    result
+    if applied() <= lsn {
+        spare.set_cap(lsn);
+        let started = Instant::now();
+        while applied() < lsn {
+            if started.elapsed() > HOLD_WAIT {
+                spare.lift_cap(lsn);
+                return Err(Error::Unavailable(format!(
+                    "{name} did not reach LSN {lsn} within {HOLD_WAIT:?} (it is at {}): is it connected to the primary?",
+                    applied()
+                )));
+            }
+            std::thread::sleep(HOLD_POLL);
+        }
+    }
+    let snap = Snapshot::open(db);
+    spare.lift_cap(lsn);
+    checked(spare, name, snap?, lsn)
 }
 
-fn hold_and_open(
+/// The snapshot if it holds the state at `lsn`; else the "already past" answer (the caller
+/// tries again with a newer LSN).
+fn checked(
     spare: &crate::actors::spare::SpareShared,
     name: &str,
-    db: &std::path::Path,
+    snap: Snapshot,
     lsn: u64,
 ) -> Result<Snapshot> {
-    let applied = || {
-        spare
-            .apply
-            .applied
-            .load(std::sync::atomic::Ordering::Acquire)
-    };
-    let at = applied();
-    if at > lsn {
-        // Held (or standing) past it: comparable only if nothing between changed a row.
-        spare.set_stop_at(Some(at));
-        let at = applied();
-        if !same_state(spare, lsn, at) {
-            return Err(Error::InvalidInput(format!(
-                "{name} {PAST} LSN {lsn} (at {at})"
-            )));
-        }
-        return Snapshot::open(db);
+    if same_state(spare, lsn, snap.lsn) {
+        return Ok(snap);
     }
-    spare.set_stop_at(Some(lsn));
-    let started = Instant::now();
-    while applied() < lsn {
-        if started.elapsed() > HOLD_WAIT {
-            return Err(Error::Unavailable(format!(
-                "{name} did not reach LSN {lsn} within {HOLD_WAIT:?} (it is at {}): is it connected to the primary?",
-                applied()
-            )));
-        }
-        std::thread::sleep(HOLD_POLL);
-    }
-    Snapshot::open(db)
+    Err(Error::InvalidInput(format!(
+        "{name} {PAST} LSN {lsn} (at {})",
+        snap.lsn
+    )))
 }
 
 /// Most records read to tell that two LSNs hold the same rows.

@@ -60,7 +60,7 @@ impl Snapshot {
     fn tables(&self) -> Result<Vec<Table>> {
         let mut stmt = self.conn.prepare(
             "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' \
-             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_spare%' ESCAPE '\\' \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_spare\\_%' ESCAPE '\\' \
              ORDER BY name",
         )?;
         let names: Vec<String> = stmt
@@ -94,7 +94,7 @@ impl Snapshot {
     fn schema_digest(&self) -> Result<TableDigest> {
         let mut stmt = self.conn.prepare(
             "SELECT type, name, coalesce(sql, '') FROM sqlite_schema \
-             WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_spare%' ESCAPE '\\' \
+             WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_spare\\_%' ESCAPE '\\' \
              ORDER BY type, name",
         )?;
         let mut h = Sha256::new();
@@ -148,21 +148,19 @@ struct Table {
 }
 
 impl Table {
+    /// Rows are keyed by the declared primary key, as changesets carry them (the rowids of a
+    /// table with a TEXT key may legitimately differ between copies); by rowid only when
+    /// the table declares none.
     fn of(conn: &Connection, name: String) -> Result<Table> {
-        let without_rowid: bool = conn.query_row(
-            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?",
-            [&name],
-            |r| r.get(0),
-        )?;
-        let key = if without_rowid {
-            let mut stmt =
-                conn.prepare("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk")?;
-            let cols: Vec<String> = stmt
-                .query_map([&name], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            cols.iter().map(|c| quote(c)).collect()
-        } else {
+        let mut stmt =
+            conn.prepare("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk")?;
+        let cols: Vec<String> = stmt
+            .query_map([&name], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let key = if cols.is_empty() {
             vec!["rowid".to_string()]
+        } else {
+            cols.iter().map(|c| quote(c)).collect()
         };
         Ok(Table { name, key })
     }
@@ -235,7 +233,11 @@ fn json_of(v: ValueRef<'_>) -> serde_json::Value {
         ValueRef::Integer(i) => i.into(),
         ValueRef::Real(f) => serde_json::json!(f),
         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-        ValueRef::Blob(b) => serde_json::json!({ "blob_bytes": b.len() }),
+        // A blob key by its content (hex; long ones by their first 32 bytes and length).
+        ValueRef::Blob(b) => {
+            let shown: String = b.iter().take(32).map(|x| format!("{x:02x}")).collect();
+            serde_json::json!({ "blob": shown, "bytes": b.len() })
+        }
     }
 }
 
@@ -313,6 +315,50 @@ mod tests {
         let (rc, complete) = c.row_hashes("c").unwrap();
         assert!(complete);
         assert_eq!(row_differences(&ra, &rc, 10), ["key [1]: values differ"]);
+    }
+
+    /// A TEXT-keyed table whose rowids differ (INSERT OR REPLACE on one copy, an update in
+    /// place on the other) is the same table: rows are keyed by the declared key.
+    #[test]
+    fn rows_are_keyed_by_the_declared_primary_key_not_the_rowid() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str, sql: &str| {
+            let path = dir.path().join(name);
+            let conn = crate::store::open(&path, crate::store::ConnKind::Writer).unwrap();
+            conn.execute_batch(sql).unwrap();
+            Snapshot::open(&path).unwrap()
+        };
+        let a = make(
+            "a.sqlite",
+            "CREATE TABLE t (code TEXT PRIMARY KEY NOT NULL, qty INTEGER);
+             INSERT INTO t VALUES ('x', 1), ('y', 2);
+             INSERT OR REPLACE INTO t VALUES ('x', 3);",
+        );
+        let b = make(
+            "b.sqlite",
+            "CREATE TABLE t (code TEXT PRIMARY KEY NOT NULL, qty INTEGER);
+             INSERT INTO t VALUES ('x', 1), ('y', 2);
+             UPDATE t SET qty = 3 WHERE code = 'x';",
+        );
+        assert_eq!(a.digests().unwrap(), b.digests().unwrap());
+    }
+
+    #[test]
+    fn tables_named_like_the_nodes_own_are_still_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db(
+            dir.path(),
+            "a.sqlite",
+            "CREATE TABLE _spareparts (id INTEGER PRIMARY KEY);",
+        );
+        let names: Vec<String> = Snapshot::open(&path)
+            .unwrap()
+            .digests()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert!(names.contains(&"_spareparts".to_string()), "{names:?}");
     }
 
     #[test]
