@@ -392,8 +392,8 @@ impl Nemesis {
     }
 
     /// Heals everything and waits for one primary with a lease and every spare caught up;
-    /// promotes the most advanced spare if no primary serves (a promotion that failed after
-    /// its promises leaves the cluster without one until an operator acts).
+    /// promotes the most advanced node if none holds a lease for 10 s (a promotion that
+    /// failed after its promises leaves the cluster without one until an operator acts).
     fn settle(&mut self) -> Option<String> {
         self.c.heal();
         for n in ALL {
@@ -406,16 +406,23 @@ impl Nemesis {
         while started.elapsed() < SETTLE_TIMEOUT {
             self.rejoin_fenced();
             self.watch_epochs();
-            if let Some(p) = self.primary() {
-                let s = status(&self.c.http(&p)).unwrap_or(Value::Null);
-                if s["lease"]["valid"] == true && self.caught_up(&p) {
+            let serving = self
+                .primary()
+                .filter(|p| status(&self.c.http(p)).is_some_and(|s| s["lease"]["valid"] == true));
+            if let Some(p) = serving {
+                if self.caught_up(&p) {
                     return Some(p);
                 }
             } else if nudged.elapsed() > Duration::from_secs(10) {
+                // No primary with a lease: a promotion that failed after some promises
+                // leaves the old primary without one until an operator runs one again.
                 nudged = Instant::now();
+                // The spare furthest ahead (an old primary without a lease still feeds its
+                // spares: they hold what it holds).
                 let best = DATA
                     .iter()
                     .filter_map(|n| status(&self.c.http(n)).map(|s| (*n, s)))
+                    .filter(|(_, s)| s["role"] == "spare")
                     .max_by_key(|(_, s)| s["last_lsn"].as_u64())
                     .map(|(n, _)| n);
                 // Every node runs and every link passes here: forcing skips no loss check
