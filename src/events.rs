@@ -54,7 +54,7 @@ impl EventLog {
 
     /// Records an event of `kind` about `spare` (if any) and notifies.
     pub fn record(&self, kind: &str, spare: Option<&str>, message: &str) {
-        let time_ms = crate::actors::committer::now_ms();
+        let time_ms = crate::clock::wall_ms();
         let event = json!({ "time_ms": time_ms, "node": self.node, "kind": kind, "spare": spare, "message": message });
         if let Some(path) = &self.path {
             let line = format!("{event}\n");

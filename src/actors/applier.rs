@@ -245,7 +245,7 @@ impl Worker {
         self.state
             .held_since_ms
             .store(next_time.unwrap_or(0), Ordering::Release);
-        let now = crate::actors::committer::now_ms();
+        let now = crate::clock::wall_ms();
         let next = gate.next(applied, flushed, next_time, now, MAX_APPLY_BATCH_RECORDS);
         if let Next::ApplyTo(to) = next {
             self.apply_batch(applied + 1, to, &gate, now)?;

@@ -87,11 +87,6 @@ pub struct Committer {
     limits: Option<WriteLimits>,
 }
 
-/// Wall time in ms (record and event times): see `clock::wall_ms`.
-pub fn now_ms() -> u64 {
-    crate::clock::wall_ms()
-}
-
 impl Committer {
     pub fn new(
         executor: Executor,
@@ -173,7 +168,7 @@ impl Committer {
             floor,
             all_applied,
             shared.retention_budget(),
-            now_ms(),
+            crate::clock::wall_ms(),
         );
         if self.log.delete_through(through)? > 0 {
             let base = crate::log::base::load(&shared.log_dir())?.unwrap_or_default();
@@ -386,10 +381,12 @@ impl Committer {
     /// start by replaying the log. The outer error is fatal to the write path; the inner one
     /// refuses this group only (a record too large to log).
     fn log_and_commit(&mut self, payload: &crate::store::TxnPayload) -> Result<Result<u64>> {
-        let record = match self
-            .log
-            .append(self.epoch, now_ms(), RecordKind::Txn, payload.encode())
-        {
+        let record = match self.log.append(
+            self.epoch,
+            crate::clock::wall_ms(),
+            RecordKind::Txn,
+            payload.encode(),
+        ) {
             Ok(r) => r,
             Err(e @ Error::InvalidInput(_)) => {
                 self.executor.rollback();
@@ -417,9 +414,12 @@ impl Committer {
         if self.paused() || self.lease.as_ref().is_some_and(|l| !l.is_valid()) {
             return Ok(());
         }
-        let record = self
-            .log
-            .append(self.epoch, now_ms(), RecordKind::Heartbeat, Vec::new())?;
+        let record = self.log.append(
+            self.epoch,
+            crate::clock::wall_ms(),
+            RecordKind::Heartbeat,
+            Vec::new(),
+        )?;
         let start = self.log.appended_bytes() - record.encoded_len() as u64;
         let durable = self.log.sync()?;
         self.published(&record, start, durable);

@@ -792,7 +792,7 @@ impl Coordinator {
     /// Appends the attempt to the audit log and the events.
     fn audit(&self, req: &PromoteRequest, report: &Value, switchover: bool) {
         let entry = json!({
-            "time_ms": crate::actors::committer::now_ms(),
+            "time_ms": crate::clock::wall_ms(),
             "kind": if switchover { "switchover" } else { "promote" },
             "asked_by": req.asked_by,
             "coordinator": self.identity.name,

@@ -95,7 +95,7 @@ impl Feeder {
             bucket: self.spare.max_rate.map(|r| {
                 std::sync::Mutex::new(crate::core::rate::TokenBucket::new(
                     r,
-                    crate::actors::committer::now_ms(),
+                    crate::clock::wall_ms(),
                 ))
             }),
         };
@@ -262,7 +262,7 @@ impl Link {
             let wait_ms = bucket
                 .lock()
                 .expect("bucket lock")
-                .take(payload, crate::actors::committer::now_ms());
+                .take(payload, crate::clock::wall_ms());
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         }
         let env = self.data.identity.envelope(self.epoch(), message);

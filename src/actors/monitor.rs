@@ -14,11 +14,11 @@ use actix::{
 };
 use serde_json::{json, Value};
 
-use crate::actors::committer::now_ms;
 use crate::actors::primary::GetStatus;
 use crate::actors::supervisor::{ConfigChanged, StopNode};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::client;
+use crate::clock::wall_ms as now_ms;
 use crate::config::{ConfigCell, NodeConfig, Role};
 use crate::core::alerts::{LagAlerts, Reachability, Transition};
 use crate::events::{EventLog, RECENT_EVENTS};

@@ -279,7 +279,7 @@ pub fn recover_gated(
         &data_dir.join(store::DB_FILE),
         ConnKind::Applier,
     )?)?;
-    let now = crate::actors::committer::now_ms();
+    let now = crate::clock::wall_ms();
     let opened = log::open_with(&data_dir.join("log"), applier.applied().0, |r| {
         !gate.paused && gate.due(&[r.time_ms], now) == 1
     })?;
@@ -459,7 +459,7 @@ fn start_primary(
         // it, and a diverged spare's records of the old epoch no longer match.
         let rec = log.append(
             epoch,
-            crate::actors::committer::now_ms(),
+            crate::clock::wall_ms(),
             RecordKind::Epoch,
             node.name.clone().into_bytes(),
         )?;

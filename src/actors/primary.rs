@@ -14,11 +14,12 @@ use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult}
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::actors::committer::{now_ms, Job};
+use crate::actors::committer::Job;
 use crate::actors::feeder::{Feeder, StopFeeder};
 use crate::actors::node::{primary_ref, DataShared, PrimaryShared};
 use crate::actors::supervisor::ConfigChanged;
 use crate::actors::MAILBOX_CAPACITY;
+use crate::clock::wall_ms as now_ms;
 use crate::config::NodeConfig;
 use crate::core::lag;
 use crate::log::Position;

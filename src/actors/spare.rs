@@ -14,11 +14,11 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::actors::applier::{self, ApplierHandle, ApplyState};
-use crate::actors::committer::now_ms;
 use crate::actors::node::{finish_install, primary_ref, DataShared};
 use crate::actors::primary::GetStatus;
 use crate::actors::supervisor::{ConfigChanged, StopNode};
 use crate::actors::MAILBOX_CAPACITY;
+use crate::clock::wall_ms as now_ms;
 use crate::core::lag;
 use crate::error::{Error, Result};
 use crate::log::{self, LogWriter, Position};

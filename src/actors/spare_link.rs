@@ -15,11 +15,11 @@ use crate::net::stream::PeerStream;
 type OwnedWriteHalf = tokio::io::WriteHalf<PeerStream>;
 use tokio::sync::mpsc;
 
-use crate::actors::committer::now_ms;
 use crate::actors::feeder::{read_frames, AbortOnDrop};
 use crate::actors::spare::SpareShared;
 use crate::actors::voter::serve_control;
 use crate::actors::LINK_FRAME_QUEUE;
+use crate::clock::wall_ms as now_ms;
 use crate::error::{Error, Result};
 use crate::log::record::decode_all;
 use crate::net::handshake;

@@ -69,7 +69,7 @@ pub fn take(
         cluster: cluster.to_string(),
         node: node.to_string(),
         position,
-        taken_ms: crate::actors::committer::now_ms(),
+        taken_ms: crate::clock::wall_ms(),
         size,
         crc: crate::store::snapshot::file_crc(out)?,
     })

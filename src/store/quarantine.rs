@@ -33,7 +33,7 @@ pub fn save(
     reason: &str,
     db: Option<&Path>,
 ) -> Result<PathBuf> {
-    let now = crate::actors::committer::now_ms();
+    let now = crate::clock::wall_ms();
     let dir = root.join(format!("{now}-after-{from}"));
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
     let span = if to > from {
