@@ -454,12 +454,20 @@ impl Nemesis {
         })
     }
 
-    fn ids(&self, node: &str) -> BTreeSet<u64> {
-        self.c
-            .rows(node, "SELECT id FROM t ORDER BY id", 0)
-            .iter()
+    /// The keys `node` holds; an answer that is not rows says why.
+    fn ids(&self, node: &str) -> Result<BTreeSet<u64>, String> {
+        let body = json!({ "sql": "SELECT id FROM t ORDER BY id" });
+        let r = client::post(&self.c.http(node), "/v1/query", &body, Duration::from_secs(30))
+            .map_err(|e| format!("{node} could not be read: {e}"))?;
+        if r.status != 200 {
+            return Err(format!("{node} could not be read: {}", r.body));
+        }
+        Ok(r.body["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .filter_map(|r| r[0].as_u64())
-            .collect()
+            .collect())
     }
 }
 
@@ -600,7 +608,13 @@ fn run_faults(n: &mut Nemesis, faults: usize, sync: bool) -> Outcome {
             .push("no primary served with every spare caught up after the faults".into());
         return std::mem::take(&mut n.outcome);
     };
-    let on_primary = n.ids(&primary);
+    let on_primary = match n.ids(&primary) {
+        Ok(ids) => ids,
+        Err(e) => {
+            n.outcome.violations.push(e);
+            return std::mem::take(&mut n.outcome);
+        }
+    };
     let missing: Vec<u64> = ops
         .iter()
         .filter(|o| o.acked_epoch.is_some() && !on_primary.contains(&o.id))
@@ -616,7 +630,13 @@ fn run_faults(n: &mut Nemesis, faults: usize, sync: bool) -> Outcome {
     }
     n.outcome.lost_async = if sync { 0 } else { missing.len() };
     for s in DATA.iter().filter(|d| **d != primary) {
-        let here = n.ids(s);
+        let here = match n.ids(s) {
+            Ok(ids) => ids,
+            Err(e) => {
+                n.outcome.violations.push(format!("a spare the primary sees streaming: {e}"));
+                continue;
+            }
+        };
         if here != on_primary {
             let only_here: Vec<&u64> = here.difference(&on_primary).take(5).collect();
             let missing: Vec<&u64> = on_primary.difference(&here).take(5).collect();
