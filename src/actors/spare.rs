@@ -135,6 +135,10 @@ impl SpareShared {
         self.seed.write_marker(&info)?;
         self.data.readers.reset();
         finish_install(data_dir, &info)?;
+        // Again once the new file is in place: a reader opened during the swap (the old
+        // file, its WAL already removed) must not stay pooled, answering the old state
+        // for good (the nemesis met a spare answering "no such table" after a re-seed).
+        self.data.readers.reset();
         let opened = log::open(&self.data.log_dir(), info.position.lsn)?;
         *log = opened.writer;
         log.set_segment_target_bytes(crate::log::retention::segment_bytes_for(
