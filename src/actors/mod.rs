@@ -10,6 +10,7 @@ pub mod feeder;
 pub mod feeder_seed;
 pub mod feeder_stream;
 pub mod lease;
+pub mod messages;
 pub mod monitor;
 pub mod node;
 pub mod primary;

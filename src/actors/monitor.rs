@@ -14,8 +14,8 @@ use actix::{
 };
 use serde_json::{json, Value};
 
-use crate::actors::primary::GetStatus;
-use crate::actors::supervisor::{ConfigChanged, StopNode};
+use crate::actors::messages::GetStatus;
+use crate::actors::messages::{ConfigChanged, StopNode};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::client;
 use crate::clock::wall_ms as now_ms;

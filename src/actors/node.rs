@@ -13,11 +13,11 @@ use actix::{Actor, Addr};
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::committer::{Committer, Job, WRITE_QUEUE_CAPACITY};
+use crate::actors::messages::ConfigChanged;
 use crate::actors::monitor::MonitorActor;
 use crate::actors::primary::PrimaryActor;
 use crate::actors::slot::NodeSlot;
 use crate::actors::spare::SpareActor;
-use crate::actors::supervisor::ConfigChanged;
 use crate::actors::sync_tracker::SyncTracker;
 use crate::actors::voter::VoterCell;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};

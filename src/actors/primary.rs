@@ -16,18 +16,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::actors::committer::Job;
 use crate::actors::feeder::{Feeder, StopFeeder};
+use crate::actors::messages::{ConfigChanged, GetStatus};
 use crate::actors::node::{primary_ref, DataShared, PrimaryShared};
-use crate::actors::supervisor::ConfigChanged;
 use crate::actors::MAILBOX_CAPACITY;
 use crate::clock::wall_ms as now_ms;
 use crate::config::NodeConfig;
 use crate::core::lag;
 use crate::log::Position;
-
-/// Asks for this node's status document (`GET /v1/status`).
-#[derive(Message)]
-#[rtype(result = "Value")]
-pub struct GetStatus;
 
 /// State of the link to one spare, as its feeder sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,11 +308,11 @@ impl Handler<ConfigChanged> for PrimaryActor {
     }
 }
 
-impl Handler<crate::actors::supervisor::StopNode> for PrimaryActor {
+impl Handler<crate::actors::messages::StopNode> for PrimaryActor {
     type Result = ();
 
     /// Stops every feeder (their links close) and the actor: the node changes role.
-    fn handle(&mut self, _: crate::actors::supervisor::StopNode, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: crate::actors::messages::StopNode, ctx: &mut Context<Self>) {
         for (_, (_, feeder)) in std::mem::take(&mut self.feeders) {
             feeder.do_send(StopFeeder);
         }

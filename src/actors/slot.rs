@@ -13,8 +13,9 @@ use std::sync::{Arc, RwLock};
 
 use actix::Addr;
 
+use crate::actors::messages::StopNode;
 use crate::actors::node::{self, NodeAddr};
-use crate::actors::supervisor::{RoleCheck, StopNode, SupervisorActor};
+use crate::actors::supervisor::{RoleCheck, SupervisorActor};
 use crate::actors::voter::{serve_control_only, ControlOnly, VoterCell};
 use crate::config::{ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};

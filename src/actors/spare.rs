@@ -14,9 +14,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::actors::applier::{self, ApplierHandle, ApplyState};
+use crate::actors::messages::GetStatus;
+use crate::actors::messages::{ConfigChanged, StopNode};
 use crate::actors::node::{finish_install, primary_ref, DataShared};
-use crate::actors::primary::GetStatus;
-use crate::actors::supervisor::{ConfigChanged, StopNode};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::clock::wall_ms as now_ms;
 use crate::core::lag;

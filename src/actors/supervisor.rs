@@ -16,6 +16,7 @@ use actix::{
 };
 use serde::Serialize;
 
+use crate::actors::messages::ConfigChanged;
 use crate::actors::slot::NodeSlot;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
@@ -38,16 +39,6 @@ pub struct StartNodes;
 #[derive(Message)]
 #[rtype(result = "Result<ReloadReport>")]
 pub struct Reload;
-
-/// Tells a node actor the configuration changed (it reads the new one from the cell).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConfigChanged;
-
-/// Stops a node actor (its node left the configuration).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopNode;
 
 /// A node's state may call for another role: check, and change it if so.
 #[derive(Message)]

@@ -286,11 +286,11 @@ async fn log_bounds(
     let (shared, status) = match &addr {
         NodeAddr::Primary { shared, actor, .. } => (
             shared.clone(),
-            actor.send(crate::actors::primary::GetStatus).await,
+            actor.send(crate::actors::messages::GetStatus).await,
         ),
         NodeAddr::Spare { shared, actor, .. } => (
             shared.clone(),
-            actor.send(crate::actors::primary::GetStatus).await,
+            actor.send(crate::actors::messages::GetStatus).await,
         ),
         NodeAddr::Monitor { .. } => {
             return Err(Error::InvalidInput(

@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use crate::actors::committer::{Job, WriteJob};
+use crate::actors::messages::GetStatus;
 use crate::actors::monitor::{GetCluster, GetEvents, GetHistory};
 use crate::actors::node::{primary_ref, DataShared, NodeAddr};
-use crate::actors::primary::GetStatus;
 use crate::actors::supervisor::Reload;
 use crate::error::{Error, Result};
 use crate::http::{error_response, respond, ApiState};
