@@ -32,7 +32,8 @@ is_role() { status_table | awk -v n="$1" -v r="$2" '$1 == n && $2 == r { f = 1 }
 is_state() { status_table | awk -v n="$1" -v s="$2" '$1 == n && index($0, " " s " ") { f = 1 } END { exit !f }'; }
 
 step "spare up"
-spare up > up.log 2>&1 &
+# Started directly, not through the `spare` function: $! must be the node process itself.
+"${SPARE:-spare}" up > up.log 2>&1 &
 UP=$!
 trap 'kill $UP 2>/dev/null || true; wait $UP 2>/dev/null || true' EXIT
 wait_for "the example cluster" spare status
