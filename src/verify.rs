@@ -167,7 +167,7 @@ pub fn run(config: &ClusterConfig) -> Result<Report> {
             for (name, http) in &spares {
                 match open(name, http, Some(p.lsn)) {
                     Ok(o) => opened.push(o),
-                    Err(e) if e.to_string().contains(crate::http::verify::PAST) && !last => {
+                    Err(e) if e.to_string().contains(crate::store::verify::PAST) && !last => {
                         moving.insert(name.clone(), e.to_string());
                         retry = true;
                         break;

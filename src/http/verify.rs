@@ -29,8 +29,7 @@ pub const SESSION_TTL: Duration = Duration::from_secs(300);
 /// How long a spare may take to reach the LSN asked.
 pub const HOLD_WAIT: Duration = Duration::from_secs(30);
 const HOLD_POLL: Duration = Duration::from_millis(10);
-/// The start of the message of a spare already past the LSN asked.
-pub const PAST: &str = "already applied past";
+use crate::store::verify::PAST;
 /// Longest a verify's hold stops a spare's apply if nothing lifts it (the caller died).
 pub const HOLD_TTL: Duration = Duration::from_secs(60);
 

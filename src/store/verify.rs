@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 /// Most row hashes one answer lists (a table that differs in more rows is reported as
 /// differing, with the first of them).
 pub const MAX_ROW_HASHES: usize = 100_000;
+/// What a spare's answer says when it already applied past the LSN asked (the caller
+/// tries again with a newer one).
+pub const PAST: &str = "already applied past";
 /// The name the schema is compared under.
 pub const SCHEMA_TABLE: &str = "(schema)";
 
