@@ -18,8 +18,8 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use spare::client::{self, Client, REQUEST_TIMEOUT};
 
-use crate::cli::bench::BenchArgs;
-use crate::cli::bench_suite::{wait_for, LocalCluster, TempRoot};
+use crate::cli::bench_cluster::{wait_for, LocalCluster, TempRoot};
+use crate::cli::bench_load::BenchArgs;
 
 /// Writers during the switchover.
 const SWITCHOVER_WRITERS: u64 = 4;
@@ -86,7 +86,7 @@ fn insert(http: &str, id: u64) -> bool {
 fn promote_after(root: &Path, name: &str, signal: i32) -> Result<Value> {
     let c = LocalCluster::start_with(root, name, 2, true)?;
     let main = c.http_of("main");
-    crate::cli::bench::create_table(&main)?;
+    crate::cli::bench_load::create_table(&main)?;
     c.wait_streaming()?;
     c.signal("main", signal);
     let started = Instant::now();
@@ -110,7 +110,7 @@ fn promote_after(root: &Path, name: &str, signal: i32) -> Result<Value> {
 
 fn switchover_under_load(root: &Path) -> Result<Value> {
     let c = LocalCluster::start_with(root, "switchover", 2, true)?;
-    crate::cli::bench::create_table(&c.http_of("main"))?;
+    crate::cli::bench_load::create_table(&c.http_of("main"))?;
     c.wait_streaming()?;
     let nodes: Vec<String> = ["main", "spare-1", "spare-2"]
         .iter()

@@ -1,6 +1,8 @@
 pub mod backup;
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_failover;
+pub mod bench_load;
 pub mod bench_suite;
 pub mod certs;
 pub mod inspect;
