@@ -14,15 +14,16 @@
 //! | [`store`] | SQLite: execution with changeset capture (session extension), apply, queries, meta; the guard on client statements (authorizer, time and size limits) |
 //! | [`wire`] | the peer protocol: `Envelope`, `Message`, length-prefixed msgpack framing |
 //! | [`net`] | peer authentication (secret challenge), the handshake, TLS, liveness counted in bytes |
-//! | [`core`] | pure decisions: feeder window, where to resume a spare, lag, voter, lease, promotion |
+//! | [`core`] | pure decisions: feeder window, where to resume a spare, lag, voter, lease, memberships, promotion; the simulator (tests) |
 //! | [`actors`] | the actix side: node slots (roles), primary, feeders, spare, monitor, voter, lease, the promotion coordinator; the committer and apply threads |
 //! | [`http`] | the HTTP API on actix-web |
 //! | [`clock`] | the boot clock (leases, grants: counts suspended time) and wall time |
-//! | [`client`] | a blocking HTTP client for the command line and monitors |
+//! | [`client`] | a blocking HTTP client for the command line and monitors (resends writes refused before they ran) |
+//! | [`verify`] | `spare verify`: every data node's database against the primary's at one LSN |
 //! | [`view`] | the cluster document shared by `spare status` and `GET /v1/cluster` |
 //! | [`durable`] | small files replaced atomically; secret files created once, owner-only |
 //! | [`events`] | the events log (JSON lines) and `notify_command` |
-//! | [`state`] | `node.state`: epoch, promise, primary, role, replaced atomically; the role a node runs as |
+//! | [`state`] | `node.state`: epoch, promise, primary, role, the epoch's membership and pending promises, replaced atomically; the role a node runs as |
 pub mod actors;
 pub mod client;
 pub mod clock;
