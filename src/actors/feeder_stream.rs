@@ -13,6 +13,9 @@ use crate::net::handshake::SpareReport;
 use crate::wire::codec::MAX_BATCH_BYTES;
 use crate::wire::{Envelope, Message};
 
+/// Longest "why held" text kept from a spare's Ack (it is shown in status as sent).
+const MAX_HELD_TEXT_CHARS: usize = 64;
+
 impl Link {
     pub(super) async fn stream(
         &mut self,
@@ -102,7 +105,8 @@ impl Link {
                 ..
             } => {
                 self.spare_oldest_ms = (oldest_unapplied_ms > 0).then_some(oldest_unapplied_ms);
-                self.held = (!held.is_empty()).then(|| held.chars().take(64).collect());
+                self.held =
+                    (!held.is_empty()).then(|| held.chars().take(MAX_HELD_TEXT_CHARS).collect());
                 if !window.on_flushed(flushed) || applied > flushed || flushed > received {
                     return Err(Error::InvalidData(format!("spare acknowledged impossible positions (received {received}, flushed {flushed}, applied {applied})")));
                 }

@@ -342,22 +342,28 @@ pub async fn serve_control_only(
     }
 }
 
+/// A spare's first state in tests: following main in epoch 1, membership not yet known.
+#[cfg(test)]
+fn following_main() -> NodeState {
+    NodeState {
+        epoch: 1,
+        promised_epoch: 1,
+        primary: "main".into(),
+        role: Role::Spare,
+        promised_to: "main".into(),
+        truncate_after: None,
+        members: None,
+        pending: Vec::new(),
+        max_lease_ms: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cell(dir: &std::path::Path) -> VoterCell {
-        let state = NodeState {
-            epoch: 1,
-            promised_epoch: 1,
-            primary: "main".into(),
-            role: Role::Spare,
-            promised_to: "main".into(),
-            truncate_after: None,
-            members: None,
-            pending: Vec::new(),
-            max_lease_ms: 0,
-        };
+        let state = following_main();
         state.save(dir).unwrap();
         VoterCell::new("lan-1", state, dir.to_path_buf(), 2_000)
     }
@@ -408,17 +414,7 @@ mod clock_tests {
     #[test]
     fn the_voter_measures_grants_on_the_boot_clock() {
         let dir = tempfile::tempdir().unwrap();
-        let state = NodeState {
-            epoch: 1,
-            promised_epoch: 1,
-            primary: "main".into(),
-            role: Role::Spare,
-            promised_to: "main".into(),
-            truncate_after: None,
-            members: None,
-            pending: Vec::new(),
-            max_lease_ms: 0,
-        };
+        let state = following_main();
         let cell = VoterCell::new("lan-1", state, dir.path().to_path_buf(), 2_000);
         let boot = crate::clock::boot_ms();
         assert!(
