@@ -72,6 +72,12 @@ fn voters_added_by_a_reload_cannot_promote_behind_the_running_primary() {
             .contains("membership change pending: voters lan-1, lan-2, lan-3, main, watch-1")
     });
 
+    // watch-1 learns epoch 1's voters from main's lease requests (within a heartbeat or
+    // two of starting); the promotion below relies on its report of them.
+    wait_until("watch-1 to know epoch 1's voters", || {
+        std::fs::read_to_string(c.data_dir("watch-1").join("node.state"))
+            .is_ok_and(|s| s.contains("\"members\""))
+    });
     c.partition(&["main", "lan-1"], &["lan-2", "lan-3", "watch-1"]);
     let promote = c.cli(&["promote", "lan-2"]);
     let said = output(&promote);
