@@ -10,7 +10,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::log::segment::sync_dir;
 
 /// Replaces `path` with `value` as JSON.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -61,4 +60,17 @@ pub fn create_new(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
 pub fn readable_by_others(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+}
+
+/// fsyncs a directory so that a file created or renamed in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    // The parent of a bare file name ("shop-backup.sqlite") is "": the current directory.
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(format!("sync directory {}", dir.display())))
 }

@@ -81,7 +81,7 @@ fn take_into(
     ));
     crate::durable::write_json(&backup::info_path(&file), &info)?;
     std::fs::rename(&tmp, &file).map_err(Error::io(format!("rename {}", tmp.display())))?;
-    crate::log::segment::sync_dir(dir)?;
+    crate::durable::sync_dir(dir)?;
     Ok(info)
 }
 

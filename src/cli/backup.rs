@@ -48,7 +48,7 @@ pub fn backup(config_path: &Path, out: &Path, node: Option<&str>) -> Result<()> 
     }
     // The copy first, then its description: a description never names a missing file.
     std::fs::rename(&tmp, out).with_context(|| format!("rename to {}", out.display()))?;
-    spare::log::segment::sync_dir(out.parent().unwrap_or(Path::new("")))?;
+    spare::durable::sync_dir(out.parent().unwrap_or(Path::new("")))?;
     spare::durable::write_json(&backup::info_path(out), &info).with_context(|| {
         format!(
             "{} is complete, but its description could not be written: `spare restore` needs it; free space and run the backup again",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::*;
+use super::types::*;
 use crate::error::Result;
 
 pub(super) fn check_keys(ctx: &Ctx, t: &Table, allowed: &[&str]) -> Result<()> {

@@ -40,7 +40,7 @@ pub fn write_request(body: &[u8]) -> Result<Request> {
 pub fn query(body: &[u8]) -> Result<Query> {
     let v = json(body)?;
     let statement = statement(&v, "query")?;
-    crate::store::schema::check_query_allowed(&statement.sql)?;
+    crate::store::statement::check_query_allowed(&statement.sql)?;
     let min_lsn = match v.get("min_lsn") {
         None | Some(Value::Null) => 0,
         Some(m) => m.as_u64().ok_or_else(|| {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::log::Position;
+use crate::log::position::Position;
 
 const BASE_FILE: &str = "base";
 

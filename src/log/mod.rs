@@ -22,6 +22,7 @@
 
 pub mod base;
 pub mod inspect;
+pub mod position;
 pub mod reader;
 pub mod record;
 pub mod retention;
@@ -32,9 +33,10 @@ pub mod writer;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+pub use position::Position;
 pub use reader::LogReader;
 pub use record::{Record, RecordKind};
-pub use writer::{LogWriter, Position, SegmentInfo};
+pub use writer::{LogWriter, SegmentInfo};
 
 /// What opening a log found: the writer positioned at the end, and which records the
 /// caller should re-apply to SQLite: `replay_after < lsn <= replay_to` (none when
@@ -185,7 +187,7 @@ pub fn truncate_after(dir: &Path, lsn: u64) -> Result<()> {
         };
         cut_segment(&path, (at + len) as u64)?;
     }
-    segment::sync_dir(dir)
+    crate::durable::sync_dir(dir)
 }
 
 /// Cuts the segment at `path` to `len` bytes and syncs it.
@@ -242,7 +244,7 @@ pub fn archive_segments(dir: &Path, archive: &Path) -> Result<usize> {
         copied += 1;
     }
     if copied > 0 {
-        segment::sync_dir(archive)?;
+        crate::durable::sync_dir(archive)?;
     }
     Ok(copied)
 }

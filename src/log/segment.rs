@@ -192,7 +192,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 /// What the recovery scan of a segment found.
 pub struct ScannedSegment {
     /// The last valid record's position (None: no record).
-    pub last: Option<crate::log::Position>,
+    pub last: Option<crate::log::position::Position>,
     /// Bytes of header and valid records; anything after is a torn tail to cut off.
     pub valid_len: u64,
     /// Why the tail was cut, when it was.
@@ -238,7 +238,7 @@ pub fn scan(
                 check_continuity(path, offset as usize, &rec, prev_lsn, prev_chain)?;
                 (prev_lsn, prev_chain) = (rec.lsn, rec.chain);
                 visit(&rec);
-                last = Some(crate::log::Position::of(&rec));
+                last = Some(crate::log::position::Position::of(&rec));
                 offset += len as u64;
             }
             Err(err) => {
@@ -417,17 +417,4 @@ fn corrupt(path: &Path, offset: usize, what: &str) -> Error {
         "replication log is corrupt in {} at offset {offset}: {what}; the node stops rather than serve a damaged history (restore this node from a spare or a backup)",
         path.display()
     ))
-}
-
-/// fsyncs a directory so that a file created or renamed in it survives a crash.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    // The parent of a bare file name ("shop-backup.sqlite") is "": the current directory.
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(format!("sync directory {}", dir.display())))
 }

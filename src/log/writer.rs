@@ -8,34 +8,14 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::durable::sync_dir;
 use crate::error::{Error, Result};
+use crate::log::position::Position;
 use crate::log::record::{Record, RecordKind, MAX_PAYLOAD_BYTES};
 use crate::log::segment;
 use crate::log::segment::{
-    header_bytes, mark_bytes, read_header, segment_path, sync_dir, HEADER_BYTES,
-    SEGMENT_TARGET_BYTES,
+    header_bytes, mark_bytes, read_header, segment_path, HEADER_BYTES, SEGMENT_TARGET_BYTES,
 };
-
-/// Position at the end of a history: enough to check a spare against it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Position {
-    pub lsn: u64,
-    pub epoch: u64,
-    pub chain: u64,
-    /// Commit time of the record at `lsn` (ms since the Unix epoch), 0 for an empty log.
-    pub time_ms: u64,
-}
-
-impl Position {
-    pub fn of(record: &Record) -> Self {
-        Position {
-            lsn: record.lsn,
-            epoch: record.epoch,
-            chain: record.chain,
-            time_ms: record.time_ms,
-        }
-    }
-}
 
 /// What retention needs to know about one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +140,7 @@ impl LogWriter {
         if n == 0 {
             return Ok(0);
         }
-        super::base::save(&self.dir, &self.segments[n - 1].last)?;
+        crate::log::base::save(&self.dir, &self.segments[n - 1].last)?;
         for seg in self.segments.drain(..n) {
             let path = segment_path(&self.dir, seg.first_lsn);
             std::fs::remove_file(&path)

@@ -119,7 +119,7 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupInfo> {
         .and_then(|f| f.sync_all())
         .map_err(Error::io(format!("fsync {}", db.display())))?;
     crate::log::base::save(&log_dir, &info.position)?;
-    crate::log::segment::sync_dir(data_dir)?;
+    crate::durable::sync_dir(data_dir)?;
     Ok(info)
 }
 

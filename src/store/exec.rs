@@ -153,7 +153,7 @@ impl Request {
             )));
         }
         for st in &self.statements {
-            schema::check_statement_allowed(&st.sql)?;
+            crate::store::statement::check_statement_allowed(&st.sql)?;
         }
         let ddl = self
             .statements

@@ -37,6 +37,7 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::store::session::{SizeProbe, INTERNAL_TABLE_PREFIX};
+use crate::store::statement::{ATTACH, PRAGMA, TRANSACTION};
 
 /// Virtual machine steps between two checks of the deadline and the changeset size: a few
 /// microseconds of work, so a statement stops within milliseconds of its limit.
@@ -369,7 +370,7 @@ fn holds_several_statements(conn: &Connection, sql: &str) -> bool {
     unsafe { ffi::sqlite3_finalize(stmt) };
     rc == ffi::SQLITE_OK
         && !stmt.is_null()
-        && crate::store::schema::holds_statement(&sql[consumed..])
+        && crate::store::statement::holds_statement(&sql[consumed..])
 }
 
 /// The refusal of a request whose changes would not fit in one log record.
@@ -391,9 +392,6 @@ fn is_internal(name: &str) -> bool {
 
 const OWN_TABLES: &str = "the node's own tables (_spare_*) are not reachable through the API: they record what this copy has applied; name your tables otherwise";
 pub(crate) const TEMP: &str = "temporary tables, views, triggers and indexes are not allowed: they would live on one connection of one node and never be replicated; create a regular table (and drop it when done)";
-pub(crate) const ATTACH: &str = "ATTACH and DETACH are not allowed: an attached database is not replicated, and it would open files on the node's disk";
-pub(crate) const TRANSACTION: &str = "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is not allowed: each request is one transaction; send several statements as one {\"batch\": [...]}";
-pub(crate) const PRAGMA: &str = "this PRAGMA is not allowed: the node manages its connection settings; read-only PRAGMAs (table_info, index_list, foreign_key_list, integrity_check, ...) work on /v1/query";
 const SQLITE_TABLES: &str = "SQLite's own tables (sqlite_master, sqlite_sequence, sqlite_stat*) cannot be written by hand: the schema changes through CREATE, ALTER and DROP, AUTOINCREMENT counters follow the rows, ANALYZE fills the statistics";
 const SCHEMA_IN_WRITE: &str = "schema changes (CREATE, ALTER, DROP, ANALYZE) go in a request of their own, without other statements";
 const WRITE_IN_READ: &str = "this statement writes; send it to /v1/execute on the primary";

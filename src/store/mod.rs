@@ -20,6 +20,7 @@ pub mod query;
 pub mod schema;
 pub mod session;
 pub mod snapshot;
+pub mod statement;
 pub mod value;
 pub mod verify;
 

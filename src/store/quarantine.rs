@@ -66,7 +66,7 @@ pub fn save(
         .map_err(|e| Error::io("flush records.jsonl")(e.into_error()))?
         .sync_all()
         .map_err(Error::io("fsync records.jsonl"))?;
-    crate::log::segment::sync_dir(&dir)?;
+    crate::durable::sync_dir(&dir)?;
     Ok(dir)
 }
 

@@ -14,8 +14,8 @@ use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::store::guard;
 use crate::store::session::INTERNAL_TABLE_PREFIX;
+use crate::store::statement::first_keyword;
 
 /// Whether `sql` changes the schema (CREATE, ALTER, DROP) or SQLite's statistics (ANALYZE),
 /// judged by its first keyword after comments and whitespace. Such a statement is replayed
@@ -23,24 +23,6 @@ use crate::store::session::INTERNAL_TABLE_PREFIX;
 pub fn is_ddl(sql: &str) -> bool {
     let word = first_keyword(sql).to_ascii_uppercase();
     matches!(word.as_str(), "CREATE" | "ALTER" | "DROP" | "ANALYZE")
-}
-
-fn first_keyword(sql: &str) -> &str {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map_or("", |(_, after)| after);
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map_or("", |(_, after)| after);
-        } else {
-            break;
-        }
-    }
-    let end = rest
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(rest.len());
-    &rest[..end]
 }
 
 /// Checksum of the user's schema (tables, indexes, views, triggers; not ours, not SQLite's).
@@ -134,55 +116,6 @@ pub fn set_sequences(conn: &Connection, seqs: &[(String, i64)]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether `sql` holds anything but spaces, comments and semicolons.
-pub fn holds_statement(sql: &str) -> bool {
-    !first_keyword(sql.trim_start_matches(|c: char| c == ';' || c.is_whitespace())).is_empty()
-}
-
-/// Refuses SQL text no statement should have: empty, or holding a NUL (SQLite would stop
-/// reading at the NUL, so the text logged for spares would not be the text run here).
-pub fn check_text(sql: &str) -> Result<()> {
-    if sql.contains('\0') {
-        return Err(Error::InvalidInput(
-            "the SQL text holds a NUL character; remove it (pass values as parameters)".into(),
-        ));
-    }
-    if first_keyword(sql).is_empty() {
-        return Err(Error::InvalidInput(
-            "the SQL text does not start with a statement keyword (SELECT, INSERT, ...): it is empty, only comments, or starts with another character".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses, before any SQLite work, what a query may never be: the authorizer refuses the
-/// rest as SQLite compiles it.
-pub fn check_query_allowed(sql: &str) -> Result<()> {
-    check_text(sql)?;
-    if first_keyword(sql).eq_ignore_ascii_case("VACUUM") {
-        return Err(Error::NotAllowed(
-            "VACUUM is not allowed through the API: it would rewrite the database file or write a copy on the node's disk; use `spare backup` for a copy".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses statements that would break the group transaction or the node's setup, with what
-/// to do instead (the authorizer enforces the same rules whatever the spelling; this answers
-/// the common spellings before any SQLite work).
-pub fn check_statement_allowed(sql: &str) -> Result<()> {
-    check_text(sql)?;
-    let word = first_keyword(sql).to_ascii_uppercase();
-    let why = match word.as_str() {
-        "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => guard::TRANSACTION,
-        "ATTACH" | "DETACH" => guard::ATTACH,
-        "PRAGMA" => guard::PRAGMA,
-        "VACUUM" => "VACUUM is not allowed through the API: it would rewrite the database file or write a copy on the node's disk; use `spare backup` for a copy",
-        _ => return Ok(()),
-    };
-    Err(Error::NotAllowed(why.into()))
 }
 
 /// Why `CREATE TABLE ... AS SELECT` is refused: spares would evaluate the SELECT again, with

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::sync_dir;
 use crate::durable::{read_json, write_json as write_json_atomic};
 use crate::error::{Error, Result};
-use crate::log::segment::sync_dir;
 use crate::log::{LogReader, Position};
 use crate::store::{meta, open, ConnKind};
 
