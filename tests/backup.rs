@@ -194,7 +194,7 @@ fn a_point_in_time_restore_lands_on_the_asked_lsn() {
     );
     // The node's own start-up recovery applies the rolled-forward records.
     let data = c.data_dir("lan-1");
-    drop(spare::actors::node::recover(&data, 64 * 1024).unwrap());
+    drop(spare::store::recovery::recover(&data, 64 * 1024).unwrap());
     let (ids, lsn) = ids_in(&data.join("db.sqlite"));
     assert_eq!(lsn, target);
     assert_eq!(ids, (1..=target_id).collect::<Vec<_>>());

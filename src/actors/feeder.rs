@@ -21,15 +21,15 @@ use std::time::Duration;
 
 use crate::net::stream::PeerStream;
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler,
-    Message as ActixMessage, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message as ActixMessage,
+    Recipient, WrapFuture,
 };
 use tokio::io::AsyncRead;
 type OwnedWriteHalf = tokio::io::WriteHalf<PeerStream>;
 use tokio::sync::{mpsc, watch};
 
-use crate::actors::node::{DataShared, PrimaryShared};
-use crate::actors::primary::{LinkState, PrimaryActor, SpareProgress};
+use crate::actors::messages::{LinkState, SpareProgress};
+use crate::actors::shared::{DataShared, PrimaryShared};
 use crate::actors::{
     CONNECT_TIMEOUT, LINK_FRAME_QUEUE, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN,
 };
@@ -53,7 +53,7 @@ pub struct Feeder {
     data: Arc<DataShared>,
     primary_shared: Arc<PrimaryShared>,
     committed: watch::Receiver<Position>,
-    primary: Addr<PrimaryActor>,
+    primary: Recipient<SpareProgress>,
     /// Pause before the next dial; grows while dials fail.
     backoff: Duration,
     /// The spare's last known progress, carried across links so that a spare that cannot be
@@ -67,7 +67,7 @@ impl Feeder {
         data: Arc<DataShared>,
         primary_shared: Arc<PrimaryShared>,
         committed: watch::Receiver<Position>,
-        primary: Addr<PrimaryActor>,
+        primary: Recipient<SpareProgress>,
     ) -> Self {
         Feeder {
             spare,
@@ -176,7 +176,7 @@ pub(crate) struct Link {
     pub(super) data: Arc<DataShared>,
     pub(super) prim: Arc<PrimaryShared>,
     pub(super) committed: watch::Receiver<Position>,
-    pub(super) primary: Addr<PrimaryActor>,
+    pub(super) primary: Recipient<SpareProgress>,
     /// Taken while a blocking read runs on the blocking pool.
     pub(super) reader: Option<LogReader>,
     /// (LSN, commit time) of records sent and not applied, oldest first, for lag.

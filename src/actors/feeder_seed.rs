@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::actors::feeder::{Link, LinkIo};
-use crate::actors::primary::LinkState;
+use crate::actors::messages::LinkState;
 use crate::core::feeder::Window;
 use crate::core::position;
 use crate::error::{Error, Result};

@@ -5,176 +5,42 @@
 //! every record past the LSN that SQLite says it applied is applied again. Only then does the
 //! node serve anything.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use tokio::sync::{mpsc, watch};
 
-use crate::actors::committer::{Committer, Job, WRITE_QUEUE_CAPACITY};
-use crate::actors::messages::ConfigChanged;
+use crate::actors::committer::{Committer, WRITE_QUEUE_CAPACITY};
+use crate::actors::lease_guard::LeaseGuard;
 use crate::actors::monitor::MonitorActor;
+use crate::actors::node_addr::NodeAddr;
 use crate::actors::primary::PrimaryActor;
-use crate::actors::slot::NodeSlot;
+use crate::actors::shared::{DataShared, PrimaryShared};
 use crate::actors::spare::SpareActor;
-use crate::actors::sync_tracker::SyncTracker;
 use crate::actors::voter::VoterCell;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
-use crate::error::{Error, PrimaryRef, Result};
+use crate::error::{Error, Result};
 use crate::events::EventLog;
-use crate::log::{self, LogWriter, Position, RecordKind};
+use crate::log::{LogWriter, Position, RecordKind};
 use crate::net::handshake::Identity;
 use crate::state::{Incarnation, NodeState};
-use crate::store::apply::Applier;
 use crate::store::exec::Executor;
 use crate::store::query::ReaderPool;
 use crate::store::{self, ConnKind};
 
-/// Records replayed per SQLite transaction during recovery.
-pub const REPLAY_BATCH_RECORDS: u64 = 1000;
-/// Bytes of records read per replayed batch (at least one record): what recovery holds in
-/// memory, whatever the backlog.
-pub const REPLAY_BATCH_BYTES: usize = 8 * 1024 * 1024;
-
-/// What every part of a data node shares.
-pub struct DataShared {
-    /// The process's configuration, replaced by reloads; read it with [`DataShared::config`].
+/// What a node keeps across its incarnations (the slot's), handed to each role it starts.
+pub struct NodeBase {
     pub cell: Arc<ConfigCell>,
-    pub node: NodeConfig,
     pub identity: Identity,
-    pub readers: ReaderPool,
-    /// Highest LSN applied to SQLite (committed, on a primary); queries with `min_lsn` wait on it.
-    pub applied: watch::Receiver<u64>,
-    /// Epoch this node follows or leads.
-    pub epoch: AtomicU64,
-    /// Position just before the oldest record the log still holds (LSN 0 when it holds
-    /// everything); kept current by whoever owns the log writer.
-    pub base: std::sync::Mutex<Position>,
-    /// This node's events log.
-    pub events: Arc<EventLog>,
-    /// The data directory's lock, held as long as the node runs (the slot's).
-    pub _lock: Arc<std::fs::File>,
-    /// This node's voter (leases, promises), persisted in `node.state`.
     pub voter: Arc<VoterCell>,
-}
-
-/// What only a primary's parts share: feeders, the committer's retention, status.
-#[derive(Default)]
-pub struct PrimaryShared {
-    /// Applied LSN of each spare, from its acknowledgements: segments every spare applied may go.
-    pub spare_applied: dashmap::DashMap<String, u64>,
-    /// Per seeding spare, the LSN above which the log must stay (its snapshot needs what follows).
-    pub pins: dashmap::DashMap<String, u64>,
-    /// Per seeding spare, the snapshot it is receiving (kept on disk until it is installed).
-    pub seeding: dashmap::DashMap<String, String>,
-    /// Commit latency as clients see it, for `/metrics`.
-    pub latency: crate::http::metrics::LatencyHistogram,
-    /// Transactions committed (Txn records) since this process started.
-    pub commits: std::sync::atomic::AtomicU64,
-    /// Offsets and commit times of the newest records, for lag in bytes and seconds.
-    pub recent: std::sync::Mutex<crate::core::lag::RecentRecords>,
-    /// The write lease (set once the primary starts).
-    pub lease: std::sync::OnceLock<Arc<crate::actors::lease::LeaseGuard>>,
-    /// The commit rule, when the configuration has one (None: `async`).
-    pub sync: std::sync::RwLock<Option<Arc<SyncTracker>>>,
-}
-
-impl PrimaryShared {
-    pub fn sync(&self) -> Option<Arc<SyncTracker>> {
-        self.sync.read().expect("sync lock").clone()
-    }
-
-    /// Installs the configuration's commit rule (keeping what is known of its spares).
-    pub fn set_commit_rule(&self, rule: &crate::config::CommitRule) {
-        let mut sync = self.sync.write().expect("sync lock");
-        match (rule, sync.as_ref()) {
-            (crate::config::CommitRule::Async, _) => *sync = None,
-            (crate::config::CommitRule::Any { any, of, deadline }, Some(t)) => {
-                t.reconfigure(*any, of, *deadline)
-            }
-            (crate::config::CommitRule::Any { any, of, deadline }, None) => {
-                *sync = Some(Arc::new(SyncTracker::new(
-                    crate::core::commit_rule::CommitRule::new(*any, of),
-                    *deadline,
-                )));
-            }
-        }
-    }
-}
-
-impl DataShared {
-    /// The configuration as of now.
-    pub fn config(&self) -> Arc<ClusterConfig> {
-        self.cell.get()
-    }
-
-    /// The oldest LSN the log still holds.
-    pub fn oldest_lsn(&self) -> u64 {
-        self.base.lock().expect("base lock").lsn + 1
-    }
-
-    pub fn retention_budget(&self) -> crate::log::retention::Budget {
-        crate::log::retention::Budget {
-            bytes: self.config().cluster.retention_bytes,
-            age: self.config().cluster.retention_age,
-        }
-    }
-}
-
-impl DataShared {
-    pub fn log_dir(&self) -> PathBuf {
-        self.node.data_dir.join("log")
-    }
-}
-
-/// The running node, as the HTTP API reaches it.
-#[derive(Clone)]
-pub enum NodeAddr {
-    Primary {
-        actor: Addr<PrimaryActor>,
-        writes: mpsc::Sender<Job>,
-        shared: Arc<DataShared>,
-        primary: Arc<PrimaryShared>,
-    },
-    Spare {
-        actor: Addr<SpareActor>,
-        shared: Arc<DataShared>,
-        spare: Arc<crate::actors::spare::SpareShared>,
-    },
-    Monitor {
-        actor: Addr<MonitorActor>,
-        events: Arc<EventLog>,
-    },
-}
-
-impl NodeAddr {
-    /// Tells the node's actor that the configuration changed.
-    pub fn notify(&self, msg: ConfigChanged) {
-        let sent = match self {
-            NodeAddr::Primary { actor, .. } => actor.try_send(msg).is_ok(),
-            NodeAddr::Spare { actor, .. } => actor.try_send(msg).is_ok(),
-            NodeAddr::Monitor { actor, .. } => actor.try_send(msg).is_ok(),
-        };
-        if !sent {
-            tracing::warn!(
-                "a node's mailbox is full; it will see the new configuration at its next restart"
-            );
-        }
-    }
-}
-
-/// Where clients reach `node`'s HTTP API.
-pub fn primary_ref(config: &ClusterConfig) -> PrimaryRef {
-    let p = config.primary();
-    PrimaryRef {
-        name: p.name.clone(),
-        http: p.http_advertise.clone(),
-    }
+    pub events: Arc<EventLog>,
+    /// The data directory's lock, held as long as the node runs.
+    pub lock: Arc<std::fs::File>,
 }
 
 /// Starts a monitor's actor (its voter and listeners are the slot's).
-pub fn start_monitor(slot: &NodeSlot, node: &NodeConfig) -> NodeAddr {
+pub fn start_monitor(slot: &NodeBase, node: &NodeConfig) -> NodeAddr {
     NodeAddr::Monitor {
         actor: MonitorActor::new(slot.cell.clone(), node.clone(), slot.events.clone()).start(),
         events: slot.events.clone(),
@@ -189,18 +55,6 @@ pub(crate) fn node_events(config: &ClusterConfig, node: &NodeConfig) -> Result<A
         Some(node.data_dir.join("events.jsonl")),
         config.cluster.notify_command.clone(),
     )))
-}
-
-impl NodeAddr {
-    /// The node's events log.
-    pub fn events(&self) -> Arc<EventLog> {
-        match self {
-            NodeAddr::Primary { shared, .. } | NodeAddr::Spare { shared, .. } => {
-                shared.events.clone()
-            }
-            NodeAddr::Monitor { events, .. } => events.clone(),
-        }
-    }
 }
 
 pub(crate) fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
@@ -250,88 +104,6 @@ pub(crate) fn lock_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result
     Ok(file)
 }
 
-/// Opens the log and the database and replays the log past SQLite's applied LSN. A seed
-/// whose installation a crash cut short is finished first.
-pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<(LogWriter, Applier)> {
-    recover_gated(
-        data_dir,
-        segment_bytes,
-        crate::core::apply_gate::Gate::default(),
-    )
-}
-
-/// Like [`recover`], replaying only what `gate` lets a spare apply now (paused: nothing;
-/// delayed: what is due), so a restart does not apply what the operator held back.
-pub fn recover_gated(
-    data_dir: &Path,
-    segment_bytes: u64,
-    gate: crate::core::apply_gate::Gate,
-) -> Result<(LogWriter, Applier)> {
-    let seed = crate::store::snapshot::SeedDir::new(data_dir);
-    if let Some(info) = seed.marker()? {
-        tracing::warn!(
-            lsn = info.position.lsn,
-            "finishing the installation of a seed that a crash interrupted"
-        );
-        finish_install(data_dir, &info)?;
-    }
-    let mut applier = Applier::new(store::open(
-        &data_dir.join(store::DB_FILE),
-        ConnKind::Applier,
-    )?)?;
-    let now = crate::clock::wall_ms();
-    let opened = log::open_with(&data_dir.join("log"), applier.applied().0, |r| {
-        !gate.paused && gate.due(&[r.time_ms], now) == 1
-    })?;
-    if let Some(torn) = &opened.torn {
-        tracing::warn!(%torn, "cut a torn record at the end of the log (a write cut short by a crash; it was never acknowledged)");
-    }
-    replay(&data_dir.join("log"), &opened, &mut applier)?;
-    let mut writer = opened.writer;
-    writer.set_segment_target_bytes(segment_bytes);
-    Ok((writer, applier))
-}
-
-/// Applies the records recovery named, read from the log in bounded batches: a spare
-/// restarted with a large backlog holds one batch in memory, not the backlog.
-fn replay(log_dir: &Path, opened: &log::Opened, applier: &mut Applier) -> Result<()> {
-    if opened.replay_count() == 0 {
-        return Ok(());
-    }
-    tracing::info!(
-        records = opened.replay_count(),
-        from = opened.replay_after + 1,
-        "replaying the log into the database"
-    );
-    let mut reader = log::LogReader::new(log_dir);
-    let mut next = opened.replay_after + 1;
-    while next <= opened.replay_to {
-        let to = opened.replay_to.min(next + REPLAY_BATCH_RECORDS - 1);
-        let batch = reader.read(next, to, REPLAY_BATCH_BYTES)?;
-        applier.apply(&batch)?;
-        next = batch.last().expect("a read returns a record at least").lsn + 1;
-    }
-    Ok(())
-}
-
-/// Puts a verified seed in place: the snapshot becomes the database, and the log restarts
-/// right after the snapshot's last record. Every step can be redone after a crash.
-pub fn finish_install(data_dir: &Path, info: &crate::store::snapshot::SnapshotInfo) -> Result<()> {
-    let seed = crate::store::snapshot::SeedDir::new(data_dir);
-    seed.replace_db(&data_dir.join(store::DB_FILE))?;
-    let log_dir = data_dir.join("log");
-    match std::fs::remove_dir_all(&log_dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io(format!("remove {}", log_dir.display()))(e))
-        }
-        _ => {}
-    }
-    std::fs::create_dir_all(&log_dir)
-        .map_err(Error::io(format!("create {}", log_dir.display())))?;
-    crate::log::base::save(&log_dir, &info.position)?;
-    seed.clear_marker()
-}
-
 pub(crate) fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<NodeState> {
     if let Some(state) = NodeState::load(&node.data_dir)? {
         return Ok(state);
@@ -358,13 +130,13 @@ pub(crate) fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<No
 /// Opens and recovers a data node's storage and starts it as `want` (primary, spare or
 /// fenced). A node becoming primary first applies every record it holds (recovery), then
 /// logs an epoch record for its epoch if its log ends in an older one.
-pub fn start_data_node(slot: &NodeSlot, node: NodeConfig, want: Incarnation) -> Result<NodeAddr> {
+pub fn start_data_node(slot: &NodeBase, node: NodeConfig, want: Incarnation) -> Result<NodeAddr> {
     let cell = slot.cell.clone();
     let config = cell.get();
     let state = slot.voter.state();
     let segment_bytes = crate::log::retention::segment_bytes_for(config.cluster.retention_bytes);
     if let (Incarnation::Primary, Some(until)) = (want, state.truncate_after) {
-        cut_history_after(&node, until)?;
+        crate::store::recovery::cut_history_after(&node.data_dir, until)?;
         slot.voter.clear_truncate()?;
     }
     let gate = match want {
@@ -376,7 +148,8 @@ pub fn start_data_node(slot: &NodeSlot, node: NodeConfig, want: Incarnation) -> 
         },
         _ => crate::core::apply_gate::Gate::default(),
     };
-    let (log, applier) = recover_gated(&node.data_dir, segment_bytes, gate)?;
+    let (log, applier) =
+        crate::store::recovery::recover_gated(&node.data_dir, segment_bytes, gate)?;
     if let (Incarnation::Primary, Some(until)) = (want, state.truncate_after) {
         if applier.applied().0 > until {
             return Err(Error::InvalidData(format!(
@@ -414,35 +187,9 @@ pub fn start_data_node(slot: &NodeSlot, node: NodeConfig, want: Incarnation) -> 
         });
     }
     drop(applier);
-    slot.set_role(Role::Primary)?;
+    slot.voter.set_role(Role::Primary)?;
     crate::actors::spare::clear_paused(&node.data_dir)?;
     start_primary(shared, log, applied_tx, state.epoch)
-}
-
-/// A promotion `--until`: keeps the records after `until` in quarantine (readable), then
-/// cuts the log there, before this node starts its history as the primary.
-fn cut_history_after(node: &NodeConfig, until: u64) -> Result<()> {
-    let log_dir = node.data_dir.join("log");
-    let tail = log::open_with(&log_dir, until, |_| false)?
-        .writer
-        .tail()
-        .lsn;
-    if tail <= until {
-        return Ok(());
-    }
-    let dir = crate::store::quarantine::save(
-        &log_dir,
-        until,
-        tail,
-        &node.data_dir.join("quarantine"),
-        &format!(
-            "promoted up to LSN {until}: the records after it are not part of the new history"
-        ),
-        None,
-    )?;
-    crate::log::truncate_after(&log_dir, until)?;
-    tracing::warn!(until, discarded_to = tail, folder = %dir.display(), "cut the log after the chosen LSN; the rest is kept in quarantine");
-    Ok(())
 }
 
 /// Starts the write path, the lease, the feeders and the primary's actor on a recovered log.
@@ -491,7 +238,7 @@ fn start_primary(
             m
         }
     };
-    let guard = Arc::new(crate::actors::lease::LeaseGuard::new(epoch, members));
+    let guard = Arc::new(LeaseGuard::new(epoch, members));
     let _ = primary.lease.set(guard.clone());
     crate::actors::lease::start(shared.clone(), guard.clone(), epoch);
     let committer = Committer::new(executor, log, epoch, committed.clone())

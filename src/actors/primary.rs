@@ -8,95 +8,20 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, MessageResult};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::committer::Job;
 use crate::actors::feeder::{Feeder, StopFeeder};
-use crate::actors::messages::{ConfigChanged, GetStatus};
-use crate::actors::node::{primary_ref, DataShared, PrimaryShared};
+use crate::actors::messages::{ConfigChanged, GetStatus, LinkState, SpareProgress};
+use crate::actors::shared::{primary_ref, DataShared, PrimaryShared};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::clock::wall_ms as now_ms;
 use crate::config::NodeConfig;
 use crate::core::lag;
 use crate::log::Position;
-
-/// State of the link to one spare, as its feeder sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
-    Connecting,
-    Streaming,
-    Seeding,
-    Disconnected,
-    Diverged,
-}
-
-impl LinkState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkState::Connecting => "connecting",
-            LinkState::Streaming => "streaming",
-            LinkState::Seeding => "seeding",
-            LinkState::Disconnected => "disconnected",
-            LinkState::Diverged => "diverged",
-        }
-    }
-}
-
-/// A feeder's latest view of its spare. Sent with `try_send`: when the mailbox is full the
-/// update is dropped, and the next one (sent at every ack) supersedes it anyway.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct SpareProgress {
-    /// The spare's name.
-    pub spare: String,
-    pub state: LinkState,
-    /// Highest LSN the spare received, fsynced, applied.
-    pub received: u64,
-    pub flushed: u64,
-    pub applied: u64,
-    /// Commit time of the oldest record sent and not yet applied, if known.
-    pub oldest_unapplied_time_ms: Option<u64>,
-    /// When the spare last answered; None if never.
-    pub last_ack: Option<Instant>,
-    /// Bytes sent and not yet flushed by the spare.
-    pub in_flight_bytes: u64,
-    /// While seeding: (bytes the spare holds, snapshot size).
-    pub seed: Option<(u64, u64)>,
-    /// Why the spare holds records back on purpose (`paused`, `delayed (30m)`), if it does.
-    pub held: Option<String>,
-}
-
-impl SpareProgress {
-    /// A spare the feeder never reached.
-    pub fn new(spare: &str, state: LinkState) -> Self {
-        SpareProgress {
-            spare: spare.to_string(),
-            state,
-            received: 0,
-            flushed: 0,
-            applied: 0,
-            oldest_unapplied_time_ms: None,
-            last_ack: None,
-            in_flight_bytes: 0,
-            seed: None,
-            held: None,
-        }
-    }
-
-    /// The state as status shows it: "seeding (42 %)" while seeding.
-    pub fn state_text(&self) -> String {
-        match (self.state, self.seed) {
-            (LinkState::Seeding, Some((done, size))) => {
-                format!("seeding ({} %)", crate::core::lag::seed_percent(done, size))
-            }
-            (state, _) => state.as_str().to_string(),
-        }
-    }
-}
 
 pub struct PrimaryActor {
     shared: Arc<DataShared>,
@@ -141,7 +66,7 @@ impl PrimaryActor {
             self.shared.clone(),
             self.primary.clone(),
             self.committed.clone(),
-            me,
+            me.recipient(),
         )
         .start();
         self.feeders

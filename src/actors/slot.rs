@@ -11,11 +11,13 @@
 
 use std::sync::{Arc, RwLock};
 
-use actix::Addr;
+use actix::Recipient;
 
+use crate::actors::messages::RoleCheck;
 use crate::actors::messages::StopNode;
-use crate::actors::node::{self, NodeAddr};
-use crate::actors::supervisor::{RoleCheck, SupervisorActor};
+use crate::actors::node::{self, NodeBase};
+use crate::actors::node_addr::NodeAddr;
+use crate::actors::places::{Crowded, HandshakeTurn, Places};
 use crate::actors::voter::{serve_control_only, ControlOnly, VoterCell};
 use crate::config::{ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
@@ -47,7 +49,7 @@ pub struct NodeSlot {
     pub lock: Arc<std::fs::File>,
     current: RwLock<Option<(Incarnation, NodeAddr)>>,
     peer: RwLock<PeerTarget>,
-    supervisor: Addr<SupervisorActor>,
+    supervisor: Recipient<RoleCheck>,
     /// The listeners' tasks and the HTTP server, stopped when the node leaves the file.
     peer_task: RwLock<Option<tokio::task::JoinHandle<()>>>,
     http: RwLock<Option<actix_web::dev::ServerHandle>>,
@@ -57,11 +59,13 @@ pub struct NodeSlot {
 
 impl NodeSlot {
     /// Opens node `name`: its data directory (locked), its state, its listeners; then starts
-    /// the incarnation its state calls for. Must run inside the actix system.
+    /// the incarnation its state calls for. Must run inside the actix system. `serve_http`
+    /// starts its HTTP API (the HTTP layer sits above the actors and is not imported here).
     pub fn open(
         cell: Arc<ConfigCell>,
         name: &str,
-        supervisor: Addr<SupervisorActor>,
+        supervisor: Recipient<RoleCheck>,
+        serve_http: impl FnOnce(Arc<NodeSlot>) -> Result<actix_web::dev::ServerHandle>,
     ) -> Result<Arc<NodeSlot>> {
         let config = cell.get();
         let node = config.node(name)?.clone();
@@ -110,11 +114,11 @@ impl NodeSlot {
             .map_err(Error::io("register the peer listener"))?;
         let task = actix_rt::spawn(accept_peers(slot.clone(), listener));
         *slot.peer_task.write().expect("lock") = Some(task);
-        let http = crate::http::serve(cell, node.clone(), slot.clone(), supervisor)?;
+        let http = serve_http(slot.clone())?;
         *slot.http.write().expect("lock") = Some(http);
         slot.start_incarnation()?;
         if node.backup_dir.is_some() && node.role != Role::Monitor {
-            actix_rt::spawn(crate::actors::backups::run(slot.clone()));
+            actix_rt::spawn(run_backups(slot.clone()));
         }
         tracing::info!(node = %node.name, role = slot.role_name(), http = %node.http, peer = %node.peer, "node started");
         Ok(slot)
@@ -169,9 +173,9 @@ impl NodeSlot {
         let want = self.wanted();
         let node = self.node()?;
         let addr = match want {
-            Incarnation::Monitor => node::start_monitor(self, &node),
+            Incarnation::Monitor => node::start_monitor(&self.base(), &node),
             Incarnation::Primary | Incarnation::Spare | Incarnation::Fenced => {
-                node::start_data_node(self, node.clone(), want)?
+                node::start_data_node(&self.base(), node.clone(), want)?
             }
         };
         let target = match (&addr, want) {
@@ -248,8 +252,42 @@ impl NodeSlot {
 
     /// Records the role this node takes from now on (`primary` once promoted, `spare` once
     /// rejoined) in `node.state`.
+    /// What the roles it starts are given.
+    fn base(&self) -> NodeBase {
+        NodeBase {
+            cell: self.cell.clone(),
+            identity: self.identity.clone(),
+            voter: self.voter.clone(),
+            events: self.events.clone(),
+            lock: self.lock.clone(),
+        }
+    }
+
     pub fn set_role(&self, role: Role) -> Result<()> {
         self.voter.set_role(role)
+    }
+}
+
+/// Scheduled backups (`backup_dir`, `backup_every`) for the node's life: the task ends with
+/// the process.
+async fn run_backups(slot: Arc<NodeSlot>) {
+    loop {
+        let Ok(node) = slot.node() else { return };
+        let (Some(dir), every) = (node.backup_dir.clone(), node.backup_every) else {
+            return;
+        };
+        tokio::time::sleep(every).await;
+        let Ok(NodeAddr::Primary { shared, .. } | NodeAddr::Spare { shared, .. }) = slot.addr()
+        else {
+            continue;
+        };
+        let cluster = slot.cell.get().cluster.name.clone();
+        let keep = (node.backup_keep_daily, node.backup_keep_monthly);
+        let result = tokio::task::spawn_blocking(move || {
+            crate::actors::backups::take_scheduled(&shared, &dir, &cluster, keep)
+        })
+        .await;
+        crate::actors::backups::report(&slot.events, result);
     }
 }
 
@@ -331,89 +369,5 @@ async fn disallowed(slot: &NodeSlot, from: std::net::SocketAddr) {
         if !allow.is_empty() && !allow.iter().any(|n| n.contains(&from.ip())) {
             return;
         }
-    }
-}
-
-/// The places of the handshakes in progress: at most
-/// [`MAX_HANDSHAKES_IN_PROGRESS`](crate::net::handshake::MAX_HANDSHAKES_IN_PROGRESS) in all,
-/// and [`MAX_HANDSHAKES_PER_SOURCE`](crate::net::handshake::MAX_HANDSHAKES_PER_SOURCE) per
-/// source address, so that one host flooding the port leaves room for the cluster's nodes.
-struct Places {
-    all: Arc<tokio::sync::Semaphore>,
-    by_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-}
-
-impl Default for Places {
-    fn default() -> Self {
-        Places {
-            all: Arc::new(tokio::sync::Semaphore::new(
-                crate::net::handshake::MAX_HANDSHAKES_IN_PROGRESS,
-            )),
-            by_source: Arc::default(),
-        }
-    }
-}
-
-impl Places {
-    /// A place for a connection from `ip`, if there is one.
-    fn take(&self, ip: std::net::IpAddr) -> Option<HandshakeTurn> {
-        let permit = self.all.clone().try_acquire_owned().ok()?;
-        let mut by_source = self.by_source.lock().expect("places lock");
-        let held = by_source.entry(ip).or_insert(0);
-        if *held >= crate::net::handshake::MAX_HANDSHAKES_PER_SOURCE {
-            return None;
-        }
-        *held += 1;
-        Some(HandshakeTurn {
-            _permit: permit,
-            by_source: self.by_source.clone(),
-            ip,
-        })
-    }
-}
-
-/// A place among the handshakes in progress, held until the peer is authenticated (or
-/// refused): dropping it gives it back.
-pub struct HandshakeTurn {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    by_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for HandshakeTurn {
-    fn drop(&mut self) {
-        let mut by_source = self.by_source.lock().expect("places lock");
-        if let Some(held) = by_source.get_mut(&self.ip) {
-            *held -= 1;
-            if *held == 0 {
-                by_source.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Connections closed because too many handshakes were in progress, reported at most every
-/// [`CROWDED_REPORT_EVERY`] (a flood of them must not flood the log too).
-#[derive(Default)]
-struct Crowded {
-    since_report: u64,
-    last_report: Option<std::time::Instant>,
-}
-
-/// How often the count of connections closed for crowding is logged.
-const CROWDED_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl Crowded {
-    fn dropped(&mut self, from: std::net::SocketAddr) {
-        self.since_report += 1;
-        if self
-            .last_report
-            .is_some_and(|t| t.elapsed() < CROWDED_REPORT_EVERY)
-        {
-            return;
-        }
-        tracing::warn!(%from, closed = self.since_report, "too many peer handshakes in progress: closed new connections at once (a node of the cluster redials; strangers may be flooding the peer port)");
-        self.since_report = 0;
-        self.last_report = Some(std::time::Instant::now());
     }
 }

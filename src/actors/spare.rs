@@ -16,13 +16,14 @@ use tokio::sync::watch;
 use crate::actors::applier::{self, ApplierHandle, ApplyState};
 use crate::actors::messages::GetStatus;
 use crate::actors::messages::{ConfigChanged, StopNode};
-use crate::actors::node::{finish_install, primary_ref, DataShared};
+use crate::actors::shared::{primary_ref, DataShared};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::clock::wall_ms as now_ms;
 use crate::core::lag;
 use crate::error::{Error, Result};
 use crate::log::{self, LogWriter, Position};
 use crate::store::apply::Applier;
+use crate::store::recovery::finish_install;
 use crate::store::snapshot::SeedDir;
 use crate::store::{self as sqlite, ConnKind};
 

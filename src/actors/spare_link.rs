@@ -47,7 +47,7 @@ pub async fn serve(
     shared: Arc<SpareShared>,
     mut stream: PeerStream,
     from: SocketAddr,
-    turn: crate::actors::slot::HandshakeTurn,
+    turn: crate::actors::places::HandshakeTurn,
 ) {
     let followed = shared.data.voter.state();
     let members: Vec<String> = shared

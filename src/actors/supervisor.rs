@@ -14,9 +14,8 @@ use std::sync::Arc;
 use actix::{
     Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, MessageResult, WrapFuture,
 };
-use serde::Serialize;
 
-use crate::actors::messages::ConfigChanged;
+use crate::actors::messages::{ConfigChanged, Reload, ReloadReport, RoleCheck, Supervisor};
 use crate::actors::slot::NodeSlot;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
@@ -35,36 +34,12 @@ pub enum Mode {
 #[rtype(result = "Result<Vec<String>>")]
 pub struct StartNodes;
 
-/// Re-reads the configuration file and applies it.
-#[derive(Message)]
-#[rtype(result = "Result<ReloadReport>")]
-pub struct Reload;
-
-/// A node's state may call for another role: check, and change it if so.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RoleCheck {
-    /// The node's name.
-    pub node: String,
-}
-
 /// Asks for a node slot of this process (the HTTP API's admin routes).
 #[derive(Message)]
 #[rtype(result = "Option<Arc<NodeSlot>>")]
 pub struct GetSlot {
     /// The node's name.
     pub node: String,
-}
-
-/// What a reload did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReloadReport {
-    /// Nodes now in the file that were not (this process started those it runs).
-    pub added: Vec<String>,
-    /// Nodes no longer in the file.
-    pub removed: Vec<String>,
-    /// Spares whose settings changed.
-    pub changed: Vec<String>,
 }
 
 pub struct SupervisorActor {
@@ -102,7 +77,15 @@ impl SupervisorActor {
     }
 
     fn start_node(&mut self, name: &str, ctx: &mut Context<Self>) -> Result<()> {
-        let slot = NodeSlot::open(self.cell.clone(), name, ctx.address())?;
+        let (cell, me) = (self.cell.clone(), ctx.address());
+        let handle = Supervisor {
+            reload: me.clone().recipient(),
+            role_check: me.clone().recipient(),
+        };
+        let slot = NodeSlot::open(cell.clone(), name, me.recipient(), |slot| {
+            let node = slot.node()?;
+            crate::http::serve(cell, node, slot, handle)
+        })?;
         self.running.insert(name.to_string(), slot);
         Ok(())
     }

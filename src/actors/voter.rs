@@ -314,7 +314,7 @@ pub async fn serve_control_only(
     mut stream: crate::net::stream::PeerStream,
     from: std::net::SocketAddr,
     serving: ControlOnly,
-    turn: crate::actors::slot::HandshakeTurn,
+    turn: crate::actors::places::HandshakeTurn,
 ) {
     let ControlOnly {
         me,

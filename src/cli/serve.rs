@@ -7,7 +7,8 @@ use std::sync::Arc;
 use actix::Actor;
 use anyhow::{Context, Result};
 use base64::Engine;
-use spare::actors::supervisor::{Mode, Reload, StartNodes, SupervisorActor};
+use spare::actors::messages::Reload;
+use spare::actors::supervisor::{Mode, StartNodes, SupervisorActor};
 use spare::config::{ClusterConfig, ConfigCell, Role};
 
 fn init_logging() {

@@ -9,11 +9,12 @@ use tokio::sync::oneshot;
 
 use crate::actors::committer::Job;
 use crate::actors::coordinator::{read_audit, Coordinator, PromoteRequest};
-use crate::actors::node::{primary_ref, NodeAddr};
-use crate::actors::supervisor::RoleCheck;
+use crate::actors::messages::RoleCheck;
+use crate::actors::node_addr::NodeAddr;
+use crate::actors::shared::primary_ref;
 use crate::config::Role;
 use crate::error::{Error, Result};
-use crate::http::{error_response, respond, ApiState};
+use crate::http::state::{error_response, respond, ApiState};
 use crate::state::Incarnation;
 
 fn coordinator(state: &ApiState) -> Result<Coordinator> {
@@ -91,7 +92,7 @@ async fn rejoin_inner(state: &ApiState) -> Result<Value> {
             web::block(move || voter.set_role(Role::Spare))
                 .await
                 .map_err(|e| Error::Unavailable(format!("rejoin task failed: {e}")))??;
-            state.supervisor.do_send(RoleCheck {
+            state.supervisor.role_check.do_send(RoleCheck {
                 node: slot.name.clone(),
             });
             slot.events.record(
@@ -281,7 +282,7 @@ pub async fn apply_until(state: web::Data<ApiState>, body: web::Bytes) -> HttpRe
 /// The data node behind this slot and its log bounds (oldest, last durable LSN).
 async fn log_bounds(
     state: &ApiState,
-) -> Result<(std::sync::Arc<crate::actors::node::DataShared>, u64, u64)> {
+) -> Result<(std::sync::Arc<crate::actors::shared::DataShared>, u64, u64)> {
     let addr = state.slot.addr()?;
     let (shared, status) = match &addr {
         NodeAddr::Primary { shared, actor, .. } => (

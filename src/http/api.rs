@@ -8,11 +8,12 @@ use tokio::sync::oneshot;
 
 use crate::actors::committer::{Job, WriteJob};
 use crate::actors::messages::GetStatus;
+use crate::actors::messages::Reload;
 use crate::actors::monitor::{GetCluster, GetEvents, GetHistory};
-use crate::actors::node::{primary_ref, DataShared, NodeAddr};
-use crate::actors::supervisor::Reload;
+use crate::actors::node_addr::NodeAddr;
+use crate::actors::shared::{primary_ref, DataShared};
 use crate::error::{Error, Result};
-use crate::http::{error_response, respond, ApiState};
+use crate::http::state::{error_response, respond, ApiState};
 
 /// Longest a write waits for the write path (queueing and commit) before answering 503.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,7 +180,7 @@ pub async fn not_found() -> HttpResponse {
 /// `POST /v1/admin/reload`: the process re-reads its configuration file and applies it, or
 /// changes nothing and says why.
 pub async fn reload(state: web::Data<ApiState>) -> HttpResponse {
-    match state.supervisor.send(Reload).await {
+    match state.supervisor.reload.send(Reload).await {
         Ok(Ok(report)) => HttpResponse::Ok().json(report),
         Ok(Err(e)) => error_response(&e),
         Err(e) => error_response(&Error::Unavailable(format!(

@@ -4,9 +4,9 @@
 
 use actix_web::{web, HttpResponse};
 
-use crate::actors::node::NodeAddr;
+use crate::actors::node_addr::NodeAddr;
 use crate::error::Error;
-use crate::http::{error_response, ApiState};
+use crate::http::state::{error_response, ApiState};
 
 const PAGE: &str = include_str!("dashboard.html");
 

@@ -7,7 +7,11 @@ mod api;
 pub mod body;
 mod dashboard;
 pub mod metrics;
+mod state;
 pub mod verify;
+mod verify_sessions;
+
+pub use state::{error_response, ApiState};
 
 use std::sync::Arc;
 
@@ -17,9 +21,8 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
 use crate::actors::slot::NodeSlot;
-use actix::Addr;
 
-use crate::actors::supervisor::SupervisorActor;
+use crate::actors::messages::Supervisor;
 use crate::config::{ConfigCell, NodeConfig};
 use crate::error::{Error, Result};
 
@@ -27,18 +30,6 @@ use crate::error::{Error, Result};
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// HTTP worker threads per node: the API's work is queued to the node, not done here.
 pub const HTTP_WORKERS: usize = 2;
-
-/// What every handler reaches.
-pub struct ApiState {
-    pub cell: Arc<ConfigCell>,
-    pub node: NodeConfig,
-    /// The node: its running incarnation changes with its role.
-    pub slot: Arc<NodeSlot>,
-    /// Carries out reloads for the whole process.
-    pub supervisor: Addr<SupervisorActor>,
-    /// The read snapshots `spare verify` holds open here.
-    pub verify: Arc<verify::Sessions>,
-}
 
 /// What a route serves, which decides who may call it when an API token is set
 /// (`api_token_file`); README "HTTP API" lists each route's class.
@@ -98,7 +89,7 @@ pub fn serve(
     cell: Arc<ConfigCell>,
     node: NodeConfig,
     slot: Arc<NodeSlot>,
-    supervisor: Addr<SupervisorActor>,
+    supervisor: Supervisor,
 ) -> Result<actix_web::dev::ServerHandle> {
     let bind = node.http;
     let name = node.name.clone();
@@ -335,44 +326,4 @@ fn too_large<B>(
     Ok(ErrorHandlerResponse::Response(
         actix_web::dev::ServiceResponse::new(req, res),
     ))
-}
-
-/// A handler's JSON answer: 200 with the value, or the error's answer.
-pub(crate) fn respond(r: Result<serde_json::Value>) -> HttpResponse {
-    match r {
-        Ok(v) => HttpResponse::Ok().json(v),
-        Err(e) => error_response(&e),
-    }
-}
-
-/// The JSON error answer for `err`.
-pub fn error_response(err: &Error) -> HttpResponse {
-    let status = match err {
-        Error::InvalidInput(_)
-        | Error::Sql(_)
-        | Error::NotReadOnly
-        | Error::NotAllowed(_)
-        | Error::TimeLimit(_)
-        | Error::Config(_) => StatusCode::BAD_REQUEST,
-        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::NotPrimary { .. } => StatusCode::MISDIRECTED_REQUEST,
-        Error::Unavailable(_) | Error::NotTaken(_) | Error::Busy(_) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        Error::InvalidData(_) | Error::Diverged(_) | Error::Io { .. } => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    };
-    let mut body = json!({ "error": err.code(), "message": err.to_string() });
-    if let Error::NotPrimary { primary } = err {
-        body["primary"] = json!(primary);
-    }
-    if let Error::NotTaken(_) = err {
-        body["retry_safe"] = json!(true);
-    }
-    let mut answer = HttpResponse::build(status);
-    if let Error::Busy(_) = err {
-        answer.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
-    }
-    answer.json(body)
 }

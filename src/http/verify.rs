@@ -9,83 +9,23 @@
 //! LSN) is compared only if it stands at N already; one already past N says so (the caller
 //! retries with a newer LSN).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::actors::node::NodeAddr;
+use crate::actors::node_addr::NodeAddr;
 use crate::error::{Error, Result};
-use crate::http::{respond, ApiState};
+use crate::http::state::{respond, ApiState};
 use crate::store::verify::Snapshot;
 
-/// Snapshots one node holds open at once (each pins a WAL read position).
-pub const MAX_SESSIONS: usize = 4;
-/// A snapshot is dropped this long after its last use, closed or not.
-pub const SESSION_TTL: Duration = Duration::from_secs(300);
 /// How long a spare may take to reach the LSN asked.
 pub const HOLD_WAIT: Duration = Duration::from_secs(30);
 const HOLD_POLL: Duration = Duration::from_millis(10);
 use crate::store::verify::PAST;
 /// Longest a verify's hold stops a spare's apply if nothing lifts it (the caller died).
 pub const HOLD_TTL: Duration = Duration::from_secs(60);
-
-/// An open snapshot and when it was opened.
-type Session = (Instant, Arc<Mutex<Snapshot>>);
-
-/// The open snapshots of a node; each ends [`SESSION_TTL`] after its last use.
-#[derive(Default)]
-pub struct Sessions {
-    open: Mutex<HashMap<String, Session>>,
-}
-
-impl Sessions {
-    fn sweep(open: &mut HashMap<String, Session>) {
-        open.retain(|_, (used, _)| used.elapsed() < SESSION_TTL);
-    }
-
-    fn insert(self: &Arc<Self>, snap: Snapshot) -> Result<String> {
-        let mut open = self.open.lock().expect("sessions lock");
-        Self::sweep(&mut open);
-        if open.len() >= MAX_SESSIONS {
-            return Err(Error::Busy(format!(
-                "{MAX_SESSIONS} verifications are running on this node; retry when one ended"
-            )));
-        }
-        let id = format!("{:016x}", rand::random::<u64>());
-        open.insert(id.clone(), (Instant::now(), Arc::new(Mutex::new(snap))));
-        // An abandoned verification must not pin its read position for long: swept
-        // once its time is over even if nothing else comes.
-        let me = self.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(SESSION_TTL + Duration::from_secs(1));
-            Self::sweep(&mut me.open.lock().expect("sessions lock"));
-        });
-        Ok(id)
-    }
-
-    fn get(&self, id: &str) -> Result<Arc<Mutex<Snapshot>>> {
-        let mut open = self.open.lock().expect("sessions lock");
-        Self::sweep(&mut open);
-        open.get_mut(id)
-            .map(|(used, s)| {
-                *used = Instant::now();
-                s.clone()
-            })
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "no open verification {id} here (it ended, or ran past {SESSION_TTL:?}): run spare verify again"
-                ))
-            })
-    }
-
-    fn remove(&self, id: &str) {
-        self.open.lock().expect("sessions lock").remove(id);
-    }
-}
 
 #[derive(Deserialize)]
 struct OpenBody {

@@ -17,6 +17,7 @@ pub mod guard;
 pub mod meta;
 pub mod quarantine;
 pub mod query;
+pub mod recovery;
 pub mod schema;
 pub mod session;
 pub mod snapshot;

@@ -1,0 +1,191 @@
+//! The write lease's state, as the write path, status and the renewal tasks (`lease.rs`) see
+//! it: the decision is `core::lease::LeaseHolder`'s, kept behind a mutex because the committer
+//! thread checks it before every acknowledgement while the renewal tasks update it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::core::lease::LeaseHolder;
+use crate::core::members::Members;
+use crate::error::{Error, Result};
+use crate::wire::Message;
+
+/// How long the write path waits for a lease it does not hold (at start, after a blip)
+/// before refusing a write.
+pub const LEASE_WAIT: Duration = Duration::from_secs(2);
+/// How often the write path re-checks a lease it is waiting for.
+const LEASE_POLL: Duration = Duration::from_millis(10);
+
+/// The lease, as the write path and status see it.
+pub struct LeaseGuard {
+    holder: Mutex<LeaseHolder>,
+    /// The epoch's membership: whom to ask, how many grants make a quorum, how long.
+    members: Members,
+    pub(crate) voters: Vec<String>,
+    /// Set when a voter answered with a newer epoch: this node is no longer the primary.
+    fenced: Mutex<Option<String>>,
+    /// Set when this primary incarnation stops: renewals end, nothing is valid any more.
+    stopped: std::sync::atomic::AtomicBool,
+    /// Set while a switchover stopped the writes: no renewal, no grant taken, not valid.
+    suspended: std::sync::atomic::AtomicBool,
+}
+
+impl LeaseGuard {
+    pub fn new(epoch: u64, members: Members) -> Self {
+        LeaseGuard {
+            holder: Mutex::new(LeaseHolder::new(epoch, members.lease_ms, members.quorum())),
+            voters: members.voters.clone(),
+            members,
+            fenced: Mutex::new(None),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            suspended: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// A switchover stopped the writes: give the lease up (until [`LeaseGuard::resume`]).
+    /// The grants held so far are forgotten: the voters are about to end them, so after a
+    /// resume only grants to new requests count.
+    pub fn suspend(&self) {
+        self.suspended
+            .store(true, std::sync::atomic::Ordering::Release);
+        let now = self.now_ms();
+        self.holder.lock().expect("lease lock").release(now);
+    }
+
+    /// The switchover failed: renew again (valid after the next grants from a quorum).
+    pub fn resume(&self) {
+        self.suspended
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits for the next heartbeat at which a lease request is due (none while a switchover
+    /// suspended the lease); returns its send time, or None once the lease stopped for good.
+    pub(crate) async fn next_request(&self, tick: &mut tokio::time::Interval) -> Option<u64> {
+        while !self.stopped() {
+            tick.tick().await;
+            if !self.suspended() {
+                return Some(self.now_ms());
+            }
+        }
+        None
+    }
+
+    fn suspended(&self) -> bool {
+        self.suspended.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Ends the lease for good (the node changes role).
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The lease's clock: the boot clock (see `clock`), which counts time the host slept.
+    pub fn now_ms(&self) -> u64 {
+        crate::clock::boot_ms()
+    }
+
+    pub fn is_valid(&self) -> bool {
+        !self.stopped()
+            && !self.suspended()
+            && self.fenced.lock().expect("fenced lock").is_none()
+            && self
+                .holder
+                .lock()
+                .expect("lease lock")
+                .is_valid(self.now_ms())
+    }
+
+    pub(crate) fn granted(&self, voter: &str, epoch: u64, sent_ms: u64) {
+        if self.suspended() {
+            return;
+        }
+        self.holder
+            .lock()
+            .expect("lease lock")
+            .on_grant(voter, epoch, sent_ms);
+    }
+
+    pub(crate) fn fence(&self, why: String) {
+        let mut fenced = self.fenced.lock().expect("fenced lock");
+        // A stopped lease belongs to an incarnation already replaced (a switchover).
+        if fenced.is_none() && !self.stopped() {
+            tracing::error!(%why, "a newer epoch exists: this node stops acknowledging writes");
+            *fenced = Some(why);
+        }
+    }
+
+    /// Waits (blocking, at most [`LEASE_WAIT`]) for a valid lease; else says why there is none.
+    pub fn wait_valid(&self) -> Result<()> {
+        let started = Instant::now();
+        while !self.is_valid() {
+            if self.stopped() {
+                return Err(Error::NotTaken(
+                    "this node is changing role; retry (clients that know several nodes find the new primary)".into(),
+                ));
+            }
+            if let Some(why) = self.fenced.lock().expect("fenced lock").clone() {
+                return Err(Error::NotTaken(format!("this node is no longer the primary ({why}); send writes to the current primary")));
+            }
+            if started.elapsed() > LEASE_WAIT {
+                let quorum = self.voters.len() / 2 + 1;
+                return Err(Error::NotTaken(format!(
+                    "this primary has no write lease: fewer than {quorum} of its {} voters ({}) confirmed it recently, so it cannot be sure no other node was promoted; check that the voters run and are reachable, then retry",
+                    self.voters.len(),
+                    self.voters.join(", ")
+                )));
+            }
+            std::thread::sleep(LEASE_POLL);
+        }
+        Ok(())
+    }
+
+    /// A lease request for `epoch`, sent at `sent_ms`, naming the epoch's membership.
+    pub(crate) fn request(&self, epoch: u64, sent_ms: u64) -> Message {
+        Message::LeaseRequest {
+            epoch,
+            sent_ms,
+            members: self.members.clone(),
+        }
+    }
+
+    /// The epoch's membership this lease counts.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// For status: whether the lease is valid and for how long.
+    pub fn describe(&self) -> serde_json::Value {
+        let now = self.now_ms();
+        let until = self.holder.lock().expect("lease lock").valid_until();
+        serde_json::json!({
+            "valid": self.is_valid(),
+            "remaining_ms": until.map(|u| u.saturating_sub(now)),
+            "voters": self.voters,
+            "lease_ms": self.members.lease_ms,
+            "fenced": self.fenced.lock().expect("fenced lock").clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A primary's host suspended for longer than the lease must find its lease expired on
+    /// waking: the lease is measured on the boot clock (`clock::boot_ms`, CLOCK_BOOTTIME),
+    /// which counts suspended time, not on a clock of this process.
+    #[test]
+    fn the_lease_is_measured_on_the_boot_clock() {
+        let guard = LeaseGuard::new(1, Members::new(&["main".into()], 2_000));
+        let (ours, boot) = (guard.now_ms(), crate::clock::boot_ms());
+        assert!(
+            ours.abs_diff(boot) < 100,
+            "lease clock {ours} ms, boot clock {boot} ms"
+        );
+    }
+}
