@@ -121,6 +121,16 @@ impl ClusterConfig {
 
     /// Cross-node checks: unique names and addresses, exactly one primary, commit rule.
     fn validate(&self) -> Result<()> {
+        self.validate_unique()?;
+        self.validate_primary()?;
+        self.validate_voters()?;
+        self.validate_tls()?;
+        self.validate_commit()?;
+        Ok(())
+    }
+
+    /// Node names, and the `peer` and `http` addresses of all nodes, are each used once.
+    fn validate_unique(&self) -> Result<()> {
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
         for n in &self.nodes {
@@ -143,6 +153,11 @@ impl ClusterConfig {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Exactly one node has `role = "primary"`.
+    fn validate_primary(&self) -> Result<()> {
         let primaries: Vec<&str> = self
             .nodes
             .iter()
@@ -154,30 +169,39 @@ impl ClusterConfig {
             table: "nodes".into(),
         };
         match primaries.len() {
-            1 => {}
-            0 => {
-                return Err(ctx.err(
-                    "role",
-                    "no node has role = \"primary\": exactly one is needed",
-                ))
-            }
-            _ => {
-                return Err(ctx.err(
-                    "role",
-                    format!(
-                        "{} nodes have role = \"primary\" ({}): exactly one is allowed",
-                        primaries.len(),
-                        primaries.join(", ")
-                    ),
-                ))
-            }
+            1 => Ok(()),
+            0 => Err(ctx.err(
+                "role",
+                "no node has role = \"primary\": exactly one is needed",
+            )),
+            _ => Err(ctx.err(
+                "role",
+                format!(
+                    "{} nodes have role = \"primary\" ({}): exactly one is allowed",
+                    primaries.len(),
+                    primaries.join(", ")
+                ),
+            )),
         }
+    }
+
+    /// At least one node votes (`vote`), or no write lease could ever be granted.
+    fn validate_voters(&self) -> Result<()> {
         if !self.nodes.iter().any(|n| n.vote) {
+            let ctx = Ctx {
+                file: &self.path,
+                table: "nodes".into(),
+            };
             return Err(ctx.err(
                 "vote",
                 "no node votes: the primary's write lease needs a majority of the voters; set vote = true on at least one node (voting is the default)",
             ));
         }
+        Ok(())
+    }
+
+    /// The `tls_dir` rules: certificate-valid node names; `http_tls` and WAN links need TLS.
+    fn validate_tls(&self) -> Result<()> {
         if self.cluster.tls_dir.is_some() {
             if let Some(n) = self
                 .nodes
@@ -210,6 +234,11 @@ impl ClusterConfig {
                 .err("link", "\"wan\" needs TLS: set tls_dir in [cluster] (create the certificates with `spare certs init`), or use link = \"lan\" on a private network"));
             }
         }
+        Ok(())
+    }
+
+    /// The `commit` rule of `[cluster]` names only spares of this configuration.
+    fn validate_commit(&self) -> Result<()> {
         if let CommitRule::Any { of, .. } = &self.cluster.commit {
             let ctx = Ctx {
                 file: &self.path,

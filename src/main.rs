@@ -3,7 +3,7 @@
 
 mod cli;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -291,10 +291,20 @@ fn main() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let config = spare::config::ClusterConfig::locate(args.config.as_deref());
-    // Every HTTP call of this process (command line or node) carries the API token, if any.
+    set_up_client(&config, &args.command);
+    if let Err(e) = run(&config, args.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Every HTTP call of this process (command line or node) carries the API token, if any,
+/// and uses HTTPS when the configuration asks for it; an unreadable token or TLS directory
+/// ends the process with status 1.
+fn set_up_client(config: &Path, command: &Command) {
     // (`spare up` creates missing TLS material first, then does the same itself.)
-    let creates_tls = matches!(args.command, Command::Up | Command::Certs(_));
-    if let Some(c) = spare::config::ClusterConfig::load(&config)
+    let creates_tls = matches!(command, Command::Up | Command::Certs(_));
+    if let Some(c) = spare::config::ClusterConfig::load(config)
         .ok()
         .filter(|_| !creates_tls)
     {
@@ -313,19 +323,42 @@ fn main() {
             }
         }
     }
-    let result = match args.command {
-        Command::Up => cli::serve::up(&config),
-        Command::Run { node } => cli::serve::run(&config, &node),
+}
+
+/// Runs the command; `main` prints its error as one line and exits with status 1.
+fn run(config: &Path, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up => cli::serve::up(config),
+        Command::Run { node } => cli::serve::run(config, &node),
         Command::Sql {
             node,
             json,
             min_lsn,
             sql,
             params,
-        } => cli::sql::run(&config, node.as_deref(), json, min_lsn, &sql, &params),
-        Command::Status { json, watch } => cli::status::run(&config, json, watch),
-        Command::Reload { no_wait } => cli::reload::run(&config, no_wait),
-        Command::Bench(b) => cli::bench::run(&config, &b),
+        } => cli::sql::run(config, node.as_deref(), json, min_lsn, &sql, &params),
+        Command::Status { json, watch } => cli::status::run(config, json, watch),
+        Command::Reload { no_wait } => cli::reload::run(config, no_wait),
+        Command::Bench(b) => cli::bench::run(config, &b),
+        c @ Command::Promote { .. }
+        | c @ Command::Switchover { .. }
+        | c @ Command::Rejoin { .. } => run_failover(config, c),
+        Command::Verify { json } => cli::verify::run(config, json),
+        c @ Command::Backup { .. }
+        | c @ Command::Restore { .. }
+        | c @ Command::Pause { .. }
+        | c @ Command::Resume { .. }
+        | c @ Command::Log { .. } => run_data(config, c),
+        Command::Certs(CertsCommand::Init { out }) => cli::certs::init(config, out.as_deref()),
+        Command::Certs(CertsCommand::Add { name, out }) => {
+            cli::certs::add(config, &name, out.as_deref())
+        }
+    }
+}
+
+/// The commands that change which node is the primary (`cli::promote`).
+fn run_failover(config: &Path, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Promote {
             name,
             dry_run,
@@ -334,7 +367,7 @@ fn main() {
             until,
             json,
         } => cli::promote::promote(
-            &config,
+            config,
             &cli::promote::PromoteArgs {
                 candidate: &name,
                 dry_run,
@@ -344,10 +377,16 @@ fn main() {
                 json,
             },
         ),
-        Command::Switchover { name, json } => cli::promote::switchover(&config, &name, json),
-        Command::Rejoin { name } => cli::promote::rejoin(&config, &name),
-        Command::Verify { json } => cli::verify::run(&config, json),
-        Command::Backup { out, node } => cli::backup::backup(&config, &out, node.as_deref()),
+        Command::Switchover { name, json } => cli::promote::switchover(config, &name, json),
+        Command::Rejoin { name } => cli::promote::rejoin(config, &name),
+        _ => unreachable!("run sends only promote, switchover and rejoin here"),
+    }
+}
+
+/// The commands that copy, hold back or inspect a node's data (`cli::backup`, `cli::inspect`).
+fn run_data(config: &Path, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Backup { out, node } => cli::backup::backup(config, &out, node.as_deref()),
         Command::Restore {
             from,
             node,
@@ -355,7 +394,7 @@ fn main() {
             until_lsn,
             until_time,
         } => cli::backup::restore(
-            &config,
+            config,
             &cli::backup::RestoreArgs {
                 from: &from,
                 node: &node,
@@ -364,8 +403,8 @@ fn main() {
                 until_time: until_time.as_deref(),
             },
         ),
-        Command::Pause { name } => cli::inspect::pause(&config, &name, true),
-        Command::Resume { name } => cli::inspect::pause(&config, &name, false),
+        Command::Pause { name } => cli::inspect::pause(config, &name, true),
+        Command::Resume { name } => cli::inspect::pause(config, &name, false),
         Command::Log {
             node,
             from,
@@ -375,7 +414,7 @@ fn main() {
             json,
             show,
         } => cli::inspect::log(
-            &config,
+            config,
             &cli::inspect::LogArgs {
                 node: node.as_deref(),
                 from,
@@ -386,13 +425,6 @@ fn main() {
                 show,
             },
         ),
-        Command::Certs(CertsCommand::Init { out }) => cli::certs::init(&config, out.as_deref()),
-        Command::Certs(CertsCommand::Add { name, out }) => {
-            cli::certs::add(&config, &name, out.as_deref())
-        }
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+        _ => unreachable!("run sends only backup, restore, pause, resume and log here"),
     }
 }

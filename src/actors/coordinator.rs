@@ -200,6 +200,67 @@ async fn commit_one(
     matches!(&answer, Ok(Ok(Message::CommitReply { epoch: e, primary })) if *e == epoch && primary == candidate)
 }
 
+/// What a promotion saw before deciding: the survey, the old primary, a switchover's
+/// stopped primary (its HTTP address and last LSN), and what the candidate lacks.
+struct Looked {
+    before: Survey,
+    old: Option<Seen>,
+    paused_primary: Option<String>,
+    stopped_at: Option<u64>,
+    lost: promotion::Loss,
+}
+
+/// Why the promotion may not go ahead (`core::promotion` decides; the commit rule's
+/// refusal needs to know whether the old primary still answers).
+fn refusals(config: &ClusterConfig, seen: &Looked, candidate: &str, allow: Allow) -> Vec<String> {
+    let old = seen.old.as_ref();
+    let mut refused = promotion::refusals(seen.before.seen.get(candidate), old, &seen.lost, allow);
+    if let CommitRule::Any { any, of, .. } = &config.cluster.commit {
+        let answers = old.is_some_and(|o| o.reachable && o.role == "primary");
+        refused.extend(promotion::rule_refusal(
+            *any,
+            of,
+            &seen.before.seen,
+            answers,
+            allow.force,
+        ));
+    }
+    refused
+}
+
+/// The report every promotion starts from (and a dry run answers).
+fn first_report(
+    req: &PromoteRequest,
+    seen: &Looked,
+    epoch: u64,
+    next: &Members,
+    refused: &[String],
+    switchover: bool,
+) -> Value {
+    let old = seen.old.as_ref();
+    let mut report = json!({
+        "candidate": req.candidate,
+        "epoch": epoch,
+        "old_primary": old.map(|o| json!({ "name": o.name, "reachable": o.reachable && o.role == "primary", "epoch": o.epoch, "last_lsn": o.last_lsn })),
+        "voters": next.voters,
+        "quorum": next.quorum(),
+        "nodes": seen.before.seen.values().collect::<Vec<_>>(),
+        "loss": seen.lost,
+        "refusals": refused,
+        "lease_ms": next.lease_ms,
+        "dry_run": req.dry_run,
+        "until": req.until,
+        "switchover": switchover,
+    });
+    if old.is_some_and(|o| !o.reachable) {
+        report["unknown"] = json!(format!(
+            "what the old primary {} committed and no spare received is not known here; it is kept in its quarantine when it rejoins",
+            old.map(|o| o.name.as_str()).unwrap_or("?")
+        ));
+    }
+    report
+}
+
 impl Coordinator {
     /// Runs a promotion (or a switchover) and reports what happened.
     pub async fn promote(&self, req: PromoteRequest, switchover: bool) -> Result<Value> {
@@ -210,22 +271,77 @@ impl Coordinator {
             accept_loss: req.accept_loss,
             until: req.until,
         };
+        let seen = self.look(&config, &req, switchover).await?;
+        let epoch = self.next_epoch(&seen.before, &req.candidate);
+        // The new epoch's membership: the configuration's voters and lease. A promotion
+        // also needs a majority of the membership it replaces (`core::members`).
+        let next = config.members();
+        let refused = refusals(&config, &seen, &req.candidate, allow);
+        let mut report = first_report(&req, &seen, epoch, &next, &refused, switchover);
+        if req.dry_run {
+            return Ok(self.dry_run(&config, &seen, &next, refused, report).await);
+        }
+        if !refused.is_empty() {
+            report["outcome"] = json!("refused");
+            if let Some(p) = &seen.paused_primary {
+                let _ = survey::resume_writes(p).await;
+            }
+            self.audit(&req, &report, switchover);
+            return Err(Error::InvalidInput(format!(
+                "promotion of {} refused: {}",
+                req.candidate,
+                refused.join("; ")
+            )));
+        }
+        let outcome = self
+            .go_ahead(&config, &req, &seen, allow, (epoch, next), &mut report)
+            .await;
+        if let Err(e) = &outcome {
+            if req.until.is_some() {
+                let _ = self.lift_until(&config, &req.candidate).await;
+            }
+            report["outcome"] = json!("failed");
+            report["error"] = json!(e.to_string());
+            if let Some(p) = &seen.paused_primary {
+                // The old primary keeps its role when no promise was made: let it write again.
+                let _ = survey::resume_writes(p).await;
+            }
+            self.audit(&req, &report, switchover);
+            return Err(Error::Unavailable(format!("{e}")));
+        }
+        if let (Some(p), Some(o)) = (&seen.paused_primary, &seen.old) {
+            report["old_primary_rejoined"] =
+                json!(survey::rejoin(p, &o.name, READY_TIMEOUT).await.is_ok());
+        }
+        report["outcome"] = json!("committed");
+        report["took_ms"] = json!(started.elapsed().as_millis() as u64);
+        self.audit(&req, &report, switchover);
+        Ok(report)
+    }
+
+    /// Surveys the nodes and measures the loss. A switchover first stops the primary's
+    /// writes and lets the candidate catch up, so that it measures what the candidate lacks
+    /// then (nothing, unless it could not).
+    async fn look(
+        &self,
+        config: &Arc<ClusterConfig>,
+        req: &PromoteRequest,
+        switchover: bool,
+    ) -> Result<Looked> {
         let mut before = blocking("survey the nodes", {
             let config = config.clone();
             move || survey(&config)
         })
         .await?;
-        let old = before.old_primary(&config);
+        let old = before.old_primary(config);
         if switchover {
-            self.check_switchover(&req, &before, old.as_ref())?;
+            self.check_switchover(req, &before, old.as_ref())?;
         }
-        // A switchover measures what the candidate lacks once the primary stopped writing and
-        // the candidate caught up (nothing, unless it could not).
         let mut stopped_at = None;
         let paused_primary = match (switchover && !req.dry_run, &old) {
             (true, Some(o)) => {
                 let (p, last) = self
-                    .stop_writes_and_catch_up(&config, o, &req.candidate)
+                    .stop_writes_and_catch_up(config, o, &req.candidate)
                     .await?;
                 stopped_at = Some(last);
                 let c = config.clone();
@@ -241,144 +357,94 @@ impl Coordinator {
             move || loss(&config, &b, &cand, until)
         })
         .await?;
-        let epoch = self.next_epoch(&before, &req.candidate);
-        // The new epoch's membership: the configuration's voters and lease. A promotion
-        // also needs a majority of the membership it replaces (`core::members`).
-        let next = config.members();
-        let voters = next.voters.clone();
-        let mut refused =
-            promotion::refusals(before.seen.get(&req.candidate), old.as_ref(), &lost, allow);
-        if let CommitRule::Any { any, of, .. } = &config.cluster.commit {
-            let answers = old
-                .as_ref()
-                .is_some_and(|o| o.reachable && o.role == "primary");
-            refused.extend(promotion::rule_refusal(
-                *any,
-                of,
-                &before.seen,
-                answers,
-                allow.force,
-            ));
+        Ok(Looked {
+            before,
+            old,
+            paused_primary,
+            stopped_at,
+            lost,
+        })
+    }
+
+    /// A dry run's answer: what would be refused, counting the voters that answer now in
+    /// every membership the promotion needs a majority of.
+    async fn dry_run(
+        &self,
+        config: &Arc<ClusterConfig>,
+        seen: &Looked,
+        next: &Members,
+        mut refused: Vec<String>,
+        mut report: Value,
+    ) -> Value {
+        // The memberships seen so far: the new one and the old primary's (its lease's).
+        let mut sets = vec![next.clone()];
+        if let Some(o) = seen.old.as_ref().filter(|o| !o.lease_voters.is_empty()) {
+            let theirs = Members::new(&o.lease_voters, next.lease_ms);
+            if theirs.voters != next.voters {
+                sets.push(theirs);
+            }
         }
-        let mut report = json!({
-            "candidate": req.candidate,
-            "epoch": epoch,
-            "old_primary": old.as_ref().map(|o| json!({ "name": o.name, "reachable": o.reachable && o.role == "primary", "epoch": o.epoch, "last_lsn": o.last_lsn })),
-            "voters": voters,
-            "quorum": next.quorum(),
-            "nodes": before.seen.values().collect::<Vec<_>>(),
-            "loss": lost,
-            "refusals": refused,
-            "lease_ms": next.lease_ms,
-            "dry_run": req.dry_run,
-            "until": req.until,
-            "switchover": switchover,
+        report["required"] = required_json(&sets);
+        let all: Vec<String> = sets
+            .iter()
+            .flat_map(|m| m.voters.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let reachable = self.reachable_voters(config, &all).await;
+        for m in &sets {
+            if !m.has_majority(&reachable) {
+                refused.push(format!(
+                    "only {} of the voters {} answer; a promotion needs {} of them",
+                    m.count(&reachable),
+                    m.voters.join(", "),
+                    m.quorum()
+                ));
+            }
+        }
+        report["refusals"] = json!(refused);
+        report["voters_reachable"] = json!(reachable);
+        report["outcome"] = json!(if refused.is_empty() {
+            "would proceed"
+        } else {
+            "would be refused"
         });
-        if old.as_ref().is_some_and(|o| !o.reachable) {
-            report["unknown"] = json!(format!(
-                "what the old primary {} committed and no spare received is not known here; it is kept in its quarantine when it rejoins",
-                old.as_ref().map(|o| o.name.as_str()).unwrap_or("?")
-            ));
+        report
+    }
+
+    /// Past the refusals: applies up to `--until`, keeps a switchover's primary stopped,
+    /// then runs the promotion's phases.
+    async fn go_ahead(
+        &self,
+        config: &Arc<ClusterConfig>,
+        req: &PromoteRequest,
+        seen: &Looked,
+        allow: Allow,
+        (epoch, next): (u64, Members),
+        report: &mut Value,
+    ) -> Result<()> {
+        if let Some(until) = req.until {
+            self.apply_until(config, &req.candidate, until).await?;
         }
-        if req.dry_run {
-            // The memberships seen so far: the new one and the old primary's (its lease's).
-            let mut sets = vec![next.clone()];
-            if let Some(o) = old.as_ref().filter(|o| !o.lease_voters.is_empty()) {
-                let theirs = Members::new(&o.lease_voters, next.lease_ms);
-                if theirs.voters != next.voters {
-                    sets.push(theirs);
-                }
-            }
-            report["required"] = required_json(&sets);
-            let all: Vec<String> = sets
-                .iter()
-                .flat_map(|m| m.voters.clone())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let reachable = self.reachable_voters(&config, &all).await;
-            for m in &sets {
-                if !m.has_majority(&reachable) {
-                    refused.push(format!(
-                        "only {} of the voters {} answer; a promotion needs {} of them",
-                        m.count(&reachable),
-                        m.voters.join(", "),
-                        m.quorum()
-                    ));
-                }
-            }
-            report["refusals"] = json!(refused);
-            report["voters_reachable"] = json!(reachable);
-            report["outcome"] = json!(if refused.is_empty() {
-                "would proceed"
-            } else {
-                "would be refused"
-            });
-            return Ok(report);
+        if let (Some(p), Some(last), Some(o)) = (&seen.paused_primary, seen.stopped_at, &seen.old) {
+            self.renew_stop(config, p, &o.name, last).await?;
         }
-        if !refused.is_empty() {
-            report["outcome"] = json!("refused");
-            if let Some(p) = &paused_primary {
-                let _ = survey::resume_writes(p).await;
-            }
-            self.audit(&req, &report, switchover);
-            return Err(Error::InvalidInput(format!(
-                "promotion of {} refused: {}",
-                req.candidate,
-                refused.join("; ")
-            )));
-        }
-        let outcome = match req.until {
-            Some(until) => self.apply_until(&config, &req.candidate, until).await,
-            None => Ok(()),
+        let answered = seen
+            .before
+            .seen
+            .values()
+            .filter(|s| s.reachable)
+            .map(|s| s.name.clone())
+            .collect();
+        let plan = Plan {
+            req,
+            allow,
+            answered,
+            silent_at_recheck: std::sync::Mutex::new(json!([])),
         };
-        let outcome = match (outcome, &paused_primary, stopped_at, &old) {
-            (Ok(()), Some(p), Some(last), Some(o)) => {
-                self.renew_stop(&config, p, &o.name, last).await
-            }
-            (outcome, ..) => outcome,
-        };
-        let outcome = match outcome {
-            Ok(()) => {
-                let answered = before
-                    .seen
-                    .values()
-                    .filter(|s| s.reachable)
-                    .map(|s| s.name.clone())
-                    .collect();
-                let plan = Plan {
-                    req: &req,
-                    allow,
-                    answered,
-                    silent_at_recheck: std::sync::Mutex::new(json!([])),
-                };
-                let ran = self.run(&config, &plan, epoch, next, &mut report).await;
-                report["unknown_at_commit"] = plan.silent_at_recheck.lock().expect("lock").clone();
-                ran
-            }
-            e => e,
-        };
-        if let Err(e) = &outcome {
-            if req.until.is_some() {
-                let _ = self.lift_until(&config, &req.candidate).await;
-            }
-            report["outcome"] = json!("failed");
-            report["error"] = json!(e.to_string());
-            if let Some(p) = &paused_primary {
-                // The old primary keeps its role when no promise was made: let it write again.
-                let _ = survey::resume_writes(p).await;
-            }
-            self.audit(&req, &report, switchover);
-            return Err(Error::Unavailable(format!("{e}")));
-        }
-        if let (Some(p), Some(o)) = (&paused_primary, &old) {
-            report["old_primary_rejoined"] =
-                json!(survey::rejoin(p, &o.name, READY_TIMEOUT).await.is_ok());
-        }
-        report["outcome"] = json!("committed");
-        report["took_ms"] = json!(started.elapsed().as_millis() as u64);
-        self.audit(&req, &report, switchover);
-        Ok(report)
+        let ran = self.run(config, &plan, epoch, next, report).await;
+        report["unknown_at_commit"] = plan.silent_at_recheck.lock().expect("lock").clone();
+        ran
     }
 
     /// The epoch to prepare: one above any seen or promised, or the same again when this

@@ -126,6 +126,13 @@ impl Link {
             },
         )
         .await?;
+        self.send_snapshot(io, &snap).await?;
+        self.install(io, quarantine_after).await
+    }
+
+    /// Sends the snapshot's bytes the spare does not hold yet, at most a window ahead of its
+    /// acknowledgements.
+    async fn send_snapshot(&mut self, io: &mut LinkIo, snap: &SnapshotInfo) -> Result<()> {
         let mut acked = self.seed_ack(io, 0, snap.size).await?;
         if acked > 0 {
             tracing::info!(spare = %self.spare.name, offset = acked, "resuming the seed where the spare stopped");
@@ -150,6 +157,16 @@ impl Link {
             acked = self.seed_ack(io, acked, sent).await?;
             self.report_seed(acked, snap.size);
         }
+        Ok(())
+    }
+
+    /// Tells the spare the whole snapshot was sent, waits for its new position, then lets
+    /// the log and the snapshots it no longer needs go.
+    async fn install(
+        &mut self,
+        io: &mut LinkIo,
+        quarantine_after: Option<u64>,
+    ) -> Result<SpareReport> {
         self.send(io, Message::SeedEnd { quarantine_after }).await?;
         let env = self.recv(io, INSTALL_TIMEOUT).await?;
         let Message::Position {

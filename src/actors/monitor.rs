@@ -19,7 +19,7 @@ use crate::actors::messages::{ConfigChanged, StopNode};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::client;
 use crate::clock::wall_ms as now_ms;
-use crate::config::{ConfigCell, NodeConfig, Role};
+use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::core::alerts::{LagAlerts, Reachability, Transition};
 use crate::events::{EventLog, RECENT_EVENTS};
 use crate::view::cluster_document;
@@ -226,6 +226,28 @@ impl MonitorActor {
         }
         let now = now_ms();
         let config = self.cell.get();
+        self.note_reachability(&config, now);
+        let doc = cluster_document(&config, &self.latest);
+        // Charts follow the spares as they are now: a removed node, or one promoted to
+        // primary, has no lag to chart any more.
+        let spares: Vec<&Value> = doc["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["role"] == "spare")
+            .collect();
+        let names: Vec<String> = spares
+            .iter()
+            .filter_map(|n| n["name"].as_str().map(String::from))
+            .collect();
+        self.history.retain(|name, _| names.contains(name));
+        for n in spares {
+            self.watch_lag(&config, n, now);
+        }
+    }
+
+    /// Records a node that stopped answering, or answers again.
+    fn note_reachability(&mut self, config: &ClusterConfig, now: u64) {
         for (name, status) in &self.latest {
             match (
                 self.reach.check(name, status.is_ok(), now),
@@ -252,60 +274,46 @@ impl MonitorActor {
                 _ => {}
             }
         }
-        let doc = cluster_document(&config, &self.latest);
-        // Charts follow the spares as they are now: a removed node, or one promoted to
-        // primary, has no lag to chart any more.
-        let spares: Vec<String> = doc["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["role"] == "spare")
-            .filter_map(|n| n["name"].as_str().map(String::from))
-            .collect();
-        self.history.retain(|name, _| spares.contains(name));
-        for n in doc["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["role"] == "spare")
-        {
-            let name = n["name"].as_str().unwrap_or_default().to_string();
-            // A delayed spare is behind by its delay: the alert is about lag beyond that. A
-            // paused one raises it too (a forgotten pause leaves the copy ever older).
-            let paused = n["state"] == "paused";
-            let seconds = n["lag"]["seconds"].as_f64();
-            let delay = config
-                .node(&name)
-                .map_or(0.0, |c| c.apply_delay.as_secs_f64());
-            let threshold = config.lag_warn(&name).as_secs_f64() + delay;
-            match self.alerts.check(&name, seconds, threshold) {
-                Some(Transition::Raised) => {
-                    let msg = format!(
-                        "{name} is {:.1} s behind (threshold {threshold} s), {} records{}",
-                        seconds.unwrap_or(0.0),
-                        n["lag"]["records"],
-                        if paused { ", paused" } else { "" }
-                    );
-                    tracing::warn!(spare = %name, %msg, "lag alert");
-                    self.events.record("lag_alert", Some(&name), &msg);
-                }
-                Some(Transition::Cleared) => self.events.record(
-                    "lag_recovered",
-                    Some(&name),
-                    &format!("{name} is back under {threshold} s of lag"),
-                ),
-                None => {}
+    }
+
+    /// Raises or clears a spare's lag alert and adds its lag to the chart's history.
+    fn watch_lag(&mut self, config: &ClusterConfig, n: &Value, now: u64) {
+        let name = n["name"].as_str().unwrap_or_default().to_string();
+        // A delayed spare is behind by its delay: the alert is about lag beyond that. A
+        // paused one raises it too (a forgotten pause leaves the copy ever older).
+        let paused = n["state"] == "paused";
+        let seconds = n["lag"]["seconds"].as_f64();
+        let delay = config
+            .node(&name)
+            .map_or(0.0, |c| c.apply_delay.as_secs_f64());
+        let threshold = config.lag_warn(&name).as_secs_f64() + delay;
+        match self.alerts.check(&name, seconds, threshold) {
+            Some(Transition::Raised) => {
+                let msg = format!(
+                    "{name} is {:.1} s behind (threshold {threshold} s), {} records{}",
+                    seconds.unwrap_or(0.0),
+                    n["lag"]["records"],
+                    if paused { ", paused" } else { "" }
+                );
+                tracing::warn!(spare = %name, %msg, "lag alert");
+                self.events.record("lag_alert", Some(&name), &msg);
             }
-            let samples = self.history.entry(name).or_default();
-            if samples.len() == HISTORY_SAMPLES {
-                samples.pop_front();
-            }
-            samples.push_back((
-                now,
-                n["lag"]["records"].clone(),
-                n["lag"]["seconds"].clone(),
-            ));
+            Some(Transition::Cleared) => self.events.record(
+                "lag_recovered",
+                Some(&name),
+                &format!("{name} is back under {threshold} s of lag"),
+            ),
+            None => {}
         }
+        let samples = self.history.entry(name).or_default();
+        if samples.len() == HISTORY_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back((
+            now,
+            n["lag"]["records"].clone(),
+            n["lag"]["seconds"].clone(),
+        ));
     }
 
     /// What needs a human's eye, in words: nodes not answering, spares over their lag

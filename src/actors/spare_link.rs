@@ -21,7 +21,7 @@ use crate::actors::voter::serve_control;
 use crate::actors::LINK_FRAME_QUEUE;
 use crate::clock::wall_ms as now_ms;
 use crate::error::{Error, Result};
-use crate::log::record::decode_all;
+use crate::log::record::{decode_all, Record};
 use crate::net::handshake;
 use crate::wire::message::{Purpose, SeedResume};
 use crate::wire::{write_frame, Envelope, Message};
@@ -50,28 +50,7 @@ pub async fn serve(
     turn: crate::actors::places::HandshakeTurn,
 ) {
     let followed = shared.data.voter.state();
-    let members: Vec<String> = shared
-        .data
-        .config()
-        .nodes
-        .iter()
-        .map(|n| n.name.clone())
-        .collect();
-    let admission = handshake::Admission {
-        streams: handshake::Streams::Follow {
-            epoch: followed.epoch,
-            primary: &followed.primary,
-        },
-        members: &members,
-    };
-    let peer = handshake::accept(
-        &mut stream,
-        &shared.data.identity,
-        followed.epoch,
-        admission,
-    )
-    .await
-    .and_then(|p| stream.check_peer_name(&p.name).map(|()| p));
+    let peer = authenticate(&shared, &mut stream, followed.epoch, &followed.primary).await;
     drop(turn);
     let peer = match peer {
         Ok(p) => p,
@@ -81,35 +60,14 @@ pub async fn serve(
         }
     };
     if peer.purpose == Purpose::Control {
-        if let Err(e) = serve_control(
-            stream,
-            shared.data.voter.clone(),
-            shared.data.identity.clone(),
-            peer.name.clone(),
-        )
-        .await
-        {
+        let (voter, me) = (shared.data.voter.clone(), shared.data.identity.clone());
+        if let Err(e) = serve_control(stream, voter, me, peer.name.clone()).await {
             tracing::debug!(%from, peer = %peer.name, cause = %e, "control connection ended");
         }
         return;
     }
-    if peer.epoch > followed.epoch {
-        // A promotion completed while this node was away: follow its primary (on disk first).
-        let (voter, name, epoch) = (shared.data.voter.clone(), peer.name.clone(), peer.epoch);
-        match tokio::task::spawn_blocking(move || voter.adopt(&name, epoch)).await {
-            Ok(Ok(_)) => {
-                tracing::info!(primary = %peer.name, epoch = peer.epoch, "following the primary of a newer epoch");
-                shared.data.epoch.store(peer.epoch, Ordering::Relaxed);
-            }
-            Ok(Err(e)) => {
-                tracing::error!(cause = %e, "cannot record the newer epoch in node.state; refusing the stream");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(cause = %e, "recording the newer epoch failed");
-                return;
-            }
-        }
+    if peer.epoch > followed.epoch && !adopt_newer_epoch(&shared, &peer).await {
+        return;
     }
     shared.data.epoch.fetch_max(peer.epoch, Ordering::Relaxed);
     let generation = shared.generation.send_modify_return(|g| *g += 1);
@@ -126,6 +84,51 @@ pub async fn serve(
         generation,
     };
     let result = stream_from_primary(&shared, stream, generation).await;
+    log_link_end(&shared, result);
+}
+
+/// The handshake as a spare: streams only from the primary it follows (or one of a newer
+/// epoch), control requests from any member.
+async fn authenticate(
+    shared: &SpareShared,
+    stream: &mut PeerStream,
+    epoch: u64,
+    primary: &str,
+) -> Result<handshake::Peer> {
+    let config = shared.data.config();
+    let members: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
+    let admission = handshake::Admission {
+        streams: handshake::Streams::Follow { epoch, primary },
+        members: &members,
+    };
+    let peer = handshake::accept(stream, &shared.data.identity, epoch, admission).await?;
+    stream.check_peer_name(&peer.name)?;
+    Ok(peer)
+}
+
+/// A promotion completed while this node was away: follow its primary, on disk first.
+/// False if that could not be recorded (the stream is then refused).
+async fn adopt_newer_epoch(shared: &SpareShared, peer: &handshake::Peer) -> bool {
+    let (voter, name, epoch) = (shared.data.voter.clone(), peer.name.clone(), peer.epoch);
+    match tokio::task::spawn_blocking(move || voter.adopt(&name, epoch)).await {
+        Ok(Ok(_)) => {
+            tracing::info!(primary = %peer.name, epoch = peer.epoch, "following the primary of a newer epoch");
+            shared.data.epoch.store(peer.epoch, Ordering::Relaxed);
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(cause = %e, "cannot record the newer epoch in node.state; refusing the stream");
+            false
+        }
+        Err(e) => {
+            tracing::error!(cause = %e, "recording the newer epoch failed");
+            false
+        }
+    }
+}
+
+/// Says why the link to the primary ended (a divergence is kept for status).
+fn log_link_end(shared: &SpareShared, result: Result<()>) {
     match result {
         Err(Error::Diverged(why)) => {
             tracing::error!(%why, "this spare's history diverged from the primary's; it must be re-seeded");
@@ -265,47 +268,13 @@ async fn alive_while<T>(
     }
 }
 
+/// Handles one frame from the primary: the decisions on what it holds are pure
+/// ([`unpack`], [`checked_batch`]); what they lead to (log, seed, answers) is done here.
 async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteHalf) -> Result<()> {
-    let message = match env.message {
-        Message::RecordsLz4 {
-            count,
-            raw_len,
-            bytes,
-        } => Message::Records {
-            count,
-            bytes: crate::wire::codec::decompress_batch(&bytes, raw_len)?,
-        },
-        other => other,
-    };
-    match message {
+    match unpack(env.message)? {
         Message::Records { count, bytes } => {
-            let records = decode_all(&bytes)?;
-            if records.len() != count as usize || records.is_empty() {
-                return Err(Error::InvalidData(format!(
-                    "batch announced {count} records but holds {}",
-                    records.len()
-                )));
-            }
-            if let Some(r) = records.iter().find(|r| r.epoch > env.epoch) {
-                return Err(Error::InvalidData(format!(
-                    "record {} has epoch {} above its sender's {}",
-                    r.lsn, r.epoch, env.epoch
-                )));
-            }
-            let last = records[records.len() - 1].lsn;
-            shared.received.fetch_max(last, Ordering::AcqRel);
-            shared.primary_last.fetch_max(last, Ordering::AcqRel);
-            let append = blocking(shared, move |s| {
-                let mut log = s.open_log()?;
-                log.append_received(&records)?;
-                let durable = log.sync()?;
-                s.maintain_log(&mut log)?;
-                Ok(durable)
-            });
-            let durable = alive_while(shared, wr, append).await?;
-            shared.apply.flushed.store(durable.lsn, Ordering::Release);
-            shared.wake_applier();
-            write_frame(wr, &envelope(shared, ack(shared))).await
+            let records = checked_batch(&bytes, count, env.epoch)?;
+            on_records(shared, records, wr).await
         }
         Message::Diverged { reason } => {
             tracing::warn!(%reason, "the primary says this spare's history diverged");
@@ -320,16 +289,7 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             write_frame(wr, &envelope(shared, Message::SeedAck { offset })).await
         }
         Message::SeedChunk { offset, crc, bytes } => {
-            if crc32c::crc32c(&bytes) != crc {
-                return Err(Error::InvalidData(format!(
-                    "seed chunk at offset {offset} fails its checksum"
-                )));
-            }
-            let offset = blocking(shared, move |s| s.seed.write_chunk(offset, &bytes)).await?;
-            if let Some(p) = shared.seeding.lock().expect("lock").as_mut() {
-                p.0 = offset;
-            }
-            write_frame(wr, &envelope(shared, Message::SeedAck { offset })).await
+            on_seed_chunk(shared, offset, crc, bytes, wr).await
         }
         Message::SeedEnd { quarantine_after } => {
             let installed = blocking(shared, move |s| s.install_seed(quarantine_after)).await;
@@ -353,6 +313,83 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             other.name()
         ))),
     }
+}
+
+/// A compressed batch as the plain one it stands for; any other message as it is.
+fn unpack(message: Message) -> Result<Message> {
+    Ok(match message {
+        Message::RecordsLz4 {
+            count,
+            raw_len,
+            bytes,
+        } => Message::Records {
+            count,
+            bytes: crate::wire::codec::decompress_batch(&bytes, raw_len)?,
+        },
+        other => other,
+    })
+}
+
+/// The records of a batch, refused unless it holds as many as announced (at least one) and
+/// none claims an epoch above its sender's: a primary cannot write records of an epoch it
+/// does not lead.
+fn checked_batch(bytes: &[u8], count: u32, sender_epoch: u64) -> Result<Vec<Record>> {
+    let records = decode_all(bytes)?;
+    if records.len() != count as usize || records.is_empty() {
+        return Err(Error::InvalidData(format!(
+            "batch announced {count} records but holds {}",
+            records.len()
+        )));
+    }
+    if let Some(r) = records.iter().find(|r| r.epoch > sender_epoch) {
+        return Err(Error::InvalidData(format!(
+            "record {} has epoch {} above its sender's {}",
+            r.lsn, r.epoch, sender_epoch
+        )));
+    }
+    Ok(records)
+}
+
+/// Appends a checked batch to the log, fsyncs it, wakes the applier, acknowledges.
+async fn on_records(
+    shared: &Arc<SpareShared>,
+    records: Vec<Record>,
+    wr: &mut OwnedWriteHalf,
+) -> Result<()> {
+    let last = records[records.len() - 1].lsn;
+    shared.received.fetch_max(last, Ordering::AcqRel);
+    shared.primary_last.fetch_max(last, Ordering::AcqRel);
+    let append = blocking(shared, move |s| {
+        let mut log = s.open_log()?;
+        log.append_received(&records)?;
+        let durable = log.sync()?;
+        s.maintain_log(&mut log)?;
+        Ok(durable)
+    });
+    let durable = alive_while(shared, wr, append).await?;
+    shared.apply.flushed.store(durable.lsn, Ordering::Release);
+    shared.wake_applier();
+    write_frame(wr, &envelope(shared, ack(shared))).await
+}
+
+/// Writes one checked chunk of a seed and acknowledges how far the seed reached.
+async fn on_seed_chunk(
+    shared: &Arc<SpareShared>,
+    offset: u64,
+    crc: u32,
+    bytes: Vec<u8>,
+    wr: &mut OwnedWriteHalf,
+) -> Result<()> {
+    if crc32c::crc32c(&bytes) != crc {
+        return Err(Error::InvalidData(format!(
+            "seed chunk at offset {offset} fails its checksum"
+        )));
+    }
+    let offset = blocking(shared, move |s| s.seed.write_chunk(offset, &bytes)).await?;
+    if let Some(p) = shared.seeding.lock().expect("lock").as_mut() {
+        p.0 = offset;
+    }
+    write_frame(wr, &envelope(shared, Message::SeedAck { offset })).await
 }
 
 /// Decompresses an lz4 batch, refusing a size above the frame limit before allocating.
@@ -379,4 +416,85 @@ fn probes(shared: &SpareShared) -> Result<Vec<(u64, u64, u64)>> {
         out.push((base.lsn, base.epoch, base.chain));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record::{RecordKind, GENESIS_CHAIN};
+
+    fn batch(epochs: &[u64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut prev = GENESIS_CHAIN;
+        for (i, epoch) in epochs.iter().enumerate() {
+            let r = Record::new(
+                prev,
+                i as u64 + 1,
+                *epoch,
+                1_700_000_000_000,
+                RecordKind::Txn,
+                vec![i as u8],
+            );
+            prev = r.chain;
+            r.encode_into(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_holding_what_it_announces_is_accepted() {
+        let records = checked_batch(&batch(&[1, 1, 2]), 3, 2).unwrap();
+        assert_eq!(
+            records.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn a_batch_with_fewer_or_more_records_than_announced_is_refused() {
+        let e = checked_batch(&batch(&[1, 1]), 3, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("announced 3 records but holds 2"), "{e}");
+        assert!(checked_batch(&batch(&[1, 1]), 1, 1).is_err());
+        assert!(
+            checked_batch(&[], 0, 1).is_err(),
+            "an empty batch is refused"
+        );
+    }
+
+    #[test]
+    fn a_record_of_an_epoch_above_its_senders_is_refused() {
+        let e = checked_batch(&batch(&[1, 3]), 2, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("record 2 has epoch 3 above its sender's 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn garbage_bytes_are_refused_not_applied() {
+        assert!(checked_batch(&[0xff; 64], 1, 1).is_err());
+    }
+
+    #[test]
+    fn a_compressed_batch_unpacks_to_the_plain_one_and_other_messages_pass_through() {
+        let plain = batch(&[1, 1]);
+        let packed = lz4_flex::block::compress(&plain);
+        let message = Message::RecordsLz4 {
+            count: 2,
+            raw_len: plain.len() as u32,
+            bytes: packed,
+        };
+        match unpack(message).unwrap() {
+            Message::Records { count, bytes } => assert_eq!((count, bytes), (2, plain)),
+            other => panic!("unpacked to {}", other.name()),
+        }
+        assert!(matches!(
+            unpack(Message::KeepAlive { last_lsn: 7 }).unwrap(),
+            Message::KeepAlive { last_lsn: 7 }
+        ));
+    }
 }

@@ -139,19 +139,7 @@ impl VoterCell {
     /// voter, which replaces it only once `node.state` holds the copy's state (a failed save
     /// leaves the voter as it was, so a retry is decided and saved afresh).
     pub fn answer(&self, from: &str, request: Message) -> Result<Message> {
-        let members = match &request {
-            Message::LeaseRequest { members, .. } | Message::Prepare { members, .. } => {
-                Some(members)
-            }
-            Message::Commit { members, .. } => members.as_ref(),
-            _ => None,
-        };
-        if let Some(Err(e)) = members.map(|m| m.check()) {
-            return Err(Error::InvalidData(format!(
-                "{from} sent a {} with a bad membership: {e}",
-                request.name()
-            )));
-        }
+        check_members(from, &request)?;
         let now = self.now_ms();
         let mut current = self.voter.lock().expect("voter lock");
         let mut voter = current.clone();
@@ -162,26 +150,8 @@ impl VoterCell {
                 sent_ms,
                 members,
             } => {
-                let (answer, changed) = voter.on_lease_request(from, epoch, &members, now);
-                let (granted, known_epoch, known_primary, known_committed) = match answer {
-                    LeaseAnswer::Granted { epoch } => (true, epoch, from.to_string(), true),
-                    LeaseAnswer::Refused {
-                        epoch,
-                        primary,
-                        committed,
-                    } => (false, epoch, primary, committed),
-                };
-                (
-                    Message::LeaseReply {
-                        epoch,
-                        sent_ms,
-                        granted,
-                        known_epoch,
-                        known_primary,
-                        known_committed,
-                    },
-                    changed,
-                )
+                let answer = voter.on_lease_request(from, epoch, &members, now);
+                lease_reply(answer, from, epoch, sent_ms)
             }
             Message::Prepare {
                 epoch,
@@ -189,40 +159,7 @@ impl VoterCell {
                 members,
             } => {
                 let (answer, changed) = voter.on_prepare(&candidate, epoch, &members, now);
-                let reply = match answer {
-                    PrepareAnswer::Promised {
-                        epoch,
-                        lease_remaining_ms,
-                        known,
-                    } => Message::PrepareReply {
-                        epoch,
-                        promised: true,
-                        promised_to: candidate,
-                        lease_remaining_ms,
-                        known,
-                        why: String::new(),
-                    },
-                    PrepareAnswer::Refused { epoch, to, known } => {
-                        let why = if to.is_empty() {
-                            format!(
-                                "{} holds promises for {} other voter sets that no promotion completed; complete one of them (promote with the voters of an earlier attempt)",
-                                self.me,
-                                crate::core::members::MAX_PENDING
-                            )
-                        } else {
-                            format!("{} already promised epoch {epoch} to {to}", self.me)
-                        };
-                        Message::PrepareReply {
-                            epoch,
-                            promised: false,
-                            promised_to: to,
-                            lease_remaining_ms: 0,
-                            known,
-                            why,
-                        }
-                    }
-                };
-                (reply, changed)
+                (self.prepare_reply(answer, candidate), changed)
             }
             Message::Commit {
                 epoch,
@@ -233,26 +170,14 @@ impl VoterCell {
                 if !voter.may_follow(&self.me, &primary, epoch) {
                     // This node promised a later epoch since: its own promotion to `epoch`
                     // must not complete (the later one counts on it). Not confirmed.
-                    let s = voter.state();
-                    let reply = Message::CommitReply {
-                        epoch: s.epoch,
-                        primary: s.primary.clone(),
-                    };
-                    return Ok(reply);
+                    return Ok(commit_reply(&voter));
                 }
                 if until.is_some() && primary == self.me {
                     // Recorded before the answer, with the commit below (same file).
                     truncate_after = until;
                 }
                 let changed = voter.on_commit(&primary, epoch, members.as_ref()) || until.is_some();
-                let s = voter.state();
-                (
-                    Message::CommitReply {
-                        epoch: s.epoch,
-                        primary: s.primary.clone(),
-                    },
-                    changed,
-                )
+                (commit_reply(&voter), changed)
             }
             Message::Release { epoch } => {
                 let released = voter.on_release(from, epoch, now);
@@ -270,6 +195,94 @@ impl VoterCell {
         }
         *current = voter;
         Ok(reply)
+    }
+
+    /// The reply to a `Prepare`, with why it was refused in words an operator can act on.
+    fn prepare_reply(&self, answer: PrepareAnswer, candidate: String) -> Message {
+        match answer {
+            PrepareAnswer::Promised {
+                epoch,
+                lease_remaining_ms,
+                known,
+            } => Message::PrepareReply {
+                epoch,
+                promised: true,
+                promised_to: candidate,
+                lease_remaining_ms,
+                known,
+                why: String::new(),
+            },
+            PrepareAnswer::Refused { epoch, to, known } => {
+                let why = if to.is_empty() {
+                    format!(
+                        "{} holds promises for {} other voter sets that no promotion completed; complete one of them (promote with the voters of an earlier attempt)",
+                        self.me,
+                        crate::core::members::MAX_PENDING
+                    )
+                } else {
+                    format!("{} already promised epoch {epoch} to {to}", self.me)
+                };
+                Message::PrepareReply {
+                    epoch,
+                    promised: false,
+                    promised_to: to,
+                    lease_remaining_ms: 0,
+                    known,
+                    why,
+                }
+            }
+        }
+    }
+}
+
+/// Refuses a request whose membership is malformed before the voter decides anything.
+fn check_members(from: &str, request: &Message) -> Result<()> {
+    let members = match request {
+        Message::LeaseRequest { members, .. } | Message::Prepare { members, .. } => Some(members),
+        Message::Commit { members, .. } => members.as_ref(),
+        _ => None,
+    };
+    if let Some(Err(e)) = members.map(|m| m.check()) {
+        return Err(Error::InvalidData(format!(
+            "{from} sent a {} with a bad membership: {e}",
+            request.name()
+        )));
+    }
+    Ok(())
+}
+
+/// The reply to a lease request, from the voter's answer (and whether its state changed).
+fn lease_reply(
+    (answer, changed): (LeaseAnswer, bool),
+    from: &str,
+    epoch: u64,
+    sent_ms: u64,
+) -> (Message, bool) {
+    let (granted, known_epoch, known_primary, known_committed) = match answer {
+        LeaseAnswer::Granted { epoch } => (true, epoch, from.to_string(), true),
+        LeaseAnswer::Refused {
+            epoch,
+            primary,
+            committed,
+        } => (false, epoch, primary, committed),
+    };
+    let reply = Message::LeaseReply {
+        epoch,
+        sent_ms,
+        granted,
+        known_epoch,
+        known_primary,
+        known_committed,
+    };
+    (reply, changed)
+}
+
+/// A `CommitReply`: the epoch and primary this voter follows now.
+fn commit_reply(voter: &Voter) -> Message {
+    let s = voter.state();
+    Message::CommitReply {
+        epoch: s.epoch,
+        primary: s.primary.clone(),
     }
 }
 

@@ -182,14 +182,46 @@ fn print_report(by: &str, r: &Value) {
             ""
         }
     );
-    let list = |v: &Value| -> String {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    print_voters(r, dry);
+    if let Some(o) = r["old_primary"].as_object() {
+        println!(
+            "  old primary: {} ({})",
+            o["name"].as_str().unwrap_or("?"),
+            if o["reachable"] == true {
+                "answering"
+            } else {
+                "not answering"
+            }
+        );
+    }
+    print_nodes(r);
+    print_loss(r);
+    if let Some(u) = r["unknown"].as_str() {
+        println!("  note: {u}");
+    }
+    for why in r["refusals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        println!("  refused: {why}");
+    }
+    print_outcome(r, dry);
+}
+
+/// The strings of a JSON array, joined by ", " (anything else gives "").
+fn list(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The voters and their quorum(s), then who is reachable (dry run) or who promised.
+fn print_voters(r: &Value, dry: bool) {
     println!("  voters: {} (quorum {})", list(&r["voters"]), r["quorum"]);
     let required = r["required"].as_array().map_or(&[][..], |a| a.as_slice());
     if required.len() > 1 {
@@ -208,17 +240,10 @@ fn print_report(by: &str, r: &Value) {
     } else {
         println!("  promised by: {}", list(&r["promised_by"]));
     }
-    if let Some(o) = r["old_primary"].as_object() {
-        println!(
-            "  old primary: {} ({})",
-            o["name"].as_str().unwrap_or("?"),
-            if o["reachable"] == true {
-                "answering"
-            } else {
-                "not answering"
-            }
-        );
-    }
+}
+
+/// The table of data nodes: role, state and last LSN ("-" when not answering).
+fn print_nodes(r: &Value) {
     println!(
         "  {:<10} {:<8} {:<28} {:>10}",
         "NODE", "ROLE", "STATE", "LAST LSN"
@@ -236,6 +261,10 @@ fn print_report(by: &str, r: &Value) {
             }
         );
     }
+}
+
+/// What the promotion loses: transactions only another node holds, or those after --until.
+fn print_loss(r: &Value) {
     if let Some(u) = r["until"].as_u64() {
         println!("  history kept up to LSN {u}; what follows is discarded (kept in quarantine/)");
     }
@@ -257,17 +286,10 @@ fn print_report(by: &str, r: &Value) {
             loss["ahead"].as_str().unwrap_or("?")
         ),
     }
-    if let Some(u) = r["unknown"].as_str() {
-        println!("  note: {u}");
-    }
-    for why in r["refusals"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        println!("  refused: {why}");
-    }
+}
+
+/// The closing lines: the new primary and what becomes of the old one, or a dry run's verdict.
+fn print_outcome(r: &Value, dry: bool) {
     if r["outcome"] == "committed" {
         println!(
             "{} is the primary of epoch {}; it accepts writes (took {} ms, of which {} ms waiting out the old lease).",

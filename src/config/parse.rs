@@ -268,28 +268,7 @@ pub(super) fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> R
     check_keys(&ctx, t, NODE_KEYS)?;
     let name = require_str(&ctx, t, "name", "lan-1")?.to_string();
     check_name(&ctx, "name", &name)?;
-    let role = match require_str(&ctx, t, "role", "spare")? {
-        "primary" => Role::Primary,
-        "spare" => Role::Spare,
-        "monitor" => Role::Monitor,
-        other => {
-            return Err(ctx.err(
-                "role",
-                format!("\"{other}\" is not a role: use \"primary\", \"spare\" or \"monitor\""),
-            ))
-        }
-    };
-    if role != Role::Spare {
-        if let Some(key) = SPARE_ONLY_KEYS.iter().find(|k| t.contains_key(**k)) {
-            return Err(ctx.err(
-                key,
-                format!(
-                    "only applies to spares, and this node is a {}",
-                    role.as_str()
-                ),
-            ));
-        }
-    }
+    let role = parse_role(&ctx, t)?;
     let peer = parse_bind(&ctx, t, "peer", "127.0.0.1:7401")?;
     let http = parse_bind(&ctx, t, "http", "127.0.0.1:7301")?;
     let peer_advertise = advertise(&ctx, t, "peer_advertise", peer)?;
@@ -299,60 +278,21 @@ pub(super) fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> R
             .map(str::to_string)
             .unwrap_or_else(|| format!("data/{name}")),
     );
-    let link = match get_str(&ctx, t, "link")? {
-        None | Some("lan") => Link::Lan,
-        Some("wan") => Link::Wan,
-        Some(other) => {
-            return Err(ctx.err(
-                "link",
-                format!("\"{other}\" is not a link: use \"lan\" or \"wan\""),
-            ))
-        }
-    };
+    let link = parse_link(&ctx, t)?;
     let apply_delay = get_duration(&ctx, t, "apply_delay", Duration::ZERO)?;
     let max_rate = get_size(&ctx, t, "max_rate")?;
-    let default_window = if link == Link::Wan {
-        DEFAULT_WAN_WINDOW_BYTES
-    } else {
-        DEFAULT_LAN_WINDOW_BYTES
-    };
-    let window = get_size(&ctx, t, "window")?.unwrap_or(default_window);
-    if window < MIN_WINDOW_BYTES {
-        return Err(ctx.err(
-            "window",
-            format!("{window} bytes is below the minimum of {MIN_WINDOW_BYTES}"),
-        ));
-    }
-    let vote = match t.get("vote") {
-        None => true,
-        Some(Value::Boolean(b)) => *b,
-        Some(other) => return Err(ctx.err("vote", format!("must be true or false, found {other}"))),
-    };
+    let window = parse_window(&ctx, t, link)?;
+    let vote = parse_vote(&ctx, t)?;
     let lag_warn = t
         .contains_key("lag_warn")
         .then(|| get_duration(&ctx, t, "lag_warn", DEFAULT_LAG_WARN))
         .transpose()?;
     let allow_from = parse_allow_from(&ctx, t.get("allow_from"))?;
     let backup_dir = get_str(&ctx, t, "backup_dir")?.map(|d| base.join(d));
-    let backup_every = get_duration(&ctx, t, "backup_every", DEFAULT_BACKUP_EVERY)?;
-    if backup_every < MIN_BACKUP_EVERY {
-        return Err(ctx.err(
-            "backup_every",
-            format!(
-                "must be at least {}",
-                humantime::format_duration(MIN_BACKUP_EVERY)
-            ),
-        ));
-    }
-    let count = |key: &str, default: usize| -> Result<usize> {
-        match t.get(key) {
-            None => Ok(default),
-            Some(Value::Integer(i)) if *i >= 0 => Ok(*i as usize),
-            Some(other) => Err(ctx.err(key, format!("must be a count (0 or more), found {other}"))),
-        }
-    };
-    let backup_keep_daily = count("backup_keep_daily", DEFAULT_BACKUP_KEEP_DAILY)?;
-    let backup_keep_monthly = count("backup_keep_monthly", DEFAULT_BACKUP_KEEP_MONTHLY)?;
+    let backup_every = parse_backup_every(&ctx, t)?;
+    let backup_keep_daily = get_count(&ctx, t, "backup_keep_daily", DEFAULT_BACKUP_KEEP_DAILY)?;
+    let backup_keep_monthly =
+        get_count(&ctx, t, "backup_keep_monthly", DEFAULT_BACKUP_KEEP_MONTHLY)?;
     let log_archive_dir = get_str(&ctx, t, "log_archive_dir")?.map(|d| base.join(d));
     Ok(NodeConfig {
         name,
@@ -375,6 +315,95 @@ pub(super) fn parse_node(file: &Path, index: usize, t: &Table, base: &Path) -> R
         backup_keep_monthly,
         log_archive_dir,
     })
+}
+
+/// A node's `role`, and the rule that spare-only keys appear on spares alone.
+fn parse_role(ctx: &Ctx, t: &Table) -> Result<Role> {
+    let role = match require_str(ctx, t, "role", "spare")? {
+        "primary" => Role::Primary,
+        "spare" => Role::Spare,
+        "monitor" => Role::Monitor,
+        other => {
+            return Err(ctx.err(
+                "role",
+                format!("\"{other}\" is not a role: use \"primary\", \"spare\" or \"monitor\""),
+            ))
+        }
+    };
+    if role != Role::Spare {
+        if let Some(key) = SPARE_ONLY_KEYS.iter().find(|k| t.contains_key(**k)) {
+            return Err(ctx.err(
+                key,
+                format!(
+                    "only applies to spares, and this node is a {}",
+                    role.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(role)
+}
+
+/// A node's `link`: "lan" (the default) or "wan".
+fn parse_link(ctx: &Ctx, t: &Table) -> Result<Link> {
+    match get_str(ctx, t, "link")? {
+        None | Some("lan") => Ok(Link::Lan),
+        Some("wan") => Ok(Link::Wan),
+        Some(other) => Err(ctx.err(
+            "link",
+            format!("\"{other}\" is not a link: use \"lan\" or \"wan\""),
+        )),
+    }
+}
+
+/// A node's `window`: its default follows the link, and it may not go below the minimum.
+fn parse_window(ctx: &Ctx, t: &Table, link: Link) -> Result<u64> {
+    let default_window = if link == Link::Wan {
+        DEFAULT_WAN_WINDOW_BYTES
+    } else {
+        DEFAULT_LAN_WINDOW_BYTES
+    };
+    let window = get_size(ctx, t, "window")?.unwrap_or(default_window);
+    if window < MIN_WINDOW_BYTES {
+        return Err(ctx.err(
+            "window",
+            format!("{window} bytes is below the minimum of {MIN_WINDOW_BYTES}"),
+        ));
+    }
+    Ok(window)
+}
+
+/// A node's `vote`: whether it takes part in quorums (true by default).
+fn parse_vote(ctx: &Ctx, t: &Table) -> Result<bool> {
+    match t.get("vote") {
+        None => Ok(true),
+        Some(Value::Boolean(b)) => Ok(*b),
+        Some(other) => Err(ctx.err("vote", format!("must be true or false, found {other}"))),
+    }
+}
+
+/// A node's `backup_every`: the period of scheduled backups, no shorter than the minimum.
+fn parse_backup_every(ctx: &Ctx, t: &Table) -> Result<Duration> {
+    let backup_every = get_duration(ctx, t, "backup_every", DEFAULT_BACKUP_EVERY)?;
+    if backup_every < MIN_BACKUP_EVERY {
+        return Err(ctx.err(
+            "backup_every",
+            format!(
+                "must be at least {}",
+                humantime::format_duration(MIN_BACKUP_EVERY)
+            ),
+        ));
+    }
+    Ok(backup_every)
+}
+
+/// A node's count of kept backups (`backup_keep_daily`, `backup_keep_monthly`): 0 or more.
+fn get_count(ctx: &Ctx, t: &Table, key: &str, default: usize) -> Result<usize> {
+    match t.get(key) {
+        None => Ok(default),
+        Some(Value::Integer(i)) if *i >= 0 => Ok(*i as usize),
+        Some(other) => Err(ctx.err(key, format!("must be a count (0 or more), found {other}"))),
+    }
 }
 
 /// `allow_from = ["10.0.0.0/24", "203.0.113.7"]`: networks, or single addresses.

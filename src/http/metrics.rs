@@ -158,67 +158,69 @@ type Series = (
     fn(&Value) -> Option<f64>,
 );
 
+/// The per-spare gauges, in the order they are written.
+const SPARE_SERIES: [Series; 7] = [
+    (
+        "spare_lag_records",
+        "gauge",
+        "transactions the spare has not applied",
+        |s| num(&s["lag"]["records"]),
+    ),
+    (
+        "spare_lag_bytes",
+        "gauge",
+        "log bytes the spare has not applied",
+        |s| num(&s["lag"]["bytes"]),
+    ),
+    (
+        "spare_lag_seconds",
+        "gauge",
+        "age of the oldest transaction the spare has not applied",
+        |s| num(&s["lag"]["seconds"]),
+    ),
+    (
+        "spare_last_ack_age_seconds",
+        "gauge",
+        "time since the spare last answered",
+        |s| num(&s["lag"]["last_ack_age_s"]),
+    ),
+    (
+        "spare_link_up",
+        "gauge",
+        "1 while the link to the spare is established",
+        |s| {
+            Some(f64::from(u8::from(!matches!(
+                s["state"].as_str(),
+                Some("disconnected" | "connecting" | "diverged")
+            ))))
+        },
+    ),
+    (
+        "spare_feeder_window_in_use_bytes",
+        "gauge",
+        "bytes sent to the spare and not yet acknowledged",
+        |s| num(&s["in_flight_bytes"]),
+    ),
+    (
+        "spare_seed_progress_ratio",
+        "gauge",
+        "share of the snapshot the spare holds while seeding (1 otherwise)",
+        |s| {
+            Some(
+                match (
+                    num(&s["seed"]["bytes_done"]),
+                    num(&s["seed"]["bytes_total"]),
+                ) {
+                    (Some(d), Some(t)) if t > 0.0 => d / t,
+                    _ => 1.0,
+                },
+            )
+        },
+    ),
+];
+
 fn render_spares(t: &mut Text, spares: &[Value]) {
-    let series: [Series; 7] = [
-        (
-            "spare_lag_records",
-            "gauge",
-            "transactions the spare has not applied",
-            |s| num(&s["lag"]["records"]),
-        ),
-        (
-            "spare_lag_bytes",
-            "gauge",
-            "log bytes the spare has not applied",
-            |s| num(&s["lag"]["bytes"]),
-        ),
-        (
-            "spare_lag_seconds",
-            "gauge",
-            "age of the oldest transaction the spare has not applied",
-            |s| num(&s["lag"]["seconds"]),
-        ),
-        (
-            "spare_last_ack_age_seconds",
-            "gauge",
-            "time since the spare last answered",
-            |s| num(&s["lag"]["last_ack_age_s"]),
-        ),
-        (
-            "spare_link_up",
-            "gauge",
-            "1 while the link to the spare is established",
-            |s| {
-                Some(f64::from(u8::from(!matches!(
-                    s["state"].as_str(),
-                    Some("disconnected" | "connecting" | "diverged")
-                ))))
-            },
-        ),
-        (
-            "spare_feeder_window_in_use_bytes",
-            "gauge",
-            "bytes sent to the spare and not yet acknowledged",
-            |s| num(&s["in_flight_bytes"]),
-        ),
-        (
-            "spare_seed_progress_ratio",
-            "gauge",
-            "share of the snapshot the spare holds while seeding (1 otherwise)",
-            |s| {
-                Some(
-                    match (
-                        num(&s["seed"]["bytes_done"]),
-                        num(&s["seed"]["bytes_total"]),
-                    ) {
-                        (Some(d), Some(t)) if t > 0.0 => d / t,
-                        _ => 1.0,
-                    },
-                )
-            },
-        ),
-    ];
-    for (name, kind, help, get) in series {
+    for (name, kind, help, get) in SPARE_SERIES {
         t.family(name, kind, help);
         for s in spares {
             if let (Some(spare), Some(v)) = (s["name"].as_str(), get(s)) {
@@ -226,6 +228,11 @@ fn render_spares(t: &mut Text, spares: &[Value]) {
             }
         }
     }
+    render_link_state(t, spares);
+}
+
+/// One series per spare, 1 for its link's state (the state's first word only).
+fn render_link_state(t: &mut Text, spares: &[Value]) {
     t.family(
         "spare_link_state",
         "gauge",

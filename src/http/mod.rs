@@ -116,89 +116,10 @@ pub fn serve(
         App::new()
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(MAX_REQUEST_BYTES))
-            .service(route.post("/v1/execute", Need::Admin).to(api::execute))
-            .service(route.post("/v1/query", Need::Read).to(api::query))
-            .service(route.get("/v1/status", Need::Read).to(api::status))
-            .service(route.get("/v1/cluster", Need::Read).to(api::cluster))
-            .service(route.post("/v1/admin/reload", Need::Admin).to(api::reload))
-            .service(
-                route
-                    .post("/v1/admin/promote", Need::Admin)
-                    .to(admin::promote),
-            )
-            .service(
-                route
-                    .post("/v1/admin/switchover", Need::Admin)
-                    .to(admin::switchover),
-            )
-            .service(
-                route
-                    .post("/v1/admin/rejoin", Need::Admin)
-                    .to(admin::rejoin),
-            )
-            .service(
-                route
-                    .post("/v1/admin/writes", Need::Admin)
-                    .to(admin::writes),
-            )
-            .service(
-                route
-                    .get("/v1/admin/promotions", Need::Admin)
-                    .to(admin::promotions),
-            )
-            .service(
-                route
-                    .get("/v1/log/summary", Need::Read)
-                    .to(admin::log_summary),
-            )
-            .service(route.get("/v1/log", Need::Data).to(admin::log_list))
-            .service(route.get("/v1/backup", Need::Data).to(admin::backup))
-            .service(route.get("/v1/log/show", Need::Data).to(admin::log_show))
-            .service(route.post("/v1/admin/pause", Need::Admin).to(admin::pause))
-            .service(
-                route
-                    .post("/v1/admin/resume", Need::Admin)
-                    .to(admin::resume),
-            )
-            .service(
-                route
-                    .post("/v1/admin/apply-until", Need::Admin)
-                    .to(admin::apply_until),
-            )
-            .service(
-                route
-                    .post("/v1/admin/verify/hold", Need::Admin)
-                    .to(verify::hold),
-            )
-            .service(
-                route
-                    .post("/v1/admin/verify/release", Need::Admin)
-                    .to(verify::release),
-            )
-            .service(
-                route
-                    .post("/v1/admin/verify/open", Need::Admin)
-                    .to(verify::open),
-            )
-            .service(
-                route
-                    .get("/v1/admin/verify/digest", Need::Admin)
-                    .to(verify::digest),
-            )
-            .service(
-                route
-                    .get("/v1/admin/verify/rows", Need::Admin)
-                    .to(verify::rows),
-            )
-            .service(
-                route
-                    .post("/v1/admin/verify/close", Need::Admin)
-                    .to(verify::close),
-            )
-            .service(route.get("/v1/events", Need::Read).to(api::events))
-            .service(route.get("/v1/history", Need::Read).to(api::history))
-            .service(route.get("/metrics", Need::Read).to(api::metrics))
-            .service(route.get("/", Need::Open).to(dashboard::page))
+            .configure(|cfg| api_routes(cfg, &route))
+            .configure(|cfg| admin_routes(cfg, &route))
+            .configure(|cfg| verify_routes(cfg, &route))
+            .configure(|cfg| watch_routes(cfg, &route))
             .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, too_large))
             .default_service(web::to(api::not_found))
     })
@@ -222,6 +143,105 @@ pub fn serve(
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok(handle)
+}
+
+/// Writes, queries, and the node's and the cluster's state.
+fn api_routes(cfg: &mut web::ServiceConfig, route: &Routes) {
+    cfg.service(route.post("/v1/execute", Need::Admin).to(api::execute))
+        .service(route.post("/v1/query", Need::Read).to(api::query))
+        .service(route.get("/v1/status", Need::Read).to(api::status))
+        .service(route.get("/v1/cluster", Need::Read).to(api::cluster))
+        .service(route.post("/v1/admin/reload", Need::Admin).to(api::reload));
+}
+
+/// Promotion, rejoin, the log, backups, and holding a spare's apply back.
+fn admin_routes(cfg: &mut web::ServiceConfig, route: &Routes) {
+    cfg.service(
+        route
+            .post("/v1/admin/promote", Need::Admin)
+            .to(admin::promote),
+    )
+    .service(
+        route
+            .post("/v1/admin/switchover", Need::Admin)
+            .to(admin::switchover),
+    )
+    .service(
+        route
+            .post("/v1/admin/rejoin", Need::Admin)
+            .to(admin::rejoin),
+    )
+    .service(
+        route
+            .post("/v1/admin/writes", Need::Admin)
+            .to(admin::writes),
+    )
+    .service(
+        route
+            .get("/v1/admin/promotions", Need::Admin)
+            .to(admin::promotions),
+    )
+    .service(
+        route
+            .get("/v1/log/summary", Need::Read)
+            .to(admin::log_summary),
+    )
+    .service(route.get("/v1/log", Need::Data).to(admin::log_list))
+    .service(route.get("/v1/backup", Need::Data).to(admin::backup))
+    .service(route.get("/v1/log/show", Need::Data).to(admin::log_show))
+    .service(route.post("/v1/admin/pause", Need::Admin).to(admin::pause))
+    .service(
+        route
+            .post("/v1/admin/resume", Need::Admin)
+            .to(admin::resume),
+    )
+    .service(
+        route
+            .post("/v1/admin/apply-until", Need::Admin)
+            .to(admin::apply_until),
+    );
+}
+
+/// The steps of `spare verify`, which the verifying node drives on every data node.
+fn verify_routes(cfg: &mut web::ServiceConfig, route: &Routes) {
+    cfg.service(
+        route
+            .post("/v1/admin/verify/hold", Need::Admin)
+            .to(verify::hold),
+    )
+    .service(
+        route
+            .post("/v1/admin/verify/release", Need::Admin)
+            .to(verify::release),
+    )
+    .service(
+        route
+            .post("/v1/admin/verify/open", Need::Admin)
+            .to(verify::open),
+    )
+    .service(
+        route
+            .get("/v1/admin/verify/digest", Need::Admin)
+            .to(verify::digest),
+    )
+    .service(
+        route
+            .get("/v1/admin/verify/rows", Need::Admin)
+            .to(verify::rows),
+    )
+    .service(
+        route
+            .post("/v1/admin/verify/close", Need::Admin)
+            .to(verify::close),
+    );
+}
+
+/// What the dashboard and monitoring read: events, history, metrics, and the page itself.
+fn watch_routes(cfg: &mut web::ServiceConfig, route: &Routes) {
+    cfg.service(route.get("/v1/events", Need::Read).to(api::events))
+        .service(route.get("/v1/history", Need::Read).to(api::history))
+        .service(route.get("/metrics", Need::Read).to(api::metrics))
+        .service(route.get("/", Need::Open).to(dashboard::page));
 }
 
 /// Builds the routes of one app, each guarded for its class.

@@ -240,6 +240,79 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// A `Hello` this node lets go on to the secret's proof.
+#[derive(Debug)]
+pub struct Hello {
+    /// The dialer's name and epoch, from the envelope.
+    pub from: String,
+    pub epoch: u64,
+    pub nonce: Vec<u8>,
+    pub purpose: Purpose,
+}
+
+/// The acceptor's checks of the first frame, before any secret is used: same cluster, a
+/// `Hello` of our protocol addressed to us, from a dialer `admission` lets in for its
+/// purpose, and for a stream no epoch older than ours. `Err` holds the reason sent back.
+pub fn check_hello(
+    env: Envelope,
+    cluster: &str,
+    me: &str,
+    my_epoch: u64,
+    admission: &Admission<'_>,
+) -> std::result::Result<Hello, String> {
+    if env.cluster != cluster {
+        return Err(format!(
+            "this is cluster \"{cluster}\", not \"{}\"",
+            env.cluster
+        ));
+    }
+    let Message::Hello {
+        protocol,
+        to,
+        nonce,
+        purpose,
+    } = env.message
+    else {
+        return Err(format!("expected Hello, got {}", env.message.name()));
+    };
+    if protocol != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {protocol} is not supported (this node speaks {PROTOCOL_VERSION})"
+        ));
+    }
+    let admitted = match purpose {
+        Purpose::Stream => admission.streams.admits(&env.from, env.epoch),
+        Purpose::Control => admission.members.contains(&env.from),
+    };
+    if to != me || !admitted {
+        return Err(match (purpose, &admission.streams) {
+            (Purpose::Stream, Streams::Follow { epoch, primary }) => format!(
+                "this is {me} following primary {primary} of epoch {epoch}; a stream from {} (epoch {}) for {to} is refused",
+                env.from, env.epoch
+            ),
+            (Purpose::Stream, Streams::Refused(why)) => {
+                format!("{why}: a stream from {} for {to} is refused", env.from)
+            }
+            (Purpose::Control, _) => format!(
+                "{} is not a node of this cluster's configuration (or this is not {to})",
+                env.from
+            ),
+        });
+    }
+    if purpose == Purpose::Stream && env.epoch < my_epoch {
+        return Err(format!(
+            "epoch {} is older than this node's epoch {my_epoch}",
+            env.epoch
+        ));
+    }
+    Ok(Hello {
+        from: env.from,
+        epoch: env.epoch,
+        nonce,
+        purpose,
+    })
+}
+
 /// Acceptor side: checks the caller belongs to our cluster, may open a connection of its
 /// purpose, and holds the secret.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
@@ -250,75 +323,22 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Peer> {
     let run = async {
         let env = read_frame_within(s, MAX_HANDSHAKE_FRAME_BYTES).await?;
-        if env.cluster != me.cluster {
-            return Err(refuse(
-                s,
-                me,
-                my_epoch,
-                format!(
-                    "this is cluster \"{}\", not \"{}\"",
-                    me.cluster, env.cluster
-                ),
-            )
-            .await);
-        }
-        let Message::Hello {
-            protocol,
-            to,
+        let hello = match check_hello(env, &me.cluster, &me.name, my_epoch, &admission) {
+            Ok(hello) => hello,
+            Err(reason) => return Err(refuse(s, me, my_epoch, reason).await),
+        };
+        let Hello {
+            from,
+            epoch,
             nonce,
             purpose,
-        } = env.message
-        else {
-            return Err(refuse(
-                s,
-                me,
-                my_epoch,
-                format!("expected Hello, got {}", env.message.name()),
-            )
-            .await);
-        };
-        if protocol != PROTOCOL_VERSION {
-            return Err(refuse(s, me, my_epoch, format!("protocol version {protocol} is not supported (this node speaks {PROTOCOL_VERSION})")).await);
-        }
-        let admitted = match purpose {
-            Purpose::Stream => admission.streams.admits(&env.from, env.epoch),
-            Purpose::Control => admission.members.contains(&env.from),
-        };
-        if to != me.name || !admitted {
-            let reason = match (purpose, &admission.streams) {
-                (Purpose::Stream, Streams::Follow { epoch, primary }) => format!(
-                    "this is {} following primary {primary} of epoch {epoch}; a stream from {} (epoch {}) for {to} is refused",
-                    me.name, env.from, env.epoch
-                ),
-                (Purpose::Stream, Streams::Refused(why)) => format!(
-                    "{}: a stream from {} for {to} is refused",
-                    why, env.from
-                ),
-                (Purpose::Control, _) => format!(
-                    "{} is not a node of this cluster's configuration (or this is not {to})",
-                    env.from
-                ),
-            };
-            return Err(refuse(s, me, my_epoch, reason).await);
-        }
-        if purpose == Purpose::Stream && env.epoch < my_epoch {
-            return Err(refuse(
-                s,
-                me,
-                my_epoch,
-                format!(
-                    "epoch {} is older than this node's epoch {my_epoch}",
-                    env.epoch
-                ),
-            )
-            .await);
-        }
+        } = hello;
         let my_nonce = auth::new_nonce();
         let proof = auth::prove(
             &me.secret,
             Direction::SpareToPrimary,
             &me.cluster,
-            &env.from,
+            &from,
             &me.name,
             &nonce,
         );
@@ -333,7 +353,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             ),
         )
         .await?;
-        let reply = expect(s, me, &env.from, MAX_HANDSHAKE_FRAME_BYTES).await?;
+        let reply = expect(s, me, &from, MAX_HANDSHAKE_FRAME_BYTES).await?;
         let Message::Proof { proof } = reply.message else {
             return Err(refuse(
                 s,
@@ -347,7 +367,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             &me.secret,
             Direction::PrimaryToSpare,
             &me.cluster,
-            &env.from,
+            &from,
             &me.name,
             &my_nonce,
             &proof,
@@ -358,14 +378,14 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                 my_epoch,
                 format!(
                     "authentication failed: {} does not hold this cluster's secret",
-                    env.from
+                    from
                 ),
             )
             .await);
         }
         Ok(Peer {
-            name: env.from,
-            epoch: env.epoch,
+            name: from,
+            epoch,
             purpose,
         })
     };
@@ -377,6 +397,164 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hello(cluster: &str, from: &str, epoch: u64, to: &str, purpose: Purpose) -> Envelope {
+        Envelope {
+            cluster: cluster.into(),
+            from: from.into(),
+            epoch,
+            message: Message::Hello {
+                protocol: PROTOCOL_VERSION,
+                to: to.into(),
+                nonce: vec![7; 16],
+                purpose,
+            },
+        }
+    }
+
+    fn spare_of(members: &[String]) -> Admission<'_> {
+        Admission {
+            streams: Streams::Follow {
+                epoch: 2,
+                primary: "main",
+            },
+            members,
+        }
+    }
+
+    #[test]
+    fn a_hello_from_the_followed_primary_goes_on_to_the_proof() {
+        let members = vec!["main".to_string(), "lan-1".to_string()];
+        let h = check_hello(
+            hello("shop", "main", 2, "lan-1", Purpose::Stream),
+            "shop",
+            "lan-1",
+            2,
+            &spare_of(&members),
+        )
+        .unwrap();
+        assert_eq!(
+            (h.from.as_str(), h.epoch, h.purpose, h.nonce.len()),
+            ("main", 2, Purpose::Stream, 16)
+        );
+    }
+
+    #[test]
+    fn a_hello_from_another_cluster_is_refused_naming_both() {
+        let members = vec!["main".to_string()];
+        let why = check_hello(
+            hello("other", "main", 2, "lan-1", Purpose::Stream),
+            "shop",
+            "lan-1",
+            2,
+            &spare_of(&members),
+        )
+        .unwrap_err();
+        assert_eq!(why, "this is cluster \"shop\", not \"other\"");
+    }
+
+    #[test]
+    fn a_first_frame_that_is_not_a_hello_or_of_another_protocol_is_refused() {
+        let members = vec!["main".to_string()];
+        let mut env = hello("shop", "main", 2, "lan-1", Purpose::Stream);
+        env.message = Message::KeepAlive { last_lsn: 1 };
+        let why = check_hello(env, "shop", "lan-1", 2, &spare_of(&members)).unwrap_err();
+        assert_eq!(why, "expected Hello, got KeepAlive");
+        let mut env = hello("shop", "main", 2, "lan-1", Purpose::Stream);
+        if let Message::Hello { protocol, .. } = &mut env.message {
+            *protocol = PROTOCOL_VERSION + 1;
+        }
+        let why = check_hello(env, "shop", "lan-1", 2, &spare_of(&members)).unwrap_err();
+        assert!(
+            why.starts_with(&format!("protocol version {}", PROTOCOL_VERSION + 1)),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_stream_from_a_node_that_is_not_the_primary_or_for_another_node_is_refused() {
+        let members = vec!["main".to_string(), "lan-2".to_string()];
+        let why = check_hello(
+            hello("shop", "lan-2", 2, "lan-1", Purpose::Stream),
+            "shop",
+            "lan-1",
+            2,
+            &spare_of(&members),
+        )
+        .unwrap_err();
+        assert!(
+            why.contains("following primary main of epoch 2; a stream from lan-2 (epoch 2)"),
+            "{why}"
+        );
+        let why = check_hello(
+            hello("shop", "main", 2, "lan-9", Purpose::Stream),
+            "shop",
+            "lan-1",
+            2,
+            &spare_of(&members),
+        )
+        .unwrap_err();
+        assert!(why.contains("for lan-9 is refused"), "{why}");
+        let fenced = Admission {
+            streams: Streams::Refused("fenced".into()),
+            members: &members,
+        };
+        let why = check_hello(
+            hello("shop", "main", 2, "lan-1", Purpose::Stream),
+            "shop",
+            "lan-1",
+            2,
+            &fenced,
+        )
+        .unwrap_err();
+        assert_eq!(why, "fenced: a stream from main for lan-1 is refused");
+    }
+
+    #[test]
+    fn a_control_request_only_from_a_member_of_the_configuration() {
+        let members = vec!["main".to_string()];
+        assert!(check_hello(
+            hello("shop", "main", 1, "lan-1", Purpose::Control),
+            "shop",
+            "lan-1",
+            2,
+            &spare_of(&members)
+        )
+        .is_ok());
+        let why = check_hello(
+            hello("shop", "stranger", 1, "lan-1", Purpose::Control),
+            "shop",
+            "lan-1",
+            2,
+            &spare_of(&members),
+        )
+        .unwrap_err();
+        assert!(
+            why.starts_with("stranger is not a node of this cluster's configuration"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_stream_of_an_epoch_older_than_ours_is_refused() {
+        let members = vec!["main".to_string()];
+        let anyone = Admission {
+            streams: Streams::Follow {
+                epoch: 1,
+                primary: "main",
+            },
+            members: &members,
+        };
+        let why = check_hello(
+            hello("shop", "main", 1, "lan-1", Purpose::Stream),
+            "shop",
+            "lan-1",
+            3,
+            &anyone,
+        )
+        .unwrap_err();
+        assert_eq!(why, "epoch 1 is older than this node's epoch 3");
+    }
 
     #[test]
     fn a_spare_admits_its_primary_or_any_newer_epoch_and_nothing_older() {
