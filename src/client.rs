@@ -116,6 +116,25 @@ pub fn post_with(agent: &ureq::Agent, http: &str, path: &str, body: &Value) -> R
 }
 
 /// Like [`get`], on a caller's agent.
+/// A node's `GET /v1/status`, typed; the error in words (not answering, or answering
+/// something that is not a status document).
+pub fn status(
+    http: &str,
+    timeout: Duration,
+) -> std::result::Result<crate::status::NodeStatus, String> {
+    let r = get(http, "/v1/status", timeout).map_err(|e| e.to_string())?;
+    if r.status != 200 {
+        let message = r.body.get("message").and_then(|m| m.as_str()).unwrap_or("");
+        return Err(format!(
+            "{http} answered /v1/status with {}: {message}",
+            r.status
+        ));
+    }
+    serde_json::from_value(r.body).map_err(|e| {
+        format!("{http} answered /v1/status with a document this version cannot read: {e}")
+    })
+}
+
 pub fn get_with(agent: &ureq::Agent, http: &str, path: &str) -> Result<Reply> {
     finish(http, authorized(agent.get(&url(http, path))).call())
 }

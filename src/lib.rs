@@ -23,6 +23,7 @@
 //! | [`view`] | the cluster document shared by `spare status` and `GET /v1/cluster` |
 //! | [`durable`] | small files replaced atomically; secret files created once, owner-only |
 //! | [`events`] | the events log (JSON lines) and `notify_command` |
+//! | [`status`] | the typed status document of a node (`GET /v1/status`), tagged by role |
 //! | [`state`] | `node.state`: epoch, promise, primary, role, the epoch's membership and pending promises, replaced atomically; the role a node runs as |
 pub mod actors;
 pub mod client;
@@ -36,6 +37,7 @@ pub mod http;
 pub mod log;
 pub mod net;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod verify;
 pub mod view;

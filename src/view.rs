@@ -1,108 +1,273 @@
 //! The cluster document (`GET /v1/cluster` on a monitor, `spare status --json`): every node
 //! with its role, state and positions, and every spare's lag, built from the nodes' own
-//! `/v1/status` documents. Both the monitor and the command line build it here, so they agree.
+//! status documents. Both the monitor and the command line build it here, so they agree.
+//! Typed (`ClusterView`); the JSON users see is it serialized with its keys sorted, and
+//! `tests/status_shape.rs` pins its keys and value kinds.
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::{ClusterConfig, Role};
+use crate::status::{NodeStatus, PendingMembership, PrimaryStatus, SpareLink};
+
+/// Each node's name and its status, or the error met fetching it.
+pub type Statuses = [(String, Result<NodeStatus, String>)];
+
+/// The whole cluster as one reader sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub cluster: String,
+    /// The newest epoch any node reported.
+    pub epoch: Option<u64>,
+    /// The primary of the newest epoch that answered.
+    pub primary: Option<String>,
+    /// Some node did not answer (or no monitor did, from the command line).
+    pub partial: bool,
+    /// The running epoch's voters and lease, from the primary's lease.
+    pub voters: Option<Vec<String>>,
+    pub lease_ms: Option<u64>,
+    pub pending_membership: Option<PendingMembership>,
+    pub nodes: Vec<NodeEntry>,
+    /// Who built it: "monitor NAME", or "data nodes" (the command line without a monitor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// What needs a human's eye, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+}
+
+/// One node of the cluster document: answered, unreachable, or not asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NodeEntry {
+    Answered(AnsweredNode),
+    Unreachable {
+        name: String,
+        role: String,
+        state: String,
+        error: String,
+    },
+    Unknown {
+        name: String,
+        role: String,
+        state: String,
+    },
+}
+
+/// A node that answered: its positions (null for a monitor) and, for a spare, its lag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnsweredNode {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub epoch: Option<u64>,
+    pub last_lsn: Option<u64>,
+    pub applied_lsn: Option<u64>,
+    pub http: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<ViewLag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_records: Option<u64>,
+    /// The primary's view of the link, when the primary answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Its place in the commit rule (null under `async`), when the primary answered.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub sync: Option<Option<String>>,
+}
+
+/// A spare's lag in the cluster document: the primary's view, else the spare's own (which
+/// knows neither bytes nor seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ViewLag {
+    pub records: Option<u64>,
+    pub bytes: Option<u64>,
+    pub seconds: Option<f64>,
+    pub last_ack_age_s: Option<f64>,
+}
+
+/// A field that is present, null or not: `Some(None)` for null (serde's default would read
+/// null as absent, and the document would lose the key on its way through).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl NodeEntry {
+    pub fn name(&self) -> &str {
+        match self {
+            NodeEntry::Answered(a) => &a.name,
+            NodeEntry::Unreachable { name, .. } | NodeEntry::Unknown { name, .. } => name,
+        }
+    }
+
+    pub fn role(&self) -> &str {
+        match self {
+            NodeEntry::Answered(a) => &a.role,
+            NodeEntry::Unreachable { role, .. } | NodeEntry::Unknown { role, .. } => role,
+        }
+    }
+
+    pub fn state(&self) -> &str {
+        match self {
+            NodeEntry::Answered(a) => &a.state,
+            NodeEntry::Unreachable { state, .. } | NodeEntry::Unknown { state, .. } => state,
+        }
+    }
+
+    pub fn answered(&self) -> Option<&AnsweredNode> {
+        match self {
+            NodeEntry::Answered(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl ClusterView {
+    /// The entries of the nodes that answer as spares.
+    pub fn spares(&self) -> impl Iterator<Item = &AnsweredNode> {
+        self.nodes
+            .iter()
+            .filter_map(NodeEntry::answered)
+            .filter(|a| a.role == "spare")
+    }
+
+    /// The document users see: a JSON object with its keys sorted.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a cluster document serializes")
+    }
+}
 
 /// The status of the node answering as primary of the newest epoch (an old primary cut off
 /// from the voters may still say "primary": the newest epoch wins).
-fn primary_doc(statuses: &[(String, Result<Value, String>)]) -> Option<&Value> {
+fn primary_doc(statuses: &Statuses) -> Option<&PrimaryStatus> {
     statuses
         .iter()
-        .filter_map(|(_, s)| s.as_ref().ok().filter(|d| d["role"] == "primary"))
-        .max_by_key(|d| d["epoch"].as_u64().unwrap_or(0))
+        .filter_map(|(_, s)| s.as_ref().ok()?.primary())
+        .max_by_key(|p| p.epoch)
 }
 
 /// (epoch, name) of the primary of the newest epoch among `statuses`, if one answered.
-pub fn newest_primary(statuses: &[(String, Result<Value, String>)]) -> Option<(u64, String)> {
-    let d = primary_doc(statuses)?;
-    Some((d["epoch"].as_u64()?, d["name"].as_str()?.to_string()))
+pub fn newest_primary(statuses: &Statuses) -> Option<(u64, String)> {
+    primary_doc(statuses).map(|p| (p.epoch, p.name.clone()))
 }
 
-/// `statuses[i]` is node i's status document, or the error met fetching it.
-pub fn cluster_document(
-    config: &ClusterConfig,
-    statuses: &[(String, Result<Value, String>)],
-) -> Value {
-    let primary_doc = primary_doc(statuses);
-    let nodes: Vec<Value> = config
+/// The cluster document of `config`'s nodes from their statuses.
+pub fn cluster_document(config: &ClusterConfig, statuses: &Statuses) -> ClusterView {
+    let primary = primary_doc(statuses);
+    let nodes = config
         .nodes
         .iter()
-        .map(|n| node_entry(n.name.as_str(), n.role, statuses, primary_doc))
+        .map(|n| node_entry(n.name.as_str(), n.role, statuses, primary))
         .collect();
     let reachable = statuses.iter().filter(|(_, s)| s.is_ok()).count();
     let epoch = statuses
         .iter()
-        .filter_map(|(_, s)| s.as_ref().ok()?.get("epoch")?.as_u64())
+        .filter_map(|(_, s)| s.as_ref().ok()?.epoch())
         .max();
-    json!({
-        "cluster": config.cluster.name,
-        "epoch": epoch,
-        "primary": primary_doc.map(|d| d["name"].clone()).unwrap_or(Value::Null),
-        "partial": reachable < config.nodes.len(),
-        "voters": primary_doc.map(|d| d["lease"]["voters"].clone()).unwrap_or(Value::Null),
-        "lease_ms": primary_doc.map(|d| d["lease"]["lease_ms"].clone()).unwrap_or(Value::Null),
-        "pending_membership": primary_doc.map(|d| d["pending_membership"].clone()).unwrap_or(Value::Null),
-        "nodes": nodes,
-    })
+    let lease = primary.and_then(|p| p.lease.as_ref());
+    ClusterView {
+        cluster: config.cluster.name.clone(),
+        epoch,
+        primary: primary.map(|p| p.name.clone()),
+        partial: reachable < config.nodes.len(),
+        voters: lease.map(|l| l.voters.clone()),
+        lease_ms: lease.map(|l| l.lease_ms),
+        pending_membership: primary.and_then(|p| p.pending_membership.clone()),
+        nodes,
+        source: None,
+        problems: None,
+    }
 }
 
 fn node_entry(
     name: &str,
     role: Role,
-    statuses: &[(String, Result<Value, String>)],
-    primary: Option<&Value>,
-) -> Value {
-    let status = statuses.iter().find(|(n, _)| n == name).map(|(_, s)| s);
-    let doc = match status {
+    statuses: &Statuses,
+    primary: Option<&PrimaryStatus>,
+) -> NodeEntry {
+    let (name, role_name) = (name.to_string(), role.as_str().to_string());
+    let doc = match statuses.iter().find(|(n, _)| *n == name).map(|(_, s)| s) {
         Some(Ok(doc)) => doc,
         Some(Err(e)) => {
-            return json!({ "name": name, "role": role.as_str(), "state": "unreachable", "error": e })
-        }
-        None => return json!({ "name": name, "role": role.as_str(), "state": "unknown" }),
-    };
-    let mut entry = json!({
-        "name": name,
-        "role": doc["role"],
-        "state": doc["state"],
-        "epoch": doc["epoch"],
-        "last_lsn": doc["last_lsn"],
-        "applied_lsn": doc["applied_lsn"],
-        "http": doc["http"],
-    });
-    if doc["role"] == "spare" {
-        entry["lag"] = spare_lag(name, doc, primary);
-        let seen = primary.and_then(|p| p["spares"].as_array()?.iter().find(|s| s["name"] == name));
-        // The primary's view of the link: "seeding (n %)", commit-rule membership; but a
-        // spare held back on purpose says so itself (paused, delayed, applying up to an LSN).
-        let held = doc["state"].as_str().is_some_and(|st| {
-            st == "paused" || st.starts_with("delayed") || st.starts_with("applying up to")
-        });
-        entry["pending_records"] = doc["pending_records"].clone();
-        if let Some(s) = seen {
-            if !held {
-                entry["state"] = s["state"].clone();
+            return NodeEntry::Unreachable {
+                name,
+                role: role_name,
+                state: "unreachable".into(),
+                error: e.clone(),
             }
-            entry["link"] = s["state"].clone();
-            entry["sync"] = s["sync"].clone();
         }
+        None => {
+            return NodeEntry::Unknown {
+                name,
+                role: role_name,
+                state: "unknown".into(),
+            }
+        }
+    };
+    let positions = doc.positions();
+    let mut entry = AnsweredNode {
+        name,
+        role: doc.role().to_string(),
+        state: doc.state().to_string(),
+        epoch: positions.map(|p| p.0),
+        last_lsn: positions.map(|p| p.1),
+        applied_lsn: positions.map(|p| p.2),
+        http: doc.http().to_string(),
+        lag: None,
+        pending_records: None,
+        link: None,
+        sync: None,
+    };
+    if let NodeStatus::Spare(own) = doc {
+        spare_fields(&mut entry, own, primary);
     }
-    entry
+    NodeEntry::Answered(entry)
+}
+
+/// A spare's lag, pending records, and the primary's view of its link.
+fn spare_fields(
+    entry: &mut AnsweredNode,
+    own: &crate::status::SpareStatus,
+    primary: Option<&PrimaryStatus>,
+) {
+    let seen = primary.and_then(|p| p.spares.iter().find(|s| s.name() == entry.name));
+    entry.lag = Some(spare_lag(own, seen));
+    entry.pending_records = Some(own.pending_records);
+    // The primary's view of the link: "seeding (n %)", commit-rule membership; but a spare
+    // held back on purpose says so itself (paused, delayed, applying up to an LSN).
+    let st = own.state.as_str();
+    let held = st == "paused" || st.starts_with("delayed") || st.starts_with("applying up to");
+    if let Some(s) = seen {
+        if !held {
+            entry.state = s.state().to_string();
+        }
+        entry.link = Some(s.state().to_string());
+        entry.sync = Some(s.sync().map(String::from));
+    }
 }
 
 /// The primary's view of a spare's lag when the primary answered; else the spare's own.
-fn spare_lag(name: &str, spare_doc: &Value, primary: Option<&Value>) -> Value {
-    let from_primary = primary
-        .and_then(|p| p["spares"].as_array()?.iter().find(|s| s["name"] == name))
-        .and_then(|s| s.get("lag"));
-    match from_primary {
-        Some(lag) => {
-            json!({ "records": lag["records"], "bytes": lag["bytes"], "seconds": lag["seconds"], "last_ack_age_s": lag["last_ack_age_s"] })
+fn spare_lag(own: &crate::status::SpareStatus, seen: Option<&SpareLink>) -> ViewLag {
+    match seen {
+        Some(link) => {
+            let lag = link.lag();
+            ViewLag {
+                records: lag.map(|l| l.records),
+                bytes: lag.and_then(|l| l.bytes),
+                seconds: lag.map(|l| l.seconds),
+                last_ack_age_s: lag.and_then(|l| l.last_ack_age_s),
+            }
         }
-        None => {
-            json!({ "records": spare_doc["lag"]["records"], "bytes": null, "seconds": null, "last_ack_age_s": spare_doc["lag"]["last_heard_s"] })
-        }
+        None => ViewLag {
+            records: Some(own.lag.records),
+            bytes: None,
+            seconds: None,
+            last_ack_age_s: own.lag.last_heard_s,
+        },
     }
 }

@@ -26,6 +26,7 @@ use crate::core::promotion::{self, Allow, Out, Phase, Promotion, Seen};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
 use crate::net::handshake::{self, Identity};
+use crate::status::NodeStatus;
 use crate::wire::message::Purpose;
 use crate::wire::{read_frame, write_frame, Message};
 
@@ -519,7 +520,9 @@ impl Coordinator {
         let cand_http = config.node(candidate)?.http_advertise.clone();
         let mut at = 0;
         let caught_up = survey::poll_status(&cand_http, CATCH_UP_TIMEOUT, |doc| {
-            at = doc["last_lsn"].as_u64().unwrap_or(0);
+            at = doc
+                .and_then(NodeStatus::positions)
+                .map_or(0, |(_, last, _)| last);
             Ok(at >= last)
         })
         .await?;
@@ -798,7 +801,9 @@ impl Coordinator {
         survey::post_ok(&http, "/v1/admin/apply-until", json!({ "lsn": until })).await?;
         let mut applied = 0;
         let stopped = survey::poll_status(&http, CATCH_UP_TIMEOUT, |doc| {
-            applied = doc["applied_lsn"].as_u64().unwrap_or(0);
+            applied = doc
+                .and_then(NodeStatus::positions)
+                .map_or(0, |(_, _, applied)| applied);
             if applied > until {
                 return Err(Error::Unavailable(format!(
                     "{candidate} applied LSN {applied}, past {until}"
@@ -827,7 +832,10 @@ impl Coordinator {
     async fn wait_ready(&self, config: &ClusterConfig, candidate: &str) -> Result<()> {
         let http = config.node(candidate)?.http_advertise.clone();
         let ready = survey::poll_status(&http, READY_TIMEOUT, |doc| {
-            Ok(doc["role"] == "primary" && doc["lease"]["valid"] == true)
+            let lease = doc
+                .and_then(NodeStatus::primary)
+                .and_then(|p| p.lease.as_ref());
+            Ok(lease.is_some_and(|l| l.valid))
         })
         .await?;
         if !ready {

@@ -159,16 +159,16 @@ impl LeaseGuard {
     }
 
     /// For status: whether the lease is valid and for how long.
-    pub fn describe(&self) -> serde_json::Value {
+    pub fn describe(&self) -> crate::status::LeaseStatus {
         let now = self.now_ms();
         let until = self.holder.lock().expect("lease lock").valid_until();
-        serde_json::json!({
-            "valid": self.is_valid(),
-            "remaining_ms": until.map(|u| u.saturating_sub(now)),
-            "voters": self.voters,
-            "lease_ms": self.members.lease_ms,
-            "fenced": self.fenced.lock().expect("fenced lock").clone(),
-        })
+        crate::status::LeaseStatus {
+            valid: self.is_valid(),
+            remaining_ms: until.map(|u| u.saturating_sub(now)),
+            voters: self.voters.clone(),
+            lease_ms: self.members.lease_ms,
+            fenced: self.fenced.lock().expect("fenced lock").clone(),
+        }
     }
 }
 

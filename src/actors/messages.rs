@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use actix::{Message, Recipient};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::error::Result;
+use crate::status::NodeStatus;
 
 /// Asks for this node's status document (`GET /v1/status`).
 #[derive(Message)]
-#[rtype(result = "Value")]
+#[rtype(result = "NodeStatus")]
 pub struct GetStatus;
 
 /// Tells a node actor the configuration changed (it reads the new one from the cell).

@@ -22,14 +22,15 @@ use crate::clock::wall_ms as now_ms;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::core::alerts::{LagAlerts, Reachability, Transition};
 use crate::events::{EventLog, RECENT_EVENTS};
-use crate::view::cluster_document;
+use crate::status::{MonitorStatus, NodeStatus};
+use crate::view::{cluster_document, AnsweredNode, ClusterView};
 
 /// Lag samples kept per spare for the dashboard (at one per heartbeat: 10 minutes at 500 ms).
 pub const HISTORY_SAMPLES: usize = 1200;
 
 /// Asks for the cluster document.
 #[derive(Message)]
-#[rtype(result = "Value")]
+#[rtype(result = "ClusterView")]
 pub struct GetCluster;
 
 /// Asks for the recent events of the monitor and of the primary, oldest first.
@@ -47,7 +48,10 @@ pub struct GetHistory;
 #[rtype(result = "()")]
 pub struct PollNow;
 
-type Statuses = Vec<(String, Result<Value, String>)>;
+type Statuses = Vec<(String, Result<NodeStatus, String>)>;
+
+/// One point of a spare's lag chart: (time ms, records, seconds); null where unknown.
+type LagSample = (u64, Option<u64>, Option<f64>);
 
 pub struct MonitorActor {
     cell: Arc<ConfigCell>,
@@ -58,7 +62,7 @@ pub struct MonitorActor {
     events: Arc<EventLog>,
     alerts: LagAlerts,
     reach: Reachability,
-    history: BTreeMap<String, VecDeque<(u64, Value, Value)>>,
+    history: BTreeMap<String, VecDeque<LagSample>>,
     /// The primary's recent events, from the last poll.
     primary_events: Vec<Value>,
     /// The scheduled `spare verify` (`verify_every`).
@@ -90,8 +94,13 @@ impl MonitorActor {
         }
     }
 
-    fn own_status(&self) -> Value {
-        json!({ "name": self.node.name, "role": "monitor", "state": "watching", "cluster": self.cell.get().cluster.name, "http": self.node.http_advertise })
+    fn own_status(&self) -> NodeStatus {
+        NodeStatus::Monitor(MonitorStatus {
+            name: self.node.name.clone(),
+            state: "watching".into(),
+            cluster: self.cell.get().cluster.name.clone(),
+            http: self.node.http_advertise.clone(),
+        })
     }
 
     /// Starts the scheduled verify when `verify_every` says it is due (one at a time).
@@ -176,14 +185,7 @@ impl MonitorActor {
         let work = tokio::task::spawn_blocking(move || {
             let statuses = targets
                 .into_iter()
-                .map(|(name, http)| {
-                    (
-                        name,
-                        client::get(&http, "/v1/status", timeout)
-                            .map(|r| r.body)
-                            .map_err(|e| e.to_string()),
-                    )
-                })
+                .map(|(name, http)| (name, client::status(&http, timeout)))
                 .collect::<Statuses>();
             // The primary's events (links, seeding, commit rule) complete the monitor's own.
             let events = client::get(&primary_http, "/v1/events", timeout)
@@ -230,18 +232,10 @@ impl MonitorActor {
         let doc = cluster_document(&config, &self.latest);
         // Charts follow the spares as they are now: a removed node, or one promoted to
         // primary, has no lag to chart any more.
-        let spares: Vec<&Value> = doc["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["role"] == "spare")
-            .collect();
-        let names: Vec<String> = spares
-            .iter()
-            .filter_map(|n| n["name"].as_str().map(String::from))
-            .collect();
-        self.history.retain(|name, _| names.contains(name));
-        for n in spares {
+        let names: Vec<&str> = doc.spares().map(|n| n.name.as_str()).collect();
+        self.history
+            .retain(|name, _| names.contains(&name.as_str()));
+        for n in doc.spares() {
             self.watch_lag(&config, n, now);
         }
     }
@@ -277,12 +271,12 @@ impl MonitorActor {
     }
 
     /// Raises or clears a spare's lag alert and adds its lag to the chart's history.
-    fn watch_lag(&mut self, config: &ClusterConfig, n: &Value, now: u64) {
-        let name = n["name"].as_str().unwrap_or_default().to_string();
+    fn watch_lag(&mut self, config: &ClusterConfig, n: &AnsweredNode, now: u64) {
+        let name = n.name.clone();
         // A delayed spare is behind by its delay: the alert is about lag beyond that. A
         // paused one raises it too (a forgotten pause leaves the copy ever older).
-        let paused = n["state"] == "paused";
-        let seconds = n["lag"]["seconds"].as_f64();
+        let paused = n.state == "paused";
+        let (records, seconds) = (n.lag.and_then(|l| l.records), n.lag.and_then(|l| l.seconds));
         let delay = config
             .node(&name)
             .map_or(0.0, |c| c.apply_delay.as_secs_f64());
@@ -292,7 +286,7 @@ impl MonitorActor {
                 let msg = format!(
                     "{name} is {:.1} s behind (threshold {threshold} s), {} records{}",
                     seconds.unwrap_or(0.0),
-                    n["lag"]["records"],
+                    records.map_or("null".to_string(), |r| r.to_string()),
                     if paused { ", paused" } else { "" }
                 );
                 tracing::warn!(spare = %name, %msg, "lag alert");
@@ -309,16 +303,12 @@ impl MonitorActor {
         if samples.len() == HISTORY_SAMPLES {
             samples.pop_front();
         }
-        samples.push_back((
-            now,
-            n["lag"]["records"].clone(),
-            n["lag"]["seconds"].clone(),
-        ));
+        samples.push_back((now, records, seconds));
     }
 
     /// What needs a human's eye, in words: nodes not answering, spares over their lag
     /// threshold, spares cut from the primary (a held one shows no growing lag), paused ones.
-    fn problems(&self, doc: &Value) -> Vec<String> {
+    fn problems(&self, doc: &ClusterView) -> Vec<String> {
         let now = now_ms();
         let config = self.cell.get();
         let mut out = self.verify.differences.clone();
@@ -342,19 +332,16 @@ impl MonitorActor {
                     config.lag_warn(&n.name)
                 ));
             }
-            let entry = doc["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|e| e["name"] == n.name.as_str() && e["role"] == "spare");
-            let Some(e) = entry else { continue };
-            if e["link"] == "disconnected" {
+            let Some(e) = doc.spares().find(|e| e.name == n.name) else {
+                continue;
+            };
+            if e.link.as_deref() == Some("disconnected") {
                 out.push(format!(
-                    "spare {} is not connected to the primary (state {}); it receives nothing",
-                    n.name, e["state"]
+                    "spare {} is not connected to the primary (state {:?}); it receives nothing",
+                    n.name, e.state
                 ));
             }
-            if e["state"] == "paused" {
+            if e.state == "paused" {
                 out.push(format!(
                     "spare {} is paused: it applies nothing until `spare resume {}`",
                     n.name, n.name
@@ -399,8 +386,8 @@ impl Handler<GetCluster> for MonitorActor {
         let mut statuses = self.latest.clone();
         statuses.push((self.node.name.clone(), Ok(self.own_status())));
         let mut doc = cluster_document(&self.cell.get(), &statuses);
-        doc["source"] = json!(format!("monitor {}", self.node.name));
-        doc["problems"] = json!(self.problems(&doc));
+        doc.source = Some(format!("monitor {}", self.node.name));
+        doc.problems = Some(self.problems(&doc));
         MessageResult(doc)
     }
 }

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, MessageResult};
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::committer::Job;
@@ -22,6 +21,10 @@ use crate::clock::wall_ms as now_ms;
 use crate::config::NodeConfig;
 use crate::core::lag;
 use crate::log::Position;
+use crate::status::{
+    ConnectingSpare, LinkedSpare, NodeStatus, PendingMembership, PrimaryStatus, SeedProgress,
+    SpareLink,
+};
 
 pub struct PrimaryActor {
     shared: Arc<DataShared>,
@@ -96,22 +99,33 @@ impl PrimaryActor {
         Some((state, l))
     }
 
-    fn spare_doc(&self, name: &str, tail: Position, now_ms: u64) -> Value {
+    fn spare_doc(&self, name: &str, tail: Position, now_ms: u64) -> SpareLink {
         let (Some(p), Some((state, lag))) =
             (self.progress.get(name), self.spare_lag(name, tail, now_ms))
         else {
-            return json!({ "name": name, "state": LinkState::Connecting.as_str(), "lag": null });
+            return SpareLink::Connecting(ConnectingSpare {
+                name: name.to_string(),
+                state: LinkState::Connecting.as_str().to_string(),
+                lag: None,
+            });
         };
-        json!({
-            "name": name,
-            "state": state,
-            "received_lsn": p.received,
-            "flushed_lsn": p.flushed,
-            "applied_lsn": p.applied,
-            "in_flight_bytes": p.in_flight_bytes,
-            "seed": p.seed.map(|(done, size)| json!({ "bytes_done": done, "bytes_total": size })),
-            "lag": { "records": lag.records, "bytes": lag.bytes, "seconds": lag.seconds, "last_ack_age_s": lag.last_ack_age_s },
-            "sync": self.primary.sync().and_then(|t| t.state_of(name)),
+        SpareLink::Linked(LinkedSpare {
+            name: name.to_string(),
+            state,
+            received_lsn: p.received,
+            flushed_lsn: p.flushed,
+            applied_lsn: p.applied,
+            in_flight_bytes: p.in_flight_bytes,
+            seed: p.seed.map(|(bytes_done, bytes_total)| SeedProgress {
+                bytes_done,
+                bytes_total,
+            }),
+            lag,
+            sync: self
+                .primary
+                .sync()
+                .and_then(|t| t.state_of(name))
+                .map(String::from),
         })
     }
 }
@@ -144,18 +158,16 @@ impl PrimaryActor {
     /// The configuration's voters and lease when they differ from the ones this epoch's
     /// lease counts: a reload changed them, and the change takes effect at the next
     /// promotion or switchover (`core::members`). Null when there is none.
-    fn pending_membership(&self) -> Value {
-        let Some(lease) = self.primary.lease.get() else {
-            return Value::Null;
-        };
+    fn pending_membership(&self) -> Option<PendingMembership> {
+        let lease = self.primary.lease.get()?;
         let wanted = self.shared.config().members();
         if &wanted == lease.members() {
-            return Value::Null;
+            return None;
         }
-        json!({
-            "voters": wanted.voters,
-            "lease_ms": wanted.lease_ms,
-            "takes_effect": "at the next promotion or switchover; until then the voters and lease of this epoch decide everywhere",
+        Some(PendingMembership {
+            voters: wanted.voters,
+            lease_ms: wanted.lease_ms,
+            takes_effect: "at the next promotion or switchover; until then the voters and lease of this epoch decide everywhere".into(),
         })
     }
 }
@@ -167,30 +179,33 @@ impl Handler<GetStatus> for PrimaryActor {
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> MessageResult<GetStatus> {
         let tail = *self.committed.borrow();
         let now = now_ms();
-        let spares: Vec<Value> = self
+        let spares: Vec<SpareLink> = self
             .shared
             .config()
             .spares()
             .map(|s| self.spare_doc(&s.name, tail, now))
             .collect();
         let node = &self.shared.node;
-        MessageResult(json!({
-            "name": node.name,
-            "role": "primary",
-            "state": "serving",
-            "cluster": self.shared.config().cluster.name,
-            "epoch": self.shared.epoch.load(Ordering::Relaxed),
-            "http": node.http_advertise,
-            "last_lsn": tail.lsn,
-            "oldest_lsn": self.shared.oldest_lsn(),
-            "commits_total": self.primary.commits.load(std::sync::atomic::Ordering::Relaxed),
-            "lease": self.primary.lease.get().map(|l| l.describe()),
-            "pending_membership": self.pending_membership(),
-            "commit_rule": self.primary.sync().map_or_else(|| "async".to_string(), |t| t.describe()),
-            "applied_lsn": tail.lsn,
-            "last_commit_time_ms": tail.time_ms,
-            "primary": primary_ref(&self.shared.config()),
-            "spares": spares,
+        let config = self.shared.config();
+        MessageResult(NodeStatus::Primary(PrimaryStatus {
+            name: node.name.clone(),
+            state: "serving".into(),
+            cluster: config.cluster.name.clone(),
+            epoch: self.shared.epoch.load(Ordering::Relaxed),
+            http: node.http_advertise.clone(),
+            last_lsn: tail.lsn,
+            oldest_lsn: self.shared.oldest_lsn(),
+            commits_total: self.primary.commits.load(Ordering::Relaxed),
+            lease: self.primary.lease.get().map(|l| l.describe()),
+            pending_membership: self.pending_membership(),
+            commit_rule: self
+                .primary
+                .sync()
+                .map_or_else(|| "async".to_string(), |t| t.describe()),
+            applied_lsn: tail.lsn,
+            last_commit_time_ms: tail.time_ms,
+            primary: primary_ref(&config),
+            spares,
         }))
     }
 }

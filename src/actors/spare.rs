@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::{Actor, ActorContext, Context, Handler, MessageResult};
-use serde_json::json;
+
 use tokio::sync::watch;
 
 use crate::actors::applier::{self, ApplierHandle, ApplyState};
@@ -22,6 +22,7 @@ use crate::clock::wall_ms as now_ms;
 use crate::core::lag;
 use crate::error::{Error, Result};
 use crate::log::{self, LogWriter, Position};
+use crate::status::{NodeStatus, OwnLag, SeedProgress, SpareStatus};
 use crate::store::apply::Applier;
 use crate::store::recovery::finish_install;
 use crate::store::snapshot::SeedDir;
@@ -396,27 +397,44 @@ impl Handler<GetStatus> for SpareActor {
             ack_age,
         );
         let node = &s.data.node;
-        MessageResult(json!({
-            "name": node.name,
-            "role": if self.fenced { "fenced" } else { "spare" },
-            "state": self.state_name(),
-            "cluster": s.data.config().cluster.name,
-            "epoch": s.data.epoch.load(Ordering::Relaxed),
-            "http": node.http_advertise,
-            "last_lsn": flushed,
-            "oldest_lsn": s.data.oldest_lsn(),
-            "received_lsn": s.received.load(Ordering::Acquire),
-            "flushed_lsn": flushed,
-            "applied_lsn": applied,
-            "applied_time_ms": s.apply.applied_time_ms.load(Ordering::Acquire),
-            "primary_last_lsn": primary_last,
-            "primary": primary_ref(&s.data.config()),
-            "seed": s.seeding.lock().expect("lock").map(|(done, size)| json!({ "bytes_done": done, "bytes_total": size })),
-            "lag": { "records": lag.records, "seconds": lag.seconds, "last_heard_s": lag.last_ack_age_s },
-            "paused": s.apply.gate().paused,
-            "apply_delay_s": s.apply.gate().delay_ms as f64 / 1000.0,
-            "pending_records": flushed.saturating_sub(applied),
-        }))
+        let config = s.data.config();
+        let gate = s.apply.gate();
+        let status = SpareStatus {
+            name: node.name.clone(),
+            state: self.state_name(),
+            cluster: config.cluster.name.clone(),
+            epoch: s.data.epoch.load(Ordering::Relaxed),
+            http: node.http_advertise.clone(),
+            last_lsn: flushed,
+            oldest_lsn: s.data.oldest_lsn(),
+            received_lsn: s.received.load(Ordering::Acquire),
+            flushed_lsn: flushed,
+            applied_lsn: applied,
+            applied_time_ms: s.apply.applied_time_ms.load(Ordering::Acquire),
+            primary_last_lsn: primary_last,
+            primary: primary_ref(&config),
+            seed: s
+                .seeding
+                .lock()
+                .expect("lock")
+                .map(|(bytes_done, bytes_total)| SeedProgress {
+                    bytes_done,
+                    bytes_total,
+                }),
+            lag: OwnLag {
+                records: lag.records,
+                seconds: lag.seconds,
+                last_heard_s: lag.last_ack_age_s,
+            },
+            paused: gate.paused,
+            apply_delay_s: gate.delay_ms as f64 / 1000.0,
+            pending_records: flushed.saturating_sub(applied),
+        };
+        MessageResult(if self.fenced {
+            NodeStatus::Fenced(status)
+        } else {
+            NodeStatus::Spare(status)
+        })
     }
 }
 

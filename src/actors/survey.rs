@@ -14,6 +14,7 @@ use crate::client;
 use crate::config::{ClusterConfig, Role};
 use crate::core::promotion::{Loss, Seen};
 use crate::error::{Error, Result};
+use crate::status::NodeStatus;
 
 /// How long the survey waits for each node's status.
 pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,26 +42,23 @@ impl Survey {
     }
 }
 
-fn seen_of(name: &str, status: std::result::Result<Value, String>) -> Seen {
+fn seen_of(name: &str, status: std::result::Result<NodeStatus, String>) -> Seen {
     match status {
-        Ok(d) => Seen {
-            name: name.to_string(),
-            reachable: true,
-            role: d["role"].as_str().unwrap_or_default().to_string(),
-            state: d["state"].as_str().unwrap_or_default().to_string(),
-            epoch: d["epoch"].as_u64().unwrap_or(0),
-            last_lsn: d["last_lsn"].as_u64().unwrap_or(0),
-            lease_valid: d["lease"]["valid"] == true,
-            applied_lsn: d["applied_lsn"].as_u64().unwrap_or(0),
-            lease_voters: d["lease"]["voters"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        },
+        Ok(d) => {
+            let (epoch, last_lsn, applied_lsn) = d.positions().unwrap_or_default();
+            let lease = d.primary().and_then(|p| p.lease.as_ref());
+            Seen {
+                name: name.to_string(),
+                reachable: true,
+                role: d.role().to_string(),
+                state: d.state().to_string(),
+                epoch,
+                last_lsn,
+                lease_valid: lease.is_some_and(|l| l.valid),
+                applied_lsn,
+                lease_voters: lease.map(|l| l.voters.clone()).unwrap_or_default(),
+            }
+        }
         Err(_) => Seen {
             name: name.to_string(),
             reachable: false,
@@ -99,15 +97,7 @@ pub fn survey_within(config: &ClusterConfig, timeout: impl Fn(&str) -> Duration)
             .iter()
             .map(|(name, http, timeout)| {
                 scope.spawn(move || {
-                    let status = client::get(http, "/v1/status", *timeout)
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| {
-                            if r.status == 200 {
-                                Ok(r.body)
-                            } else {
-                                Err(r.body["message"].to_string())
-                            }
-                        });
+                    let status = client::status(http, *timeout);
                     (name.clone(), seen_of(name, status))
                 })
             })
@@ -186,22 +176,20 @@ pub async fn post_ok(http: &str, path: &'static str, body: Value) -> Result<Valu
 }
 
 /// Polls the status of the node at `http` until `done` says so (`Ok(true)`), gives up
-/// (`Err`), or `timeout` passes (`Ok(false)`).
+/// (`Err`), or `timeout` passes (`Ok(false)`). `done` sees None while the node does not
+/// answer with a status.
 pub async fn poll_status(
     http: &str,
     timeout: Duration,
-    mut done: impl FnMut(&Value) -> Result<bool>,
+    mut done: impl FnMut(Option<&NodeStatus>) -> Result<bool>,
 ) -> Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         let h = http.to_string();
-        let doc = blocking("poll a node", move || {
-            client::get(&h, "/v1/status", SURVEY_TIMEOUT)
-        })
-        .await?
-        .map(|r| r.body)
-        .unwrap_or(Value::Null);
-        if done(&doc)? {
+        let doc = blocking("poll a node", move || client::status(&h, SURVEY_TIMEOUT))
+            .await?
+            .ok();
+        if done(doc.as_ref())? {
             return Ok(true);
         }
         if Instant::now() > deadline {

@@ -5,11 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::json;
-use serde_json::Value;
 use spare::client;
 use spare::config::{ClusterConfig, Role};
-use spare::view::cluster_document;
+use spare::status::NodeStatus;
+use spare::view::{cluster_document, ClusterView};
 
 use crate::cli::sql::print_table;
 
@@ -20,45 +19,43 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The cluster document: from the first monitor that answers (the same as its
 /// `GET /v1/cluster`), else built here from the data nodes and marked partial.
-pub fn collect(config: &ClusterConfig) -> Value {
+pub fn collect(config: &ClusterConfig) -> ClusterView {
     for m in config.nodes.iter().filter(|n| n.role == Role::Monitor) {
         if let Ok(r) = client::get(&m.http_advertise, "/v1/cluster", STATUS_TIMEOUT) {
             if r.status == 200 {
-                return r.body;
+                if let Ok(view) = serde_json::from_value(r.body) {
+                    return view;
+                }
             }
         }
     }
-    let statuses: Vec<(String, Result<Value, String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = config
-            .nodes
-            .iter()
-            .filter(|n| n.role != Role::Monitor)
-            .map(|n| {
-                s.spawn(move || {
-                    (
-                        n.name.clone(),
-                        client::get(&n.http_advertise, "/v1/status", STATUS_TIMEOUT)
-                            .map(|r| r.body)
-                            .map_err(|e| e.to_string()),
-                    )
+    let mut statuses: Vec<(String, std::result::Result<NodeStatus, String>)> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = config
+                .nodes
+                .iter()
+                .filter(|n| n.role != Role::Monitor)
+                .map(|n| {
+                    s.spawn(move || {
+                        let status = client::status(&n.http_advertise, STATUS_TIMEOUT);
+                        (n.name.clone(), status)
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("status thread"))
-            .collect()
-    });
-    let mut statuses = statuses;
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("status thread"))
+                .collect()
+        });
     for m in config.nodes.iter().filter(|n| n.role == Role::Monitor) {
         statuses.push((m.name.clone(), Err("did not answer".to_string())));
     }
     let mut doc = cluster_document(config, &statuses);
     let has_monitors = config.nodes.iter().any(|n| n.role == Role::Monitor);
-    doc["source"] = json!("data nodes");
+    doc.source = Some("data nodes".into());
     if has_monitors {
-        doc["partial"] = json!(true);
-        doc["problems"] = json!(["no monitor answered: this view comes from the data nodes alone (no lag alerts, no history)"]);
+        doc.partial = true;
+        doc.problems = Some(vec!["no monitor answered: this view comes from the data nodes alone (no lag alerts, no history)".into()]);
     }
     doc
 }
@@ -71,7 +68,7 @@ pub fn run(config_path: &Path, as_json: bool, watch: bool) -> Result<()> {
             print!("\x1b[2J\x1b[H");
         }
         if as_json {
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            println!("{}", serde_json::to_string_pretty(&doc.to_json())?);
         } else {
             print_human(&doc);
         }
@@ -90,70 +87,66 @@ pub fn run(config_path: &Path, as_json: bool, watch: bool) -> Result<()> {
 
 /// The verdict as an exit status, for scripts and checks: 0 all well, 1 problems listed
 /// (a node not answering, a spare lagging, paused or cut off), 2 no primary answers.
-pub fn exit_code(doc: &Value) -> i32 {
-    if doc["primary"].is_null() {
+pub fn exit_code(doc: &ClusterView) -> i32 {
+    if doc.primary.is_none() {
         return 2;
     }
-    let problems = doc["problems"].as_array().is_some_and(|p| !p.is_empty());
-    i32::from(problems)
+    i32::from(doc.problems.as_ref().is_some_and(|p| !p.is_empty()))
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() => format!("{f:.1}s"),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
+/// A cell of the table: "-" when unknown.
+fn text<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-fn names(list: &[Value]) -> String {
-    let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
-    names.join(", ")
+/// Seconds, as the table shows them.
+fn secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |f| format!("{f:.1}s"))
 }
 
-fn millis(v: &Value) -> String {
-    v.as_u64().map_or_else(
+fn millis(v: Option<u64>) -> String {
+    v.map_or_else(
         || "?".into(),
         |ms| format!("{:?}", std::time::Duration::from_millis(ms)),
     )
 }
 
-fn print_human(doc: &Value) {
+fn print_human(doc: &ClusterView) {
     println!(
         "cluster {}  epoch {}  primary {}",
-        text(&doc["cluster"]),
-        text(&doc["epoch"]),
-        text(&doc["primary"])
+        doc.cluster,
+        text(doc.epoch),
+        text(doc.primary.as_deref())
     );
-    if let Some(source) = doc["source"].as_str() {
+    if let Some(source) = &doc.source {
         println!("(from {source})");
     }
-    if doc["partial"] == true {
+    if doc.partial {
         println!("partial view: some nodes did not answer");
     }
-    if let Some(voters) = doc["voters"].as_array() {
+    if let Some(voters) = &doc.voters {
         println!(
             "voters {} (lease {})",
-            names(voters),
-            millis(&doc["lease_ms"])
+            voters.join(", "),
+            millis(doc.lease_ms)
         );
     }
-    let pending = &doc["pending_membership"];
-    if let Some(voters) = pending["voters"].as_array() {
+    if let Some(pending) = &doc.pending_membership {
         println!(
             "membership change pending: voters {} (lease {}) take effect {}",
-            names(voters),
-            millis(&pending["lease_ms"]),
-            text(&pending["takes_effect"])
+            pending.voters.join(", "),
+            millis(Some(pending.lease_ms)),
+            pending.takes_effect
         );
     }
-    for p in doc["problems"].as_array().into_iter().flatten() {
-        println!("! {}", p.as_str().unwrap_or_default());
+    for p in doc.problems.iter().flatten() {
+        println!("! {p}");
     }
+    print_nodes(doc);
+}
+
+/// The table of nodes.
+fn print_nodes(doc: &ClusterView) {
     let columns: Vec<String> = [
         "NODE",
         "ROLE",
@@ -170,29 +163,26 @@ fn print_human(doc: &Value) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let rows: Vec<Vec<String>> = doc["nodes"]
-        .as_array()
-        .map(|nodes| {
-            nodes
-                .iter()
-                .map(|n| {
-                    let lag = &n["lag"];
-                    vec![
-                        text(&n["name"]),
-                        text(&n["role"]),
-                        text(&n["state"]),
-                        text(&n["epoch"]),
-                        text(&n["last_lsn"]),
-                        text(&n["applied_lsn"]),
-                        text(&lag["records"]),
-                        text(&lag["seconds"]),
-                        text(&lag["last_ack_age_s"]),
-                        text(&lag["bytes"]),
-                        text(&n["sync"]),
-                    ]
-                })
-                .collect()
+    let rows: Vec<Vec<String>> = doc
+        .nodes
+        .iter()
+        .map(|n| {
+            let a = n.answered();
+            let lag = a.and_then(|a| a.lag);
+            vec![
+                n.name().to_string(),
+                n.role().to_string(),
+                n.state().to_string(),
+                text(a.and_then(|a| a.epoch)),
+                text(a.and_then(|a| a.last_lsn)),
+                text(a.and_then(|a| a.applied_lsn)),
+                text(lag.and_then(|l| l.records)),
+                secs(lag.and_then(|l| l.seconds)),
+                secs(lag.and_then(|l| l.last_ack_age_s)),
+                text(lag.and_then(|l| l.bytes)),
+                text(a.and_then(|a| a.sync.clone().flatten())),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     print_table(&columns, &rows);
 }

@@ -301,7 +301,7 @@ async fn log_bounds(
     };
     let status =
         status.map_err(|e| Error::Unavailable(format!("node actor did not answer: {e}")))?;
-    let last = status["last_lsn"].as_u64().unwrap_or(0);
+    let last = status.positions().map_or(0, |(_, last, _)| last);
     Ok((shared.clone(), shared.oldest_lsn(), last))
 }
 

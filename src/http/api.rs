@@ -13,6 +13,7 @@ use crate::actors::monitor::{GetCluster, GetEvents, GetHistory};
 use crate::actors::node_addr::NodeAddr;
 use crate::actors::shared::{primary_ref, DataShared};
 use crate::error::{Error, Result};
+use crate::http::metrics::{render, Scrape};
 use crate::http::state::{error_response, respond, ApiState};
 
 /// Longest a write waits for the write path (queueing and commit) before answering 503.
@@ -155,7 +156,10 @@ pub async fn status(state: web::Data<ApiState>) -> HttpResponse {
         NodeAddr::Spare { actor, .. } => actor.send(GetStatus).await,
         NodeAddr::Monitor { actor, .. } => actor.send(GetStatus).await,
     };
-    respond(doc.map_err(|e| Error::Unavailable(format!("node actor did not answer: {e}"))))
+    respond(
+        doc.map(|d| d.to_json())
+            .map_err(|e| Error::Unavailable(format!("node actor did not answer: {e}"))),
+    )
 }
 
 /// `GET /v1/cluster`: the whole cluster, on monitors.
@@ -169,6 +173,7 @@ pub async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
         actor
             .send(GetCluster)
             .await
+            .map(|view| view.to_json())
             .map_err(|e| Error::Unavailable(format!("monitor actor did not answer: {e}"))),
     )
 }
@@ -223,24 +228,35 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
         Ok(a) => a,
         Err(e) => return error_response(&e),
     };
-    let status = match &addr {
-        NodeAddr::Primary { actor, .. } => actor.send(GetStatus).await,
-        NodeAddr::Spare { actor, .. } => actor.send(GetStatus).await,
-        // A monitor exposes every spare's lag and every node's reachability, so that one
-        // scrape of a monitor covers the cluster.
-        NodeAddr::Monitor { actor, .. } => actor.send(GetCluster).await.map(|doc| {
-            let spares: Vec<Value> = doc["nodes"].as_array().into_iter().flatten().filter(|n| n["role"] == "spare").cloned().collect();
-            json!({ "name": state.node.name, "role": "monitor", "spares": spares, "nodes": doc["nodes"] })
-        }),
-    };
-    let Ok(status) = status else {
-        return error_response(&Error::Unavailable("node actor did not answer".into()));
-    };
     let latency = match &addr {
         NodeAddr::Primary { primary, .. } => Some(&primary.latency),
         _ => None,
     };
+    let text = match &addr {
+        NodeAddr::Primary { actor, .. } => actor
+            .send(GetStatus)
+            .await
+            .map(|s| render(&Scrape::Node(&s), latency)),
+        NodeAddr::Spare { actor, .. } => actor
+            .send(GetStatus)
+            .await
+            .map(|s| render(&Scrape::Node(&s), latency)),
+        // A monitor exposes every spare's lag and every node's reachability, so that one
+        // scrape of a monitor covers the cluster.
+        NodeAddr::Monitor { actor, .. } => actor.send(GetCluster).await.map(|view| {
+            render(
+                &Scrape::Monitor {
+                    name: &state.node.name,
+                    view: &view,
+                },
+                None,
+            )
+        }),
+    };
+    let Ok(text) = text else {
+        return error_response(&Error::Unavailable("node actor did not answer".into()));
+    };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::http::metrics::render(&status, latency))
+        .body(text)
 }

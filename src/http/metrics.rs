@@ -5,7 +5,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::Value;
+use crate::status::{NodeStatus, SeedProgress, SpareLink};
+use crate::view::{AnsweredNode, ClusterView, ViewLag};
 
 /// Upper bounds (seconds) of the commit-latency histogram's buckets.
 pub const LATENCY_BUCKETS_S: [f64; 14] = [
@@ -59,71 +60,129 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn num(v: &Value) -> Option<f64> {
-    v.as_f64()
+/// What a scrape renders: a data node's status, or a monitor's view of the whole cluster
+/// (one scrape of a monitor covers every spare's lag and every node's reachability).
+pub enum Scrape<'a> {
+    Node(&'a NodeStatus),
+    Monitor {
+        name: &'a str,
+        view: &'a ClusterView,
+    },
 }
 
 /// The metrics of a node, from its status document (and, on a primary, its latency).
-pub fn render(status: &Value, latency: Option<&LatencyHistogram>) -> String {
+pub fn render(scrape: &Scrape, latency: Option<&LatencyHistogram>) -> String {
+    let (node, role) = match scrape {
+        Scrape::Node(s) => (s.name(), s.role()),
+        Scrape::Monitor { name, .. } => (*name, "monitor"),
+    };
     let mut t = Text {
         out: String::new(),
-        node: status["name"].as_str().unwrap_or("?").to_string(),
+        node: node.to_string(),
     };
-    let role = status["role"].as_str().unwrap_or("?").to_string();
     t.family(
         "spare_up",
         "gauge",
         "1 while the node serves, with its role",
     );
-    t.sample("spare_up", &[("role", &role)], 1.0);
-    for (name, key, help) in [
-        (
-            "spare_last_lsn",
-            "last_lsn",
-            "last LSN of the node's durable log",
-        ),
-        (
-            "spare_applied_lsn",
-            "applied_lsn",
-            "last LSN applied to the node's database",
-        ),
-    ] {
-        if let Some(v) = num(&status[key]) {
-            t.family(name, "gauge", help);
-            t.sample(name, &[], v);
+    t.sample("spare_up", &[("role", role)], 1.0);
+    match scrape {
+        Scrape::Node(status) => render_node(&mut t, status, latency),
+        Scrape::Monitor { view, .. } => {
+            let rows: Vec<SpareRow> = view.spares().map(SpareRow::from).collect();
+            render_spares(&mut t, &rows);
+            render_reachable(&mut t, view);
         }
     }
-    if let Some(v) = num(&status["commits_total"]) {
+    t.out
+}
+
+/// A data node's positions, commits and latency (a primary's), and its spares' links.
+fn render_node(t: &mut Text, status: &NodeStatus, latency: Option<&LatencyHistogram>) {
+    if let Some((_, last, applied)) = status.positions() {
+        t.family(
+            "spare_last_lsn",
+            "gauge",
+            "last LSN of the node's durable log",
+        );
+        t.sample("spare_last_lsn", &[], last as f64);
+        t.family(
+            "spare_applied_lsn",
+            "gauge",
+            "last LSN applied to the node's database",
+        );
+        t.sample("spare_applied_lsn", &[], applied as f64);
+    }
+    let primary = status.primary();
+    if let Some(p) = primary {
         t.family(
             "spare_commits_total",
             "counter",
             "group commits (log records of client writes) since the node started; one group holds one or more client requests",
         );
-        t.sample("spare_commits_total", &[], v);
+        t.sample("spare_commits_total", &[], p.commits_total as f64);
     }
     if let Some(h) = latency {
-        render_latency(&mut t, h);
+        render_latency(t, h);
     }
-    if let Some(spares) = status["spares"].as_array() {
-        render_spares(&mut t, spares);
+    if let Some(p) = primary {
+        let rows: Vec<SpareRow> = p.spares.iter().map(SpareRow::from).collect();
+        render_spares(t, &rows);
     }
-    if let Some(nodes) = status["nodes"].as_array() {
-        t.family(
+}
+
+/// On a monitor: whether each node answered its last poll.
+fn render_reachable(t: &mut Text, view: &ClusterView) {
+    t.family(
+        "spare_node_reachable",
+        "gauge",
+        "1 if the node answered the monitor's last poll",
+    );
+    for n in &view.nodes {
+        t.sample(
             "spare_node_reachable",
-            "gauge",
-            "1 if the node answered the monitor's last poll",
+            &[("target", n.name())],
+            f64::from(u8::from(n.state() != "unreachable")),
         );
-        for n in nodes {
-            if let Some(name) = n["name"].as_str() {
-                t.sample(
-                    "spare_node_reachable",
-                    &[("target", name)],
-                    f64::from(u8::from(n["state"] != "unreachable")),
-                );
-            }
+    }
+}
+
+/// One spare's gauges, from the primary's view of its link or a monitor's entry.
+pub struct SpareRow<'a> {
+    name: &'a str,
+    state: &'a str,
+    lag: Option<ViewLag>,
+    in_flight_bytes: Option<u64>,
+    seed: Option<SeedProgress>,
+}
+
+impl<'a> From<&'a SpareLink> for SpareRow<'a> {
+    fn from(s: &'a SpareLink) -> Self {
+        SpareRow {
+            name: s.name(),
+            state: s.state(),
+            lag: s.lag().map(|l| ViewLag {
+                records: Some(l.records),
+                bytes: l.bytes,
+                seconds: Some(l.seconds),
+                last_ack_age_s: l.last_ack_age_s,
+            }),
+            in_flight_bytes: s.linked().map(|l| l.in_flight_bytes),
+            seed: s.linked().and_then(|l| l.seed),
         }
     }
-    t.out
+}
+
+impl<'a> From<&'a AnsweredNode> for SpareRow<'a> {
+    fn from(n: &'a AnsweredNode) -> Self {
+        SpareRow {
+            name: &n.name,
+            state: &n.state,
+            lag: n.lag,
+            in_flight_bytes: None,
+            seed: None,
+        }
+    }
 }
 
 fn render_latency(t: &mut Text, h: &LatencyHistogram) {
@@ -150,12 +209,12 @@ fn render_latency(t: &mut Text, h: &LatencyHistogram) {
     t.sample(&format!("{name}_count"), &[], count);
 }
 
-/// A per-spare gauge: name, type, help, and how to read it from the spare's status.
+/// A per-spare gauge: name, type, help, and how to read it from the spare's row.
 type Series = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&Value) -> Option<f64>,
+    fn(&SpareRow) -> Option<f64>,
 );
 
 /// The per-spare gauges, in the order they are written.
@@ -164,25 +223,25 @@ const SPARE_SERIES: [Series; 7] = [
         "spare_lag_records",
         "gauge",
         "transactions the spare has not applied",
-        |s| num(&s["lag"]["records"]),
+        |s| s.lag?.records.map(|v| v as f64),
     ),
     (
         "spare_lag_bytes",
         "gauge",
         "log bytes the spare has not applied",
-        |s| num(&s["lag"]["bytes"]),
+        |s| s.lag?.bytes.map(|v| v as f64),
     ),
     (
         "spare_lag_seconds",
         "gauge",
         "age of the oldest transaction the spare has not applied",
-        |s| num(&s["lag"]["seconds"]),
+        |s| s.lag?.seconds,
     ),
     (
         "spare_last_ack_age_seconds",
         "gauge",
         "time since the spare last answered",
-        |s| num(&s["lag"]["last_ack_age_s"]),
+        |s| s.lag?.last_ack_age_s,
     ),
     (
         "spare_link_up",
@@ -190,8 +249,8 @@ const SPARE_SERIES: [Series; 7] = [
         "1 while the link to the spare is established",
         |s| {
             Some(f64::from(u8::from(!matches!(
-                s["state"].as_str(),
-                Some("disconnected" | "connecting" | "diverged")
+                s.state,
+                "disconnected" | "connecting" | "diverged"
             ))))
         },
     ),
@@ -199,32 +258,27 @@ const SPARE_SERIES: [Series; 7] = [
         "spare_feeder_window_in_use_bytes",
         "gauge",
         "bytes sent to the spare and not yet acknowledged",
-        |s| num(&s["in_flight_bytes"]),
+        |s| s.in_flight_bytes.map(|v| v as f64),
     ),
     (
         "spare_seed_progress_ratio",
         "gauge",
         "share of the snapshot the spare holds while seeding (1 otherwise)",
         |s| {
-            Some(
-                match (
-                    num(&s["seed"]["bytes_done"]),
-                    num(&s["seed"]["bytes_total"]),
-                ) {
-                    (Some(d), Some(t)) if t > 0.0 => d / t,
-                    _ => 1.0,
-                },
-            )
+            Some(match s.seed {
+                Some(p) if p.bytes_total > 0 => p.bytes_done as f64 / p.bytes_total as f64,
+                _ => 1.0,
+            })
         },
     ),
 ];
 
-fn render_spares(t: &mut Text, spares: &[Value]) {
+fn render_spares(t: &mut Text, spares: &[SpareRow]) {
     for (name, kind, help, get) in SPARE_SERIES {
         t.family(name, kind, help);
         for s in spares {
-            if let (Some(spare), Some(v)) = (s["name"].as_str(), get(s)) {
-                t.sample(name, &[("spare", spare)], v);
+            if let Some(v) = get(s) {
+                t.sample(name, &[("spare", s.name)], v);
             }
         }
     }
@@ -232,20 +286,18 @@ fn render_spares(t: &mut Text, spares: &[Value]) {
 }
 
 /// One series per spare, 1 for its link's state (the state's first word only).
-fn render_link_state(t: &mut Text, spares: &[Value]) {
+fn render_link_state(t: &mut Text, spares: &[SpareRow]) {
     t.family(
         "spare_link_state",
         "gauge",
         "1 for the link's current state",
     );
     for s in spares {
-        if let (Some(spare), Some(state)) = (s["name"].as_str(), s["state"].as_str()) {
-            let state = state.split(' ').next().unwrap_or(state);
-            t.sample(
-                "spare_link_state",
-                &[("spare", spare), ("state", state)],
-                1.0,
-            );
-        }
+        let state = s.state.split(' ').next().unwrap_or(s.state);
+        t.sample(
+            "spare_link_state",
+            &[("spare", s.name), ("state", state)],
+            1.0,
+        );
     }
 }
