@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::status::NodeStatus;
 
 /// How long a status poll or CLI call waits for a node.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,6 +117,11 @@ pub fn post_with(agent: &ureq::Agent, http: &str, path: &str, body: &Value) -> R
 }
 
 /// Like [`get`], on a caller's agent.
+/// A `GET /v1/status` reply as a status document, if it is one.
+fn typed_status(r: Reply) -> Option<NodeStatus> {
+    (r.status == 200).then(|| serde_json::from_value(r.body).ok())?
+}
+
 /// A node's `GET /v1/status`, typed; the error in words (not answering, or answering
 /// something that is not a status document).
 pub fn status(
@@ -308,14 +314,16 @@ impl Client {
                 tried.push(format!("{http} (not answering)"));
                 continue;
             };
-            let target = match (r.body["role"].as_str(), r.body["primary"]["http"].as_str()) {
-                (Some("primary"), _) => http.clone(),
-                (_, Some(p)) => p.to_string(),
+            let target = match typed_status(r) {
+                Some(NodeStatus::Primary(_)) => http.clone(),
+                Some(NodeStatus::Spare(s) | NodeStatus::Fenced(s)) => s.primary.http,
                 _ => continue,
             };
             if target == *http
                 || get_with(&self.agent, &target, "/v1/status")
-                    .is_ok_and(|r| r.body["role"] == "primary")
+                    .ok()
+                    .and_then(typed_status)
+                    .is_some_and(|s| s.primary().is_some())
             {
                 *self.primary.lock().expect("primary lock") = Some(target.clone());
                 return Ok(target);

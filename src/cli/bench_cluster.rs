@@ -138,10 +138,11 @@ impl LocalCluster {
     pub(crate) fn wait_streaming(&self) -> Result<()> {
         let primary = self.primary();
         wait_for("every spare to stream", || {
-            client::get(&primary, "/v1/status", REQUEST_TIMEOUT).is_ok_and(|r| {
-                r.body["spares"].as_array().is_some_and(|a| {
-                    a.iter()
-                        .all(|s| s["state"] == "streaming" && s["lag"]["records"] == 0)
+            client::status(&primary, REQUEST_TIMEOUT).is_ok_and(|s| {
+                s.primary().is_some_and(|p| {
+                    p.spares.iter().all(|s| {
+                        s.state() == "streaming" && s.lag().is_some_and(|l| l.records == 0)
+                    })
                 })
             })
         })

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use spare::client::{self, Client, REQUEST_TIMEOUT};
+use spare::status::NodeStatus;
 
 const LAG_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -173,17 +174,21 @@ fn sample_lag(shared: &Shared, spares: &[String]) -> Value {
     let mut records: Vec<Histogram<u64>> = spares.iter().map(|_| new_histogram()).collect();
     let mut millis: Vec<Histogram<u64>> = spares.iter().map(|_| new_histogram()).collect();
     while !shared.stop.load(Ordering::Relaxed) {
-        if let Ok(r) = client::get_with(&agent, &shared.http, "/v1/status") {
+        let status = client::get_with(&agent, &shared.http, "/v1/status")
+            .ok()
+            .and_then(|r| serde_json::from_value::<NodeStatus>(r.body).ok());
+        if let Some(NodeStatus::Primary(p)) = status {
             for (i, name) in spares.iter().enumerate() {
-                let Some(s) = r.body["spares"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|s| s["name"] == name.as_str()))
+                let Some(lag) = p
+                    .spares
+                    .iter()
+                    .find(|s| s.name() == name)
+                    .and_then(|s| s.lag())
                 else {
                     continue;
                 };
-                let _ = records[i].record(s["lag"]["records"].as_u64().unwrap_or(0));
-                let _ =
-                    millis[i].record((s["lag"]["seconds"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
+                let _ = records[i].record(lag.records);
+                let _ = millis[i].record((lag.seconds * 1000.0) as u64);
             }
         }
         std::thread::sleep(LAG_SAMPLE_INTERVAL);

@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use spare::client::{self, REQUEST_TIMEOUT};
 use spare::config::{ClusterConfig, Role};
+use spare::status::NodeStatus;
 
 /// How often the progress bar refreshes.
 const POLL: Duration = Duration::from_millis(500);
@@ -76,25 +77,22 @@ fn tell_pending_membership(config: &ClusterConfig) {
     let Ok(primary) = spare::client::Client::from_config(config).primary_http() else {
         return;
     };
-    let Ok(status) = client::get(&primary, "/v1/status", REQUEST_TIMEOUT) else {
+    let Ok(NodeStatus::Primary(status)) = client::status(&primary, REQUEST_TIMEOUT) else {
         return;
     };
-    let pending = &status.body["pending_membership"];
-    let Some(voters) = pending["voters"].as_array() else {
+    let Some(pending) = &status.pending_membership else {
         return;
     };
-    let list = |v: &[Value]| -> String {
-        let names: Vec<&str> = v.iter().filter_map(Value::as_str).collect();
-        names.join(", ")
-    };
-    let now = status.body["lease"]["voters"]
-        .as_array()
-        .map_or(String::new(), |v| list(v));
+    let (now, lease_ms) = status
+        .lease
+        .as_ref()
+        .map_or((String::new(), "null".to_string()), |l| {
+            (l.voters.join(", "), l.lease_ms.to_string())
+        });
     println!(
-        "voters now: {now} (lease {} ms); configured: {} (lease {} ms).\nThe new voters and lease take effect at the next switchover or promotion (`spare switchover NAME`), which needs a majority of both; until then the current ones decide.",
-        status.body["lease"]["lease_ms"],
-        list(voters),
-        pending["lease_ms"]
+        "voters now: {now} (lease {lease_ms} ms); configured: {} (lease {} ms).\nThe new voters and lease take effect at the next switchover or promotion (`spare switchover NAME`), which needs a majority of both; until then the current ones decide.",
+        pending.voters.join(", "),
+        pending.lease_ms
     );
 }
 
@@ -104,20 +102,19 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
     let started = Instant::now();
     let mut err = std::io::stderr();
     loop {
-        let status = client::get(primary, "/v1/status", REQUEST_TIMEOUT)?.body;
+        let status = client::status(primary, REQUEST_TIMEOUT).map_err(anyhow::Error::msg)?;
+        let links = status
+            .primary()
+            .map(|p| p.spares.as_slice())
+            .unwrap_or_default();
         let mut done = true;
         let mut line = String::new();
         for name in spares {
-            let s = status["spares"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["name"] == *name)
-                .cloned()
-                .unwrap_or(Value::Null);
-            let state = s["state"].as_str().unwrap_or("connecting");
-            let pct = progress(state, &s);
-            done &= state == "streaming" && s["lag"]["records"] == 0;
+            let s = links.iter().find(|s| s.name() == *name);
+            let state = s.map_or("connecting", |s| s.state());
+            let records = s.and_then(|s| s.lag()).map(|l| l.records);
+            let pct = progress(state, records);
+            done &= state == "streaming" && records == Some(0);
             line += &format!(
                 "{name} [{}{}] {pct:>3} % {state}   ",
                 "#".repeat(pct * BAR_WIDTH / 100),
@@ -139,7 +136,7 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
 }
 
 /// 0..=100: seeding percent, then catching up, then 100 when streaming with no lag.
-fn progress(state: &str, s: &Value) -> usize {
+fn progress(state: &str, lag_records: Option<u64>) -> usize {
     if let Some(p) = state
         .strip_prefix("seeding (")
         .and_then(|r| r.split_whitespace().next())
@@ -147,7 +144,7 @@ fn progress(state: &str, s: &Value) -> usize {
     {
         return p.min(100);
     }
-    match (state, s["lag"]["records"].as_u64()) {
+    match (state, lag_records) {
         ("streaming", Some(0)) => 100,
         ("streaming", Some(_)) => 99,
         _ => 0,
