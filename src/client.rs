@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::status::NodeStatus;
+use crate::status::{NodeStatus, Unread};
 
 /// How long a status poll or CLI call waits for a node.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,31 +116,36 @@ pub fn post_with(agent: &ureq::Agent, http: &str, path: &str, body: &Value) -> R
     )
 }
 
-/// Like [`get`], on a caller's agent.
 /// A `GET /v1/status` reply as a status document, if it is one.
 fn typed_status(r: Reply) -> Option<NodeStatus> {
     (r.status == 200).then(|| serde_json::from_value(r.body).ok())?
 }
 
-/// A node's `GET /v1/status`, typed; the error in words (not answering, or answering
-/// something that is not a status document).
-pub fn status(
-    http: &str,
-    timeout: Duration,
-) -> std::result::Result<crate::status::NodeStatus, String> {
-    let r = get(http, "/v1/status", timeout).map_err(|e| e.to_string())?;
+/// A node's `GET /v1/status`, typed, or why it is not known ([`Unread`]): it did not
+/// answer, answered with an error (it is changing role, say), or answered a document this
+/// version cannot read.
+pub fn status_reply(http: &str, timeout: Duration) -> std::result::Result<NodeStatus, Unread> {
+    let r = get(http, "/v1/status", timeout).map_err(|e| Unread::Silent(e.to_string()))?;
     if r.status != 200 {
         let message = r.body.get("message").and_then(|m| m.as_str()).unwrap_or("");
-        return Err(format!(
+        return Err(Unread::Refused(format!(
             "{http} answered /v1/status with {}: {message}",
             r.status
-        ));
+        )));
     }
     serde_json::from_value(r.body).map_err(|e| {
-        format!("{http} answered /v1/status with a document this version cannot read: {e}")
+        Unread::Unreadable(format!(
+            "{http} answered /v1/status with a document this version cannot read: {e}"
+        ))
     })
 }
 
+/// Like [`status_reply`], the reason in words.
+pub fn status(http: &str, timeout: Duration) -> std::result::Result<NodeStatus, String> {
+    status_reply(http, timeout).map_err(|u| u.to_string())
+}
+
+/// Like [`get`], on a caller's agent.
 pub fn get_with(agent: &ureq::Agent, http: &str, path: &str) -> Result<Reply> {
     finish(http, authorized(agent.get(&url(http, path))).call())
 }

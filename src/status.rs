@@ -11,6 +11,33 @@ use serde::{Deserialize, Serialize};
 use crate::core::lag::Lag;
 use crate::error::PrimaryRef;
 
+/// Why a node's status is not known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unread {
+    /// It did not answer (not running, unreachable, timed out).
+    Silent(String),
+    /// It answered with an error (changing role, refused a token): it runs.
+    Refused(String),
+    /// It answered a document this version cannot read (a newer or older version): it runs,
+    /// and what it holds is not known.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::Silent(e) | Unread::Refused(e) | Unread::Unreadable(e) => f.write_str(e),
+        }
+    }
+}
+
+impl Unread {
+    /// Whether the node answered at all (it runs).
+    pub fn answered(&self) -> bool {
+        !matches!(self, Unread::Silent(_))
+    }
+}
+
 /// `GET /v1/status`, by role.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "role", rename_all = "lowercase")]
@@ -306,7 +333,9 @@ mod tests {
 
     #[test]
     fn a_document_of_an_unknown_role_is_refused() {
-        let doc = serde_json::json!({ "role": "leader", "name": "x" });
+        let mut doc = NodeStatus::Spare(spare()).to_json();
+        assert!(serde_json::from_value::<NodeStatus>(doc.clone()).is_ok());
+        doc["role"] = "leader".into();
         assert!(serde_json::from_value::<NodeStatus>(doc).is_err());
     }
 }

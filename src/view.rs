@@ -7,10 +7,10 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::{ClusterConfig, Role};
-use crate::status::{NodeStatus, PendingMembership, PrimaryStatus, SpareLink};
+use crate::status::{NodeStatus, PendingMembership, PrimaryStatus, SpareLink, Unread};
 
-/// Each node's name and its status, or the error met fetching it.
-pub type Statuses = [(String, Result<NodeStatus, String>)];
+/// Each node's name and its status, or why it is not known.
+pub type Statuses = [(String, Result<NodeStatus, Unread>)];
 
 /// The whole cluster as one reader sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,7 @@ pub struct ClusterView {
 #[serde(untagged)]
 pub enum NodeEntry {
     Answered(AnsweredNode),
+    /// Not answering ("unreachable"), or answering without a status ("unavailable").
     Unreachable {
         name: String,
         role: String,
@@ -164,7 +165,11 @@ pub fn cluster_document(config: &ClusterConfig, statuses: &Statuses) -> ClusterV
         .iter()
         .map(|n| node_entry(n.name.as_str(), n.role, statuses, primary))
         .collect();
-    let reachable = statuses.iter().filter(|(_, s)| s.is_ok()).count();
+    // A node that answered with an error (changing role) runs: the view is not partial.
+    let reachable = statuses
+        .iter()
+        .filter(|(_, s)| s.as_ref().map_or_else(Unread::answered, |_| true))
+        .count();
     let epoch = statuses
         .iter()
         .filter_map(|(_, s)| s.as_ref().ok()?.epoch())
@@ -194,12 +199,19 @@ fn node_entry(
     let doc = match statuses.iter().find(|(n, _)| *n == name).map(|(_, s)| s) {
         Some(Ok(doc)) => doc,
         Some(Err(e)) => {
+            // A node that answers without a status (changing role, another version) runs:
+            // "unavailable", not "unreachable".
+            let state = if e.answered() {
+                "unavailable"
+            } else {
+                "unreachable"
+            };
             return NodeEntry::Unreachable {
                 name,
                 role: role_name,
-                state: "unreachable".into(),
-                error: e.clone(),
-            }
+                state: state.into(),
+                error: e.to_string(),
+            };
         }
         None => {
             return NodeEntry::Unknown {

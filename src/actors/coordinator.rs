@@ -216,6 +216,10 @@ struct Looked {
 fn refusals(config: &ClusterConfig, seen: &Looked, candidate: &str, allow: Allow) -> Vec<String> {
     let old = seen.old.as_ref();
     let mut refused = promotion::refusals(seen.before.seen.get(candidate), old, &seen.lost, allow);
+    // A node that runs but whose status cannot be read may hold what the candidate lacks.
+    refused.extend(seen.before.seen.values().filter(|s| s.state == survey::UNREADABLE).map(|s| {
+        format!("{} answered a status this version cannot read (another version?); upgrade or stop it, then promote", s.name)
+    }));
     if let CommitRule::Any { any, of, .. } = &config.cluster.commit {
         let answers = old.is_some_and(|o| o.reachable && o.role == "primary");
         refused.extend(promotion::rule_refusal(

@@ -22,7 +22,7 @@ use crate::clock::wall_ms as now_ms;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::core::alerts::{LagAlerts, Reachability, Transition};
 use crate::events::{EventLog, RECENT_EVENTS};
-use crate::status::{MonitorStatus, NodeStatus};
+use crate::status::{MonitorStatus, NodeStatus, Unread};
 use crate::view::{cluster_document, AnsweredNode, ClusterView};
 
 /// Lag samples kept per spare for the dashboard (at one per heartbeat: 10 minutes at 500 ms).
@@ -48,7 +48,7 @@ pub struct GetHistory;
 #[rtype(result = "()")]
 pub struct PollNow;
 
-type Statuses = Vec<(String, Result<NodeStatus, String>)>;
+type Statuses = Vec<(String, Result<NodeStatus, Unread>)>;
 
 /// One point of a spare's lag chart: (time ms, records, seconds); null where unknown.
 type LagSample = (u64, Option<u64>, Option<f64>);
@@ -185,7 +185,7 @@ impl MonitorActor {
         let work = tokio::task::spawn_blocking(move || {
             let statuses = targets
                 .into_iter()
-                .map(|(name, http)| (name, client::status(&http, timeout)))
+                .map(|(name, http)| (name, client::status_reply(&http, timeout)))
                 .collect::<Statuses>();
             // The primary's events (links, seeding, commit rule) complete the monitor's own.
             let events = client::get(&primary_http, "/v1/events", timeout)
@@ -244,7 +244,11 @@ impl MonitorActor {
     fn note_reachability(&mut self, config: &ClusterConfig, now: u64) {
         for (name, status) in &self.latest {
             match (
-                self.reach.check(name, status.is_ok(), now),
+                self.reach.check(
+                    name,
+                    status.as_ref().map_or_else(Unread::answered, |_| true),
+                    now,
+                ),
                 config.node(name).map(|n| n.role),
             ) {
                 (Some(Transition::Raised), Ok(Role::Primary)) => {

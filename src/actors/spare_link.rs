@@ -475,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn garbage_bytes_are_refused_not_applied() {
+    fn garbage_bytes_are_refused_before_anything_is_appended() {
         assert!(checked_batch(&[0xff; 64], 1, 1).is_err());
     }
 

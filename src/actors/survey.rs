@@ -14,7 +14,7 @@ use crate::client;
 use crate::config::{ClusterConfig, Role};
 use crate::core::promotion::{Loss, Seen};
 use crate::error::{Error, Result};
-use crate::status::NodeStatus;
+use crate::status::{NodeStatus, Unread};
 
 /// How long the survey waits for each node's status.
 pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,7 +42,11 @@ impl Survey {
     }
 }
 
-fn seen_of(name: &str, status: std::result::Result<NodeStatus, String>) -> Seen {
+/// State of a node that answered a status this version cannot read: it runs and holds data
+/// nobody here can measure, so a promotion refuses to go on (`coordinator::refusals`).
+pub const UNREADABLE: &str = "unreadable status";
+
+fn seen_of(name: &str, status: std::result::Result<NodeStatus, Unread>) -> Seen {
     match status {
         Ok(d) => {
             let (epoch, last_lsn, applied_lsn) = d.positions().unwrap_or_default();
@@ -59,6 +63,17 @@ fn seen_of(name: &str, status: std::result::Result<NodeStatus, String>) -> Seen 
                 lease_voters: lease.map(|l| l.voters.clone()).unwrap_or_default(),
             }
         }
+        Err(Unread::Unreadable(_)) => Seen {
+            name: name.to_string(),
+            reachable: true,
+            role: String::new(),
+            state: UNREADABLE.into(),
+            epoch: 0,
+            last_lsn: 0,
+            lease_valid: false,
+            applied_lsn: 0,
+            lease_voters: Vec::new(),
+        },
         Err(_) => Seen {
             name: name.to_string(),
             reachable: false,
@@ -97,7 +112,7 @@ pub fn survey_within(config: &ClusterConfig, timeout: impl Fn(&str) -> Duration)
             .iter()
             .map(|(name, http, timeout)| {
                 scope.spawn(move || {
-                    let status = client::status(http, *timeout);
+                    let status = client::status_reply(http, *timeout);
                     (name.clone(), seen_of(name, status))
                 })
             })

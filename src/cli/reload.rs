@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use spare::client::{self, REQUEST_TIMEOUT};
 use spare::config::{ClusterConfig, Role};
-use spare::status::NodeStatus;
+use spare::status::{NodeStatus, Unread};
 
 /// How often the progress bar refreshes.
 const POLL: Duration = Duration::from_millis(500);
@@ -102,9 +102,16 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
     let started = Instant::now();
     let mut err = std::io::stderr();
     loop {
-        let status = client::status(primary, REQUEST_TIMEOUT).map_err(anyhow::Error::msg)?;
+        // A primary that answers without a status (busy, changing role) is asked again; one
+        // that does not answer at all ends the wait.
+        let status = match client::status_reply(primary, REQUEST_TIMEOUT) {
+            Ok(s) => Some(s),
+            Err(Unread::Silent(e)) => bail!("{e}"),
+            Err(_) => None,
+        };
         let links = status
-            .primary()
+            .as_ref()
+            .and_then(NodeStatus::primary)
             .map(|p| p.spares.as_slice())
             .unwrap_or_default();
         let mut done = true;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use spare::client;
 use spare::config::{ClusterConfig, Role};
-use spare::status::NodeStatus;
+use spare::status::{NodeStatus, Unread};
 use spare::view::{cluster_document, ClusterView};
 
 use crate::cli::sql::print_table;
@@ -20,16 +20,18 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// The cluster document: from the first monitor that answers (the same as its
 /// `GET /v1/cluster`), else built here from the data nodes and marked partial.
 pub fn collect(config: &ClusterConfig) -> ClusterView {
+    let mut unread = Vec::new();
     for m in config.nodes.iter().filter(|n| n.role == Role::Monitor) {
         if let Ok(r) = client::get(&m.http_advertise, "/v1/cluster", STATUS_TIMEOUT) {
             if r.status == 200 {
-                if let Ok(view) = serde_json::from_value(r.body) {
-                    return view;
+                match serde_json::from_value(r.body) {
+                    Ok(view) => return view,
+                    Err(e) => unread.push(format!("monitor {} answered a cluster document this version cannot read ({e}): this view comes from the data nodes alone", m.name)),
                 }
             }
         }
     }
-    let mut statuses: Vec<(String, std::result::Result<NodeStatus, String>)> =
+    let mut statuses: Vec<(String, std::result::Result<NodeStatus, Unread>)> =
         std::thread::scope(|s| {
             let handles: Vec<_> = config
                 .nodes
@@ -37,7 +39,7 @@ pub fn collect(config: &ClusterConfig) -> ClusterView {
                 .filter(|n| n.role != Role::Monitor)
                 .map(|n| {
                     s.spawn(move || {
-                        let status = client::status(&n.http_advertise, STATUS_TIMEOUT);
+                        let status = client::status_reply(&n.http_advertise, STATUS_TIMEOUT);
                         (n.name.clone(), status)
                     })
                 })
@@ -48,14 +50,17 @@ pub fn collect(config: &ClusterConfig) -> ClusterView {
                 .collect()
         });
     for m in config.nodes.iter().filter(|n| n.role == Role::Monitor) {
-        statuses.push((m.name.clone(), Err("did not answer".to_string())));
+        statuses.push((m.name.clone(), Err(Unread::Silent("did not answer".into()))));
     }
     let mut doc = cluster_document(config, &statuses);
     let has_monitors = config.nodes.iter().any(|n| n.role == Role::Monitor);
     doc.source = Some("data nodes".into());
     if has_monitors {
         doc.partial = true;
-        doc.problems = Some(vec!["no monitor answered: this view comes from the data nodes alone (no lag alerts, no history)".into()]);
+        if unread.is_empty() {
+            unread.push("no monitor answered: this view comes from the data nodes alone (no lag alerts, no history)".into());
+        }
+        doc.problems = Some(unread);
     }
     doc
 }
