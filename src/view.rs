@@ -283,3 +283,267 @@ fn spare_lag(own: &crate::status::SpareStatus, seen: Option<&SpareLink>) -> View
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::lag::Lag;
+    use crate::error::PrimaryRef;
+    use crate::status::{LeaseStatus, LinkedSpare, MonitorStatus, OwnLag, SpareStatus};
+
+    const CONFIG: &str = r#"
+[cluster]
+name = "shop"
+secret_file = "cluster.secret"
+
+[[node]]
+name = "main"
+role = "primary"
+peer = "127.0.0.1:7401"
+http = "127.0.0.1:7301"
+
+[[node]]
+name = "lan-1"
+role = "spare"
+peer = "127.0.0.1:7402"
+http = "127.0.0.1:7302"
+
+[[node]]
+name = "lan-2"
+role = "spare"
+peer = "127.0.0.1:7403"
+http = "127.0.0.1:7303"
+
+[[node]]
+name = "watch-1"
+role = "monitor"
+peer = "127.0.0.1:7404"
+http = "127.0.0.1:7304"
+"#;
+
+    fn config() -> ClusterConfig {
+        ClusterConfig::parse(std::path::Path::new("conf/cluster.toml"), CONFIG).unwrap()
+    }
+
+    fn primary(name: &str, epoch: u64, spares: Vec<SpareLink>) -> NodeStatus {
+        NodeStatus::Primary(PrimaryStatus {
+            name: name.into(),
+            state: "serving".into(),
+            cluster: "shop".into(),
+            epoch,
+            http: "127.0.0.1:7301".into(),
+            last_lsn: 100,
+            oldest_lsn: 1,
+            commits_total: 7,
+            lease: Some(LeaseStatus {
+                valid: true,
+                remaining_ms: Some(3000),
+                voters: vec!["main".into(), "lan-1".into()],
+                lease_ms: 4000,
+                fenced: None,
+            }),
+            pending_membership: None,
+            commit_rule: "async".into(),
+            applied_lsn: 100,
+            last_commit_time_ms: 1,
+            primary: PrimaryRef {
+                name: name.into(),
+                http: "127.0.0.1:7301".into(),
+            },
+            spares,
+        })
+    }
+
+    fn spare(name: &str, state: &str) -> NodeStatus {
+        NodeStatus::Spare(SpareStatus {
+            name: name.into(),
+            state: state.into(),
+            cluster: "shop".into(),
+            epoch: 1,
+            http: "127.0.0.1:7302".into(),
+            last_lsn: 100,
+            oldest_lsn: 1,
+            received_lsn: 100,
+            flushed_lsn: 100,
+            applied_lsn: 90,
+            applied_time_ms: 1,
+            primary_last_lsn: 100,
+            primary: PrimaryRef {
+                name: "main".into(),
+                http: "127.0.0.1:7301".into(),
+            },
+            seed: None,
+            lag: OwnLag {
+                records: 10,
+                seconds: 0.0,
+                last_heard_s: Some(0.2),
+            },
+            paused: state == "paused",
+            apply_delay_s: 0.0,
+            pending_records: 10,
+        })
+    }
+
+    fn linked(name: &str, state: &str, records: u64) -> SpareLink {
+        SpareLink::Linked(LinkedSpare {
+            name: name.into(),
+            state: state.into(),
+            received_lsn: 100,
+            flushed_lsn: 100,
+            applied_lsn: 100 - records,
+            in_flight_bytes: 0,
+            seed: None,
+            lag: Lag {
+                records,
+                seconds: 1.5,
+                last_ack_age_s: Some(0.1),
+                bytes: Some(512),
+            },
+            sync: None,
+        })
+    }
+
+    fn answered<'a>(view: &'a ClusterView, name: &str) -> &'a AnsweredNode {
+        view.nodes
+            .iter()
+            .find(|n| n.name() == name)
+            .and_then(NodeEntry::answered)
+            .unwrap_or_else(|| panic!("{name} answered"))
+    }
+
+    #[test]
+    fn a_spares_lag_and_link_come_from_the_primary_when_it_answers() {
+        let statuses = vec![
+            (
+                "main".to_string(),
+                Ok(primary("main", 1, vec![linked("lan-1", "catching-up", 10)])),
+            ),
+            ("lan-1".to_string(), Ok(spare("lan-1", "streaming"))),
+        ];
+        let view = cluster_document(&config(), &statuses);
+        let e = answered(&view, "lan-1");
+        assert_eq!(
+            e.state, "catching-up",
+            "the primary's view of the link wins"
+        );
+        assert_eq!(e.link.as_deref(), Some("catching-up"));
+        assert_eq!(e.sync, Some(None), "present, null under async");
+        let lag = e.lag.unwrap();
+        assert_eq!(
+            (lag.records, lag.bytes, lag.seconds),
+            (Some(10), Some(512), Some(1.5))
+        );
+        assert_eq!(view.primary.as_deref(), Some("main"));
+        assert_eq!(
+            view.voters.as_deref(),
+            Some(&["main".to_string(), "lan-1".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn without_the_primary_a_spare_shows_its_own_lag_and_no_link() {
+        let statuses = vec![("lan-1".to_string(), Ok(spare("lan-1", "streaming")))];
+        let view = cluster_document(&config(), &statuses);
+        let e = answered(&view, "lan-1");
+        let lag = e.lag.unwrap();
+        assert_eq!(
+            (lag.records, lag.bytes, lag.seconds),
+            (Some(10), None, None)
+        );
+        assert_eq!(lag.last_ack_age_s, Some(0.2));
+        assert!(e.link.is_none() && e.sync.is_none(), "absent, not null");
+        assert!(view.partial && view.primary.is_none());
+    }
+
+    #[test]
+    fn a_spare_held_back_on_purpose_keeps_its_own_state() {
+        let statuses = vec![
+            (
+                "main".to_string(),
+                Ok(primary("main", 1, vec![linked("lan-1", "streaming", 3)])),
+            ),
+            ("lan-1".to_string(), Ok(spare("lan-1", "paused"))),
+        ];
+        let e_view = cluster_document(&config(), &statuses);
+        let e = answered(&e_view, "lan-1");
+        assert_eq!(
+            (e.state.as_str(), e.link.as_deref()),
+            ("paused", Some("streaming"))
+        );
+    }
+
+    #[test]
+    fn silent_refusing_and_unasked_nodes_are_told_apart() {
+        let statuses = vec![
+            (
+                "main".to_string(),
+                Err(Unread::Silent("connection refused".into())),
+            ),
+            (
+                "lan-1".to_string(),
+                Err(Unread::Refused("503: changing role".into())),
+            ),
+            (
+                "watch-1".to_string(),
+                Ok(NodeStatus::Monitor(MonitorStatus {
+                    name: "watch-1".into(),
+                    state: "watching".into(),
+                    cluster: "shop".into(),
+                    http: "127.0.0.1:7304".into(),
+                })),
+            ),
+        ];
+        let view = cluster_document(&config(), &statuses);
+        let state = |n: &str| {
+            view.nodes
+                .iter()
+                .find(|e| e.name() == n)
+                .unwrap()
+                .state()
+                .to_string()
+        };
+        assert_eq!(state("main"), "unreachable");
+        assert_eq!(state("lan-1"), "unavailable");
+        assert_eq!(state("lan-2"), "unknown");
+        let m = answered(&view, "watch-1");
+        assert_eq!((m.epoch, m.last_lsn, m.applied_lsn), (None, None, None));
+        assert!(view.partial, "lan-2 was not asked");
+    }
+
+    #[test]
+    fn the_primary_of_the_newest_epoch_wins_over_an_old_one_still_saying_primary() {
+        let statuses = vec![
+            ("main".to_string(), Ok(primary("main", 1, vec![]))),
+            ("lan-1".to_string(), Ok(primary("lan-1", 2, vec![]))),
+        ];
+        assert_eq!(newest_primary(&statuses), Some((2, "lan-1".to_string())));
+        let view = cluster_document(&config(), &statuses);
+        assert_eq!(
+            (view.primary.as_deref(), view.epoch),
+            (Some("lan-1"), Some(2))
+        );
+    }
+
+    #[test]
+    fn a_cluster_document_reads_back_as_it_was_written() {
+        let statuses = vec![
+            (
+                "main".to_string(),
+                Ok(primary("main", 1, vec![linked("lan-1", "streaming", 0)])),
+            ),
+            ("lan-1".to_string(), Ok(spare("lan-1", "streaming"))),
+            ("lan-2".to_string(), Err(Unread::Silent("timed out".into()))),
+        ];
+        let mut view = cluster_document(&config(), &statuses);
+        view.source = Some("monitor watch-1".into());
+        view.problems = Some(vec![]);
+        let json = view.to_json();
+        let back: ClusterView = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, view);
+        assert_eq!(
+            back.to_json(),
+            json,
+            "what `spare status --json` prints of a monitor's view"
+        );
+    }
+}

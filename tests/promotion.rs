@@ -470,3 +470,86 @@ fn writes_stopped_by_a_switchover_that_never_finished_resume_on_their_own() {
     });
     assert!(c.log("main").contains("writes resume"), "{}", c.log("main"));
 }
+
+/// Something answering HTTP on `addr` with `body` as every reply (a node of another version,
+/// or another program on a node's port), until dropped. Bounded: it stops after
+/// `STAND_IN_MAX` even if the test forgets it.
+struct StandIn {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const STAND_IN_MAX: Duration = Duration::from_secs(120);
+
+impl StandIn {
+    fn start(addr: &str, body: &'static str) -> StandIn {
+        let listener = std::net::TcpListener::bind(addr).expect("bind the stand-in");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            while !flag.load(Ordering::Relaxed) && started.elapsed() < STAND_IN_MAX {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                use std::io::{Read, Write};
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes());
+            }
+        });
+        StandIn {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A node that answers `/v1/status` with a document this version cannot read may hold what
+/// the candidate lacks: the promotion refuses, naming it, and the cluster view shows it
+/// `unavailable` (it runs), not `unreachable`.
+#[test]
+fn a_node_answering_an_unreadable_status_stops_a_promotion_and_shows_unavailable() {
+    let mut c = Cluster::new(2, true);
+    for node in ["main", "lan-1", "watch-1"] {
+        c.start(node);
+    }
+    let lsn = c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    c.wait_applied("lan-1", lsn);
+    let _stand_in = StandIn::start(&c.http("lan-2"), r#"{"role":"leader","name":"lan-2"}"#);
+    wait_until("the monitor to show lan-2 unavailable", || {
+        let out = c.cli(&["status", "--json"]);
+        let view: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        view["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["name"] == "lan-2" && n["state"] == "unavailable")
+    });
+    c.kill("main");
+    let out = c.cli(&["promote", "lan-1"]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "the promotion went on: {text}");
+    assert!(
+        text.contains("lan-2 answered a status this version cannot read"),
+        "{text}"
+    );
+    assert_eq!(c.status("lan-1")["role"], "spare", "lan-1 was not promoted");
+}

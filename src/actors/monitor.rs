@@ -450,3 +450,102 @@ impl Handler<StopNode> for MonitorActor {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster whose data nodes listen nowhere (low ports on loopback refuse at once).
+    const CONFIG: &str = r#"
+[cluster]
+name = "shop"
+secret_file = "cluster.secret"
+
+[[node]]
+name = "main"
+role = "primary"
+peer = "127.0.0.1:1"
+http = "127.0.0.1:2"
+
+[[node]]
+name = "lan-1"
+role = "spare"
+peer = "127.0.0.1:3"
+http = "127.0.0.1:4"
+
+[[node]]
+name = "watch-1"
+role = "monitor"
+peer = "127.0.0.1:5"
+http = "127.0.0.1:6"
+"#;
+
+    fn monitor() -> MonitorActor {
+        let config =
+            ClusterConfig::parse(std::path::Path::new("conf/cluster.toml"), CONFIG).unwrap();
+        let node = config.node("watch-1").unwrap().clone();
+        let cell = Arc::new(ConfigCell::new(config));
+        MonitorActor::new(cell, node, Arc::new(EventLog::new("watch-1", None, None)))
+    }
+
+    #[test]
+    fn the_monitor_answers_its_status_and_a_cluster_view_of_silent_nodes() {
+        let system = actix_rt::System::new();
+        system.block_on(async {
+            let addr = monitor().start();
+            let status = addr.send(GetStatus).await.unwrap();
+            assert_eq!(
+                (status.role(), status.name(), status.state()),
+                ("monitor", "watch-1", "watching")
+            );
+            // Until a poll completes the data nodes are unknown; after it, unreachable.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let view = loop {
+                let view = addr.send(GetCluster).await.unwrap();
+                let main = view.nodes.iter().find(|n| n.name() == "main").unwrap();
+                if main.state() == "unreachable" || std::time::Instant::now() > deadline {
+                    break view;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            };
+            assert_eq!(view.source.as_deref(), Some("monitor watch-1"));
+            let state = |n: &str| {
+                view.nodes
+                    .iter()
+                    .find(|e| e.name() == n)
+                    .unwrap()
+                    .state()
+                    .to_string()
+            };
+            assert_eq!(
+                (state("main"), state("lan-1"), state("watch-1")),
+                (
+                    "unreachable".into(),
+                    "unreachable".into(),
+                    "watching".into()
+                )
+            );
+            assert!(view.partial && view.primary.is_none());
+            let problems = view.problems.unwrap_or_default();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("the primary main has not answered")),
+                "{problems:?}"
+            );
+            let events = addr.send(GetEvents).await.unwrap();
+            let kinds: Vec<&str> = events["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["kind"].as_str())
+                .collect();
+            assert!(kinds.contains(&"primary_unreachable"), "{kinds:?}");
+            assert_eq!(
+                addr.send(GetHistory).await.unwrap(),
+                serde_json::json!({}),
+                "no spare answered: no lag to chart"
+            );
+        });
+    }
+}

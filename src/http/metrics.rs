@@ -301,3 +301,127 @@ fn render_link_state(t: &mut Text, spares: &[SpareRow]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::ConnectingSpare;
+    use crate::view::NodeEntry;
+
+    fn answered_spare(name: &str, records: Option<u64>) -> NodeEntry {
+        NodeEntry::Answered(AnsweredNode {
+            name: name.into(),
+            role: "spare".into(),
+            state: "streaming".into(),
+            epoch: Some(1),
+            last_lsn: Some(10),
+            applied_lsn: Some(10),
+            http: "127.0.0.1:1".into(),
+            lag: Some(ViewLag {
+                records,
+                bytes: None,
+                seconds: Some(0.0),
+                last_ack_age_s: None,
+            }),
+            pending_records: Some(0),
+            link: Some("streaming".into()),
+            sync: Some(None),
+        })
+    }
+
+    fn view(nodes: Vec<NodeEntry>) -> ClusterView {
+        ClusterView {
+            cluster: "shop".into(),
+            epoch: Some(1),
+            primary: Some("main".into()),
+            partial: false,
+            voters: None,
+            lease_ms: None,
+            pending_membership: None,
+            nodes,
+            source: None,
+            problems: None,
+        }
+    }
+
+    #[test]
+    fn a_monitor_scrape_covers_every_spare_and_every_nodes_reachability() {
+        let v = view(vec![
+            answered_spare("lan-1", Some(3)),
+            NodeEntry::Unreachable {
+                name: "main".into(),
+                role: "primary".into(),
+                state: "unreachable".into(),
+                error: "timed out".into(),
+            },
+            NodeEntry::Unreachable {
+                name: "lan-2".into(),
+                role: "spare".into(),
+                state: "unavailable".into(),
+                error: "503".into(),
+            },
+        ]);
+        let text = render(
+            &Scrape::Monitor {
+                name: "watch-1",
+                view: &v,
+            },
+            None,
+        );
+        assert!(
+            text.contains("spare_up{node=\"watch-1\",role=\"monitor\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spare_lag_records{node=\"watch-1\",spare=\"lan-1\"} 3"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("spare_lag_bytes{"),
+            "no bytes known, no sample: {text}"
+        );
+        assert!(
+            text.contains("spare_node_reachable{node=\"watch-1\",target=\"main\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spare_node_reachable{node=\"watch-1\",target=\"lan-2\"} 1"),
+            "a node that answers without a status runs: {text}"
+        );
+        assert!(
+            !text.contains("spare_last_lsn"),
+            "a monitor holds no log: {text}"
+        );
+    }
+
+    #[test]
+    fn a_connecting_spare_shows_its_link_down_and_no_lag() {
+        let link = SpareLink::Connecting(ConnectingSpare {
+            name: "lan-1".into(),
+            state: "connecting".into(),
+            lag: None,
+        });
+        let rows = [SpareRow::from(&link)];
+        let mut t = Text {
+            out: String::new(),
+            node: "main".into(),
+        };
+        render_spares(&mut t, &rows);
+        assert!(
+            t.out
+                .contains("spare_link_up{node=\"main\",spare=\"lan-1\"} 0"),
+            "{}",
+            t.out
+        );
+        assert!(
+            t.out
+                .contains("spare_seed_progress_ratio{node=\"main\",spare=\"lan-1\"} 1"),
+            "{}",
+            t.out
+        );
+        assert!(!t.out.contains("spare_lag_records{"), "{}", t.out);
+        assert!(t
+            .out
+            .contains("spare_link_state{node=\"main\",spare=\"lan-1\",state=\"connecting\"} 1"));
+    }
+}
