@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::lag::Lag;
+use crate::core::role::NodeRole;
 use crate::error::PrimaryRef;
 
 /// Why a node's status is not known.
@@ -223,13 +224,13 @@ impl NodeStatus {
         }
     }
 
-    /// The role as the document names it.
-    pub fn role(&self) -> &'static str {
+    /// The role, the document's tag.
+    pub fn role(&self) -> NodeRole {
         match self {
-            NodeStatus::Primary(_) => "primary",
-            NodeStatus::Spare(_) => "spare",
-            NodeStatus::Fenced(_) => "fenced",
-            NodeStatus::Monitor(_) => "monitor",
+            NodeStatus::Primary(_) => NodeRole::Primary,
+            NodeStatus::Spare(_) => NodeRole::Spare,
+            NodeStatus::Fenced(_) => NodeRole::Fenced,
+            NodeStatus::Monitor(_) => NodeRole::Monitor,
         }
     }
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::{ClusterConfig, Role};
+use crate::core::role::NodeRole;
 use crate::status::{NodeStatus, PendingMembership, PrimaryStatus, SpareLink, Unread};
 
 /// Each node's name and its status, or why it is not known.
@@ -43,13 +44,13 @@ pub enum NodeEntry {
     /// Not answering ("unreachable"), or answering without a status ("unavailable").
     Unreachable {
         name: String,
-        role: String,
+        role: NodeRole,
         state: String,
         error: String,
     },
     Unknown {
         name: String,
-        role: String,
+        role: NodeRole,
         state: String,
     },
 }
@@ -58,7 +59,7 @@ pub enum NodeEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnsweredNode {
     pub name: String,
-    pub role: String,
+    pub role: NodeRole,
     pub state: String,
     pub epoch: Option<u64>,
     pub last_lsn: Option<u64>,
@@ -106,10 +107,10 @@ impl NodeEntry {
         }
     }
 
-    pub fn role(&self) -> &str {
+    pub fn role(&self) -> NodeRole {
         match self {
-            NodeEntry::Answered(a) => &a.role,
-            NodeEntry::Unreachable { role, .. } | NodeEntry::Unknown { role, .. } => role,
+            NodeEntry::Answered(a) => a.role,
+            NodeEntry::Unreachable { role, .. } | NodeEntry::Unknown { role, .. } => *role,
         }
     }
 
@@ -134,7 +135,7 @@ impl ClusterView {
         self.nodes
             .iter()
             .filter_map(NodeEntry::answered)
-            .filter(|a| a.role == "spare")
+            .filter(|a| a.role == NodeRole::Spare)
     }
 
     /// The document users see: a JSON object with its keys sorted.
@@ -195,7 +196,13 @@ fn node_entry(
     statuses: &Statuses,
     primary: Option<&PrimaryStatus>,
 ) -> NodeEntry {
-    let (name, role_name) = (name.to_string(), role.as_str().to_string());
+    // Not answering, a node is shown in the role the configuration gives it.
+    let role_name = match role {
+        Role::Primary => NodeRole::Primary,
+        Role::Spare => NodeRole::Spare,
+        Role::Monitor => NodeRole::Monitor,
+    };
+    let name = name.to_string();
     let doc = match statuses.iter().find(|(n, _)| *n == name).map(|(_, s)| s) {
         Some(Ok(doc)) => doc,
         Some(Err(e)) => {
@@ -224,7 +231,7 @@ fn node_entry(
     let positions = doc.positions();
     let mut entry = AnsweredNode {
         name,
-        role: doc.role().to_string(),
+        role: doc.role(),
         state: doc.state().to_string(),
         epoch: positions.map(|p| p.0),
         last_lsn: positions.map(|p| p.1),

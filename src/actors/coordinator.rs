@@ -23,6 +23,7 @@ use crate::actors::survey::{self, loss, survey, survey_within, Survey};
 use crate::config::{ClusterConfig, CommitRule, ConfigCell};
 use crate::core::members::Members;
 use crate::core::promotion::{self, Allow, Out, Phase, Promotion, Seen};
+use crate::core::role::NodeRole;
 use crate::error::{Error, Result};
 use crate::events::EventLog;
 use crate::net::handshake::{self, Identity};
@@ -221,7 +222,7 @@ fn refusals(config: &ClusterConfig, seen: &Looked, candidate: &str, allow: Allow
         format!("{} answered a status this version cannot read (another version?); upgrade or stop it, then promote", s.name)
     }));
     if let CommitRule::Any { any, of, .. } = &config.cluster.commit {
-        let answers = old.is_some_and(|o| o.reachable && o.role == "primary");
+        let answers = old.is_some_and(|o| o.reachable && o.role == Some(NodeRole::Primary));
         refused.extend(promotion::rule_refusal(
             *any,
             of,
@@ -246,7 +247,7 @@ fn first_report(
     let mut report = json!({
         "candidate": req.candidate,
         "epoch": epoch,
-        "old_primary": old.map(|o| json!({ "name": o.name, "reachable": o.reachable && o.role == "primary", "epoch": o.epoch, "last_lsn": o.last_lsn })),
+        "old_primary": old.map(|o| json!({ "name": o.name, "reachable": o.reachable && o.role == Some(NodeRole::Primary), "epoch": o.epoch, "last_lsn": o.last_lsn })),
         "voters": next.voters,
         "quorum": next.quorum(),
         "nodes": seen.before.seen.values().collect::<Vec<_>>(),
@@ -470,7 +471,7 @@ impl Coordinator {
         survey: &Survey,
         old: Option<&Seen>,
     ) -> Result<()> {
-        let Some(old) = old.filter(|o| o.reachable && o.role == "primary") else {
+        let Some(old) = old.filter(|o| o.reachable && o.role == Some(NodeRole::Primary)) else {
             return Err(Error::InvalidInput(
                 "a switchover needs the primary running; it does not answer: use `spare promote` instead".into(),
             ));
@@ -482,7 +483,11 @@ impl Coordinator {
             )));
         }
         match survey.seen.get(&req.candidate) {
-            Some(c) if c.reachable && c.role == "spare" && !c.state.starts_with("seeding") => {
+            Some(c)
+                if c.reachable
+                    && c.role == Some(NodeRole::Spare)
+                    && !c.state.starts_with("seeding") =>
+            {
                 Ok(())
             }
             _ => Err(Error::InvalidInput(format!(

@@ -495,7 +495,7 @@ http = "127.0.0.1:6"
             let addr = monitor().start();
             let status = addr.send(GetStatus).await.unwrap();
             assert_eq!(
-                (status.role(), status.name(), status.state()),
+                (status.role().as_str(), status.name(), status.state()),
                 ("monitor", "watch-1", "watching")
             );
             // Until a poll completes the data nodes are unknown; after it, unreachable.

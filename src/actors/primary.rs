@@ -259,3 +259,108 @@ impl Handler<crate::actors::messages::StopNode> for PrimaryActor {
         actix::ActorContext::stop(ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::voter::VoterCell;
+    use crate::config::{ClusterConfig, ConfigCell};
+    use crate::events::EventLog;
+    use crate::net::handshake::Identity;
+    use crate::state::NodeState;
+    use crate::store::query::ReaderPool;
+
+    /// A primary and two spares whose peer ports refuse at once (low loopback ports): the
+    /// feeders keep redialling, which is all this test needs of them.
+    fn config(spares: &[&str]) -> ClusterConfig {
+        let mut text = String::from(
+            "[cluster]\nname = \"shop\"\nsecret_file = \"cluster.secret\"\n\n[[node]]\nname = \"main\"\nrole = \"primary\"\npeer = \"127.0.0.1:7\"\nhttp = \"127.0.0.1:8\"\n",
+        );
+        for (i, s) in spares.iter().enumerate() {
+            text += &format!(
+                "\n[[node]]\nname = \"{s}\"\nrole = \"spare\"\npeer = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\n",
+                9 + 2 * i,
+                10 + 2 * i
+            );
+        }
+        ClusterConfig::parse(std::path::Path::new("conf/cluster.toml"), &text).unwrap()
+    }
+
+    fn shared(
+        dir: &std::path::Path,
+        cell: Arc<ConfigCell>,
+    ) -> (Arc<DataShared>, watch::Sender<u64>) {
+        let config = cell.get();
+        let node = config.node("main").unwrap().clone();
+        let state = NodeState {
+            epoch: 1,
+            promised_epoch: 1,
+            primary: "main".into(),
+            role: crate::config::Role::Primary,
+            promised_to: "main".into(),
+            truncate_after: None,
+            members: None,
+            pending: Vec::new(),
+            max_lease_ms: 0,
+        };
+        let (applied_tx, applied) = watch::channel(0);
+        let shared = DataShared {
+            cell: cell.clone(),
+            readers: ReaderPool::new(&dir.join("db.sqlite"), 1),
+            node,
+            identity: Identity {
+                cluster: "shop".into(),
+                name: "main".into(),
+                secret: Arc::new(vec![7; 32]),
+                tls: None,
+            },
+            applied,
+            epoch: std::sync::atomic::AtomicU64::new(1),
+            base: std::sync::Mutex::new(Position::default()),
+            events: Arc::new(EventLog::new("main", None, None)),
+            _lock: Arc::new(std::fs::File::create(dir.join("LOCK")).unwrap()),
+            voter: Arc::new(VoterCell::new("main", state, dir.to_path_buf(), 4000)),
+        };
+        (Arc::new(shared), applied_tx)
+    }
+
+    fn spare_names(status: &NodeStatus) -> Vec<String> {
+        let p = status.primary().expect("a primary's status");
+        p.spares.iter().map(|s| s.name().to_string()).collect()
+    }
+
+    #[test]
+    fn the_primary_reports_every_configured_spare_and_drops_one_a_reload_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cell = Arc::new(ConfigCell::new(config(&["lan-1", "lan-2"])));
+        let (data, _applied) = shared(dir.path(), cell.clone());
+        let (_committed_tx, committed) = watch::channel(Position::default());
+        let (writes, _jobs) = mpsc::channel(16);
+        let system = actix_rt::System::new();
+        system.block_on(async {
+            let primary = Arc::new(PrimaryShared::default());
+            let addr = PrimaryActor::new(data, primary, committed, writes).start();
+            let status = addr.send(GetStatus).await.unwrap();
+            assert_eq!(status.role().as_str(), "primary");
+            assert_eq!(spare_names(&status), ["lan-1", "lan-2"]);
+            let p = status.primary().unwrap();
+            assert_eq!((p.commit_rule.as_str(), p.lease.is_none()), ("async", true));
+            for s in &p.spares {
+                assert!(
+                    ["connecting", "disconnected"].contains(&s.state()),
+                    "a spare nobody reached: {}",
+                    s.state()
+                );
+            }
+            cell.set(config(&["lan-1"]));
+            addr.send(ConfigChanged).await.unwrap();
+            let status = addr.send(GetStatus).await.unwrap();
+            assert_eq!(
+                spare_names(&status),
+                ["lan-1"],
+                "lan-2 left the configuration"
+            );
+            addr.send(crate::actors::messages::StopNode).await.unwrap();
+        });
+    }
+}

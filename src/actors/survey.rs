@@ -13,6 +13,7 @@ use crate::actors::blocking;
 use crate::client;
 use crate::config::{ClusterConfig, Role};
 use crate::core::promotion::{Loss, Seen};
+use crate::core::role::NodeRole;
 use crate::error::{Error, Result};
 use crate::status::{NodeStatus, Unread};
 
@@ -35,7 +36,7 @@ impl Survey {
     pub fn old_primary(&self, config: &ClusterConfig) -> Option<Seen> {
         self.seen
             .values()
-            .filter(|s| s.role == "primary")
+            .filter(|s| s.role == Some(NodeRole::Primary))
             .max_by_key(|s| s.epoch)
             .cloned()
             .or_else(|| self.seen.get(&config.primary().name).cloned())
@@ -54,7 +55,7 @@ fn seen_of(name: &str, status: std::result::Result<NodeStatus, Unread>) -> Seen 
             Seen {
                 name: name.to_string(),
                 reachable: true,
-                role: d.role().to_string(),
+                role: Some(d.role()),
                 state: d.state().to_string(),
                 epoch,
                 last_lsn,
@@ -66,7 +67,7 @@ fn seen_of(name: &str, status: std::result::Result<NodeStatus, Unread>) -> Seen 
         Err(Unread::Unreadable(_)) => Seen {
             name: name.to_string(),
             reachable: true,
-            role: String::new(),
+            role: None,
             state: UNREADABLE.into(),
             epoch: 0,
             last_lsn: 0,
@@ -77,7 +78,7 @@ fn seen_of(name: &str, status: std::result::Result<NodeStatus, Unread>) -> Seen 
         Err(_) => Seen {
             name: name.to_string(),
             reachable: false,
-            role: String::new(),
+            role: None,
             state: "unreachable".into(),
             epoch: 0,
             last_lsn: 0,
@@ -133,7 +134,7 @@ pub fn loss(config: &ClusterConfig, survey: &Survey, candidate: &str, until: Opt
     let mut worst = Loss::default();
     for s in survey.seen.values() {
         let others_only = until.is_none() && s.name == candidate;
-        if others_only || !s.reachable || s.role == "fenced" || s.last_lsn <= keep {
+        if others_only || !s.reachable || s.role == Some(NodeRole::Fenced) || s.last_lsn <= keep {
             continue;
         }
         let Ok(node) = config.node(&s.name) else {

@@ -176,7 +176,7 @@ fn print_nodes(doc: &ClusterView) {
             let lag = a.and_then(|a| a.lag);
             vec![
                 n.name().to_string(),
-                n.role().to_string(),
+                n.role().as_str().to_string(),
                 n.state().to_string(),
                 text(a.and_then(|a| a.epoch)),
                 text(a.and_then(|a| a.last_lsn)),

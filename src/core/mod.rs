@@ -12,6 +12,7 @@ pub mod members;
 pub mod position;
 pub mod promotion;
 pub mod rate;
+pub mod role;
 pub mod voter;
 
 #[cfg(test)]

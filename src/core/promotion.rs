@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::core::members::{self, Known, Members};
+use crate::core::role::NodeRole;
 
 /// A data node as the coordinator's survey saw it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -26,8 +27,9 @@ pub struct Seen {
     pub name: String,
     /// Whether it answered.
     pub reachable: bool,
-    /// `primary`, `spare`, `fenced` (empty when unreachable).
-    pub role: String,
+    /// The role it answered with; None when it did not answer (written "" in reports).
+    #[serde(serialize_with = "role_or_empty")]
+    pub role: Option<NodeRole>,
     /// Its state text (`streaming`, `seeding (40 %)`, ...).
     pub state: String,
     pub epoch: u64,
@@ -40,6 +42,11 @@ pub struct Seen {
     /// On a primary: the voters its lease counts (its epoch's membership).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lease_voters: Vec<String>,
+}
+
+/// A role as its name, or "" for none (the promotion report's `nodes` keep that shape).
+fn role_or_empty<S: serde::Serializer>(role: &Option<NodeRole>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(role.map_or("", NodeRole::as_str))
 }
 
 /// What promoting the candidate would lose: transactions a reachable node holds beyond it.
@@ -79,8 +86,8 @@ pub fn refusals(
             "{} does not answer: a promotion needs the candidate running",
             c.name
         )),
-        Some(c) if c.role == "primary" => out.push(format!("{} is already the primary", c.name)),
-        Some(c) if c.role == "fenced" => out.push(format!(
+        Some(c) if c.role == Some(NodeRole::Primary) => out.push(format!("{} is already the primary", c.name)),
+        Some(c) if c.role == Some(NodeRole::Fenced) => out.push(format!(
             "{} is a fenced old primary: run `spare rejoin {}` first, let it catch up, then promote it",
             c.name, c.name
         )),
@@ -101,7 +108,7 @@ pub fn refusals(
             }
         }
     }
-    if let Some(p) = old_primary.filter(|p| p.reachable && p.role == "primary") {
+    if let Some(p) = old_primary.filter(|p| p.reachable && p.role == Some(NodeRole::Primary)) {
         if !allow.force {
             out.push(format!(
                 "the primary {} still answers{}: use `spare switchover` for a planned change, or --force if it must be replaced anyway (its lease is still waited out)",
@@ -684,7 +691,7 @@ mod tests {
         Seen {
             name: name.into(),
             reachable: true,
-            role: role.into(),
+            role: serde_json::from_value(serde_json::json!(role)).ok(),
             state: "streaming".into(),
             epoch: 1,
             last_lsn: lsn,
@@ -748,7 +755,7 @@ mod tests {
         assert!(
             refusals(Some(&c), None, &Loss::default(), Allow::default())[0].contains("seeding")
         );
-        c.role = "fenced".into();
+        c.role = Some(NodeRole::Fenced);
         assert!(refusals(Some(&c), None, &Loss::default(), Allow::default())[0].contains("rejoin"));
         c.reachable = false;
         assert!(

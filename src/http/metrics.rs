@@ -73,7 +73,7 @@ pub enum Scrape<'a> {
 /// The metrics of a node, from its status document (and, on a primary, its latency).
 pub fn render(scrape: &Scrape, latency: Option<&LatencyHistogram>) -> String {
     let (node, role) = match scrape {
-        Scrape::Node(s) => (s.name(), s.role()),
+        Scrape::Node(s) => (s.name(), s.role().as_str()),
         Scrape::Monitor { name, .. } => (*name, "monitor"),
     };
     let mut t = Text {
@@ -311,7 +311,7 @@ mod tests {
     fn answered_spare(name: &str, records: Option<u64>) -> NodeEntry {
         NodeEntry::Answered(AnsweredNode {
             name: name.into(),
-            role: "spare".into(),
+            role: crate::core::role::NodeRole::Spare,
             state: "streaming".into(),
             epoch: Some(1),
             last_lsn: Some(10),
@@ -350,13 +350,13 @@ mod tests {
             answered_spare("lan-1", Some(3)),
             NodeEntry::Unreachable {
                 name: "main".into(),
-                role: "primary".into(),
+                role: crate::core::role::NodeRole::Primary,
                 state: "unreachable".into(),
                 error: "timed out".into(),
             },
             NodeEntry::Unreachable {
                 name: "lan-2".into(),
-                role: "spare".into(),
+                role: crate::core::role::NodeRole::Spare,
                 state: "unavailable".into(),
                 error: "503".into(),
             },
