@@ -166,11 +166,9 @@ pub fn cluster_document(config: &ClusterConfig, statuses: &Statuses) -> ClusterV
         .iter()
         .map(|n| node_entry(n.name.as_str(), n.role, statuses, primary))
         .collect();
-    // A node that answered with an error (changing role) runs: the view is not partial.
-    let reachable = statuses
-        .iter()
-        .filter(|(_, s)| s.as_ref().map_or_else(Unread::answered, |_| true))
-        .count();
+    // Partial whenever a node's status is not known, whether it is silent or answered
+    // without one.
+    let reachable = statuses.iter().filter(|(_, s)| s.is_ok()).count();
     let epoch = statuses
         .iter()
         .filter_map(|(_, s)| s.as_ref().ok()?.epoch())
@@ -515,6 +513,18 @@ http = "127.0.0.1:7304"
         let m = answered(&view, "watch-1");
         assert_eq!((m.epoch, m.last_lsn, m.applied_lsn), (None, None, None));
         assert!(view.partial, "lan-2 was not asked");
+        let mut all = statuses.clone();
+        all.retain(|(n, _)| n != "main");
+        all.push(("main".to_string(), Ok(primary("main", 1, vec![]))));
+        all.push(("lan-2".to_string(), Ok(spare("lan-2", "streaming"))));
+        let view = cluster_document(&config(), &all);
+        assert!(view.partial, "lan-1 answered without its status: not known");
+        all.retain(|(n, _)| n != "lan-1");
+        all.push(("lan-1".to_string(), Ok(spare("lan-1", "streaming"))));
+        assert!(
+            !cluster_document(&config(), &all).partial,
+            "every status known"
+        );
     }
 
     #[test]

@@ -217,10 +217,7 @@ struct Looked {
 fn refusals(config: &ClusterConfig, seen: &Looked, candidate: &str, allow: Allow) -> Vec<String> {
     let old = seen.old.as_ref();
     let mut refused = promotion::refusals(seen.before.seen.get(candidate), old, &seen.lost, allow);
-    // A node that runs but whose status cannot be read may hold what the candidate lacks.
-    refused.extend(seen.before.seen.values().filter(|s| s.state == survey::UNREADABLE).map(|s| {
-        format!("{} answered a status this version cannot read (another version?); upgrade or stop it, then promote", s.name)
-    }));
+    refused.extend(promotion::unreadable_refusals(seen.before.seen.values()));
     if let CommitRule::Any { any, of, .. } = &config.cluster.commit {
         let answers = old.is_some_and(|o| o.reachable && o.role == Some(NodeRole::Primary));
         refused.extend(promotion::rule_refusal(
@@ -785,7 +782,9 @@ impl Coordinator {
             force: true,
             ..plan.allow
         };
-        let refused = promotion::refusals(fresh.seen.get(&plan.req.candidate), None, &lost, allow);
+        let mut refused =
+            promotion::refusals(fresh.seen.get(&plan.req.candidate), None, &lost, allow);
+        refused.extend(promotion::unreadable_refusals(fresh.seen.values()));
         if !refused.is_empty() {
             return Err(Error::Unavailable(format!(
                 "after the fence: {}; nothing was committed; the old primary can no longer write: run the promotion again (with --accept-loss {} if that loss is accepted), or promote {}",
@@ -797,7 +796,7 @@ impl Coordinator {
         let silent: Vec<&String> = fresh
             .seen
             .values()
-            .filter(|s| !s.reachable)
+            .filter(|s| !s.reachable || s.role.is_none())
             .map(|s| &s.name)
             .collect();
         Ok(json!(silent))

@@ -23,7 +23,7 @@ use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::core::alerts::{LagAlerts, Reachability, Transition};
 use crate::events::{EventLog, RECENT_EVENTS};
 use crate::status::{MonitorStatus, NodeStatus, Unread};
-use crate::view::{cluster_document, AnsweredNode, ClusterView};
+use crate::view::{cluster_document, AnsweredNode, ClusterView, NodeEntry};
 
 /// Lag samples kept per spare for the dashboard (at one per heartbeat: 10 minutes at 500 ms).
 pub const HISTORY_SAMPLES: usize = 1200;
@@ -335,6 +335,16 @@ impl MonitorActor {
                     n.name,
                     config.lag_warn(&n.name)
                 ));
+            }
+            if let Some(NodeEntry::Unreachable { state, error, .. }) =
+                doc.nodes.iter().find(|e| e.name() == n.name)
+            {
+                if state == "unavailable" {
+                    out.push(format!(
+                        "{} answers, but not with its status: {error}",
+                        n.name
+                    ));
+                }
             }
             let Some(e) = doc.spares().find(|e| e.name == n.name) else {
                 continue;

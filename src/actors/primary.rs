@@ -270,8 +270,8 @@ mod tests {
     use crate::state::NodeState;
     use crate::store::query::ReaderPool;
 
-    /// A primary and two spares whose peer ports refuse at once (low loopback ports): the
-    /// feeders keep redialling, which is all this test needs of them.
+    /// A primary and its spares on low loopback ports, where nothing is expected to listen:
+    /// the feeders keep redialling (or wait in a handshake), which this test does not need.
     fn config(spares: &[&str]) -> ClusterConfig {
         let mut text = String::from(
             "[cluster]\nname = \"shop\"\nsecret_file = \"cluster.secret\"\n\n[[node]]\nname = \"main\"\nrole = \"primary\"\npeer = \"127.0.0.1:7\"\nhttp = \"127.0.0.1:8\"\n",
@@ -339,7 +339,7 @@ mod tests {
         let system = actix_rt::System::new();
         system.block_on(async {
             let primary = Arc::new(PrimaryShared::default());
-            let addr = PrimaryActor::new(data, primary, committed, writes).start();
+            let addr = PrimaryActor::new(data, primary.clone(), committed, writes).start();
             let status = addr.send(GetStatus).await.unwrap();
             assert_eq!(status.role().as_str(), "primary");
             assert_eq!(spare_names(&status), ["lan-1", "lan-2"]);

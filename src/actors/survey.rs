@@ -44,7 +44,8 @@ impl Survey {
 }
 
 /// State of a node that answered a status this version cannot read: it runs and holds data
-/// nobody here can measure, so a promotion refuses to go on (`coordinator::refusals`).
+/// nobody here can measure, so a promotion refuses to go on
+/// (`core::promotion::unreadable_refusals`: reachable, no role).
 pub const UNREADABLE: &str = "unreadable status";
 
 fn seen_of(name: &str, status: std::result::Result<NodeStatus, Unread>) -> Seen {

@@ -102,12 +102,13 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
     let started = Instant::now();
     let mut err = std::io::stderr();
     loop {
-        // A primary that answers without a status (busy, changing role) is asked again; one
-        // that does not answer at all ends the wait.
-        let status = match client::status_reply(primary, REQUEST_TIMEOUT) {
-            Ok(s) => Some(s),
-            Err(Unread::Silent(e)) => bail!("{e}"),
-            Err(_) => None,
+        // A primary that answers with an error (changing role) is asked again, its reason
+        // shown; one that does not answer, or answers what this version cannot read, ends
+        // the wait with the reason.
+        let (status, why) = match client::status_reply(primary, REQUEST_TIMEOUT) {
+            Ok(s) => (Some(s), String::new()),
+            Err(Unread::Refused(e)) => (None, e),
+            Err(e) => bail!("the reload is applied; following the new spares failed: {e}"),
         };
         let links = status
             .as_ref()
@@ -128,7 +129,7 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
                 ".".repeat(BAR_WIDTH - pct * BAR_WIDTH / 100)
             );
         }
-        let _ = write!(err, "\r{line}");
+        let _ = write!(err, "\r{line}{why}");
         let _ = err.flush();
         if done {
             eprintln!();

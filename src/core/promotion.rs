@@ -73,6 +73,16 @@ pub struct Allow {
 }
 
 /// Why the promotion of `candidate` must not go ahead (empty: it may).
+/// Nodes that answer but whose status could not be read (another version): they run and may
+/// hold what the candidate lacks, so a promotion refuses, forced or not, until they are
+/// upgraded (or stopped: then they are silent, and counted as such).
+pub fn unreadable_refusals<'a>(seen: impl IntoIterator<Item = &'a Seen>) -> Vec<String> {
+    seen.into_iter()
+        .filter(|s| s.reachable && s.role.is_none())
+        .map(|s| format!("{} answered a status this version cannot read (another version?); upgrade or stop it, then promote", s.name))
+        .collect()
+}
+
 pub fn refusals(
     candidate: Option<&Seen>,
     old_primary: Option<&Seen>,
@@ -683,6 +693,18 @@ mod tests {
         assert!(matches!(p.phase, Phase::Failed(_)));
     }
 
+    #[test]
+    fn a_node_answering_an_unreadable_status_refuses_a_promotion_and_a_silent_one_does_not() {
+        let mut unreadable = seen("lan-2", "", 0);
+        unreadable.reachable = true;
+        let mut silent = seen("lan-3", "", 0);
+        silent.reachable = false;
+        let all = [seen("lan-1", "spare", 10), unreadable, silent];
+        let refused = unreadable_refusals(&all);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].starts_with("lan-2 answered a status this version cannot read"));
+    }
+
     fn seen_node(name: &str, role: &str, lsn: u64) -> Seen {
         seen(name, role, lsn)
     }
@@ -691,7 +713,8 @@ mod tests {
         Seen {
             name: name.into(),
             reachable: true,
-            role: serde_json::from_value(serde_json::json!(role)).ok(),
+            role: (!role.is_empty())
+                .then(|| serde_json::from_value(serde_json::json!(role)).expect("a role name")),
             state: "streaming".into(),
             epoch: 1,
             last_lsn: lsn,
