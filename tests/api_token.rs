@@ -54,6 +54,9 @@ fn the_api_token_guards_writes_and_admin_routes_with_json_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Reading on a spare without --min-lsn sees what it applied: wait for the table first
+    // (a run once read before lan-1 applied it: the test is about the token, not the lag).
+    c.wait_applied("lan-1", c.applied("main"));
     let out = c.cli(&["sql", "--node", "lan-1", "SELECT count(*) FROM t"]);
     assert!(
         out.status.success(),
