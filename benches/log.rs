@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use spare::actors::committer::{Committer, Job, WriteJob};
+use spare::actors::primary::committer::{Committer, Job, WriteJob};
 use spare::log::{self, Position, RecordKind};
 use spare::store::exec::{Executor, Request};
 use spare::store::{self, ConnKind, SqlValue, Statement};

@@ -2,29 +2,12 @@
 //! storage in `log`/`store`. [`node::start_data_node`] opens a node's storage (recovering it), then
 //! starts its actor and its HTTP API inside the running actix system.
 
-pub mod applier;
-pub mod backups;
-pub mod committer;
-pub mod coordinator;
-pub mod feeder;
-pub mod feeder_seed;
-pub mod feeder_stream;
-pub mod lease;
-pub mod lease_guard;
 pub mod messages;
 pub mod monitor;
 pub mod node;
-pub mod node_addr;
-pub mod places;
 pub mod primary;
 pub mod shared;
-pub mod slot;
 pub mod spare;
-pub mod spare_link;
-pub mod supervisor;
-pub mod survey;
-pub mod sync_tracker;
-pub mod voter;
 
 use std::time::Duration;
 

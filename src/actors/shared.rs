@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::actors::sync_tracker::SyncTracker;
-use crate::actors::voter::VoterCell;
+use crate::actors::node::voter::VoterCell;
+use crate::actors::primary::sync_tracker::SyncTracker;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig};
 use crate::error::PrimaryRef;
 use crate::events::EventLog;
@@ -55,7 +55,7 @@ pub struct PrimaryShared {
     /// Offsets and commit times of the newest records, for lag in bytes and seconds.
     pub recent: std::sync::Mutex<crate::core::lag::RecentRecords>,
     /// The write lease (set once the primary starts).
-    pub lease: std::sync::OnceLock<Arc<crate::actors::lease_guard::LeaseGuard>>,
+    pub lease: std::sync::OnceLock<Arc<crate::actors::primary::lease_guard::LeaseGuard>>,
     /// The commit rule, when the configuration has one (None: `async`).
     pub sync: std::sync::RwLock<Option<Arc<SyncTracker>>>,
 }

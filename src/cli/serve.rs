@@ -8,7 +8,7 @@ use actix::Actor;
 use anyhow::{Context, Result};
 use base64::Engine;
 use spare::actors::messages::Reload;
-use spare::actors::supervisor::{Mode, StartNodes, SupervisorActor};
+use spare::actors::node::supervisor::{Mode, StartNodes, SupervisorActor};
 use spare::config::{ClusterConfig, ConfigCell, Role};
 
 fn init_logging() {

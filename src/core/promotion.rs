@@ -2,7 +2,7 @@
 //! a quorum of voters), fence (wait until every lease those voters granted has surely run
 //! out), recheck (the shell measures the loss again with final positions), commit (the
 //! candidate, which must confirm, then every other voter). The coordinator's shell
-//! (`actors/coordinator.rs`) carries out what this returns and nothing else. Safety: an old primary's lease needs
+//! (`actors/node/coordinator.rs`) carries out what this returns and nothing else. Safety: an old primary's lease needs
 //! grants from a quorum, every quorum meets the promise quorum, and a voter that promised
 //! grants no more; so once the promisers' grants ran out, the old lease has too.
 //!

@@ -7,10 +7,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::actors::committer::Job;
-use crate::actors::coordinator::{read_audit, Coordinator, PromoteRequest};
 use crate::actors::messages::RoleCheck;
-use crate::actors::node_addr::NodeAddr;
+use crate::actors::node::addr::NodeAddr;
+use crate::actors::node::coordinator::{read_audit, Coordinator, PromoteRequest};
+use crate::actors::primary::committer::Job;
 use crate::actors::shared::primary_ref;
 use crate::config::Role;
 use crate::error::{Error, Result};
@@ -111,7 +111,7 @@ const MIN_STOP_MS: u64 = 1_000;
 #[derive(Deserialize)]
 struct WritesBody {
     accept: bool,
-    /// How long a stop holds at most, in ms (default: [`crate::actors::coordinator::SWITCHOVER_STOP_MAX`]).
+    /// How long a stop holds at most, in ms (default: [`crate::actors::node::coordinator::SWITCHOVER_STOP_MAX`]).
     for_ms: Option<u64>,
 }
 
@@ -146,7 +146,7 @@ async fn writes_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
         .send(Job::Writes {
             accept: b.accept,
             bound: b.for_ms.map_or(
-                crate::actors::coordinator::SWITCHOVER_STOP_MAX,
+                crate::actors::node::coordinator::SWITCHOVER_STOP_MAX,
                 std::time::Duration::from_millis,
             ),
             ack,
@@ -165,7 +165,7 @@ async fn writes_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     }
     // Nothing is written any more: give the lease up, so the promotion need not wait it out.
     let epoch = shared.epoch.load(std::sync::atomic::Ordering::Relaxed);
-    let released = crate::actors::lease::release(shared, lease, epoch).await;
+    let released = crate::actors::primary::lease::release(shared, lease, epoch).await;
     Ok(json!({ "accept": false, "lsn": lsn, "lease_released_by": released }))
 }
 

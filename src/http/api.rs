@@ -6,11 +6,11 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::actors::committer::{Job, WriteJob};
 use crate::actors::messages::GetStatus;
 use crate::actors::messages::Reload;
 use crate::actors::monitor::{GetCluster, GetEvents, GetHistory};
-use crate::actors::node_addr::NodeAddr;
+use crate::actors::node::addr::NodeAddr;
+use crate::actors::primary::committer::{Job, WriteJob};
 use crate::actors::shared::{primary_ref, DataShared};
 use crate::error::{Error, Result};
 use crate::http::metrics::{render, Scrape};

@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use crate::actors::node_addr::NodeAddr;
+use crate::actors::node::addr::NodeAddr;
 use crate::error::Error;
 use crate::http::state::{error_response, ApiState};
 

@@ -20,7 +20,7 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;
 
-use crate::actors::slot::NodeSlot;
+use crate::actors::node::slot::NodeSlot;
 
 use crate::actors::messages::Supervisor;
 use crate::config::{ConfigCell, NodeConfig};

@@ -8,7 +8,7 @@ use actix_web::HttpResponse;
 use serde_json::json;
 
 use crate::actors::messages::Supervisor;
-use crate::actors::slot::NodeSlot;
+use crate::actors::node::slot::NodeSlot;
 use crate::config::{ConfigCell, NodeConfig};
 use crate::error::{Error, Result};
 use crate::http::verify_sessions::Sessions;

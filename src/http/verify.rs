@@ -15,7 +15,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::actors::node_addr::NodeAddr;
+use crate::actors::node::addr::NodeAddr;
 use crate::error::{Error, Result};
 use crate::http::state::{respond, ApiState};
 use crate::store::verify::Snapshot;

@@ -5,20 +5,29 @@
 //! every record past the LSN that SQLite says it applied is applied again. Only then does the
 //! node serve anything.
 
+pub mod addr;
+pub mod backups;
+pub mod coordinator;
+pub mod places;
+pub mod slot;
+pub mod supervisor;
+pub mod survey;
+pub mod voter;
+
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use actix::Actor;
 use tokio::sync::{mpsc, watch};
 
-use crate::actors::committer::{Committer, WRITE_QUEUE_CAPACITY};
-use crate::actors::lease_guard::LeaseGuard;
 use crate::actors::monitor::MonitorActor;
-use crate::actors::node_addr::NodeAddr;
+use crate::actors::node::addr::NodeAddr;
+use crate::actors::node::voter::VoterCell;
+use crate::actors::primary::committer::{Committer, WRITE_QUEUE_CAPACITY};
+use crate::actors::primary::lease_guard::LeaseGuard;
 use crate::actors::primary::PrimaryActor;
 use crate::actors::shared::{DataShared, PrimaryShared};
 use crate::actors::spare::SpareActor;
-use crate::actors::voter::VoterCell;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
@@ -240,7 +249,7 @@ fn start_primary(
     };
     let guard = Arc::new(LeaseGuard::new(epoch, members));
     let _ = primary.lease.set(guard.clone());
-    crate::actors::lease::start(shared.clone(), guard.clone(), epoch);
+    crate::actors::primary::lease::start(shared.clone(), guard.clone(), epoch);
     let committer = Committer::new(executor, log, epoch, committed.clone())
         .with_retention(shared.clone(), primary.clone())
         .with_lease(guard);

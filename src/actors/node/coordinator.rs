@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actors::blocking;
-use crate::actors::survey::{self, loss, survey, survey_within, Survey};
+use crate::actors::node::survey::{self, loss, survey, survey_within, Survey};
 use crate::config::{ClusterConfig, CommitRule, ConfigCell};
 use crate::core::members::Members;
 use crate::core::promotion::{self, Allow, Out, Phase, Promotion, Seen};

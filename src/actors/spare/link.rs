@@ -15,9 +15,9 @@ use crate::net::stream::PeerStream;
 type OwnedWriteHalf = tokio::io::WriteHalf<PeerStream>;
 use tokio::sync::mpsc;
 
-use crate::actors::feeder::{read_frames, AbortOnDrop};
+use crate::actors::node::voter::serve_control;
+use crate::actors::primary::feeder::{read_frames, AbortOnDrop};
 use crate::actors::spare::SpareShared;
-use crate::actors::voter::serve_control;
 use crate::actors::LINK_FRAME_QUEUE;
 use crate::clock::wall_ms as now_ms;
 use crate::error::{Error, Result};
@@ -47,7 +47,7 @@ pub async fn serve(
     shared: Arc<SpareShared>,
     mut stream: PeerStream,
     from: SocketAddr,
-    turn: crate::actors::places::HandshakeTurn,
+    turn: crate::actors::node::places::HandshakeTurn,
 ) {
     let followed = shared.data.voter.state();
     let peer = authenticate(&shared, &mut stream, followed.epoch, &followed.primary).await;

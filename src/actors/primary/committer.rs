@@ -74,7 +74,7 @@ pub struct Committer {
     /// What retention needs: the node's shared state and the spares' positions.
     retention: Option<(Arc<DataShared>, Arc<PrimaryShared>)>,
     /// The write lease: nothing is acknowledged without it (None: benchmarks and tools).
-    lease: Option<Arc<crate::actors::lease_guard::LeaseGuard>>,
+    lease: Option<Arc<crate::actors::primary::lease_guard::LeaseGuard>>,
     /// Segment count at the last retention pass: a new segment triggers the next one.
     segments_seen: usize,
     /// A stop taken from the queue while a group was forming: honoured after the group.
@@ -118,7 +118,10 @@ impl Committer {
     }
 
     /// Acknowledges writes only while `lease` is valid.
-    pub fn with_lease(mut self, lease: Arc<crate::actors::lease_guard::LeaseGuard>) -> Self {
+    pub fn with_lease(
+        mut self,
+        lease: Arc<crate::actors::primary::lease_guard::LeaseGuard>,
+    ) -> Self {
         self.lease = Some(lease);
         self
     }

@@ -5,6 +5,14 @@
 //! Restart: nothing here needs persisting; feeders re-learn each spare's position from its
 //! handshake.
 
+pub mod committer;
+pub mod feeder;
+pub mod feeder_seed;
+pub mod feeder_stream;
+pub mod lease;
+pub mod lease_guard;
+pub mod sync_tracker;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,9 +20,9 @@ use std::sync::Arc;
 use actix::{Actor, Addr, AsyncContext, Context, Handler, MessageResult};
 use tokio::sync::{mpsc, watch};
 
-use crate::actors::committer::Job;
-use crate::actors::feeder::{Feeder, StopFeeder};
 use crate::actors::messages::{ConfigChanged, GetStatus, LinkState, SpareProgress};
+use crate::actors::primary::committer::Job;
+use crate::actors::primary::feeder::{Feeder, StopFeeder};
 use crate::actors::shared::{primary_ref, DataShared, PrimaryShared};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::clock::wall_ms as now_ms;
@@ -263,7 +271,7 @@ impl Handler<crate::actors::messages::StopNode> for PrimaryActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::voter::VoterCell;
+    use crate::actors::node::voter::VoterCell;
     use crate::config::{ClusterConfig, ConfigCell};
     use crate::events::EventLog;
     use crate::net::handshake::Identity;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::actors::lease_guard::LeaseGuard;
+use crate::actors::primary::lease_guard::LeaseGuard;
 use crate::actors::shared::DataShared;
 use crate::error::{Error, Result};
 use crate::net::handshake;

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::actors::feeder::{Link, LinkIo};
 use crate::actors::messages::LinkState;
+use crate::actors::primary::feeder::{Link, LinkIo};
 use crate::core::feeder::Window;
 use crate::core::position;
 use crate::error::{Error, Result};

@@ -15,10 +15,10 @@ use actix::Recipient;
 
 use crate::actors::messages::RoleCheck;
 use crate::actors::messages::StopNode;
+use crate::actors::node::addr::NodeAddr;
+use crate::actors::node::places::{Crowded, HandshakeTurn, Places};
+use crate::actors::node::voter::{serve_control_only, ControlOnly, VoterCell};
 use crate::actors::node::{self, NodeBase};
-use crate::actors::node_addr::NodeAddr;
-use crate::actors::places::{Crowded, HandshakeTurn, Places};
-use crate::actors::voter::{serve_control_only, ControlOnly, VoterCell};
 use crate::config::{ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
@@ -218,7 +218,7 @@ impl NodeSlot {
                 }
                 let (ack, done) = std::sync::mpsc::channel();
                 if writes
-                    .send(crate::actors::committer::Job::Stop(ack))
+                    .send(crate::actors::primary::committer::Job::Stop(ack))
                     .await
                     .is_ok()
                 {
@@ -284,10 +284,10 @@ async fn run_backups(slot: Arc<NodeSlot>) {
         let cluster = slot.cell.get().cluster.name.clone();
         let keep = (node.backup_keep_daily, node.backup_keep_monthly);
         let result = tokio::task::spawn_blocking(move || {
-            crate::actors::backups::take_scheduled(&shared, &dir, &cluster, keep)
+            crate::actors::node::backups::take_scheduled(&shared, &dir, &cluster, keep)
         })
         .await;
-        crate::actors::backups::report(&slot.events, result);
+        crate::actors::node::backups::report(&slot.events, result);
     }
 }
 
@@ -336,7 +336,7 @@ async fn serve_peer(
     let service = async {
         match target {
             PeerTarget::Spare(shared) => {
-                crate::actors::spare_link::serve(shared, stream, from, turn).await
+                crate::actors::spare::link::serve(shared, stream, from, turn).await
             }
             PeerTarget::ControlOnly(why) => {
                 let serving = ControlOnly {

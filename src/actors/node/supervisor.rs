@@ -16,7 +16,7 @@ use actix::{
 };
 
 use crate::actors::messages::{ConfigChanged, Reload, ReloadReport, RoleCheck, Supervisor};
-use crate::actors::slot::NodeSlot;
+use crate::actors::node::slot::NodeSlot;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
 

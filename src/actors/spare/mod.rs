@@ -6,6 +6,9 @@
 //! Restart: everything is on disk (log, applied LSN in SQLite, node.state, a seed in
 //! progress); the primary re-learns the position from the handshake.
 
+pub mod applier;
+pub mod link;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,10 +16,10 @@ use actix::{Actor, ActorContext, Context, Handler, MessageResult};
 
 use tokio::sync::watch;
 
-use crate::actors::applier::{self, ApplierHandle, ApplyState};
 use crate::actors::messages::GetStatus;
 use crate::actors::messages::{ConfigChanged, StopNode};
 use crate::actors::shared::{primary_ref, DataShared};
+use crate::actors::spare::applier::{ApplierHandle, ApplyState};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::clock::wall_ms as now_ms;
 use crate::core::lag;

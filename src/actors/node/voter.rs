@@ -327,7 +327,7 @@ pub async fn serve_control_only(
     mut stream: crate::net::stream::PeerStream,
     from: std::net::SocketAddr,
     serving: ControlOnly,
-    turn: crate::actors::places::HandshakeTurn,
+    turn: crate::actors::node::places::HandshakeTurn,
 ) {
     let ControlOnly {
         me,

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use crate::actors::feeder::{Link, LinkIo, MAX_TRACKED_RECORD_TIMES};
 use crate::actors::messages::{LinkState, SpareProgress};
+use crate::actors::primary::feeder::{Link, LinkIo, MAX_TRACKED_RECORD_TIMES};
 use crate::core::feeder::Window;
 use crate::error::{Error, Result};
 use crate::log::Record;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use actix::Addr;
 use tokio::sync::mpsc;
 
-use crate::actors::committer::Job;
 use crate::actors::messages::ConfigChanged;
 use crate::actors::monitor::MonitorActor;
+use crate::actors::primary::committer::Job;
 use crate::actors::primary::PrimaryActor;
 use crate::actors::shared::{DataShared, PrimaryShared};
 use crate::actors::spare::{SpareActor, SpareShared};
