@@ -8,6 +8,8 @@ pub mod node;
 pub mod primary;
 pub mod shared;
 pub mod spare;
+#[cfg(test)]
+pub mod test_support;
 
 use std::time::Duration;
 

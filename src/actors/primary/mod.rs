@@ -271,12 +271,8 @@ impl Handler<crate::actors::messages::StopNode> for PrimaryActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::node::voter::VoterCell;
+    use crate::actors::test_support::data_shared;
     use crate::config::{ClusterConfig, ConfigCell};
-    use crate::events::EventLog;
-    use crate::net::handshake::Identity;
-    use crate::state::NodeState;
-    use crate::store::query::ReaderPool;
 
     /// A primary and its spares on low loopback ports, where nothing is expected to listen:
     /// the feeders keep redialling (or wait in a handshake), which this test does not need.
@@ -294,44 +290,6 @@ mod tests {
         ClusterConfig::parse(std::path::Path::new("conf/cluster.toml"), &text).unwrap()
     }
 
-    fn shared(
-        dir: &std::path::Path,
-        cell: Arc<ConfigCell>,
-    ) -> (Arc<DataShared>, watch::Sender<u64>) {
-        let config = cell.get();
-        let node = config.node("main").unwrap().clone();
-        let state = NodeState {
-            epoch: 1,
-            promised_epoch: 1,
-            primary: "main".into(),
-            role: crate::config::Role::Primary,
-            promised_to: "main".into(),
-            truncate_after: None,
-            members: None,
-            pending: Vec::new(),
-            max_lease_ms: 0,
-        };
-        let (applied_tx, applied) = watch::channel(0);
-        let shared = DataShared {
-            cell: cell.clone(),
-            readers: ReaderPool::new(&dir.join("db.sqlite"), 1),
-            node,
-            identity: Identity {
-                cluster: "shop".into(),
-                name: "main".into(),
-                secret: Arc::new(vec![7; 32]),
-                tls: None,
-            },
-            applied,
-            epoch: std::sync::atomic::AtomicU64::new(1),
-            base: std::sync::Mutex::new(Position::default()),
-            events: Arc::new(EventLog::new("main", None, None)),
-            _lock: Arc::new(std::fs::File::create(dir.join("LOCK")).unwrap()),
-            voter: Arc::new(VoterCell::new("main", state, dir.to_path_buf(), 4000)),
-        };
-        (Arc::new(shared), applied_tx)
-    }
-
     fn spare_names(status: &NodeStatus) -> Vec<String> {
         let p = status.primary().expect("a primary's status");
         p.spares.iter().map(|s| s.name().to_string()).collect()
@@ -341,7 +299,7 @@ mod tests {
     fn the_primary_reports_every_configured_spare_and_drops_one_a_reload_removed() {
         let dir = tempfile::tempdir().unwrap();
         let cell = Arc::new(ConfigCell::new(config(&["lan-1", "lan-2"])));
-        let (data, _applied) = shared(dir.path(), cell.clone());
+        let (data, _applied) = data_shared(dir.path(), cell.clone(), "main");
         let (_committed_tx, committed) = watch::channel(Position::default());
         let (writes, _jobs) = mpsc::channel(16);
         let system = actix_rt::System::new();

@@ -463,3 +463,51 @@ impl Handler<StopNode> for SpareActor {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod actor_tests {
+    use super::*;
+    use crate::actors::test_support::data_shared;
+    use crate::config::{ClusterConfig, ConfigCell};
+    use crate::status::NodeStatus;
+
+    fn config(data_dir: &std::path::Path, delay: &str) -> ClusterConfig {
+        let text = format!(
+            "[cluster]\nname = \"shop\"\nsecret_file = \"cluster.secret\"\n\n[[node]]\nname = \"main\"\nrole = \"primary\"\npeer = \"127.0.0.1:7\"\nhttp = \"127.0.0.1:8\"\n\n[[node]]\nname = \"lan-1\"\nrole = \"spare\"\npeer = \"127.0.0.1:9\"\nhttp = \"127.0.0.1:10\"\ndata_dir = \"{}\"\napply_delay = \"{delay}\"\n",
+            data_dir.display()
+        );
+        ClusterConfig::parse(std::path::Path::new("/conf/cluster.toml"), &text).unwrap()
+    }
+
+    fn spare_status(status: NodeStatus) -> crate::status::SpareStatus {
+        match status {
+            NodeStatus::Spare(s) => s,
+            other => panic!("a spare's status, not {}", other.role().as_str()),
+        }
+    }
+
+    #[test]
+    fn the_spare_reports_its_positions_and_takes_a_new_apply_delay_from_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let cell = Arc::new(ConfigCell::new(config(dir.path(), "0s")));
+        let (data, applied_tx) = data_shared(dir.path(), cell.clone(), "lan-1");
+        let (log, applier) = crate::store::recovery::recover(dir.path(), 1 << 20).unwrap();
+        let system = actix_rt::System::new();
+        system.block_on(async {
+            let actor = SpareActor::new(data, log, applier, Arc::new(applied_tx), false);
+            let addr = actor.start();
+            let s = spare_status(addr.send(GetStatus).await.unwrap());
+            assert_eq!(
+                (s.name.as_str(), s.applied_lsn, s.pending_records),
+                ("lan-1", 0, 0)
+            );
+            assert_eq!((s.apply_delay_s, s.paused), (0.0, false));
+            assert_eq!(s.primary.name, "main");
+            cell.set(config(dir.path(), "30s"));
+            addr.send(ConfigChanged).await.unwrap();
+            let s = spare_status(addr.send(GetStatus).await.unwrap());
+            assert_eq!(s.apply_delay_s, 30.0, "the reload's delay is in force");
+            addr.send(StopNode).await.unwrap();
+        });
+    }
+}

@@ -1,0 +1,56 @@
+//! What the actors' unit tests share: a data node's shared state on a temporary directory,
+//! without listeners or a slot.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::actors::node::voter::VoterCell;
+use crate::actors::shared::DataShared;
+use crate::config::ConfigCell;
+use crate::events::EventLog;
+use crate::log::Position;
+use crate::net::handshake::Identity;
+use crate::state::NodeState;
+use crate::store::query::ReaderPool;
+
+/// `name`'s shared state, its data in `dir`; the sender publishes its applied LSN.
+pub fn data_shared(
+    dir: &Path,
+    cell: Arc<ConfigCell>,
+    name: &str,
+) -> (Arc<DataShared>, watch::Sender<u64>) {
+    let config = cell.get();
+    let node = config.node(name).unwrap().clone();
+    let state = NodeState {
+        epoch: 1,
+        promised_epoch: 1,
+        primary: "main".into(),
+        role: node.role,
+        promised_to: "main".into(),
+        truncate_after: None,
+        members: None,
+        pending: Vec::new(),
+        max_lease_ms: 0,
+    };
+    let (applied_tx, applied) = watch::channel(0);
+    let shared = DataShared {
+        cell: cell.clone(),
+        readers: ReaderPool::new(&dir.join("db.sqlite"), 1),
+        node,
+        identity: Identity {
+            cluster: "shop".into(),
+            name: name.into(),
+            secret: Arc::new(vec![7; 32]),
+            tls: None,
+        },
+        applied,
+        epoch: std::sync::atomic::AtomicU64::new(1),
+        base: std::sync::Mutex::new(Position::default()),
+        events: Arc::new(EventLog::new(name, None, None)),
+        _lock: Arc::new(std::fs::File::create(dir.join("LOCK")).unwrap()),
+        voter: Arc::new(VoterCell::new(name, state, dir.to_path_buf(), 4000)),
+    };
+    (Arc::new(shared), applied_tx)
+}
