@@ -116,16 +116,16 @@ pub fn post_with(agent: &ureq::Agent, http: &str, path: &str, body: &Value) -> R
     )
 }
 
-/// A `GET /v1/status` reply as a status document, if it is one.
-fn typed_status(r: Reply) -> Option<NodeStatus> {
-    (r.status == 200).then(|| serde_json::from_value(r.body).ok())?
-}
-
 /// A node's `GET /v1/status`, typed, or why it is not known ([`Unread`]): it did not
 /// answer, answered with an error (it is changing role, say), or answered a document this
 /// version cannot read.
 pub fn status_reply(http: &str, timeout: Duration) -> std::result::Result<NodeStatus, Unread> {
     let r = get(http, "/v1/status", timeout).map_err(|e| Unread::Silent(e.to_string()))?;
+    read_status(http, r)
+}
+
+/// A `/v1/status` reply from `http` as a status document, or why it is not one.
+pub fn read_status(http: &str, r: Reply) -> std::result::Result<NodeStatus, Unread> {
     if r.status != 200 {
         let message = r.body.get("message").and_then(|m| m.as_str()).unwrap_or("");
         return Err(Unread::Refused(format!(
@@ -319,7 +319,7 @@ impl Client {
                 tried.push(format!("{http} (not answering)"));
                 continue;
             };
-            let target = match typed_status(r) {
+            let target = match read_status(http, r).ok() {
                 Some(NodeStatus::Primary(_)) => http.clone(),
                 Some(NodeStatus::Spare(s) | NodeStatus::Fenced(s)) => s.primary.http,
                 _ => continue,
@@ -327,7 +327,7 @@ impl Client {
             if target == *http
                 || get_with(&self.agent, &target, "/v1/status")
                     .ok()
-                    .and_then(typed_status)
+                    .and_then(|r| read_status(&target, r).ok())
                     .is_some_and(|s| s.primary().is_some())
             {
                 *self.primary.lock().expect("primary lock") = Some(target.clone());

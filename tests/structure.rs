@@ -296,10 +296,12 @@ impl Imports<'_> {
         self.resolve(segments, ident.span().start().line);
     }
 
-    fn check_length(&mut self, name: &syn::Ident, first: usize, last: usize) {
-        let lines = last - first + 1;
+    /// Records a function longer than the limit, counted from `fn` to its closing brace.
+    fn check_fn(&mut self, sig: &syn::Signature, block: &syn::Block) {
+        let first = sig.fn_token.span.start().line;
+        let lines = block.brace_token.span.close().end().line - first + 1;
         if lines > MAX_FN_LINES {
-            self.long_fns.push((name.to_string(), first, lines));
+            self.long_fns.push((sig.ident.to_string(), first, lines));
         }
     }
 }
@@ -344,12 +346,7 @@ impl<'ast> Visit<'ast> for Imports<'_> {
     }
 
     fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
-        let first = f.sig.fn_token.span.start().line;
-        self.check_length(
-            &f.sig.ident,
-            first,
-            f.block.brace_token.span.close().end().line,
-        );
+        self.check_fn(&f.sig, &f.block);
         syn::visit::visit_item_fn(self, f);
     }
 
@@ -357,23 +354,13 @@ impl<'ast> Visit<'ast> for Imports<'_> {
         if is_cfg_test(&f.attrs) {
             return;
         }
-        let first = f.sig.fn_token.span.start().line;
-        self.check_length(
-            &f.sig.ident,
-            first,
-            f.block.brace_token.span.close().end().line,
-        );
+        self.check_fn(&f.sig, &f.block);
         syn::visit::visit_impl_item_fn(self, f);
     }
 
     fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
         if let Some(block) = &f.default {
-            let first = f.sig.fn_token.span.start().line;
-            self.check_length(
-                &f.sig.ident,
-                first,
-                block.brace_token.span.close().end().line,
-            );
+            self.check_fn(&f.sig, block);
         }
         syn::visit::visit_trait_item_fn(self, f);
     }

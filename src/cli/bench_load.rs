@@ -176,7 +176,7 @@ fn sample_lag(shared: &Shared, spares: &[String]) -> Value {
     while !shared.stop.load(Ordering::Relaxed) {
         let status = client::get_with(&agent, &shared.http, "/v1/status")
             .ok()
-            .and_then(|r| serde_json::from_value::<NodeStatus>(r.body).ok());
+            .and_then(|r| client::read_status(&shared.http, r).ok());
         if let Some(NodeStatus::Primary(p)) = status {
             for (i, name) in spares.iter().enumerate() {
                 let Some(lag) = p
