@@ -2,6 +2,9 @@
 //! rejoin (on the old primary), stopping writes for a switchover (on the primary), the log
 //! summary behind the loss preview (data nodes), and the audit log.
 
+use std::sync::Arc;
+
+use actix::Addr;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -12,6 +15,8 @@ use crate::actors::node::addr::NodeAddr;
 use crate::actors::node::coordinator::{read_audit, Coordinator, PromoteRequest};
 use crate::actors::primary::committer::Job;
 use crate::actors::shared::primary_ref;
+use crate::actors::spare::controls::{Held, SetHold};
+use crate::actors::spare::{SpareActor, SpareShared};
 use crate::config::Role;
 use crate::error::{Error, Result};
 use crate::http::state::{error_response, respond, ApiState};
@@ -197,10 +202,13 @@ pub async fn log_summary(state: web::Data<ApiState>, q: web::Query<SummaryQuery>
 }
 
 /// The spare behind this node, or why there is none.
-fn spare_of(state: &ApiState) -> Result<std::sync::Arc<crate::actors::spare::SpareShared>> {
+/// The running spare's actor and what it shares.
+fn spare_of(state: &ApiState) -> Result<(Addr<SpareActor>, Arc<SpareShared>)> {
     match state.slot.addr()? {
-        NodeAddr::Spare { spare, .. } if state.slot.running() == Some(Incarnation::Spare) => {
-            Ok(spare)
+        NodeAddr::Spare { actor, spare, .. }
+            if state.slot.running() == Some(Incarnation::Spare) =>
+        {
+            Ok((actor, spare))
         }
         _ => Err(Error::InvalidInput(format!(
             "{} is not a spare: only a spare's apply can be paused, resumed or stopped at an LSN",
@@ -209,20 +217,17 @@ fn spare_of(state: &ApiState) -> Result<std::sync::Arc<crate::actors::spare::Spa
     }
 }
 
-async fn set_paused(state: &ApiState, paused: bool) -> Result<Value> {
-    let spare = spare_of(state)?;
-    let s = spare.clone();
-    web::block(move || s.set_paused(paused))
+/// Asks the spare's actor to change its apply gate (it alone writes it).
+pub(crate) async fn set_hold(actor: &Addr<SpareActor>, change: SetHold) -> Result<Held> {
+    actor
+        .send(change)
         .await
-        .map_err(|e| Error::Unavailable(format!("pause task failed: {e}")))??;
-    let applied = spare
-        .apply
-        .applied
-        .load(std::sync::atomic::Ordering::Acquire);
-    let flushed = spare
-        .apply
-        .flushed
-        .load(std::sync::atomic::Ordering::Acquire);
+        .map_err(|e| Error::Unavailable(format!("the spare is changing role ({e}); retry")))?
+}
+
+async fn set_paused(state: &ApiState, paused: bool) -> Result<Value> {
+    let held = set_hold(&spare_of(state)?.0, SetHold::Pause(paused)).await?;
+    let applied = held.applied;
     state.slot.events.record(
         if paused {
             "apply_paused"
@@ -237,7 +242,7 @@ async fn set_paused(state: &ApiState, paused: bool) -> Result<Value> {
         ),
     );
     Ok(
-        json!({ "node": state.slot.name, "paused": paused, "applied_lsn": applied, "received_lsn": flushed }),
+        json!({ "node": state.slot.name, "paused": paused, "applied_lsn": applied, "received_lsn": held.flushed }),
     )
 }
 
@@ -259,24 +264,25 @@ struct UntilBody {
 /// `POST /v1/admin/apply-until` `{"lsn": N}` (spares): apply exactly up to N (a promotion
 /// `--until`), pause and delay notwithstanding; `{"lsn": null}` lifts it.
 pub async fn apply_until(state: web::Data<ApiState>, body: web::Bytes) -> HttpResponse {
-    let run = || -> Result<Value> {
-        let b: UntilBody = serde_json::from_slice(&body)
-            .map_err(|e| Error::InvalidInput(format!("expected {{\"lsn\": N}}: {e}")))?;
-        let spare = spare_of(&state)?;
-        let applied = spare
-            .apply
-            .applied
-            .load(std::sync::atomic::Ordering::Acquire);
-        if let Some(lsn) = b.lsn.filter(|&l| l < applied) {
-            return Err(Error::InvalidInput(format!(
-                "{} already applied LSN {applied}, past {lsn}: choose a spare that has not (a paused or delayed one)",
-                state.slot.name
-            )));
-        }
-        spare.set_stop_at(b.lsn);
-        Ok(json!({ "node": state.slot.name, "stop_at": b.lsn, "applied_lsn": applied }))
-    };
-    respond(run())
+    respond(apply_until_inner(&state, &body).await)
+}
+
+async fn apply_until_inner(state: &ApiState, body: &[u8]) -> Result<Value> {
+    let b: UntilBody = serde_json::from_slice(body)
+        .map_err(|e| Error::InvalidInput(format!("expected {{\"lsn\": N}}: {e}")))?;
+    let (actor, spare) = spare_of(state)?;
+    let applied = spare
+        .apply
+        .applied
+        .load(std::sync::atomic::Ordering::Acquire);
+    if let Some(lsn) = b.lsn.filter(|&l| l < applied) {
+        return Err(Error::InvalidInput(format!(
+            "{} already applied LSN {applied}, past {lsn}: choose a spare that has not (a paused or delayed one)",
+            state.slot.name
+        )));
+    }
+    let held = set_hold(&actor, SetHold::StopAt(b.lsn)).await?;
+    Ok(json!({ "node": state.slot.name, "stop_at": b.lsn, "applied_lsn": held.applied }))
 }
 
 /// The data node behind this slot and its log bounds (oldest, last durable LSN).

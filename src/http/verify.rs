@@ -9,14 +9,22 @@
 //! LSN) is compared only if it stands at N already; one already past N says so (the caller
 //! retries with a newer LSN).
 
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use actix::Addr;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actors::node::addr::NodeAddr;
+use crate::actors::spare::controls::SetHold;
+use crate::actors::spare::{SpareActor, SpareShared};
 use crate::error::{Error, Result};
+use crate::http::admin::set_hold;
 use crate::http::state::{respond, ApiState};
 use crate::store::verify::Snapshot;
 
@@ -44,40 +52,38 @@ pub struct SessionQuery {
 /// most [`HOLD_TTL`] (a cap of the apply gate: a pause, a delay or a stop LSN still hold,
 /// and a spare its operator holds is left exactly as it is); answers that LSN.
 pub async fn hold(state: web::Data<ApiState>) -> HttpResponse {
-    let run = || -> Result<Value> {
-        let NodeAddr::Spare { spare, .. } = state.slot.addr()? else {
-            return Err(Error::InvalidInput(
-                "only a spare is held for a verify".into(),
-            ));
-        };
-        let applied = spare
-            .apply
-            .applied
-            .load(std::sync::atomic::Ordering::Acquire);
-        if crate::actors::spare::held_text(&spare.apply.gate()).is_some() {
-            return Ok(json!({ "lsn": applied, "held_by_operator": true }));
-        }
-        let at = spare.set_cap(applied);
-        std::thread::spawn(move || {
-            std::thread::sleep(HOLD_TTL);
-            spare.lift_cap(applied);
-        });
-        Ok(json!({ "lsn": at }))
+    respond(hold_inner(&state).await)
+}
+
+async fn hold_inner(state: &ApiState) -> Result<Value> {
+    let NodeAddr::Spare { actor, spare, .. } = state.slot.addr()? else {
+        return Err(Error::InvalidInput(
+            "only a spare is held for a verify".into(),
+        ));
     };
-    respond(run())
+    let applied = spare.apply.applied.load(Ordering::Acquire);
+    if crate::actors::spare::held_text(&spare.apply.gate()).is_some() {
+        return Ok(json!({ "lsn": applied, "held_by_operator": true }));
+    }
+    let cap = SetHold::Cap {
+        lsn: applied,
+        expires: Some(HOLD_TTL),
+    };
+    let held = set_hold(&actor, cap).await?;
+    Ok(json!({ "lsn": held.applied }))
 }
 
 /// `POST /v1/admin/verify/release`: lifts the verify's hold, whatever it is.
 pub async fn release(state: web::Data<ApiState>) -> HttpResponse {
-    let run = || -> Result<Value> {
-        if let NodeAddr::Spare { spare, .. } = state.slot.addr()? {
+    let run = async {
+        if let NodeAddr::Spare { actor, spare, .. } = state.slot.addr()? {
             if let Some(cap) = spare.apply.gate().cap {
-                spare.lift_cap(cap);
+                set_hold(&actor, SetHold::LiftCap(cap)).await?;
             }
         }
         Ok(json!({ "released": true }))
     };
-    respond(run())
+    respond(run.await)
 }
 
 /// `POST /v1/admin/verify/open`.
@@ -92,10 +98,13 @@ async fn open_inner(state: web::Data<ApiState>, body: web::Bytes) -> Result<Valu
     let db = state.node.data_dir.join(crate::store::DB_FILE);
     let snap = match (&addr, b.lsn) {
         (NodeAddr::Primary { .. }, _) => blocking(move || Snapshot::open(&db)).await?,
-        (NodeAddr::Spare { spare, .. }, Some(lsn)) => {
-            let spare = spare.clone();
-            let name = state.slot.name.clone();
-            blocking(move || snapshot_at(&spare, &name, &db, lsn)).await?
+        (NodeAddr::Spare { actor, spare, .. }, Some(lsn)) => {
+            let at = SpareAt {
+                actor: actor.clone(),
+                spare: spare.clone(),
+                name: state.slot.name.clone(),
+            };
+            at.snapshot(db, lsn).await?
         }
         (NodeAddr::Spare { .. }, None) => {
             return Err(Error::InvalidInput(
@@ -113,49 +122,70 @@ async fn open_inner(state: web::Data<ApiState>, body: web::Bytes) -> Result<Valu
     Ok(json!({ "id": id, "lsn": lsn, "node": state.slot.name }))
 }
 
-/// Opens a snapshot of the spare holding the primary's state at `lsn`: it applies up to
-/// `lsn` (capped there meanwhile), or stands past it with only records that change no row
-/// in between (heartbeats and epoch marks: the primary's own snapshot counts them as
-/// applied). The snapshot's own LSN is checked the same way: the apply thread may have
-/// gone on while it opened. A spare its operator holds is compared only where it stands.
-fn snapshot_at(
-    spare: &crate::actors::spare::SpareShared,
-    name: &str,
-    db: &std::path::Path,
-    lsn: u64,
-) -> Result<Snapshot> {
-    let applied = || {
-        spare
-            .apply
-            .applied
-            .load(std::sync::atomic::Ordering::Acquire)
-    };
-    if let Some(held) = crate::actors::spare::held_text(&spare.apply.gate()) {
-        let at = applied();
-        if !same_state(spare, lsn, at) {
-            return Err(Error::InvalidInput(format!(
-                "{name} is {held} at LSN {at}, not at the primary's {lsn}: it can only be compared once it applies again (spare resume {name}), or when it stands at the LSN compared"
-            )));
-        }
-        return checked(spare, name, Snapshot::open(db)?, lsn);
+/// A spare, as a verify reaches it: its actor (which alone changes its apply gate) and what
+/// it shares.
+struct SpareAt {
+    actor: Addr<SpareActor>,
+    spare: Arc<SpareShared>,
+    name: String,
+}
+
+impl SpareAt {
+    fn applied(&self) -> u64 {
+        self.spare.apply.applied.load(Ordering::Acquire)
     }
-    if applied() <= lsn {
-        spare.set_cap(lsn);
+
+    /// Opens a snapshot of the spare holding the primary's state at `lsn`: it applies up to
+    /// `lsn` (capped there meanwhile), or stands past it with only records that change no
+    /// row in between (heartbeats and epoch marks: the primary's own snapshot counts them
+    /// as applied). The snapshot's own LSN is checked the same way: the apply thread may
+    /// have gone on while it opened. A spare its operator holds is compared only where it
+    /// stands. The cap expires by itself after [`HOLD_TTL`] if this request is dropped.
+    async fn snapshot(self, db: PathBuf, lsn: u64) -> Result<Snapshot> {
+        if let Some(held) = crate::actors::spare::held_text(&self.spare.apply.gate()) {
+            let at = self.applied();
+            return blocking(move || {
+                if !same_state(&self.spare, lsn, at) {
+                    return Err(Error::InvalidInput(format!(
+                        "{} is {held} at LSN {at}, not at the primary's {lsn}: it can only be compared once it applies again (spare resume {}), or when it stands at the LSN compared",
+                        self.name, self.name
+                    )));
+                }
+                checked(&self.spare, &self.name, Snapshot::open(&db)?, lsn)
+            })
+            .await;
+        }
+        if self.applied() <= lsn {
+            let cap = SetHold::Cap {
+                lsn,
+                expires: Some(HOLD_TTL),
+            };
+            set_hold(&self.actor, cap).await?;
+            if let Err(e) = self.reach(lsn).await {
+                set_hold(&self.actor, SetHold::LiftCap(lsn)).await?;
+                return Err(e);
+            }
+        }
+        let snap = blocking(move || Snapshot::open(&db)).await;
+        set_hold(&self.actor, SetHold::LiftCap(lsn)).await?;
+        blocking(move || checked(&self.spare, &self.name, snap?, lsn)).await
+    }
+
+    /// Waits until the spare applied `lsn`, at most [`HOLD_WAIT`].
+    async fn reach(&self, lsn: u64) -> Result<()> {
         let started = Instant::now();
-        while applied() < lsn {
+        while self.applied() < lsn {
             if started.elapsed() > HOLD_WAIT {
-                spare.lift_cap(lsn);
                 return Err(Error::Unavailable(format!(
-                    "{name} did not reach LSN {lsn} within {HOLD_WAIT:?} (it is at {}): is it connected to the primary?",
-                    applied()
+                    "{} did not reach LSN {lsn} within {HOLD_WAIT:?} (it is at {}): is it connected to the primary?",
+                    self.name,
+                    self.applied()
                 )));
             }
-            std::thread::sleep(HOLD_POLL);
+            tokio::time::sleep(HOLD_POLL).await;
         }
+        Ok(())
     }
-    let snap = Snapshot::open(db);
-    spare.lift_cap(lsn);
-    checked(spare, name, snap?, lsn)
 }
 
 /// The snapshot if it holds the state at `lsn`; else the "already past" answer (the caller

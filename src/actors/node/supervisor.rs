@@ -326,3 +326,88 @@ impl Handler<GetSlot> for SupervisorActor {
         self.running.get(&msg.node).cloned()
     }
 }
+
+#[cfg(test)]
+mod actor_tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A cluster file whose monitor listens on `ports`; `heartbeat` and the monitor's HTTP
+    /// address vary between the reloads of the test.
+    fn write_config(dir: &Path, heartbeat: &str, monitor_http: u16, monitor_peer: u16) {
+        let text = format!(
+            "[cluster]\nname = \"shop\"\nsecret_file = \"cluster.secret\"\nheartbeat = \"{heartbeat}\"\n\n[[node]]\nname = \"main\"\nrole = \"primary\"\npeer = \"127.0.0.1:7\"\nhttp = \"127.0.0.1:8\"\ndata_dir = \"data/main\"\n\n[[node]]\nname = \"lan-1\"\nrole = \"spare\"\npeer = \"127.0.0.1:9\"\nhttp = \"127.0.0.1:10\"\ndata_dir = \"data/lan-1\"\n\n[[node]]\nname = \"watch-1\"\nrole = \"monitor\"\npeer = \"127.0.0.1:{monitor_peer}\"\nhttp = \"127.0.0.1:{monitor_http}\"\n"
+        );
+        std::fs::write(dir.join("cluster.toml"), text).unwrap();
+    }
+
+    fn reload_error(result: Result<ReloadReport>) -> String {
+        result.expect_err("the reload is refused").to_string()
+    }
+
+    #[test]
+    fn the_supervisor_starts_its_node_takes_a_valid_reload_and_refuses_a_bad_one_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("cluster.secret");
+        std::fs::write(&secret, "a-secret-long-enough-for-the-cluster-0123456789").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (http, peer) = (free_port(), free_port());
+        write_config(dir.path(), "200ms", http, peer);
+        let path = dir.path().join("cluster.toml");
+        let cell = Arc::new(ConfigCell::new(ClusterConfig::load(&path).unwrap()));
+        let system = actix_rt::System::new();
+        system.block_on(async {
+            let mode = Mode::One("watch-1".into());
+            let sup = SupervisorActor::new(cell.clone(), mode).start();
+            assert_eq!(sup.send(StartNodes).await.unwrap().unwrap(), ["watch-1"]);
+            let slot = sup
+                .send(GetSlot {
+                    node: "watch-1".into(),
+                })
+                .await
+                .unwrap();
+            let slot = slot.expect("the slot of the node it started");
+            assert_eq!(slot.running().map(|r| r.as_str()), Some("monitor"));
+            assert!(sup
+                .send(GetSlot {
+                    node: "main".into()
+                })
+                .await
+                .unwrap()
+                .is_none());
+
+            write_config(dir.path(), "300ms", http, peer);
+            let report = sup.send(Reload).await.unwrap().unwrap();
+            assert!(report.added.is_empty() && report.removed.is_empty());
+            assert_eq!(cell.get().cluster.heartbeat, Duration::from_millis(300));
+
+            write_config(dir.path(), "400ms", free_port(), peer);
+            let e = reload_error(sup.send(Reload).await.unwrap());
+            assert!(e.contains("needs a restart of that node"), "{e}");
+            std::fs::write(&path, "[cluster]\nname = ").unwrap();
+            assert!(sup.send(Reload).await.unwrap().is_err(), "a broken file");
+            assert_eq!(
+                cell.get().cluster.heartbeat,
+                Duration::from_millis(300),
+                "a refused reload changes nothing"
+            );
+            sup.send(RoleCheck {
+                node: "nobody".into(),
+            })
+            .await
+            .unwrap();
+            assert_eq!(slot.running().map(|r| r.as_str()), Some("monitor"));
+            slot.shut_down().await;
+        });
+    }
+}

@@ -399,3 +399,76 @@ impl Link {
         result
     }
 }
+
+#[cfg(test)]
+mod actor_tests {
+    use super::*;
+    use crate::actors::test_support::data_shared;
+    use crate::config::{ClusterConfig, ConfigCell};
+
+    /// Hands the feeder's progress reports to the test.
+    struct Reports(mpsc::UnboundedSender<SpareProgress>);
+
+    impl Actor for Reports {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SpareProgress> for Reports {
+        type Result = ();
+        fn handle(&mut self, p: SpareProgress, _: &mut Context<Self>) {
+            let _ = self.0.send(p);
+        }
+    }
+
+    fn config(spare_peer: std::net::SocketAddr) -> ClusterConfig {
+        let text = format!(
+            "[cluster]\nname = \"shop\"\nsecret_file = \"cluster.secret\"\n\n[[node]]\nname = \"main\"\nrole = \"primary\"\npeer = \"127.0.0.1:7\"\nhttp = \"127.0.0.1:8\"\n\n[[node]]\nname = \"lan-1\"\nrole = \"spare\"\npeer = \"{spare_peer}\"\nhttp = \"127.0.0.1:10\"\n"
+        );
+        ClusterConfig::parse(std::path::Path::new("/conf/cluster.toml"), &text).unwrap()
+    }
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_feeder_whose_spare_drops_the_handshake_reports_it_disconnected_redials_and_stops_when_told(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let cell = Arc::new(ConfigCell::new(config(listener.local_addr().unwrap())));
+        let (data, _applied) = data_shared(dir.path(), cell.clone(), "main");
+        let spare = cell.get().node("lan-1").unwrap().clone();
+        let (_committed_tx, committed) = watch::channel(Position::default());
+        let system = actix_rt::System::new();
+        system.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tx, mut reports) = mpsc::unbounded_channel();
+            let to = Reports(tx).start().recipient();
+            let prim = Arc::new(PrimaryShared::default());
+            let feeder = Feeder::new(spare, data, prim, committed, to).start();
+            // The spare's port accepts and closes at once: no handshake, twice in a row.
+            for dial in 1..=2 {
+                let (socket, _) = tokio::time::timeout(BOUND, listener.accept())
+                    .await
+                    .unwrap_or_else(|_| panic!("dial {dial} within {BOUND:?}"))
+                    .unwrap();
+                drop(socket);
+                let p = tokio::time::timeout(BOUND, reports.recv())
+                    .await
+                    .expect("a progress report")
+                    .unwrap();
+                assert_eq!(
+                    (p.spare.as_str(), p.state),
+                    ("lan-1", LinkState::Disconnected)
+                );
+                assert_eq!((p.applied, p.in_flight_bytes), (0, 0), "nothing was sent");
+            }
+            feeder.send(StopFeeder).await.unwrap();
+            let started = std::time::Instant::now();
+            while feeder.connected() {
+                assert!(started.elapsed() < BOUND, "the feeder stops when told");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+}

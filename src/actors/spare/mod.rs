@@ -7,6 +7,7 @@
 //! progress); the primary re-learns the position from the handshake.
 
 pub mod applier;
+pub mod controls;
 pub mod link;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -216,48 +217,6 @@ pub(crate) fn clear_paused(data_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-impl SpareShared {
-    /// Pauses or resumes applying (`spare pause` / `spare resume`), on disk first.
-    pub fn set_paused(&self, paused: bool) -> Result<()> {
-        crate::durable::write_json(
-            &self.data.node.data_dir.join(APPLY_STATE_FILE),
-            &ApplyFile { paused },
-        )?;
-        self.apply.gate.lock().expect("gate lock").paused = paused;
-        self.wake_applier();
-        Ok(())
-    }
-
-    /// Applies exactly up to `lsn` and no further (a promotion `--until`), pause and delay
-    /// notwithstanding; None lifts it.
-    pub fn set_stop_at(&self, lsn: Option<u64>) {
-        self.apply.gate.lock().expect("gate lock").stop_at = lsn;
-        self.wake_applier();
-    }
-
-    /// `spare verify`'s hold: applies nothing past `lsn` (pause, delay and a stop LSN still
-    /// apply). Returns the LSN applied when it was set.
-    pub fn set_cap(&self, lsn: u64) -> u64 {
-        let mut gate = self.apply.gate.lock().expect("gate lock");
-        gate.cap = Some(lsn);
-        drop(gate);
-        self.wake_applier();
-        self.apply
-            .applied
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Lifts the verify's hold if it is still `lsn` (a later verify may have moved it).
-    pub fn lift_cap(&self, lsn: u64) {
-        let mut gate = self.apply.gate.lock().expect("gate lock");
-        if gate.cap == Some(lsn) {
-            gate.cap = None;
-        }
-        drop(gate);
-        self.wake_applier();
-    }
-}
-
 pub struct SpareActor {
     shared: Arc<SpareShared>,
     /// An old primary that must not write nor follow until `spare rejoin` (DESIGN.md §7):
@@ -447,9 +406,8 @@ impl Handler<ConfigChanged> for SpareActor {
     /// Takes the new `apply_delay`; the rest is read where it is used.
     fn handle(&mut self, _: ConfigChanged, _: &mut Context<Self>) {
         if let Ok(n) = self.shared.data.config().node(&self.shared.data.node.name) {
-            self.shared.apply.gate.lock().expect("gate lock").delay_ms =
-                n.apply_delay.as_millis() as u64;
-            self.shared.wake_applier();
+            let delay_ms = n.apply_delay.as_millis() as u64;
+            self.change_gate(|gate| gate.delay_ms = delay_ms);
         }
     }
 }
@@ -507,6 +465,67 @@ mod actor_tests {
             addr.send(ConfigChanged).await.unwrap();
             let s = spare_status(addr.send(GetStatus).await.unwrap());
             assert_eq!(s.apply_delay_s, 30.0, "the reload's delay is in force");
+            addr.send(StopNode).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn only_the_spare_actor_changes_the_apply_gate_and_a_pause_is_on_disk_first() {
+        use crate::actors::spare::controls::SetHold;
+        let dir = tempfile::tempdir().unwrap();
+        let cell = Arc::new(ConfigCell::new(config(dir.path(), "0s")));
+        let (data, applied_tx) = data_shared(dir.path(), cell.clone(), "lan-1");
+        let (log, applier) = crate::store::recovery::recover(dir.path(), 1 << 20).unwrap();
+        let system = actix_rt::System::new();
+        system.block_on(async {
+            let actor = SpareActor::new(data, log, applier, Arc::new(applied_tx), false);
+            let addr = actor.start();
+            let held = addr.send(SetHold::Pause(true)).await.unwrap().unwrap();
+            assert!(held.gate.paused);
+            assert!(load_paused(dir.path()), "apply.json says paused");
+            let s = spare_status(addr.send(GetStatus).await.unwrap());
+            assert_eq!((s.paused, s.state.as_str()), (true, "paused"));
+            let held = addr.send(SetHold::StopAt(Some(5))).await.unwrap().unwrap();
+            assert_eq!(held.gate.stop_at, Some(5));
+            let s = spare_status(addr.send(GetStatus).await.unwrap());
+            assert_eq!(
+                s.state, "applying up to LSN 5",
+                "a stop LSN overrides the pause"
+            );
+            addr.send(SetHold::StopAt(None)).await.unwrap().unwrap();
+            addr.send(SetHold::Pause(false)).await.unwrap().unwrap();
+            assert!(!load_paused(dir.path()), "apply.json says resumed");
+            // A verify's cap: lifted only at its own LSN, and by itself once it expires.
+            let cap = SetHold::Cap {
+                lsn: 3,
+                expires: None,
+            };
+            assert_eq!(addr.send(cap).await.unwrap().unwrap().gate.cap, Some(3));
+            let other = addr.send(SetHold::LiftCap(4)).await.unwrap().unwrap();
+            assert_eq!(other.gate.cap, Some(3), "another verify's lift leaves it");
+            let lifted = addr.send(SetHold::LiftCap(3)).await.unwrap().unwrap();
+            assert_eq!(lifted.gate.cap, None);
+            let expiring = SetHold::Cap {
+                lsn: 7,
+                expires: Some(std::time::Duration::from_millis(50)),
+            };
+            addr.send(expiring).await.unwrap().unwrap();
+            let started = std::time::Instant::now();
+            while addr
+                .send(SetHold::LiftCap(0))
+                .await
+                .unwrap()
+                .unwrap()
+                .gate
+                .cap
+                .is_some()
+            {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(10),
+                    "the cap expires"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             addr.send(StopNode).await.unwrap();
         });
     }
