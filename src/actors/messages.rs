@@ -21,11 +21,6 @@ pub struct GetStatus;
 #[rtype(result = "()")]
 pub struct ConfigChanged;
 
-/// Stops a node actor (its node left the configuration).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopNode;
-
 /// Re-reads the configuration file and applies it.
 #[derive(Message)]
 #[rtype(result = "Result<ReloadReport>")]

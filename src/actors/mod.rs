@@ -8,6 +8,7 @@ pub mod node;
 pub mod primary;
 pub mod shared;
 pub mod spare;
+pub mod stop;
 #[cfg(test)]
 pub mod test_support;
 

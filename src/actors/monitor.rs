@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, MessageResult,
-    WrapFuture,
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, MessageResult, WrapFuture,
 };
 use serde_json::{json, Value};
 
+use crate::actors::messages::ConfigChanged;
 use crate::actors::messages::GetStatus;
-use crate::actors::messages::{ConfigChanged, StopNode};
+use crate::actors::stop::{Running, Stop};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::client;
 use crate::clock::wall_ms as now_ms;
@@ -65,6 +65,9 @@ pub struct MonitorActor {
     history: BTreeMap<String, VecDeque<LagSample>>,
     /// The primary's recent events, from the last poll.
     primary_events: Vec<Value>,
+    /// The incarnation's stop signal, and this actor's guard while it runs.
+    stop: Stop,
+    _running: Option<Running>,
     /// The scheduled `spare verify` (`verify_every`).
     verify: ScheduledVerify,
 }
@@ -79,7 +82,7 @@ struct ScheduledVerify {
 }
 
 impl MonitorActor {
-    pub fn new(cell: Arc<ConfigCell>, node: NodeConfig, events: Arc<EventLog>) -> Self {
+    pub fn new(cell: Arc<ConfigCell>, node: NodeConfig, events: Arc<EventLog>, stop: Stop) -> Self {
         MonitorActor {
             cell,
             node,
@@ -91,6 +94,8 @@ impl MonitorActor {
             history: BTreeMap::new(),
             primary_events: Vec::new(),
             verify: ScheduledVerify::default(),
+            stop,
+            _running: None,
         }
     }
 
@@ -371,6 +376,7 @@ impl Actor for MonitorActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self._running = crate::actors::stop::bind(&self.stop, ctx);
         self.poll(ctx);
         // Poll half a heartbeat out of step with the primary's heartbeat timer (the same
         // period), so an idle cluster is not always sampled right after a heartbeat record,
@@ -453,14 +459,6 @@ impl Handler<PollNow> for MonitorActor {
     }
 }
 
-impl Handler<StopNode> for MonitorActor {
-    type Result = ();
-
-    fn handle(&mut self, _: StopNode, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,19 +488,21 @@ peer = "127.0.0.1:5"
 http = "127.0.0.1:6"
 "#;
 
-    fn monitor() -> MonitorActor {
+    fn monitor(stop: crate::actors::stop::Stop) -> MonitorActor {
         let config =
             ClusterConfig::parse(std::path::Path::new("conf/cluster.toml"), CONFIG).unwrap();
         let node = config.node("watch-1").unwrap().clone();
         let cell = Arc::new(ConfigCell::new(config));
-        MonitorActor::new(cell, node, Arc::new(EventLog::new("watch-1", None, None)))
+        let events = Arc::new(EventLog::new("watch-1", None, None));
+        MonitorActor::new(cell, node, events, stop)
     }
 
     #[test]
     fn the_monitor_answers_its_status_and_a_cluster_view_of_silent_nodes() {
         let system = actix_rt::System::new();
         system.block_on(async {
-            let addr = monitor().start();
+            let (stopper, stop) = crate::actors::stop::Stopper::new("watch-1");
+            let addr = monitor(stop).start();
             let status = addr.send(GetStatus).await.unwrap();
             assert_eq!(
                 (status.role().as_str(), status.name(), status.state()),
@@ -556,6 +556,8 @@ http = "127.0.0.1:6"
                 serde_json::json!({}),
                 "no spare answered: no lag to chart"
             );
+            stopper.stop().await;
+            crate::actors::test_support::wait_disconnected(&addr).await;
         });
     }
 }

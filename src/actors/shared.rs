@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::actors::node::voter::VoterCell;
 use crate::actors::primary::sync_tracker::SyncTracker;
+use crate::actors::stop::Stop;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig};
 use crate::error::PrimaryRef;
 use crate::events::EventLog;
@@ -37,6 +38,8 @@ pub struct DataShared {
     pub _lock: Arc<std::fs::File>,
     /// This node's voter (leases, promises), persisted in `node.state`.
     pub voter: Arc<VoterCell>,
+    /// This incarnation's stop signal (`actors::stop`): its parts listen to it and enlist.
+    pub stop: Stop,
 }
 
 /// What only a primary's parts share: feeders, the committer's retention, status.

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::actors::node::voter::VoterCell;
 use crate::actors::shared::DataShared;
+use crate::actors::stop::Stopper;
 use crate::config::ConfigCell;
 use crate::events::EventLog;
 use crate::log::Position;
@@ -15,12 +16,14 @@ use crate::net::handshake::Identity;
 use crate::state::NodeState;
 use crate::store::query::ReaderPool;
 
-/// `name`'s shared state, its data in `dir`; the sender publishes its applied LSN.
+/// `name`'s shared state, its data in `dir`; the sender publishes its applied LSN, the
+/// stopper ends the incarnation's parts.
 pub fn data_shared(
     dir: &Path,
     cell: Arc<ConfigCell>,
     name: &str,
-) -> (Arc<DataShared>, watch::Sender<u64>) {
+) -> (Arc<DataShared>, watch::Sender<u64>, Stopper) {
+    let (stopper, stop) = Stopper::new(name);
     let config = cell.get();
     let node = config.node(name).unwrap().clone();
     let state = NodeState {
@@ -51,6 +54,19 @@ pub fn data_shared(
         events: Arc::new(EventLog::new(name, None, None)),
         _lock: Arc::new(std::fs::File::create(dir.join("LOCK")).unwrap()),
         voter: Arc::new(VoterCell::new(name, state, dir.to_path_buf(), 4000)),
+        stop,
     };
-    (Arc::new(shared), applied_tx)
+    (Arc::new(shared), applied_tx, stopper)
+}
+
+/// Waits (at most 10 s) until `addr`'s actor stopped.
+pub async fn wait_disconnected<A: actix::Actor>(addr: &actix::Addr<A>) {
+    let started = std::time::Instant::now();
+    while addr.connected() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the actor stops with its incarnation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

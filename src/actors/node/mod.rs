@@ -28,6 +28,7 @@ use crate::actors::primary::lease_guard::LeaseGuard;
 use crate::actors::primary::PrimaryActor;
 use crate::actors::shared::{DataShared, PrimaryShared};
 use crate::actors::spare::SpareActor;
+use crate::actors::stop::{Running, Stop, Stopper};
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
@@ -49,11 +50,14 @@ pub struct NodeBase {
 }
 
 /// Starts a monitor's actor (its voter and listeners are the slot's).
-pub fn start_monitor(slot: &NodeBase, node: &NodeConfig) -> NodeAddr {
-    NodeAddr::Monitor {
-        actor: MonitorActor::new(slot.cell.clone(), node.clone(), slot.events.clone()).start(),
+pub fn start_monitor(slot: &NodeBase, node: &NodeConfig) -> (NodeAddr, Stopper) {
+    let (stopper, stop) = Stopper::new(format!("{} as monitor", node.name));
+    let actor = MonitorActor::new(slot.cell.clone(), node.clone(), slot.events.clone(), stop);
+    let addr = NodeAddr::Monitor {
+        actor: actor.start(),
         events: slot.events.clone(),
-    }
+    };
+    (addr, stopper)
 }
 
 /// The node's events log, in its data directory (created if needed).
@@ -138,8 +142,23 @@ pub(crate) fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<No
 
 /// Opens and recovers a data node's storage and starts it as `want` (primary, spare or
 /// fenced). A node becoming primary first applies every record it holds (recovery), then
-/// logs an epoch record for its epoch if its log ends in an older one.
-pub fn start_data_node(slot: &NodeBase, node: NodeConfig, want: Incarnation) -> Result<NodeAddr> {
+/// logs an epoch record for its epoch if its log ends in an older one. The stopper ends
+/// every part of what it started.
+pub fn start_data_node(
+    slot: &NodeBase,
+    node: NodeConfig,
+    want: Incarnation,
+) -> Result<(NodeAddr, Stopper)> {
+    let (stopper, stop) = Stopper::new(format!("{} as {}", node.name, want.as_str()));
+    start_role(slot, node, want, stop).map(|addr| (addr, stopper))
+}
+
+fn start_role(
+    slot: &NodeBase,
+    node: NodeConfig,
+    want: Incarnation,
+    stop: Stop,
+) -> Result<NodeAddr> {
     let cell = slot.cell.clone();
     let config = cell.get();
     let state = slot.voter.state();
@@ -184,6 +203,7 @@ pub fn start_data_node(slot: &NodeBase, node: NodeConfig, want: Incarnation) -> 
         events: slot.events.clone(),
         _lock: slot.lock.clone(),
         voter: slot.voter.clone(),
+        stop,
     });
     if want != Incarnation::Primary {
         let fenced = want == Incarnation::Fenced;
@@ -247,9 +267,13 @@ fn start_primary(
             m
         }
     };
-    let guard = Arc::new(LeaseGuard::new(epoch, members));
+    let guard = Arc::new(LeaseGuard::new(epoch, members, shared.stop.clone()));
     let _ = primary.lease.set(guard.clone());
     crate::actors::primary::lease::start(shared.clone(), guard.clone(), epoch);
+    let write_path = shared.stop.enlist().ok_or_else(|| {
+        Error::Unavailable(format!("{} is stopping; retry in a moment", node.name))
+    })?;
+    stop_writes_on_signal(shared.stop.clone(), writes.clone(), write_path);
     let committer = Committer::new(executor, log, epoch, committed.clone())
         .with_retention(shared.clone(), primary.clone())
         .with_lease(guard);
@@ -271,6 +295,29 @@ fn start_primary(
         shared,
         primary,
     })
+}
+
+/// The committer blocks on its queue, so it learns of the stop through it: on the signal,
+/// a `Stop` job; the part counts as running until the committer closed the log and the
+/// database (it answers the job then).
+fn stop_writes_on_signal(
+    stop: Stop,
+    writes: mpsc::Sender<crate::actors::primary::committer::Job>,
+    running: Running,
+) {
+    actix_rt::spawn(async move {
+        stop.stopped().await;
+        let (ack, done) = std::sync::mpsc::channel();
+        if writes
+            .send(crate::actors::primary::committer::Job::Stop(ack))
+            .await
+            .is_ok()
+        {
+            // Bounded by the committer's lease wait and one group.
+            let _ = tokio::task::spawn_blocking(move || done.recv()).await;
+        }
+        drop(running);
+    });
 }
 
 /// On a primary, what is committed is applied: mirror the committed LSN into `applied`.

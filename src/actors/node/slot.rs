@@ -14,11 +14,11 @@ use std::sync::{Arc, RwLock};
 use actix::Recipient;
 
 use crate::actors::messages::RoleCheck;
-use crate::actors::messages::StopNode;
 use crate::actors::node::addr::NodeAddr;
 use crate::actors::node::places::{Crowded, HandshakeTurn, Places};
 use crate::actors::node::voter::{serve_control_only, ControlOnly, VoterCell};
 use crate::actors::node::{self, NodeBase};
+use crate::actors::stop::Stopper;
 use crate::config::{ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
 use crate::events::EventLog;
@@ -48,6 +48,8 @@ pub struct NodeSlot {
     /// The data directory's lock (`LOCK`), held while the process runs the node.
     pub lock: Arc<std::fs::File>,
     current: RwLock<Option<(Incarnation, NodeAddr)>>,
+    /// Ends the running incarnation's parts (see `actors::stop`).
+    stopper: std::sync::Mutex<Option<Stopper>>,
     peer: RwLock<PeerTarget>,
     supervisor: Recipient<RoleCheck>,
     /// The listeners' tasks and the HTTP server, stopped when the node leaves the file.
@@ -103,6 +105,7 @@ impl NodeSlot {
             events: node::node_events(&config, &node)?,
             lock,
             current: RwLock::new(None),
+            stopper: std::sync::Mutex::new(None),
             peer: RwLock::new(PeerTarget::ControlOnly("starting".into())),
             supervisor: supervisor.clone(),
             peer_task: RwLock::new(None),
@@ -172,7 +175,7 @@ impl NodeSlot {
     pub fn start_incarnation(self: &Arc<Self>) -> Result<()> {
         let want = self.wanted();
         let node = self.node()?;
-        let addr = match want {
+        let (addr, stopper) = match want {
             Incarnation::Monitor => node::start_monitor(&self.base(), &node),
             Incarnation::Primary | Incarnation::Spare | Incarnation::Fenced => {
                 node::start_data_node(&self.base(), node.clone(), want)?
@@ -191,6 +194,7 @@ impl NodeSlot {
         };
         *self.peer.write().expect("lock") = target;
         *self.current.write().expect("lock") = Some((want, addr));
+        *self.stopper.lock().expect("lock") = Some(stopper);
         self.events.record(
             "node_started",
             None,
@@ -199,42 +203,15 @@ impl NodeSlot {
         Ok(())
     }
 
-    /// Stops the running incarnation and waits until it released the log and the database.
+    /// Stops the running incarnation and waits until every part of it ended: it released
+    /// the log and the database.
     pub async fn stop_incarnation(&self) {
         *self.peer.write().expect("lock") =
             PeerTarget::ControlOnly(format!("{} is changing role; retry in a moment", self.name));
-        let Some((_, addr)) = self.current.write().expect("lock").take() else {
-            return;
-        };
-        match addr {
-            NodeAddr::Primary {
-                actor,
-                writes,
-                primary,
-                ..
-            } => {
-                if let Some(lease) = primary.lease.get() {
-                    lease.stop();
-                }
-                let (ack, done) = std::sync::mpsc::channel();
-                if writes
-                    .send(crate::actors::primary::committer::Job::Stop(ack))
-                    .await
-                    .is_ok()
-                {
-                    // The write thread answers once it closed the log (bounded by its lease
-                    // wait and one group).
-                    let _ = tokio::task::spawn_blocking(move || done.recv()).await;
-                }
-                let _ = actor.send(StopNode).await;
-            }
-            NodeAddr::Spare { actor, spare, .. } => {
-                let _ = tokio::task::spawn_blocking(move || spare.close()).await;
-                let _ = actor.send(StopNode).await;
-            }
-            NodeAddr::Monitor { actor, .. } => {
-                let _ = actor.send(StopNode).await;
-            }
+        self.current.write().expect("lock").take();
+        let stopper = self.stopper.lock().expect("lock").take();
+        if let Some(stopper) = stopper {
+            stopper.stop().await;
         }
     }
 

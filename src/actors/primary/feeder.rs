@@ -59,6 +59,8 @@ pub struct Feeder {
     /// The spare's last known progress, carried across links so that a spare that cannot be
     /// reached keeps its real position (and its lag keeps growing).
     last_progress: Option<SpareProgress>,
+    /// Held while the feeder runs: the primary's incarnation stops once its feeders did.
+    _running: Option<crate::actors::stop::Running>,
 }
 
 impl Feeder {
@@ -77,6 +79,7 @@ impl Feeder {
             primary,
             backoff: RECONNECT_BACKOFF_MIN,
             last_progress: None,
+            _running: None,
         }
     }
 
@@ -147,7 +150,10 @@ impl Feeder {
 impl Actor for Feeder {
     type Context = Context<Self>;
 
+    /// Dials at once; stops with the primary's incarnation (the link's future, and its
+    /// socket, are dropped with the actor).
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self._running = crate::actors::stop::bind(&self.data.stop, ctx);
         self.dial(ctx);
     }
 }
@@ -430,13 +436,13 @@ mod actor_tests {
     const BOUND: Duration = Duration::from_secs(10);
 
     #[test]
-    fn a_feeder_whose_spare_drops_the_handshake_reports_it_disconnected_redials_and_stops_when_told(
+    fn a_feeder_whose_spare_drops_the_handshake_reports_it_disconnected_redials_and_stops_when_told_or_with_its_incarnation(
     ) {
         let dir = tempfile::tempdir().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let cell = Arc::new(ConfigCell::new(config(listener.local_addr().unwrap())));
-        let (data, _applied) = data_shared(dir.path(), cell.clone(), "main");
+        let (data, _applied, stopper) = data_shared(dir.path(), cell.clone(), "main");
         let spare = cell.get().node("lan-1").unwrap().clone();
         let (_committed_tx, committed) = watch::channel(Position::default());
         let system = actix_rt::System::new();
@@ -445,6 +451,13 @@ mod actor_tests {
             let (tx, mut reports) = mpsc::unbounded_channel();
             let to = Reports(tx).start().recipient();
             let prim = Arc::new(PrimaryShared::default());
+            let again = (
+                spare.clone(),
+                data.clone(),
+                prim.clone(),
+                committed.clone(),
+                to.clone(),
+            );
             let feeder = Feeder::new(spare, data, prim, committed, to).start();
             // The spare's port accepts and closes at once: no handshake, twice in a row.
             for dial in 1..=2 {
@@ -464,11 +477,14 @@ mod actor_tests {
                 assert_eq!((p.applied, p.in_flight_bytes), (0, 0), "nothing was sent");
             }
             feeder.send(StopFeeder).await.unwrap();
-            let started = std::time::Instant::now();
-            while feeder.connected() {
-                assert!(started.elapsed() < BOUND, "the feeder stops when told");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            crate::actors::test_support::wait_disconnected(&feeder).await;
+            // A feeder is a part of the primary's incarnation: it ends with it.
+            let (spare, data, prim, committed, to) = again;
+            let feeder = Feeder::new(spare, data, prim, committed, to).start();
+            tokio::time::timeout(BOUND, stopper.stop())
+                .await
+                .expect("the incarnation stops once its feeder did");
+            crate::actors::test_support::wait_disconnected(&feeder).await;
         });
     }
 }

@@ -16,12 +16,17 @@ use crate::wire::message::Purpose;
 use crate::wire::{read_frame, write_frame, Message};
 
 /// Starts renewing: one task per other voter, and the node's own voter every heartbeat.
+/// Each task is a part of the incarnation (`actors::stop`) and ends on its stop signal.
 pub fn start(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) {
     let heartbeat = data.config().cluster.heartbeat;
     for voter in guard.voters.clone() {
         let (data, guard) = (data.clone(), guard.clone());
+        let Some(running) = data.stop.enlist() else {
+            return;
+        };
         if voter == data.node.name {
             actix_rt::spawn(async move {
+                let _running = running;
                 let mut tick = tokio::time::interval(heartbeat);
                 while let Some(sent_ms) = guard.next_request(&mut tick).await {
                     if let Ok(Message::LeaseReply { granted: true, .. }) = data
@@ -34,11 +39,19 @@ pub fn start(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) {
             });
         } else {
             actix_rt::spawn(async move {
+                let _running = running;
+                let stop = guard.stop_signal().clone();
                 while !guard.stopped() {
-                    if let Err(e) = renew_from(&data, &guard, &voter, epoch).await {
-                        tracing::debug!(%voter, cause = %e, "lease renewal link lost");
+                    tokio::select! {
+                        renewed = renew_from(&data, &guard, &voter, epoch) => if let Err(e) = renewed {
+                            tracing::debug!(%voter, cause = %e, "lease renewal link lost");
+                        },
+                        () = stop.stopped() => return,
                     }
-                    tokio::time::sleep(heartbeat).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(heartbeat) => {}
+                        () = stop.stopped() => return,
+                    }
                 }
             });
         }

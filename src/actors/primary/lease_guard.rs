@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::actors::stop::Stop;
 use crate::core::lease::LeaseHolder;
 use crate::core::members::Members;
 use crate::error::{Error, Result};
@@ -24,20 +25,20 @@ pub struct LeaseGuard {
     pub(crate) voters: Vec<String>,
     /// Set when a voter answered with a newer epoch: this node is no longer the primary.
     fenced: Mutex<Option<String>>,
-    /// Set when this primary incarnation stops: renewals end, nothing is valid any more.
-    stopped: std::sync::atomic::AtomicBool,
+    /// The incarnation's stop signal: once up, renewals end and nothing is valid any more.
+    stop: Stop,
     /// Set while a switchover stopped the writes: no renewal, no grant taken, not valid.
     suspended: std::sync::atomic::AtomicBool,
 }
 
 impl LeaseGuard {
-    pub fn new(epoch: u64, members: Members) -> Self {
+    pub fn new(epoch: u64, members: Members, stop: Stop) -> Self {
         LeaseGuard {
             holder: Mutex::new(LeaseHolder::new(epoch, members.lease_ms, members.quorum())),
             voters: members.voters.clone(),
             members,
             fenced: Mutex::new(None),
-            stopped: std::sync::atomic::AtomicBool::new(false),
+            stop,
             suspended: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -62,7 +63,10 @@ impl LeaseGuard {
     /// suspended the lease); returns its send time, or None once the lease stopped for good.
     pub(crate) async fn next_request(&self, tick: &mut tokio::time::Interval) -> Option<u64> {
         while !self.stopped() {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.stop.stopped() => return None,
+            }
             if !self.suspended() {
                 return Some(self.now_ms());
             }
@@ -74,14 +78,14 @@ impl LeaseGuard {
         self.suspended.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Ends the lease for good (the node changes role).
-    pub fn stop(&self) {
-        self.stopped
-            .store(true, std::sync::atomic::Ordering::Release);
+    /// Whether the incarnation stopped (the node changes role): the lease ended for good.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.is_stopped()
     }
 
-    pub(crate) fn stopped(&self) -> bool {
-        self.stopped.load(std::sync::atomic::Ordering::Acquire)
+    /// The incarnation's stop signal, for the renewal tasks.
+    pub(crate) fn stop_signal(&self) -> &Stop {
+        &self.stop
     }
 
     /// The lease's clock: the boot clock (see `clock`), which counts time the host slept.
@@ -181,7 +185,8 @@ mod tests {
     /// which counts suspended time, not on a clock of this process.
     #[test]
     fn the_lease_is_measured_on_the_boot_clock() {
-        let guard = LeaseGuard::new(1, Members::new(&["main".into()], 2_000));
+        let (_stopper, stop) = crate::actors::stop::Stopper::new("main");
+        let guard = LeaseGuard::new(1, Members::new(&["main".into()], 2_000), stop);
         let (ours, boot) = (guard.now_ms(), crate::clock::boot_ms());
         assert!(
             ours.abs_diff(boot) < 100,

@@ -43,6 +43,8 @@ pub struct PrimaryActor {
     feeders: BTreeMap<String, (NodeConfig, Addr<Feeder>)>,
     /// The write path, for heartbeat records.
     writes: mpsc::Sender<Job>,
+    /// Held while the actor runs (`actors::stop`); feeders hold their own.
+    _running: Option<crate::actors::stop::Running>,
 }
 
 impl PrimaryActor {
@@ -59,6 +61,7 @@ impl PrimaryActor {
             progress: BTreeMap::new(),
             feeders: BTreeMap::new(),
             writes,
+            _running: None,
         }
     }
 
@@ -143,6 +146,7 @@ impl Actor for PrimaryActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self._running = crate::actors::stop::bind(&self.shared.stop, ctx);
         let me = ctx.address();
         let spares: Vec<NodeConfig> = self.shared.config().spares().cloned().collect();
         for spare in &spares {
@@ -256,18 +260,6 @@ impl Handler<ConfigChanged> for PrimaryActor {
     }
 }
 
-impl Handler<crate::actors::messages::StopNode> for PrimaryActor {
-    type Result = ();
-
-    /// Stops every feeder (their links close) and the actor: the node changes role.
-    fn handle(&mut self, _: crate::actors::messages::StopNode, ctx: &mut Context<Self>) {
-        for (_, (_, feeder)) in std::mem::take(&mut self.feeders) {
-            feeder.do_send(StopFeeder);
-        }
-        actix::ActorContext::stop(ctx);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,7 +291,7 @@ mod tests {
     fn the_primary_reports_every_configured_spare_and_drops_one_a_reload_removed() {
         let dir = tempfile::tempdir().unwrap();
         let cell = Arc::new(ConfigCell::new(config(&["lan-1", "lan-2"])));
-        let (data, _applied) = data_shared(dir.path(), cell.clone(), "main");
+        let (data, _applied, stopper) = data_shared(dir.path(), cell.clone(), "main");
         let (_committed_tx, committed) = watch::channel(Position::default());
         let (writes, _jobs) = mpsc::channel(16);
         let system = actix_rt::System::new();
@@ -326,7 +318,8 @@ mod tests {
                 ["lan-1"],
                 "lan-2 left the configuration"
             );
-            addr.send(crate::actors::messages::StopNode).await.unwrap();
+            stopper.stop().await;
+            crate::actors::test_support::wait_disconnected(&addr).await;
         });
     }
 }

@@ -72,6 +72,11 @@ pub async fn serve(
     shared.data.epoch.fetch_max(peer.epoch, Ordering::Relaxed);
     let generation = shared.generation.send_modify_return(|g| *g += 1);
     *shared.diverged.lock().expect("lock") = None;
+    // A part of the incarnation while it streams: the node's next role waits for it.
+    let Some(_running) = shared.data.stop.enlist() else {
+        tracing::info!(%from, "refused a stream: this spare is stopping");
+        return;
+    };
     tracing::info!(%from, primary = %peer.name, "primary connected");
     shared.data.events.record(
         "primary_connected",
@@ -140,6 +145,9 @@ fn log_link_end(shared: &SpareShared, result: Result<()>) {
                 .data
                 .events
                 .record("primary_disconnected", None, &e.to_string());
+        }
+        Ok(()) if shared.data.stop.is_stopped() => {
+            tracing::info!("link to the primary closed: this node is changing role")
         }
         Ok(()) => tracing::info!("link to the primary replaced by a newer connection"),
     }
@@ -228,6 +236,7 @@ async fn stream_from_primary(
                 write_frame(&mut wr, &envelope(shared, ack(shared))).await?;
             }
             _ = gen_rx.changed() => if *gen_rx.borrow() != generation { return Ok(()) },
+            () = shared.data.stop.stopped() => return Ok(()),
             _ = keepalive.tick() => {
                 if heard.silent_for() > crate::actors::silence_timeout(shared.data.config().cluster.heartbeat) {
                     return Err(Error::Unavailable(format!("primary silent for {:?}", heard.silent_for())));

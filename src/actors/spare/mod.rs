@@ -13,12 +13,12 @@ pub mod link;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use actix::{Actor, ActorContext, Context, Handler, MessageResult};
+use actix::{Actor, Context, Handler, MessageResult};
 
 use tokio::sync::watch;
 
+use crate::actors::messages::ConfigChanged;
 use crate::actors::messages::GetStatus;
-use crate::actors::messages::{ConfigChanged, StopNode};
 use crate::actors::shared::{primary_ref, DataShared};
 use crate::actors::spare::applier::{ApplierHandle, ApplyState};
 use crate::actors::MAILBOX_CAPACITY;
@@ -52,18 +52,16 @@ pub struct SpareShared {
     pub last_heard_ms: AtomicU64,
     /// Bumped by each authenticated connection; a link whose number is no longer current stops.
     pub generation: watch::Sender<u64>,
-    /// Set when this incarnation stops (the node changes role): nothing appends any more.
-    pub closed: AtomicBool,
     /// Why the last link was refused for divergence, if it was.
     pub diverged: Mutex<Option<String>>,
 }
 
 impl SpareShared {
-    /// The log, for appending: refused once this incarnation stopped, so that a link still
-    /// running cannot write under the node's next role.
+    /// The log, for appending: refused once this incarnation's stop signal is up, so that a
+    /// link still running cannot write under the node's next role.
     pub fn open_log(&self) -> Result<std::sync::MutexGuard<'_, LogWriter>> {
         let log = self.log.lock().expect("log lock");
-        if self.closed.load(Ordering::Acquire) {
+        if self.data.stop.is_stopped() {
             return Err(Error::Unavailable(
                 "this spare is stopping (changing role)".into(),
             ));
@@ -71,14 +69,14 @@ impl SpareShared {
         Ok(log)
     }
 
-    /// Stops this incarnation for good (blocking): no more appends, links end, the apply
-    /// thread is stopped and joined.
-    pub fn close(&self) {
-        {
-            let _log = self.log.lock().expect("log lock");
-            self.closed.store(true, Ordering::Release);
-        }
-        self.generation.send_modify(|g| *g += 1);
+    /// Ends this incarnation's use of the log and the database (blocking; once the stop
+    /// signal is up): an append in progress finishes (none starts after it: [`open_log`]),
+    /// then the apply thread is stopped and joined.
+    ///
+    /// [`open_log`]: SpareShared::open_log
+    fn close(&self) {
+        debug_assert!(self.data.stop.is_stopped(), "closed after the stop signal");
+        drop(self.log.lock().expect("log lock"));
         self.stop_applier();
     }
 
@@ -224,6 +222,8 @@ pub struct SpareActor {
     fenced: bool,
     /// Taken by `started` to start the apply thread.
     pending: Option<Applier>,
+    /// Held while the actor runs (`actors::stop`).
+    _running: Option<crate::actors::stop::Running>,
 }
 
 impl SpareActor {
@@ -256,13 +256,13 @@ impl SpareActor {
             connected: AtomicBool::new(false),
             last_heard_ms: AtomicU64::new(0),
             generation: watch::Sender::new(0),
-            closed: AtomicBool::new(false),
             diverged: Mutex::new(None),
         });
         SpareActor {
             shared,
             fenced,
             pending: Some(applier),
+            _running: None,
         }
     }
 
@@ -326,12 +326,24 @@ pub fn held_text(gate: &crate::core::apply_gate::Gate) -> Option<String> {
 impl Actor for SpareActor {
     type Context = Context<Self>;
 
+    /// Starts the apply thread; on the incarnation's stop signal the actor stops, and a
+    /// part of its own closes the log and joins the apply thread.
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        let stop = self.shared.data.stop.clone();
+        self._running = crate::actors::stop::bind(&stop, ctx);
         let applier = self.pending.take().expect("started once");
         if let Err(e) = self.shared.start_applier(applier) {
             tracing::error!(cause = %e, "cannot start the apply thread; stopping");
             actix::System::current().stop();
+        }
+        if let Some(closing) = stop.enlist() {
+            let shared = self.shared.clone();
+            actix_rt::spawn(async move {
+                stop.stopped().await;
+                let _ = tokio::task::spawn_blocking(move || shared.close()).await;
+                drop(closing);
+            });
         }
     }
 }
@@ -412,16 +424,6 @@ impl Handler<ConfigChanged> for SpareActor {
     }
 }
 
-impl Handler<StopNode> for SpareActor {
-    type Result = ();
-
-    /// Ends the actor; the slot closed the links and the apply thread first
-    /// ([`SpareShared::close`]).
-    fn handle(&mut self, _: StopNode, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
 #[cfg(test)]
 mod actor_tests {
     use super::*;
@@ -448,7 +450,7 @@ mod actor_tests {
     fn the_spare_reports_its_positions_and_takes_a_new_apply_delay_from_a_reload() {
         let dir = tempfile::tempdir().unwrap();
         let cell = Arc::new(ConfigCell::new(config(dir.path(), "0s")));
-        let (data, applied_tx) = data_shared(dir.path(), cell.clone(), "lan-1");
+        let (data, applied_tx, stopper) = data_shared(dir.path(), cell.clone(), "lan-1");
         let (log, applier) = crate::store::recovery::recover(dir.path(), 1 << 20).unwrap();
         let system = actix_rt::System::new();
         system.block_on(async {
@@ -465,7 +467,8 @@ mod actor_tests {
             addr.send(ConfigChanged).await.unwrap();
             let s = spare_status(addr.send(GetStatus).await.unwrap());
             assert_eq!(s.apply_delay_s, 30.0, "the reload's delay is in force");
-            addr.send(StopNode).await.unwrap();
+            stopper.stop().await;
+            crate::actors::test_support::wait_disconnected(&addr).await;
         });
     }
 
@@ -474,7 +477,7 @@ mod actor_tests {
         use crate::actors::spare::controls::SetHold;
         let dir = tempfile::tempdir().unwrap();
         let cell = Arc::new(ConfigCell::new(config(dir.path(), "0s")));
-        let (data, applied_tx) = data_shared(dir.path(), cell.clone(), "lan-1");
+        let (data, applied_tx, stopper) = data_shared(dir.path(), cell.clone(), "lan-1");
         let (log, applier) = crate::store::recovery::recover(dir.path(), 1 << 20).unwrap();
         let system = actix_rt::System::new();
         system.block_on(async {
@@ -526,7 +529,8 @@ mod actor_tests {
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
-            addr.send(StopNode).await.unwrap();
+            stopper.stop().await;
+            crate::actors::test_support::wait_disconnected(&addr).await;
         });
     }
 }
