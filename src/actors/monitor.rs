@@ -556,7 +556,7 @@ http = "127.0.0.1:6"
                 serde_json::json!({}),
                 "no spare answered: no lag to chart"
             );
-            stopper.stop().await;
+            crate::actors::test_support::stop_within_bound(stopper).await;
             crate::actors::test_support::wait_disconnected(&addr).await;
         });
     }

@@ -83,6 +83,15 @@ impl Stopper {
     }
 }
 
+impl Drop for Stopper {
+    /// A stopper dropped without `stop` (a start that failed half-way) still raises the
+    /// signal: the parts it started must not go on, and `is_stopped` must agree with
+    /// `stopped`.
+    fn drop(&mut self) {
+        self.signal.send_replace(true);
+    }
+}
+
 impl Stop {
     /// Whether the signal is up.
     pub fn is_stopped(&self) -> bool {
@@ -92,7 +101,7 @@ impl Stop {
     /// Resolves once the signal is up (at once if it is already).
     pub async fn stopped(&self) {
         let mut rx = self.signal.clone();
-        // An error means the stopper is gone, which only happens after the signal.
+        // An error means the stopper is gone, and a dropped stopper raises the signal.
         let _ = rx.wait_for(|up| *up).await;
     }
 
@@ -153,6 +162,14 @@ mod tests {
             assert!(stop.is_stopped());
             assert!(stop.enlist().is_none(), "no part starts after the stop");
         });
+    }
+
+    #[test]
+    fn a_stopper_dropped_without_stop_raises_the_signal() {
+        let (stopper, stop) = Stopper::new("test");
+        drop(stopper);
+        assert!(stop.is_stopped());
+        assert!(stop.enlist().is_none());
     }
 
     #[test]

@@ -59,6 +59,13 @@ pub fn data_shared(
     (Arc::new(shared), applied_tx, stopper)
 }
 
+/// Stops the incarnation, failing the test if that takes over 10 s.
+pub async fn stop_within_bound(stopper: Stopper) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopper.stop())
+        .await
+        .expect("the incarnation stops within 10 s");
+}
+
 /// Waits (at most 10 s) until `addr`'s actor stopped.
 pub async fn wait_disconnected<A: actix::Actor>(addr: &actix::Addr<A>) {
     let started = std::time::Instant::now();

@@ -256,8 +256,12 @@ pub async fn resume(state: web::Data<ApiState>) -> HttpResponse {
     respond(set_paused(&state, false).await)
 }
 
+/// `{"lsn": N}` or `{"lsn": null}`: the key is required (a body without it, or with a
+/// misspelt one, must not lift a stop LSN by accident).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UntilBody {
+    #[serde(deserialize_with = "Option::deserialize")]
     lsn: Option<u64>,
 }
 
@@ -268,8 +272,11 @@ pub async fn apply_until(state: web::Data<ApiState>, body: web::Bytes) -> HttpRe
 }
 
 async fn apply_until_inner(state: &ApiState, body: &[u8]) -> Result<Value> {
-    let b: UntilBody = serde_json::from_slice(body)
-        .map_err(|e| Error::InvalidInput(format!("expected {{\"lsn\": N}}: {e}")))?;
+    let b: UntilBody = serde_json::from_slice(body).map_err(|e| {
+        Error::InvalidInput(format!(
+            "expected {{\"lsn\": N}} or {{\"lsn\": null}} (null lifts it): {e}"
+        ))
+    })?;
     let (actor, spare) = spare_of(state)?;
     let applied = spare
         .apply
@@ -281,7 +288,16 @@ async fn apply_until_inner(state: &ApiState, body: &[u8]) -> Result<Value> {
             state.slot.name
         )));
     }
+    let before = spare.apply.gate().stop_at;
     let held = set_hold(&actor, SetHold::StopAt(b.lsn)).await?;
+    // The apply thread may have gone past `lsn` between the check and the change.
+    if let Some(lsn) = b.lsn.filter(|&l| l < held.applied) {
+        set_hold(&actor, SetHold::StopAt(before)).await?;
+        return Err(Error::InvalidInput(format!(
+            "{} applied LSN {}, past {lsn}, while the stop was being set: choose a spare that has not (a paused or delayed one)",
+            state.slot.name, held.applied
+        )));
+    }
     Ok(json!({ "node": state.slot.name, "stop_at": b.lsn, "applied_lsn": held.applied }))
 }
 

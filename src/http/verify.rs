@@ -76,10 +76,8 @@ async fn hold_inner(state: &ApiState) -> Result<Value> {
 /// `POST /v1/admin/verify/release`: lifts the verify's hold, whatever it is.
 pub async fn release(state: web::Data<ApiState>) -> HttpResponse {
     let run = async {
-        if let NodeAddr::Spare { actor, spare, .. } = state.slot.addr()? {
-            if let Some(cap) = spare.apply.gate().cap {
-                set_hold(&actor, SetHold::LiftCap(cap)).await?;
-            }
+        if let NodeAddr::Spare { actor, .. } = state.slot.addr()? {
+            set_hold(&actor, SetHold::LiftCap(None)).await?;
         }
         Ok(json!({ "released": true }))
     };
@@ -155,19 +153,22 @@ impl SpareAt {
             })
             .await;
         }
+        let mut cap = None;
         if self.applied() <= lsn {
-            let cap = SetHold::Cap {
+            let hold = SetHold::Cap {
                 lsn,
                 expires: Some(HOLD_TTL),
             };
-            set_hold(&self.actor, cap).await?;
+            cap = set_hold(&self.actor, hold).await?.cap;
             if let Err(e) = self.reach(lsn).await {
-                set_hold(&self.actor, SetHold::LiftCap(lsn)).await?;
+                set_hold(&self.actor, SetHold::LiftCap(cap)).await?;
                 return Err(e);
             }
         }
         let snap = blocking(move || Snapshot::open(&db)).await;
-        set_hold(&self.actor, SetHold::LiftCap(lsn)).await?;
+        if cap.is_some() {
+            set_hold(&self.actor, SetHold::LiftCap(cap)).await?;
+        }
         blocking(move || checked(&self.spare, &self.name, snap?, lsn)).await
     }
 

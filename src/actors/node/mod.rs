@@ -273,14 +273,14 @@ fn start_primary(
     let write_path = shared.stop.enlist().ok_or_else(|| {
         Error::Unavailable(format!("{} is stopping; retry in a moment", node.name))
     })?;
-    stop_writes_on_signal(shared.stop.clone(), writes.clone(), write_path);
     let committer = Committer::new(executor, log, epoch, committed.clone())
         .with_retention(shared.clone(), primary.clone())
         .with_lease(guard);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("{}-committer", node.name))
         .spawn(move || committer.run(jobs))
         .map_err(Error::io("start the write thread"))?;
+    stop_writes_on_signal(shared.stop.clone(), writes.clone(), write_path, thread);
     spawn_applied_mirror(committed.subscribe(), applied_tx);
     let actor = PrimaryActor::new(
         shared.clone(),
@@ -298,24 +298,24 @@ fn start_primary(
 }
 
 /// The committer blocks on its queue, so it learns of the stop through it: on the signal,
-/// a `Stop` job; the part counts as running until the committer closed the log and the
-/// database (it answers the job then).
+/// a `Stop` job. The part counts as running until the thread ended, having closed the log
+/// and the database (joined, not trusted to answer: a thread that stopped on a log error
+/// answers before it dropped them).
 fn stop_writes_on_signal(
     stop: Stop,
     writes: mpsc::Sender<crate::actors::primary::committer::Job>,
     running: Running,
+    thread: std::thread::JoinHandle<()>,
 ) {
     actix_rt::spawn(async move {
         stop.stopped().await;
-        let (ack, done) = std::sync::mpsc::channel();
-        if writes
+        let (ack, _answer) = std::sync::mpsc::channel();
+        // Refused when the thread already ended (a log error): the join below still waits.
+        let _ = writes
             .send(crate::actors::primary::committer::Job::Stop(ack))
-            .await
-            .is_ok()
-        {
-            // Bounded by the committer's lease wait and one group.
-            let _ = tokio::task::spawn_blocking(move || done.recv()).await;
-        }
+            .await;
+        // Bounded by the committer's lease wait and one group.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         drop(running);
     });
 }

@@ -50,6 +50,11 @@ pub struct NodeSlot {
     current: RwLock<Option<(Incarnation, NodeAddr)>>,
     /// Ends the running incarnation's parts (see `actors::stop`).
     stopper: std::sync::Mutex<Option<Stopper>>,
+    /// Held while an incarnation stops: a second stop (the node removed by a reload during
+    /// a role change) waits for the first.
+    stopping: tokio::sync::Mutex<()>,
+    /// Set once the node left the configuration: no incarnation starts any more.
+    shut: std::sync::atomic::AtomicBool,
     peer: RwLock<PeerTarget>,
     supervisor: Recipient<RoleCheck>,
     /// The listeners' tasks and the HTTP server, stopped when the node leaves the file.
@@ -106,6 +111,8 @@ impl NodeSlot {
             lock,
             current: RwLock::new(None),
             stopper: std::sync::Mutex::new(None),
+            stopping: tokio::sync::Mutex::new(()),
+            shut: std::sync::atomic::AtomicBool::new(false),
             peer: RwLock::new(PeerTarget::ControlOnly("starting".into())),
             supervisor: supervisor.clone(),
             peer_task: RwLock::new(None),
@@ -173,6 +180,12 @@ impl NodeSlot {
 
     /// Starts the incarnation `node.state` calls for (none may be running).
     pub fn start_incarnation(self: &Arc<Self>) -> Result<()> {
+        if self.shut.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Unavailable(format!(
+                "{} left the configuration; it starts no role",
+                self.name
+            )));
+        }
         let want = self.wanted();
         let node = self.node()?;
         let (addr, stopper) = match want {
@@ -206,6 +219,7 @@ impl NodeSlot {
     /// Stops the running incarnation and waits until every part of it ended: it released
     /// the log and the database.
     pub async fn stop_incarnation(&self) {
+        let _one_at_a_time = self.stopping.lock().await;
         *self.peer.write().expect("lock") =
             PeerTarget::ControlOnly(format!("{} is changing role; retry in a moment", self.name));
         self.current.write().expect("lock").take();
@@ -217,6 +231,7 @@ impl NodeSlot {
 
     /// Stops the node for good (it left the configuration): incarnation and listeners.
     pub async fn shut_down(&self) {
+        self.shut.store(true, std::sync::atomic::Ordering::Release);
         self.stop_incarnation().await;
         if let Some(task) = self.peer_task.write().expect("lock").take() {
             task.abort();

@@ -481,6 +481,11 @@ mod actor_tests {
             // A feeder is a part of the primary's incarnation: it ends with it.
             let (spare, data, prim, committed, to) = again;
             let feeder = Feeder::new(spare, data, prim, committed, to).start();
+            // Its dial is taken and left open: the feeder waits in the handshake.
+            let (_open, _) = tokio::time::timeout(BOUND, listener.accept())
+                .await
+                .expect("the second feeder dials")
+                .unwrap();
             tokio::time::timeout(BOUND, stopper.stop())
                 .await
                 .expect("the incarnation stops once its feeder did");

@@ -318,7 +318,7 @@ mod tests {
                 ["lan-1"],
                 "lan-2 left the configuration"
             );
-            stopper.stop().await;
+            crate::actors::test_support::stop_within_bound(stopper).await;
             crate::actors::test_support::wait_disconnected(&addr).await;
         });
     }

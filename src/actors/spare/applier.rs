@@ -57,7 +57,8 @@ pub struct ApplyState {
     /// Why applying is being retried, while it is (a fault of this host).
     pub retrying: Mutex<Option<String>>,
     /// The operator's controls: pause, delay, stop LSN (`core::apply_gate`).
-    pub gate: Mutex<crate::core::apply_gate::Gate>,
+    /// Written by the spare's actor only (`controls.rs`); everyone else reads [`ApplyState::gate`].
+    pub(super) gate: Mutex<crate::core::apply_gate::Gate>,
 }
 
 impl ApplyState {

@@ -26,10 +26,13 @@ pub enum SetHold {
     /// Apply exactly up to this LSN (a promotion `--until`); None lifts it.
     StopAt(Option<u64>),
     /// `spare verify`'s hold: apply nothing past `lsn`; lifted by itself after `expires`
-    /// if nothing lifted it before (the verify that set it died).
+    /// if nothing lifted it before (the verify that set it died). The answer's `cap`
+    /// names this hold for [`SetHold::LiftCap`].
     Cap { lsn: u64, expires: Option<Duration> },
-    /// Lifts the verify's hold if it is still at this LSN (a later verify may have moved it).
-    LiftCap(u64),
+    /// Lifts the verify's hold named `Some(cap)` if it is still the one in force (a later
+    /// verify may have set its own, even at the same LSN); `None` lifts whatever hold is in
+    /// force (`POST /v1/admin/verify/release`).
+    LiftCap(Option<u64>),
 }
 
 /// The gate after a change, and where the spare stood then.
@@ -38,6 +41,8 @@ pub struct Held {
     pub gate: Gate,
     pub applied: u64,
     pub flushed: u64,
+    /// The verify's hold in force, by the number its `Cap` was answered with.
+    pub cap: Option<u64>,
 }
 
 impl SpareActor {
@@ -53,6 +58,7 @@ impl SpareActor {
             gate: apply.gate(),
             applied: apply.applied.load(Ordering::Acquire),
             flushed: apply.flushed.load(Ordering::Acquire),
+            cap: self.cap.map(|(number, _)| number),
         }
     }
 
@@ -62,22 +68,28 @@ impl SpareActor {
             SetHold::Pause(paused) => self.change_gate(|g| g.paused = paused),
             SetHold::StopAt(lsn) => self.change_gate(|g| g.stop_at = lsn),
             SetHold::Cap { lsn, expires } => {
+                let number = self.cap.map_or(1, |(n, _)| n + 1);
+                self.cap = Some((number, lsn));
                 self.change_gate(|g| g.cap = Some(lsn));
                 if let Some(after) = expires {
                     actix::AsyncContext::run_later(ctx, after, move |act, _| {
-                        act.change_gate(|g| lift(g, lsn));
+                        act.lift_cap(Some(number))
                     });
                 }
             }
-            SetHold::LiftCap(lsn) => self.change_gate(|g| lift(g, lsn)),
+            SetHold::LiftCap(number) => self.lift_cap(number),
         }
         self.held()
     }
-}
 
-fn lift(gate: &mut Gate, lsn: u64) {
-    if gate.cap == Some(lsn) {
-        gate.cap = None;
+    fn lift_cap(&mut self, number: Option<u64>) {
+        let Some((current, _)) = self.cap else {
+            return;
+        };
+        if number.is_none_or(|n| n == current) {
+            self.cap = None;
+            self.change_gate(|g| g.cap = None);
+        }
     }
 }
 
@@ -99,8 +111,12 @@ impl Handler<SetHold> for SpareActor {
         AtomicResponse::new(Box::pin(persist.into_actor(self).map(
             move |written: Result<()>, act, ctx| {
                 written.map_err(|e| {
+                    let what = match change {
+                        SetHold::Pause(false) => "resume",
+                        _ => "pause",
+                    };
                     Error::Unavailable(format!(
-                        "cannot record the pause in {APPLY_STATE_FILE} ({e}); nothing changed"
+                        "cannot record the {what} in {APPLY_STATE_FILE} ({e}); applying goes on as before: fix the disk and run it again"
                     ))
                 })?;
                 Ok(act.hold(change, ctx))

@@ -26,6 +26,20 @@ use crate::net::handshake;
 use crate::wire::message::{Purpose, SeedResume};
 use crate::wire::{write_frame, Envelope, Message};
 
+/// Sends `message` to the primary, giving up once it takes nothing for the silence
+/// timeout: a primary that keeps the connection open but stopped reading must not hold
+/// this link (and a role change waiting for it) for ever.
+async fn send(shared: &SpareShared, wr: &mut OwnedWriteHalf, message: Message) -> Result<()> {
+    let silence = crate::actors::silence_timeout(shared.data.config().cluster.heartbeat);
+    tokio::time::timeout(silence, write_frame(wr, &envelope(shared, message)))
+        .await
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "the primary took nothing for {silence:?} (stalled)"
+            ))
+        })?
+}
+
 /// Marks the spare disconnected (and no longer seeding) when its link to the primary ends,
 /// unless a newer connection replaced it.
 struct LinkEnded {
@@ -215,7 +229,7 @@ async fn stream_from_primary(
         Message::Position { broken, .. } => broken.clone(),
         _ => None,
     };
-    write_frame(&mut wr, &envelope(shared, first)).await?;
+    send(shared, &mut wr, first).await?;
     shared.connected.store(true, Ordering::Release);
     let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
     let heard = crate::net::heard::Heard::now();
@@ -233,7 +247,7 @@ async fn stream_from_primary(
             }
             changed = applied_rx.changed() => {
                 if changed.is_err() { return Ok(()) }
-                write_frame(&mut wr, &envelope(shared, ack(shared))).await?;
+                send(shared, &mut wr, ack(shared)).await?;
             }
             _ = gen_rx.changed() => if *gen_rx.borrow() != generation { return Ok(()) },
             () = shared.data.stop.stopped() => return Ok(()),
@@ -247,7 +261,7 @@ async fn stream_from_primary(
                 if let Some(why) = failure.filter(|f| Some(f) != reported_broken.as_ref()) {
                     return Err(Error::Unavailable(format!("applying stopped ({why}); reconnecting to be re-seeded")));
                 }
-                write_frame(&mut wr, &envelope(shared, Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) })).await?;
+                send(shared, &mut wr, Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) }).await?;
             }
         }
     }
@@ -271,7 +285,7 @@ async fn alive_while<T>(
             done = &mut work => return done,
             _ = tick.tick(), if writable => {
                 let alive = Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) };
-                writable = write_frame(wr, &envelope(shared, alive)).await.is_ok();
+                writable = send(shared, wr, alive).await.is_ok();
             }
         }
     }
@@ -288,14 +302,14 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
         Message::Diverged { reason } => {
             tracing::warn!(%reason, "the primary says this spare's history diverged");
             let points = blocking(shared, probes).await?;
-            write_frame(wr, &envelope(shared, Message::Probes { points })).await
+            send(shared, wr, Message::Probes { points }).await
         }
         Message::SeedStart { snapshot, reason } => {
             tracing::info!(%reason, lsn = snapshot.position.lsn, bytes = snapshot.size, "receiving a seed");
             let size = snapshot.size;
             let offset = blocking(shared, move |s| s.seed.begin(&snapshot)).await?;
             *shared.seeding.lock().expect("lock") = Some((offset, size));
-            write_frame(wr, &envelope(shared, Message::SeedAck { offset })).await
+            send(shared, wr, Message::SeedAck { offset }).await
         }
         Message::SeedChunk { offset, crc, bytes } => {
             on_seed_chunk(shared, offset, crc, bytes, wr).await
@@ -308,7 +322,7 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
                 lsn = at.lsn,
                 "installed the seed; following the primary's log from here"
             );
-            write_frame(wr, &envelope(shared, position(shared)?)).await
+            send(shared, wr, position(shared)?).await
         }
         Message::KeepAlive { last_lsn } => {
             shared.primary_last.fetch_max(last_lsn, Ordering::AcqRel);
@@ -378,7 +392,7 @@ async fn on_records(
     let durable = alive_while(shared, wr, append).await?;
     shared.apply.flushed.store(durable.lsn, Ordering::Release);
     shared.wake_applier();
-    write_frame(wr, &envelope(shared, ack(shared))).await
+    send(shared, wr, ack(shared)).await
 }
 
 /// Writes one checked chunk of a seed and acknowledges how far the seed reached.
@@ -398,7 +412,7 @@ async fn on_seed_chunk(
     if let Some(p) = shared.seeding.lock().expect("lock").as_mut() {
         p.0 = offset;
     }
-    write_frame(wr, &envelope(shared, Message::SeedAck { offset })).await
+    send(shared, wr, Message::SeedAck { offset }).await
 }
 
 /// Decompresses an lz4 batch, refusing a size above the frame limit before allocating.

@@ -76,7 +76,9 @@ impl SpareShared {
     /// [`open_log`]: SpareShared::open_log
     fn close(&self) {
         debug_assert!(self.data.stop.is_stopped(), "closed after the stop signal");
-        drop(self.log.lock().expect("log lock"));
+        // Under the log lock: a seed install restarts the apply thread under it too, so
+        // the thread stopped here is the last one.
+        let _log = self.log.lock().expect("log lock");
         self.stop_applier();
     }
 
@@ -153,11 +155,13 @@ impl SpareShared {
             .flushed
             .store(info.position.lsn, Ordering::Release);
         self.received.store(info.position.lsn, Ordering::Release);
-        drop(log);
+        // Still under the log lock: `close` stops the apply thread under it, so it never
+        // misses the one started here.
         self.start_applier(Applier::new(sqlite::open(
             &data_dir.join(sqlite::DB_FILE),
             ConnKind::Applier,
         )?)?)?;
+        drop(log);
         *self.diverged.lock().expect("lock") = None;
         Ok(info.position)
     }
@@ -224,6 +228,8 @@ pub struct SpareActor {
     pending: Option<Applier>,
     /// Held while the actor runs (`actors::stop`).
     _running: Option<crate::actors::stop::Running>,
+    /// The verify's hold in force: (its number, its LSN); see `controls.rs`.
+    cap: Option<(u64, u64)>,
 }
 
 impl SpareActor {
@@ -263,6 +269,7 @@ impl SpareActor {
             fenced,
             pending: Some(applier),
             _running: None,
+            cap: None,
         }
     }
 
@@ -332,18 +339,20 @@ impl Actor for SpareActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let stop = self.shared.data.stop.clone();
         self._running = crate::actors::stop::bind(&stop, ctx);
+        // The closing part first: an incarnation already stopping starts no apply thread.
+        let Some(closing) = stop.enlist() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        actix_rt::spawn(async move {
+            stop.stopped().await;
+            let _ = tokio::task::spawn_blocking(move || shared.close()).await;
+            drop(closing);
+        });
         let applier = self.pending.take().expect("started once");
         if let Err(e) = self.shared.start_applier(applier) {
             tracing::error!(cause = %e, "cannot start the apply thread; stopping");
             actix::System::current().stop();
-        }
-        if let Some(closing) = stop.enlist() {
-            let shared = self.shared.clone();
-            actix_rt::spawn(async move {
-                stop.stopped().await;
-                let _ = tokio::task::spawn_blocking(move || shared.close()).await;
-                drop(closing);
-            });
         }
     }
 }
@@ -467,7 +476,7 @@ mod actor_tests {
             addr.send(ConfigChanged).await.unwrap();
             let s = spare_status(addr.send(GetStatus).await.unwrap());
             assert_eq!(s.apply_delay_s, 30.0, "the reload's delay is in force");
-            stopper.stop().await;
+            crate::actors::test_support::stop_within_bound(stopper).await;
             crate::actors::test_support::wait_disconnected(&addr).await;
         });
     }
@@ -498,15 +507,27 @@ mod actor_tests {
             addr.send(SetHold::StopAt(None)).await.unwrap().unwrap();
             addr.send(SetHold::Pause(false)).await.unwrap().unwrap();
             assert!(!load_paused(dir.path()), "apply.json says resumed");
-            // A verify's cap: lifted only at its own LSN, and by itself once it expires.
+            // A verify's cap: lifted only by its own number (a later verify's at the same
+            // LSN stays), and by itself once it expires.
             let cap = SetHold::Cap {
                 lsn: 3,
                 expires: None,
             };
-            assert_eq!(addr.send(cap).await.unwrap().unwrap().gate.cap, Some(3));
-            let other = addr.send(SetHold::LiftCap(4)).await.unwrap().unwrap();
-            assert_eq!(other.gate.cap, Some(3), "another verify's lift leaves it");
-            let lifted = addr.send(SetHold::LiftCap(3)).await.unwrap().unwrap();
+            let first = addr.send(cap).await.unwrap().unwrap();
+            assert_eq!(first.gate.cap, Some(3));
+            let second = addr.send(cap).await.unwrap().unwrap();
+            assert_ne!(first.cap, second.cap);
+            let other = addr
+                .send(SetHold::LiftCap(first.cap))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(other.gate.cap, Some(3), "an older verify's lift leaves it");
+            let lifted = addr
+                .send(SetHold::LiftCap(second.cap))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(lifted.gate.cap, None);
             let expiring = SetHold::Cap {
                 lsn: 7,
@@ -515,7 +536,7 @@ mod actor_tests {
             addr.send(expiring).await.unwrap().unwrap();
             let started = std::time::Instant::now();
             while addr
-                .send(SetHold::LiftCap(0))
+                .send(SetHold::LiftCap(Some(0)))
                 .await
                 .unwrap()
                 .unwrap()
@@ -529,7 +550,31 @@ mod actor_tests {
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
-            stopper.stop().await;
+            crate::actors::test_support::stop_within_bound(stopper).await;
+            crate::actors::test_support::wait_disconnected(&addr).await;
+        });
+    }
+
+    #[test]
+    fn a_pause_that_cannot_be_recorded_is_refused_and_changes_nothing() {
+        use crate::actors::spare::controls::SetHold;
+        let dir = tempfile::tempdir().unwrap();
+        let cell = Arc::new(ConfigCell::new(config(dir.path(), "0s")));
+        let (data, applied_tx, stopper) = data_shared(dir.path(), cell.clone(), "lan-1");
+        let (log, applier) = crate::store::recovery::recover(dir.path(), 1 << 20).unwrap();
+        // A directory where the write's temporary file goes: the write fails.
+        std::fs::create_dir(dir.path().join(APPLY_STATE_FILE).with_extension("tmp")).unwrap();
+        let system = actix_rt::System::new();
+        system.block_on(async {
+            let actor = SpareActor::new(data, log, applier, Arc::new(applied_tx), false);
+            let addr = actor.start();
+            let e = addr.send(SetHold::Pause(true)).await.unwrap().unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("cannot record the pause in apply.json"), "{e}");
+            let s = spare_status(addr.send(GetStatus).await.unwrap());
+            assert!(!s.paused, "the gate did not change");
+            assert!(!load_paused(dir.path()), "nor the file");
+            crate::actors::test_support::stop_within_bound(stopper).await;
             crate::actors::test_support::wait_disconnected(&addr).await;
         });
     }
