@@ -229,6 +229,11 @@ impl NodeSlot {
         }
     }
 
+    /// Whether the node left the configuration (it starts no role any more).
+    pub fn is_shut(&self) -> bool {
+        self.shut.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Stops the node for good (it left the configuration): incarnation and listeners.
     pub async fn shut_down(&self) {
         self.shut.store(true, std::sync::atomic::Ordering::Release);

@@ -304,6 +304,10 @@ impl Handler<RoleCheck> for SupervisorActor {
                 .into_actor(self)
                 .map(move |(), act, ctx| {
                     act.changing.remove(&msg.node);
+                    if slot.is_shut() {
+                        tracing::info!(node = %msg.node, "not starting a new role: the node left the configuration");
+                        return;
+                    }
                     if let Err(e) = slot.start_incarnation() {
                         tracing::error!(node = %msg.node, cause = %e, "cannot start the node in its new role; restart the process");
                         return;

@@ -68,7 +68,8 @@ impl SpareActor {
             SetHold::Pause(paused) => self.change_gate(|g| g.paused = paused),
             SetHold::StopAt(lsn) => self.change_gate(|g| g.stop_at = lsn),
             SetHold::Cap { lsn, expires } => {
-                let number = self.cap.map_or(1, |(n, _)| n + 1);
+                let number = self.next_cap;
+                self.next_cap += 1;
                 self.cap = Some((number, lsn));
                 self.change_gate(|g| g.cap = Some(lsn));
                 if let Some(after) = expires {

@@ -273,16 +273,17 @@ async fn alive_while<T>(
     shared: &Arc<SpareShared>,
     wr: &mut OwnedWriteHalf,
     work: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
+) -> Result<(T, bool)> {
     tokio::pin!(work);
     let mut tick = tokio::time::interval(shared.data.config().cluster.heartbeat);
     tick.tick().await;
-    // A keep-alive that cannot be written stops the keep-alives, not the work: what the
-    // work makes durable is still reported (the next write on the link fails anyway).
+    // A keep-alive that cannot be written stops the keep-alives, not the work; the caller
+    // learns it (false) and ends the link once it recorded the work: a write cut by its
+    // timeout may have left half a frame on the socket, so nothing more may follow it.
     let mut writable = true;
     loop {
         tokio::select! {
-            done = &mut work => return done,
+            done = &mut work => return done.map(|d| (d, writable)),
             _ = tick.tick(), if writable => {
                 let alive = Message::KeepAlive { last_lsn: shared.apply.flushed.load(Ordering::Acquire) };
                 writable = send(shared, wr, alive).await.is_ok();
@@ -389,9 +390,14 @@ async fn on_records(
         s.maintain_log(&mut log)?;
         Ok(durable)
     });
-    let durable = alive_while(shared, wr, append).await?;
+    let (durable, writable) = alive_while(shared, wr, append).await?;
     shared.apply.flushed.store(durable.lsn, Ordering::Release);
     shared.wake_applier();
+    if !writable {
+        return Err(Error::Unavailable(
+            "the primary took no keep-alive while a batch was being made durable".into(),
+        ));
+    }
     send(shared, wr, ack(shared)).await
 }
 

@@ -230,6 +230,9 @@ pub struct SpareActor {
     _running: Option<crate::actors::stop::Running>,
     /// The verify's hold in force: (its number, its LSN); see `controls.rs`.
     cap: Option<(u64, u64)>,
+    /// The number the next verify's hold gets: never reused, so a late lift of an older
+    /// hold cannot lift a newer one.
+    next_cap: u64,
 }
 
 impl SpareActor {
@@ -270,6 +273,7 @@ impl SpareActor {
             pending: Some(applier),
             _running: None,
             cap: None,
+            next_cap: 1,
         }
     }
 
@@ -464,6 +468,7 @@ mod actor_tests {
         let system = actix_rt::System::new();
         system.block_on(async {
             let actor = SpareActor::new(data, log, applier, Arc::new(applied_tx), false);
+            let shared = actor.shared();
             let addr = actor.start();
             let s = spare_status(addr.send(GetStatus).await.unwrap());
             assert_eq!(
@@ -478,6 +483,10 @@ mod actor_tests {
             assert_eq!(s.apply_delay_s, 30.0, "the reload's delay is in force");
             crate::actors::test_support::stop_within_bound(stopper).await;
             crate::actors::test_support::wait_disconnected(&addr).await;
+            assert!(
+                shared.applier.lock().unwrap().is_none(),
+                "the apply thread stopped with the incarnation"
+            );
         });
     }
 
@@ -529,6 +538,22 @@ mod actor_tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(lifted.gate.cap, None);
+            let third = addr.send(cap).await.unwrap().unwrap();
+            assert!(
+                third.cap != first.cap && third.cap != second.cap,
+                "numbers are never reused"
+            );
+            let late = addr
+                .send(SetHold::LiftCap(first.cap))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                late.gate.cap,
+                Some(3),
+                "a late lift of an old hold leaves the new one"
+            );
+            addr.send(SetHold::LiftCap(None)).await.unwrap().unwrap();
             let expiring = SetHold::Cap {
                 lsn: 7,
                 expires: Some(std::time::Duration::from_millis(50)),
