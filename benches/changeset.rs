@@ -76,7 +76,9 @@ fn records(n: usize) -> Vec<Record> {
 fn apply(c: &mut Criterion) {
     let mut g = c.benchmark_group("apply");
     g.sample_size(10);
-    for batch in [1usize, 1000] {
+    // 1 and 2: a spare under a steady load (each fsynced batch holds one or two records);
+    // 1000: catching up.
+    for batch in [1usize, 2, 10, 1000] {
         let recs = records(5000);
         g.throughput(Throughput::Elements(5000));
         g.bench_with_input(

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::log::{Record, RecordKind};
 use crate::store::session::apply_changeset;
 use crate::store::value::bind;
-use crate::store::{meta, schema, TxnPayload};
+use crate::store::{meta, run_cached, schema, TxnPayload};
 
 /// Applies records in order on an applier connection; `expected_first` is the LSN the
 /// database expects next (applied + 1). Returns the new applied position.
@@ -20,6 +20,11 @@ pub struct Applier {
     conn: Connection,
     applied_lsn: u64,
     applied_time_ms: u64,
+    /// The schema checksum, with the `PRAGMA schema_version` it was computed at. SQLite
+    /// bumps that counter on every schema change, through any connection or process, so
+    /// an unchanged counter means an unchanged schema: the checksum (a read of
+    /// `sqlite_schema` and a hash) is computed again only when it moved.
+    schema: Option<(i64, u64)>,
 }
 
 impl Applier {
@@ -29,6 +34,7 @@ impl Applier {
             conn,
             applied_lsn,
             applied_time_ms,
+            schema: None,
         })
     }
 
@@ -47,31 +53,49 @@ impl Applier {
             self.applied_lsn + 1,
             "records must continue the applied history"
         );
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        // Read afresh: a schema changed behind spare's back (someone editing the spare's
-        // file) must show up as divergence, not as silently skipped changes.
-        let mut schema = match schema::checksum(&self.conn) {
+        run_cached(&self.conn, "BEGIN IMMEDIATE")?;
+        // Checked in every batch: a schema changed behind spare's back (someone editing the
+        // spare's file) must show up as divergence, not as silently skipped changes.
+        let mut schema = match self.schema_checksum() {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = run_cached(&self.conn, "ROLLBACK");
                 return Err(e);
             }
         };
         let outcome = records
             .iter()
             .try_for_each(|r| apply_one(&self.conn, r, &mut schema))
-            .and_then(|()| meta::set_applied(&self.conn, last.lsn, last.time_ms));
-        match outcome.and_then(|()| Ok(self.conn.execute_batch("COMMIT")?)) {
+            .and_then(|()| meta::set_applied_cached(&self.conn, last.lsn, last.time_ms));
+        match outcome.and_then(|()| Ok(run_cached(&self.conn, "COMMIT")?)) {
             Ok(()) => {
                 self.applied_lsn = last.lsn;
                 self.applied_time_ms = last.time_ms;
                 Ok(())
             }
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                // The batch's DDL (if any) is rolled back too: forget the checksum.
+                self.schema = None;
+                let _ = run_cached(&self.conn, "ROLLBACK");
                 Err(e)
             }
         }
+    }
+
+    /// This database's schema checksum now (inside the batch's transaction), computed
+    /// again only when `PRAGMA schema_version` moved since the last time.
+    fn schema_checksum(&mut self) -> Result<u64> {
+        let version: i64 = self
+            .conn
+            .prepare_cached("PRAGMA schema_version")?
+            .query_row([], |r| r.get(0))?;
+        if let Some((at, sum)) = self.schema.filter(|(at, _)| *at == version) {
+            debug_assert_eq!(at, version);
+            return Ok(sum);
+        }
+        let sum = schema::checksum(&self.conn)?;
+        self.schema = Some((version, sum));
+        Ok(sum)
     }
 
     pub fn connection(&self) -> &Connection {

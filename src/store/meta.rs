@@ -29,10 +29,34 @@ pub fn applied(conn: &Connection) -> Result<(u64, u64)> {
     Ok((get(conn, "applied_lsn")?, get(conn, "applied_time_ms")?))
 }
 
-/// Records the applied position; call inside the transaction that applies it.
+/// Sets one key of the meta table (the table's name is `META_TABLE`).
+const SET_META: &str = "INSERT INTO _spare_meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
+/// Records the applied position; call inside the transaction that applies it. Compiled
+/// afresh: on the writer, client SQL is looked up in the same statement cache by its text,
+/// and a cached statement is not authorized again (a client sending this very text would
+/// run our compiled write to the meta table).
 pub fn set_applied(conn: &Connection, lsn: u64, time_ms: u64) -> Result<()> {
-    let sql = format!("INSERT INTO {META_TABLE} (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
-    conn.execute(&sql, rusqlite::params!["applied_lsn", lsn as i64])?;
-    conn.execute(&sql, rusqlite::params!["applied_time_ms", time_ms as i64])?;
+    set_with(&mut conn.prepare(SET_META)?, lsn, time_ms)
+}
+
+/// [`set_applied`] from the connection's statement cache: only for a connection that never
+/// runs client SQL (the spare's applier), where it is parsed once instead of per batch.
+pub fn set_applied_cached(conn: &Connection, lsn: u64, time_ms: u64) -> Result<()> {
+    let mut set = conn.prepare_cached(SET_META)?;
+    set_with(&mut set, lsn, time_ms)
+}
+
+fn set_with(set: &mut rusqlite::Statement<'_>, lsn: u64, time_ms: u64) -> Result<()> {
+    set.execute(rusqlite::params!["applied_lsn", lsn as i64])?;
+    set.execute(rusqlite::params!["applied_time_ms", time_ms as i64])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_compiled_meta_statement_names_the_meta_table() {
+        assert!(super::SET_META.starts_with(&format!("INSERT INTO {} ", super::META_TABLE)));
+    }
 }

@@ -76,6 +76,21 @@ pub enum ConnKind {
     Snapshot,
 }
 
+/// Statements each connection keeps compiled (`prepare_cached`): the writer's client
+/// statements, the apply thread's own (transaction control, meta, schema checks,
+/// sequences); parsing the latter again for every batch showed at the top of a spare's
+/// profile (issue 17).
+const STATEMENT_CACHE: usize = 32;
+
+/// Runs one of spare's own statements (no parameters, no rows) from the connection's cache
+/// of compiled statements: `BEGIN IMMEDIATE`, `COMMIT`... Only on a connection that never
+/// runs client SQL (the spare's applier): the cache is keyed by the SQL text and a cached
+/// statement is not authorized again, so on the writer a client's `COMMIT` would reuse our
+/// compiled one past the guard (`guard_tests` caught exactly that).
+pub(crate) fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Opens the node's database for one purpose (see the module doc).
 pub fn open(path: &Path, kind: ConnKind) -> Result<Connection> {
     let flags = match kind {
@@ -89,6 +104,7 @@ pub fn open(path: &Path, kind: ConnKind) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| Error::Sql(format!("cannot open database {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     match kind {
         ConnKind::Reader => conn.execute_batch("PRAGMA query_only = ON")?,
         ConnKind::Snapshot => {}

@@ -101,18 +101,16 @@ pub fn sequences(conn: &Connection) -> Result<BTreeMap<String, i64>> {
     Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
 
-/// Sets AUTOINCREMENT counters to the primary's values (on a spare).
+/// Sets AUTOINCREMENT counters to the primary's values (on a spare's applier, which runs no
+/// client SQL: its statements come from the cache, see `store::run_cached`).
 pub fn set_sequences(conn: &Connection, seqs: &[(String, i64)]) -> Result<()> {
     for (name, seq) in seqs {
-        let updated = conn.execute(
-            "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1",
-            rusqlite::params![name, seq],
-        )?;
+        let updated = conn
+            .prepare_cached("UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1")?
+            .execute(rusqlite::params![name, seq])?;
         if updated == 0 {
-            conn.execute(
-                "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
-                rusqlite::params![name, seq],
-            )?;
+            conn.prepare_cached("INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)")?
+                .execute(rusqlite::params![name, seq])?;
         }
     }
     Ok(())
