@@ -459,15 +459,24 @@ mod actor_tests {
         }
     }
 
+    /// lan-1's actor on a recovered empty data directory, and its incarnation's stopper.
+    fn spare_actor(
+        dir: &std::path::Path,
+        cell: &Arc<ConfigCell>,
+    ) -> (SpareActor, crate::actors::stop::Stopper) {
+        let (data, applied_tx, stopper) = data_shared(dir, cell.clone(), "lan-1");
+        let (log, applier) = crate::store::recovery::recover(dir, 1 << 20).unwrap();
+        let actor = SpareActor::new(data, log, applier, Arc::new(applied_tx), false);
+        (actor, stopper)
+    }
+
     #[test]
     fn the_spare_reports_its_positions_and_takes_a_new_apply_delay_from_a_reload() {
         let dir = tempfile::tempdir().unwrap();
         let cell = Arc::new(ConfigCell::new(config(dir.path(), "0s")));
-        let (data, applied_tx, stopper) = data_shared(dir.path(), cell.clone(), "lan-1");
-        let (log, applier) = crate::store::recovery::recover(dir.path(), 1 << 20).unwrap();
+        let (actor, stopper) = spare_actor(dir.path(), &cell);
         let system = actix_rt::System::new();
         system.block_on(async {
-            let actor = SpareActor::new(data, log, applier, Arc::new(applied_tx), false);
             let shared = actor.shared();
             let addr = actor.start();
             let s = spare_status(addr.send(GetStatus).await.unwrap());
@@ -495,11 +504,9 @@ mod actor_tests {
         use crate::actors::spare::controls::SetHold;
         let dir = tempfile::tempdir().unwrap();
         let cell = Arc::new(ConfigCell::new(config(dir.path(), "0s")));
-        let (data, applied_tx, stopper) = data_shared(dir.path(), cell.clone(), "lan-1");
-        let (log, applier) = crate::store::recovery::recover(dir.path(), 1 << 20).unwrap();
+        let (actor, stopper) = spare_actor(dir.path(), &cell);
         let system = actix_rt::System::new();
         system.block_on(async {
-            let actor = SpareActor::new(data, log, applier, Arc::new(applied_tx), false);
             let addr = actor.start();
             let held = addr.send(SetHold::Pause(true)).await.unwrap().unwrap();
             assert!(held.gate.paused);
@@ -585,13 +592,11 @@ mod actor_tests {
         use crate::actors::spare::controls::SetHold;
         let dir = tempfile::tempdir().unwrap();
         let cell = Arc::new(ConfigCell::new(config(dir.path(), "0s")));
-        let (data, applied_tx, stopper) = data_shared(dir.path(), cell.clone(), "lan-1");
-        let (log, applier) = crate::store::recovery::recover(dir.path(), 1 << 20).unwrap();
+        let (actor, stopper) = spare_actor(dir.path(), &cell);
         // A directory where the write's temporary file goes: the write fails.
         std::fs::create_dir(dir.path().join(APPLY_STATE_FILE).with_extension("tmp")).unwrap();
         let system = actix_rt::System::new();
         system.block_on(async {
-            let actor = SpareActor::new(data, log, applier, Arc::new(applied_tx), false);
             let addr = actor.start();
             let e = addr.send(SetHold::Pause(true)).await.unwrap().unwrap_err();
             let e = e.to_string();
