@@ -28,7 +28,15 @@ pub struct Applier {
 }
 
 impl Applier {
+    /// Takes an applier connection (`ConnKind::Applier`): foreign keys off, triggers off.
     pub fn new(conn: Connection) -> Result<Self> {
+        // Changesets hold the effects of the primary's foreign-key actions; running them
+        // again here would change rows the primary did not (see `apply_changeset`).
+        let foreign_keys: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+        assert_eq!(
+            foreign_keys, 0,
+            "an applier connection has foreign keys off"
+        );
         let (applied_lsn, applied_time_ms) = meta::applied(&conn)?;
         Ok(Applier {
             conn,

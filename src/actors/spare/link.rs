@@ -243,7 +243,7 @@ async fn stream_from_primary(
             frame = frames.recv() => {
                 let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
                 shared.last_heard_ms.store(now_ms(), Ordering::Release);
-                on_frame(shared, env, &mut wr).await?;
+                on_frames(shared, env, &mut frames, &mut wr).await?;
             }
             changed = applied_rx.changed() => {
                 if changed.is_err() { return Ok(()) }
@@ -292,14 +292,58 @@ async fn alive_while<T>(
     }
 }
 
+/// Handles `first` and, when it is a batch of records, every batch already queued behind it
+/// (at most [`LINK_FRAME_QUEUE`]): one append, one fsync and one acknowledgement for all of
+/// them. A spare that fell behind (a slow disk, a busy machine) thus catches up by whole
+/// queues instead of paying an fsync per frame. A frame of another kind met in the queue is
+/// handled right after the batches, in order; a read error after them ends the link once
+/// they are durable.
+async fn on_frames(
+    shared: &Arc<SpareShared>,
+    first: Envelope,
+    frames: &mut mpsc::Receiver<Result<Envelope>>,
+    wr: &mut OwnedWriteHalf,
+) -> Result<()> {
+    let mut records = match records_of(first)? {
+        Ok(records) => records,
+        Err(other) => return on_frame(shared, other, wr).await,
+    };
+    let mut after = None;
+    while let Ok(frame) = frames.try_recv() {
+        match frame.map(records_of) {
+            Ok(Ok(Ok(more))) => records.extend(more),
+            Ok(Ok(Err(other))) => {
+                after = Some(Ok(other));
+                break;
+            }
+            Ok(Err(e)) | Err(e) => {
+                after = Some(Err(e));
+                break;
+            }
+        }
+    }
+    on_records(shared, records, wr).await?;
+    match after {
+        Some(Ok(env)) => on_frame(shared, env, wr).await,
+        Some(Err(e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The checked records of a batch frame (`Ok(Ok)`), or the frame itself if it is not a
+/// batch (`Ok(Err)`); a batch that fails its checks is an error.
+fn records_of(env: Envelope) -> Result<std::result::Result<Vec<Record>, Envelope>> {
+    match unpack(env.message)? {
+        Message::Records { count, bytes } => Ok(Ok(checked_batch(&bytes, count, env.epoch)?)),
+        message => Ok(Err(Envelope { message, ..env })),
+    }
+}
+
 /// Handles one frame from the primary: the decisions on what it holds are pure
 /// ([`unpack`], [`checked_batch`]); what they lead to (log, seed, answers) is done here.
+/// Batches of records are taken by [`on_frames`] before they reach here.
 async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteHalf) -> Result<()> {
-    match unpack(env.message)? {
-        Message::Records { count, bytes } => {
-            let records = checked_batch(&bytes, count, env.epoch)?;
-            on_records(shared, records, wr).await
-        }
+    match env.message {
         Message::Diverged { reason } => {
             tracing::warn!(%reason, "the primary says this spare's history diverged");
             let points = blocking(shared, probes).await?;
