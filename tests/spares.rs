@@ -138,6 +138,75 @@ fn spare_cut_off_past_the_retention_budget_is_reseeded_and_converges() {
     c.wait_applied("lan-1", next);
 }
 
+/// Rewrites one row `times` times with `bytes` of text: much log, a small database.
+fn rewrite_one_row(c: &Cluster, times: usize, bytes: usize) -> u64 {
+    let mut lsn = 0;
+    for i in 0..times {
+        let body = format!("{i:08}").repeat(bytes / 8);
+        let r = c.execute_on(
+            "main",
+            json!({ "sql": "UPDATE blob_rows SET body = ? WHERE id = 1", "params": [body] }),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        lsn = r.body["lsn"].as_u64().unwrap();
+    }
+    lsn
+}
+
+/// The primary's log lines about seeding `spare` to save time.
+fn seeded_to_save_time(c: &Cluster, spare: &str) -> bool {
+    c.log("main").lines().any(|l| {
+        l.contains("seeding spare from a snapshot")
+            && l.contains(&format!("spare={spare}"))
+            && l.contains("would take longer than copying")
+    })
+}
+
+#[test]
+fn spare_that_missed_more_log_than_a_copy_costs_is_seeded_and_a_paused_one_replays() {
+    let mut c = Cluster::new(2, false);
+    c.non_voting("lan-1");
+    c.non_voting("lan-2");
+    c.start_all();
+    create_table(&c);
+    let first = c.exec(
+        "INSERT INTO blob_rows (id, body) VALUES (1, 'x')",
+        json!([]),
+    );
+    c.wait_applied("lan-1", first);
+    c.wait_applied("lan-2", first);
+    let out = c.cli(&["pause", "lan-2"]);
+    assert!(out.status.success(), "{out:?}");
+    c.kill("lan-1");
+    c.kill("lan-2");
+    // About 24 MB of log (old and new value of each update) for a database under 1 MB.
+    let last = rewrite_one_row(&c, 60, 200 * 1024);
+    c.start("lan-1");
+    c.start("lan-2");
+    c.wait_applied("lan-1", last);
+    assert!(seeded_to_save_time(&c, "lan-1"), "{}", c.log("main"));
+    assert_eq!(dump(&c, "lan-1", last), dump(&c, "main", last));
+    // The paused spare keeps its history: it receives the log and applies nothing.
+    let mut seen = Value::Null;
+    let received = (0..300).any(|_| {
+        seen = c.status("lan-2");
+        std::thread::sleep(Duration::from_millis(100));
+        seen["flushed_lsn"].as_u64().is_some_and(|f| f >= last)
+    });
+    assert!(
+        received,
+        "lan-2 never received up to {last}: {seen}\n{}\n{}",
+        c.log("main"),
+        c.log("lan-2")
+    );
+    assert_eq!(c.applied("lan-2"), first, "a paused spare applies nothing");
+    assert!(!seeded_to_save_time(&c, "lan-2"), "{}", c.log("main"));
+    let out = c.cli(&["resume", "lan-2"]);
+    assert!(out.status.success(), "{out:?}");
+    c.wait_applied("lan-2", last);
+    assert_eq!(dump(&c, "lan-2", last), dump(&c, "main", last));
+}
+
 #[test]
 fn interrupted_seed_resumes_where_it_stopped_and_converges() {
     let mut c = Cluster::new(1, false);

@@ -26,9 +26,11 @@ pub fn silence_timeout(heartbeat: Duration) -> Duration {
     PEER_SILENCE_TIMEOUT.max(heartbeat * 4)
 }
 const _: () = assert!(PEER_SILENCE_TIMEOUT.as_millis() >= 4 * KEEPALIVE_INTERVAL.as_millis());
-/// First and largest pause before redialling a spare.
+/// First and largest pause before redialling a spare. A spare that comes back waits for
+/// the next dial before it catches up: the largest pause is most of that wait (a refused
+/// dial costs the primary next to nothing, so it can be short).
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
-pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Dialling a spare gives up after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Frames a link buffers between its socket reader and its loop.

@@ -26,7 +26,10 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
             args.clients, args.duration
         );
         let c = LocalCluster::start(&root.0, &format!("spares-{n}"), n)?;
-        healthy.insert(n.to_string(), measure(&c.primary(), &c.spares(), args)?);
+        let before = c.cpu_seconds();
+        let mut figures = measure(&c.primary(), &c.spares(), args)?;
+        figures["cpu_us_per_commit"] = cpu_per_commit(&before, &c.cpu_seconds(), &figures);
+        healthy.insert(n.to_string(), figures);
     }
     eprintln!("bench: 2 spares, one stalled");
     let c = LocalCluster::start(&root.0, "stalled", 2)?;
@@ -51,6 +54,30 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
             "commits_stalled_vs_healthy_2_spares": ratio(cps(&stalled), cps(&healthy["2"])),
         },
     }))
+}
+
+/// CPU time each role's process spent per acknowledged commit during a run (µs; all
+/// threads, user and system): the primary's, and each spare's with their mean.
+fn cpu_per_commit(before: &[(String, f64)], after: &[(String, f64)], figures: &Value) -> Value {
+    let commits = figures["commits"].as_u64().unwrap_or(0).max(1) as f64;
+    let used = |name: &str| {
+        let at = |v: &[(String, f64)]| v.iter().find(|(n, _)| n == name).map_or(0.0, |x| x.1);
+        (at(after) - at(before)).max(0.0) * 1e6 / commits
+    };
+    let spares: Vec<(String, f64)> = after
+        .iter()
+        .filter(|(n, _)| n != "main")
+        .map(|(n, _)| (n.clone(), used(n)))
+        .collect();
+    let mean = match spares.len() {
+        0 => Value::Null,
+        k => json!(spares.iter().map(|x| x.1).sum::<f64>() / k as f64),
+    };
+    json!({
+        "primary": used("main"),
+        "spare_mean": mean,
+        "spares": spares.into_iter().map(|(n, v)| (n, json!(v))).collect::<serde_json::Map<String, Value>>(),
+    })
 }
 
 /// Stops a spare, writes the volume, resumes it, and times its catch-up from the moment it

@@ -27,6 +27,12 @@ pub enum Next {
 }
 
 impl Gate {
+    /// Whether anything holds applying back (a pause, a delay, a stop LSN, a verify's cap):
+    /// such a spare keeps its history and is never re-seeded to save time.
+    pub fn holds(&self) -> bool {
+        self.paused || self.delay_ms > 0 || self.stop_at.is_some() || self.cap.is_some()
+    }
+
     /// `applied` and `flushed` LSNs; `next_time_ms`: commit time of record `applied + 1` (if
     /// flushed); `now_ms`; at most `batch` records at once.
     pub fn next(

@@ -201,6 +201,28 @@ fn cut_segment(path: &Path, len: u64) -> Result<()> {
         .map_err(Error::io(format!("truncate {}", path.display())))
 }
 
+/// About how many bytes the log in `dir` holds after record `lsn`: every segment that
+/// starts after it, and of the segment holding it the share of its records that follow it
+/// (`last_lsn`: the log's last record). An estimate, for choosing how to catch a spare up.
+pub fn bytes_after(dir: &Path, lsn: u64, last_lsn: u64) -> Result<u64> {
+    let firsts = segment::list_segments(dir)?;
+    let mut total = 0u64;
+    for (i, &first) in firsts.iter().enumerate() {
+        let last = firsts.get(i + 1).map_or(last_lsn, |next| next - 1);
+        if last <= lsn || last < first {
+            continue;
+        }
+        let path = segment::segment_path(dir, first);
+        let size = std::fs::metadata(&path)
+            .map_err(Error::io(format!("read the size of {}", path.display())))?
+            .len();
+        let records = last - first + 1;
+        let after = (last - lsn).min(records);
+        total += (size as u128 * after as u128 / records as u128) as u64;
+    }
+    Ok(total)
+}
+
 /// The LSN of the last whole record in the segments of `dir` (an archive, which has no base
 /// file), or None if it holds no segment.
 pub fn last_lsn_in(dir: &Path) -> Result<Option<u64>> {

@@ -323,3 +323,32 @@ fn a_sync_mark_holds_only_with_its_segments_salt_and_its_own_offset() {
     assert!(!segment::is_mark_at(&m, 8, 40), "another segment's salt");
     assert!(!segment::is_mark_at(&m, 7, 56), "moved elsewhere");
 }
+
+#[test]
+fn bytes_after_an_lsn_shrink_to_nothing_at_the_end_and_cover_every_segment_from_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let end = write_records(tmp.path(), 400, Some(2048));
+    let segments = segment::list_segments(tmp.path()).unwrap();
+    assert!(segments.len() > 3, "several segments: {segments:?}");
+    let total: u64 = segments
+        .iter()
+        .map(|&s| {
+            std::fs::metadata(segment::segment_path(tmp.path(), s))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(bytes_after(tmp.path(), 0, end.lsn).unwrap(), total);
+    assert_eq!(bytes_after(tmp.path(), end.lsn, end.lsn).unwrap(), 0);
+    let half = bytes_after(tmp.path(), end.lsn / 2, end.lsn).unwrap();
+    assert!(
+        half > total / 3 && half < total * 2 / 3,
+        "about half of {total}: {half}"
+    );
+    let mut last = u64::MAX;
+    for lsn in (0..=end.lsn).step_by(7) {
+        let b = bytes_after(tmp.path(), lsn, end.lsn).unwrap();
+        assert!(b <= last, "fewer bytes after a later record");
+        last = b;
+    }
+}

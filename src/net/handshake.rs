@@ -59,6 +59,8 @@ pub struct SpareReport {
     pub seed: Option<SeedResume>,
     /// Why the spare cannot apply any more, if it cannot.
     pub broken: Option<String>,
+    /// Something holds its applying back (pause, delay, stop LSN, verify).
+    pub holding: bool,
 }
 
 /// Who connected, once authenticated.
@@ -227,11 +229,13 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
             applied_lsn,
             seed,
             broken,
+            holding,
         } => Ok(SpareReport {
             durable,
             applied_lsn,
             seed,
             broken,
+            holding,
         }),
         other => Err(Error::InvalidInput(format!(
             "{spare} sent {} instead of its position",

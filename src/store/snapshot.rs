@@ -205,30 +205,37 @@ impl SeedDir {
         Ok(0)
     }
 
-    /// Writes a chunk at `offset` (which must be where the seed stands), fsyncs it, and
-    /// records the new offset.
-    pub fn write_chunk(&self, offset: u64, bytes: &[u8]) -> Result<u64> {
+    /// Writes consecutive chunks, the first at `offset` (which must be where the seed
+    /// stands), fsyncs them, then records the new offset: the recorded offset never counts
+    /// a byte that is not durable. Returns it.
+    pub fn write_chunks(&self, chunks: &[(u64, Vec<u8>)]) -> Result<u64> {
         let mut p = self.partial()?.ok_or_else(|| {
             Error::InvalidData("a seed chunk arrived before the seed started".into())
         })?;
-        if offset != p.offset || offset + bytes.len() as u64 > p.info.size {
-            return Err(Error::InvalidData(format!(
-                "seed chunk at {offset} (+{}) does not follow offset {} of {}",
-                bytes.len(),
-                p.offset,
-                p.info.size
-            )));
-        }
+        let Some(&(start, _)) = chunks.first() else {
+            return Ok(p.offset);
+        };
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .open(self.file())
             .map_err(Error::io("open the seed file"))?;
-        f.seek(SeekFrom::Start(offset))
+        f.seek(SeekFrom::Start(start))
             .map_err(Error::io("seek in the seed file"))?;
-        f.write_all(bytes)
-            .map_err(Error::io("write the seed file"))?;
+        let mut at = p.offset;
+        for (offset, bytes) in chunks {
+            if *offset != at || offset + bytes.len() as u64 > p.info.size {
+                return Err(Error::InvalidData(format!(
+                    "seed chunk at {offset} (+{}) does not follow offset {at} of {}",
+                    bytes.len(),
+                    p.info.size
+                )));
+            }
+            f.write_all(bytes)
+                .map_err(Error::io("write the seed file"))?;
+            at += bytes.len() as u64;
+        }
         f.sync_data().map_err(Error::io("fsync the seed file"))?;
-        p.offset += bytes.len() as u64;
+        p.offset = at;
         write_json_atomic(&self.state(), &p)?;
         Ok(p.offset)
     }
@@ -307,6 +314,31 @@ mod tests {
         std::fs::remove_file(snaps.path("aaaa")).unwrap();
         assert_eq!(snaps.find("aaaa").unwrap(), None);
         assert_eq!(snaps.find("../etc").unwrap(), None, "ids are plain names");
+    }
+
+    #[test]
+    fn chunks_are_recorded_only_once_written_in_order_and_a_gap_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (snaps, info) = snapshot_of_a_small_db(dir.path(), "cccc");
+        let bytes = std::fs::read(snaps.path("cccc")).unwrap();
+        let seed = SeedDir::new(&dir.path().join("spare"));
+        assert_eq!(seed.begin(&info).unwrap(), 0);
+        let half = bytes.len() / 2;
+        let (a, b) = bytes.split_at(half);
+        let (b1, b2) = b.split_at(b.len() / 2);
+        // A gap: nothing recorded, the seed still stands at 0.
+        let gap = seed.write_chunks(&[(1, a[1..].to_vec())]).unwrap_err();
+        assert!(gap.to_string().contains("does not follow"), "{gap}");
+        assert_eq!(seed.partial().unwrap().unwrap().offset, 0);
+        assert_eq!(seed.write_chunks(&[(0, a.to_vec())]).unwrap(), half as u64);
+        let end = seed
+            .write_chunks(&[
+                (half as u64, b1.to_vec()),
+                ((half + b1.len()) as u64, b2.to_vec()),
+            ])
+            .unwrap();
+        assert_eq!(end, bytes.len() as u64);
+        assert_eq!(seed.verify().unwrap(), info, "the file is the snapshot");
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub struct SeedResume {
 
 /// Version of this message set; a peer speaking another version is refused. 2: memberships
 /// in lease requests, prepares, their answers and commits; why a spare holds records back.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: whether a spare's applying is held back, in its `Position`.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Size of the random challenges exchanged during authentication.
 pub const NONCE_BYTES: usize = 32;
 
@@ -84,6 +85,10 @@ pub enum Message {
         seed: Option<SeedResume>,
         #[serde(default)]
         broken: Option<String>,
+        /// Something holds the spare's applying back (pause, delay, stop LSN, verify): it
+        /// keeps its history, and is not seeded merely because a seed would be faster.
+        #[serde(default)]
+        holding: bool,
     },
     /// Primary → spare: your history differs from mine. The spare answers with `Probes`.
     Diverged { reason: String },

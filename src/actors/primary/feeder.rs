@@ -345,8 +345,17 @@ impl Link {
             heard,
             _reader: reader,
         };
+        // Only the first decision of a connection may seed to save time: after a seed the
+        // spare streams, however fast the log grew meanwhile (no seed after seed).
+        let mut may_seed_for_speed = true;
         loop {
-            report = match self.decide(&report).await? {
+            let resume = self.decide(&report).await?;
+            let resume = match may_seed_for_speed {
+                true => self.quicker(resume, &report).await,
+                false => resume,
+            };
+            may_seed_for_speed = false;
+            report = match resume {
                 Resume::From(lsn) => return self.stream(&mut io, lsn, &report).await,
                 Resume::Seed(reason) => {
                     self.seed(&mut io, report.seed.clone(), None, reason)
@@ -385,6 +394,41 @@ impl Link {
             ours,
             report.broken.as_deref(),
         ))
+    }
+
+    /// Seeds instead of streaming when that is clearly faster (`position::quicker`); if the
+    /// sizes cannot be read, streams as decided.
+    async fn quicker(&self, resume: Resume, report: &SpareReport) -> Resume {
+        let Resume::From(_) = resume else {
+            return resume;
+        };
+        let log_dir = self.data.log_dir();
+        let db = self.data.node.data_dir.join(crate::store::DB_FILE);
+        let (after, last) = (report.durable.lsn, self.committed.borrow().lsn);
+        let sizes = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
+            let replay = crate::log::bytes_after(&log_dir, after, last)?;
+            let db = std::fs::metadata(&db)
+                .map_err(Error::io(format!("read the size of {}", db.display())))?
+                .len();
+            Ok((replay, db))
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("size task failed: {e}")))
+        .and_then(|sizes| sizes);
+        match sizes {
+            Ok((replay_bytes, db_bytes)) => position::quicker(
+                resume,
+                position::Catchup {
+                    replay_bytes,
+                    db_bytes,
+                    holding: report.holding || !self.spare.apply_delay.is_zero(),
+                },
+            ),
+            Err(e) => {
+                tracing::warn!(spare = %self.spare.name, cause = %e, "cannot weigh a seed against replaying; replaying");
+                resume
+            }
+        }
     }
 
     /// Reads records [from, up_to] (bounded by `max_bytes`) on the blocking pool.

@@ -174,6 +174,7 @@ impl Link {
             applied_lsn,
             seed,
             broken,
+            holding,
         } = env.message
         else {
             return Err(Error::InvalidData(format!(
@@ -204,6 +205,7 @@ impl Link {
             applied_lsn,
             seed,
             broken,
+            holding,
         })
     }
 

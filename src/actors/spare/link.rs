@@ -203,6 +203,7 @@ fn position(shared: &SpareShared) -> Result<Message> {
         applied_lsn,
         seed,
         broken,
+        holding: shared.apply.gate().holds(),
     })
 }
 
@@ -292,42 +293,57 @@ async fn alive_while<T>(
     }
 }
 
-/// Handles `first` and, when it is a batch of records, every batch already queued behind it
-/// (at most [`LINK_FRAME_QUEUE`]): one append, one fsync and one acknowledgement for all of
-/// them. A spare that fell behind (a slow disk, a busy machine) thus catches up by whole
-/// queues instead of paying an fsync per frame. A frame of another kind met in the queue is
-/// handled right after the batches, in order; a read error after them ends the link once
-/// they are durable.
+/// Handles `first` and, when it is a batch of records or a seed chunk, every frame of the
+/// same kind already queued behind it (at most [`LINK_FRAME_QUEUE`]): one write, one fsync
+/// and one acknowledgement for all of them. A spare that fell behind (a slow disk, a busy
+/// machine) thus catches up by whole queues instead of paying an fsync per frame, and a
+/// seed arrives at the disk's pace rather than an fsync per chunk. A frame of another kind
+/// met in the queue is handled right after, in order; a read error after them ends the link
+/// once they are durable.
 async fn on_frames(
     shared: &Arc<SpareShared>,
     first: Envelope,
     frames: &mut mpsc::Receiver<Result<Envelope>>,
     wr: &mut OwnedWriteHalf,
 ) -> Result<()> {
-    let mut records = match records_of(first)? {
-        Ok(records) => records,
-        Err(other) => return on_frame(shared, other, wr).await,
-    };
-    let mut after = None;
-    while let Ok(frame) = frames.try_recv() {
-        match frame.map(records_of) {
-            Ok(Ok(Ok(more))) => records.extend(more),
-            Ok(Ok(Err(other))) => {
-                after = Some(Ok(other));
-                break;
-            }
-            Ok(Err(e)) | Err(e) => {
-                after = Some(Err(e));
-                break;
-            }
+    let after = match records_of(first)? {
+        Ok(mut records) => {
+            let after = drain(frames, records_of, |more| records.extend(more));
+            on_records(shared, records, wr).await?;
+            after
         }
-    }
-    on_records(shared, records, wr).await?;
+        Err(env) => match chunk_of(env)? {
+            Ok(chunk) => {
+                let mut chunks = vec![chunk];
+                let after = drain(frames, chunk_of, |c| chunks.push(c));
+                on_seed_chunks(shared, chunks, wr).await?;
+                after
+            }
+            Err(other) => return on_frame(shared, other, wr).await,
+        },
+    };
     match after {
         Some(Ok(env)) => on_frame(shared, env, wr).await,
         Some(Err(e)) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Takes the frames already queued while `take` accepts them (`Ok(Ok)`), giving each to
+/// `add`; returns the first frame it did not accept, or the error that stopped it.
+fn drain<T>(
+    frames: &mut mpsc::Receiver<Result<Envelope>>,
+    take: impl Fn(Envelope) -> Result<std::result::Result<T, Envelope>>,
+    mut add: impl FnMut(T),
+) -> Option<Result<Envelope>> {
+    while let Ok(frame) = frames.try_recv() {
+        match frame.and_then(&take) {
+            Ok(Ok(item)) => add(item),
+            Ok(Err(other)) => return Some(Ok(other)),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    None
 }
 
 /// The checked records of a batch frame (`Ok(Ok)`), or the frame itself if it is not a
@@ -339,9 +355,25 @@ fn records_of(env: Envelope) -> Result<std::result::Result<Vec<Record>, Envelope
     }
 }
 
+/// The (offset, bytes) of a seed chunk whose checksum holds (`Ok(Ok)`), or the frame itself
+/// if it is not a seed chunk (`Ok(Err)`); a chunk failing its checksum is an error.
+fn chunk_of(env: Envelope) -> Result<std::result::Result<(u64, Vec<u8>), Envelope>> {
+    match env.message {
+        Message::SeedChunk { offset, crc, bytes } => {
+            if crc32c::crc32c(&bytes) != crc {
+                return Err(Error::InvalidData(format!(
+                    "seed chunk at offset {offset} fails its checksum"
+                )));
+            }
+            Ok(Ok((offset, bytes)))
+        }
+        message => Ok(Err(Envelope { message, ..env })),
+    }
+}
+
 /// Handles one frame from the primary: the decisions on what it holds are pure
 /// ([`unpack`], [`checked_batch`]); what they lead to (log, seed, answers) is done here.
-/// Batches of records are taken by [`on_frames`] before they reach here.
+/// Batches of records and seed chunks are taken by [`on_frames`] before they reach here.
 async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteHalf) -> Result<()> {
     match env.message {
         Message::Diverged { reason } => {
@@ -355,9 +387,6 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             let offset = blocking(shared, move |s| s.seed.begin(&snapshot)).await?;
             *shared.seeding.lock().expect("lock") = Some((offset, size));
             send(shared, wr, Message::SeedAck { offset }).await
-        }
-        Message::SeedChunk { offset, crc, bytes } => {
-            on_seed_chunk(shared, offset, crc, bytes, wr).await
         }
         Message::SeedEnd { quarantine_after } => {
             let installed = blocking(shared, move |s| s.install_seed(quarantine_after)).await;
@@ -445,27 +474,20 @@ async fn on_records(
     send(shared, wr, ack(shared)).await
 }
 
-/// Writes one checked chunk of a seed and acknowledges how far the seed reached.
-async fn on_seed_chunk(
+/// Writes checked, consecutive chunks of a seed, fsyncs them once, and acknowledges how
+/// far the seed reached.
+async fn on_seed_chunks(
     shared: &Arc<SpareShared>,
-    offset: u64,
-    crc: u32,
-    bytes: Vec<u8>,
+    chunks: Vec<(u64, Vec<u8>)>,
     wr: &mut OwnedWriteHalf,
 ) -> Result<()> {
-    if crc32c::crc32c(&bytes) != crc {
-        return Err(Error::InvalidData(format!(
-            "seed chunk at offset {offset} fails its checksum"
-        )));
-    }
-    let offset = blocking(shared, move |s| s.seed.write_chunk(offset, &bytes)).await?;
+    let offset = blocking(shared, move |s| s.seed.write_chunks(&chunks)).await?;
     if let Some(p) = shared.seeding.lock().expect("lock").as_mut() {
         p.0 = offset;
     }
     send(shared, wr, Message::SeedAck { offset }).await
 }
 
-/// Decompresses an lz4 batch, refusing a size above the frame limit before allocating.
 /// Runs blocking work (files, fsync) on the blocking pool.
 async fn blocking<T: Send + 'static>(
     shared: &Arc<SpareShared>,
@@ -512,6 +534,91 @@ mod tests {
             r.encode_into(&mut out);
         }
         out
+    }
+
+    fn env(message: Message) -> Envelope {
+        Envelope {
+            cluster: "c".into(),
+            from: "main".into(),
+            epoch: 1,
+            message,
+        }
+    }
+
+    fn chunk(offset: u64, bytes: &[u8]) -> Message {
+        Message::SeedChunk {
+            offset,
+            crc: crc32c::crc32c(bytes),
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_chunks_are_taken_together_up_to_the_first_other_frame() {
+        let (tx, mut rx) = mpsc::channel(LINK_FRAME_QUEUE);
+        for m in [
+            chunk(3, b"def"),
+            chunk(6, b"g"),
+            Message::KeepAlive { last_lsn: 1 },
+            chunk(7, b"h"),
+        ] {
+            tx.send(Ok(env(m))).await.unwrap();
+        }
+        let mut taken = Vec::new();
+        let after = drain(&mut rx, chunk_of, |c| taken.push(c));
+        assert_eq!(taken, vec![(3, b"def".to_vec()), (6, b"g".to_vec())]);
+        assert!(matches!(
+            after,
+            Some(Ok(Envelope {
+                message: Message::KeepAlive { .. },
+                ..
+            }))
+        ));
+        // What follows the other frame stays queued, in order.
+        assert!(matches!(
+            rx.try_recv().unwrap().unwrap().message,
+            Message::SeedChunk { offset: 7, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_failing_its_checksum_stops_the_taking_with_an_error() {
+        let (tx, mut rx) = mpsc::channel(LINK_FRAME_QUEUE);
+        let bad = Message::SeedChunk {
+            offset: 1,
+            crc: 0,
+            bytes: b"zz".to_vec(),
+        };
+        tx.send(Ok(env(chunk(0, b"a")))).await.unwrap();
+        tx.send(Ok(env(bad))).await.unwrap();
+        let mut taken = Vec::new();
+        let after = drain(&mut rx, chunk_of, |c| taken.push(c));
+        assert_eq!(taken.len(), 1, "the good chunk before it is kept");
+        let e = after.unwrap().unwrap_err().to_string();
+        assert!(e.contains("fails its checksum"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn queued_batches_are_taken_together_and_an_empty_queue_ends_the_taking() {
+        let (tx, mut rx) = mpsc::channel(LINK_FRAME_QUEUE);
+        let plain = batch(&[1, 1]);
+        tx.send(Ok(env(Message::Records {
+            count: 2,
+            bytes: plain.clone(),
+        })))
+        .await
+        .unwrap();
+        tx.send(Ok(env(Message::RecordsLz4 {
+            count: 2,
+            raw_len: plain.len() as u32,
+            bytes: lz4_flex::block::compress(&plain),
+        })))
+        .await
+        .unwrap();
+        let mut count = 0;
+        let after = drain(&mut rx, records_of, |r| count += r.len());
+        assert_eq!(count, 4);
+        assert!(after.is_none());
     }
 
     #[test]
