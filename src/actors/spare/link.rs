@@ -207,11 +207,14 @@ fn position(shared: &SpareShared) -> Result<Message> {
     })
 }
 
+/// The acknowledgement of where this spare stands now (noting the applied LSN it carries).
 fn ack(shared: &SpareShared) -> Message {
+    let applied = shared.apply.applied.load(Ordering::Acquire);
+    shared.acked_applied.store(applied, Ordering::Release);
     Message::Ack {
         received: shared.received.load(Ordering::Acquire),
         flushed: shared.apply.flushed.load(Ordering::Acquire),
-        applied: shared.apply.applied.load(Ordering::Acquire),
+        applied,
         applied_time_ms: shared.apply.applied_time_ms.load(Ordering::Acquire),
         oldest_unapplied_ms: shared.apply.held_since_ms.load(Ordering::Acquire),
         held: crate::actors::spare::held_text(&shared.apply.gate()).unwrap_or_default(),
@@ -248,7 +251,10 @@ async fn stream_from_primary(
             }
             changed = applied_rx.changed() => {
                 if changed.is_err() { return Ok(()) }
-                send(shared, &mut wr, ack(shared)).await?;
+                let applied = shared.apply.applied.load(Ordering::Acquire);
+                if applied != shared.acked_applied.load(Ordering::Acquire) {
+                    send(shared, &mut wr, ack(shared)).await?;
+                }
             }
             _ = gen_rx.changed() => if *gen_rx.borrow() != generation { return Ok(()) },
             () = shared.data.stop.stopped() => return Ok(()),

@@ -47,6 +47,9 @@ pub struct SpareShared {
     pub received: AtomicU64,
     /// The primary's durable LSN, from its keep-alives and batches.
     pub primary_last: AtomicU64,
+    /// The applied LSN the last acknowledgement carried: an applied LSN that moved while a
+    /// batch was being made durable rides on that batch's acknowledgement, not one more.
+    pub acked_applied: AtomicU64,
     pub connected: AtomicBool,
     /// When the primary was last heard from (ms since the Unix epoch).
     pub last_heard_ms: AtomicU64,
@@ -262,6 +265,7 @@ impl SpareActor {
             seeding: Mutex::new(None),
             received,
             primary_last: AtomicU64::new(0),
+            acked_applied: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             last_heard_ms: AtomicU64::new(0),
             generation: watch::Sender::new(0),
