@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod backup;
+pub mod checkpointer;
 pub mod exec;
 pub mod guard;
 pub mod meta;

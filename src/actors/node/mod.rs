@@ -275,7 +275,8 @@ fn start_primary(
     })?;
     let committer = Committer::new(executor, log, epoch, committed.clone())
         .with_retention(shared.clone(), primary.clone())
-        .with_lease(guard);
+        .with_lease(guard)
+        .with_checkpointer(&format!("{}-checkpoint", node.name))?;
     let thread = std::thread::Builder::new()
         .name(format!("{}-committer", node.name))
         .spawn(move || committer.run(jobs))

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::actors::shared::{DataShared, PrimaryShared};
 use crate::error::{Error, Result};
 use crate::log::{retention, LogWriter, Position, RecordKind};
+use crate::store::checkpointer::Checkpointer;
 use crate::store::exec::{Executor, Request, StatementResult, WriteLimits};
 
 /// Requests waiting for the write path; a client beyond this waits to enqueue (bounded by
@@ -64,6 +65,8 @@ pub struct WriteOutcome {
 
 pub struct Committer {
     executor: Executor,
+    /// Checkpoints the database off the commit path (dropped, so joined, with the committer).
+    checkpointer: Option<Checkpointer>,
     log: LogWriter,
     epoch: u64,
     committed: Arc<watch::Sender<Position>>,
@@ -108,7 +111,15 @@ impl Committer {
             paused_until: None,
             pausing: None,
             limits: None,
+            checkpointer: None,
         }
+    }
+
+    /// Hands the database's checkpoints to a thread of their own (`store::checkpointer`),
+    /// stopped with the write path.
+    pub fn with_checkpointer(mut self, name: &str) -> Result<Self> {
+        self.checkpointer = Some(Checkpointer::take_over(self.executor.connection(), name)?);
+        Ok(self)
     }
 
     /// Bounds groups by `limits` instead of the configuration's.

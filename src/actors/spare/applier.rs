@@ -26,6 +26,7 @@ use crate::core::apply_gate::{Gate, Next};
 use crate::error::Error;
 use crate::log::LogReader;
 use crate::store::apply::Applier;
+use crate::store::checkpointer::Checkpointer;
 
 /// Records applied per SQLite transaction.
 pub const MAX_APPLY_BATCH_RECORDS: u64 = 1000;
@@ -107,7 +108,10 @@ pub fn spawn(
     *state.failure.lock().expect("failure lock") = None;
     let (wake, wake_rx) = mpsc::sync_channel(1);
     let stop = Arc::new(AtomicBool::new(false));
+    let checkpointer = Checkpointer::take_over(applier.connection(), &format!("{name}-checkpoint"))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let worker = Worker {
+        _checkpointer: checkpointer,
         node: name.to_string(),
         applier,
         reader: LogReader::new(&log_dir),
@@ -130,6 +134,8 @@ pub fn spawn(
 }
 
 struct Worker {
+    /// Checkpoints off the apply path; stopped and joined when the thread ends.
+    _checkpointer: Checkpointer,
     node: String,
     applier: Applier,
     reader: LogReader,
