@@ -170,7 +170,7 @@ async fn writes_inner(state: &ApiState, body: &web::Bytes) -> Result<Value> {
     }
     // Nothing is written any more: give the lease up, so the promotion need not wait it out.
     let epoch = shared.epoch.load(std::sync::atomic::Ordering::Relaxed);
-    let released = crate::actors::primary::lease::release(shared, lease, epoch).await;
+    let released = crate::actors::primary::lease::release(shared, lease, epoch, lsn).await;
     Ok(json!({ "accept": false, "lsn": lsn, "lease_released_by": released }))
 }
 

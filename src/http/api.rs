@@ -87,7 +87,11 @@ async fn execute_inner(state: &ApiState, addr: &NodeAddr, body: &web::Bytes) -> 
     }
     // No acknowledgement without a valid lease at the moment of the answer: a rule's wait
     // (or a slow answer) may outlive it, and a new primary may take writes by then.
-    if primary.lease.get().is_some_and(|l| !l.is_valid()) {
+    if primary
+        .lease
+        .get()
+        .is_some_and(|l| !l.acknowledges(outcome.lsn))
+    {
         return Err(Error::Unavailable(format!("this primary's write lease ran out before the write (LSN {}) could be answered: it is durable here but not confirmed, and a newer primary may not have it; check `spare status` before retrying", outcome.lsn)));
     }
     Ok(answer)

@@ -124,8 +124,14 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
 
 /// A switchover stopped the writes: suspend the lease, then ask every voter to end the grant
 /// it gave (bounded wait each). Returns the voters that released it.
-pub async fn release(data: Arc<DataShared>, guard: Arc<LeaseGuard>, epoch: u64) -> Vec<String> {
-    guard.suspend();
+/// `last_lsn`: the last record written before the writes stopped.
+pub async fn release(
+    data: Arc<DataShared>,
+    guard: Arc<LeaseGuard>,
+    epoch: u64,
+    last_lsn: u64,
+) -> Vec<String> {
+    guard.suspend(last_lsn);
     let asks: Vec<_> = guard
         .voters
         .clone()

@@ -29,6 +29,9 @@ pub struct LeaseGuard {
     stop: Stop,
     /// Set while a switchover stopped the writes: no renewal, no grant taken, not valid.
     suspended: std::sync::atomic::AtomicBool,
+    /// The LSN of the last record before the switchover stopped the writes: the
+    /// switchover's new primary holds every record up to it.
+    suspended_at: std::sync::atomic::AtomicU64,
 }
 
 impl LeaseGuard {
@@ -40,13 +43,17 @@ impl LeaseGuard {
             fenced: Mutex::new(None),
             stop,
             suspended: std::sync::atomic::AtomicBool::new(false),
+            suspended_at: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// A switchover stopped the writes: give the lease up (until [`LeaseGuard::resume`]).
     /// The grants held so far are forgotten: the voters are about to end them, so after a
     /// resume only grants to new requests count.
-    pub fn suspend(&self) {
+    /// `last_lsn`: the last record written before the writes stopped.
+    pub fn suspend(&self, last_lsn: u64) {
+        self.suspended_at
+            .store(last_lsn, std::sync::atomic::Ordering::Release);
         self.suspended
             .store(true, std::sync::atomic::Ordering::Release);
         let now = self.now_ms();
@@ -91,6 +98,17 @@ impl LeaseGuard {
     /// The lease's clock: the boot clock (see `clock`), which counts time the host slept.
     pub fn now_ms(&self) -> u64 {
         crate::clock::boot_ms()
+    }
+
+    /// Whether the write of record `lsn`, durable here, may be acknowledged now: while the
+    /// lease is valid; or once a switchover stopped the writes after it (its answer raced
+    /// the stop): the switchover's new primary catches up to the stop's LSN before it
+    /// takes writes, so it holds this record too. The record was logged while the lease was
+    /// valid (the write path checks it before every group).
+    pub fn acknowledges(&self, lsn: u64) -> bool {
+        self.is_valid()
+            || (self.suspended()
+                && lsn <= self.suspended_at.load(std::sync::atomic::Ordering::Acquire))
     }
 
     pub fn is_valid(&self) -> bool {
@@ -191,6 +209,32 @@ mod tests {
         assert!(
             ours.abs_diff(boot) < 100,
             "lease clock {ours} ms, boot clock {boot} ms"
+        );
+    }
+
+    /// A write whose answer raced a switchover's stop is acknowledged (the new primary
+    /// catches up to the stop's LSN); nothing after the stop is, and nothing without a lease.
+    #[test]
+    fn a_switchover_stop_covers_the_writes_up_to_its_lsn_only() {
+        let (_stopper, stop) = crate::actors::stop::Stopper::new("main");
+        let guard = LeaseGuard::new(
+            1,
+            Members::new(&["main".into(), "a".into(), "b".into()], 2_000),
+            stop,
+        );
+        assert!(!guard.acknowledges(5), "no grant yet: no lease");
+        guard.suspend(10);
+        assert!(!guard.is_valid());
+        assert!(guard.acknowledges(10));
+        assert!(guard.acknowledges(3));
+        assert!(
+            !guard.acknowledges(11),
+            "written after the stop: not covered"
+        );
+        guard.resume();
+        assert!(
+            !guard.acknowledges(10),
+            "resumed: only a renewed lease counts"
         );
     }
 }
