@@ -28,7 +28,10 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
         let c = LocalCluster::start(&root.0, &format!("spares-{n}"), n)?;
         let before = c.cpu_seconds();
         let mut figures = measure(&c.primary(), &c.spares(), args)?;
-        figures["cpu_us_per_commit"] = cpu_per_commit(&before, &c.cpu_seconds(), &figures);
+        let cpu = cpu_per_commit(&before, &c.cpu_seconds(), &figures);
+        if let Value::Object(m) = &mut figures {
+            m.insert("cpu_us_per_commit".into(), cpu);
+        }
         healthy.insert(n.to_string(), figures);
     }
     eprintln!("bench: 2 spares, one stalled");
@@ -59,7 +62,13 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
 /// CPU time each role's process spent per acknowledged commit during a run (µs; all
 /// threads, user and system): the primary's, and each spare's with their mean.
 fn cpu_per_commit(before: &[(String, f64)], after: &[(String, f64)], figures: &Value) -> Value {
-    let commits = figures["commits"].as_u64().unwrap_or(0).max(1) as f64;
+    #[derive(serde::Deserialize)]
+    struct Counted {
+        commits: u64,
+    }
+    let commits = serde_json::from_value::<Counted>(figures.clone())
+        .map_or(0, |c| c.commits)
+        .max(1) as f64;
     let used = |name: &str| {
         let at = |v: &[(String, f64)]| v.iter().find(|(n, _)| n == name).map_or(0.0, |x| x.1);
         (at(after) - at(before)).max(0.0) * 1e6 / commits

@@ -33,10 +33,12 @@ impl Applier {
         // Changesets hold the effects of the primary's foreign-key actions; running them
         // again here would change rows the primary did not (see `apply_changeset`).
         let foreign_keys: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
-        assert_eq!(
-            foreign_keys, 0,
-            "an applier connection has foreign keys off"
-        );
+        if foreign_keys != 0 {
+            return Err(Error::Sql(
+                "an applier connection must have foreign keys off (open it as ConnKind::Applier)"
+                    .into(),
+            ));
+        }
         let (applied_lsn, applied_time_ms) = meta::applied(&conn)?;
         Ok(Applier {
             conn,

@@ -9,8 +9,14 @@
 //! still uses); nothing about durability changes (the replication log, fsynced before
 //! every acknowledgement, is what makes a commit durable).
 //!
-//! Bounds: one checkpoint at most every [`CHECKPOINT_INTERVAL`]; the thread ends when its
-//! [`Checkpointer`] is dropped (it is joined then, so the owner's stop waits for it).
+//! The WAL only starts over from its beginning when a commit finds every frame copied, which
+//! a checkpoint racing continuous commits never achieves: the committing connection keeps a
+//! backstop, SQLite's auto-checkpoint at [`BACKSTOP_PAGES`] (cheap then: the thread copied
+//! all but the last moments), and [`WAL_SIZE_LIMIT_BYTES`] truncates the file after it.
+//!
+//! Bounds: one checkpoint at most every [`CHECKPOINT_INTERVAL`]; the WAL about
+//! [`BACKSTOP_PAGES`] pages; the thread ends when its [`Checkpointer`] is dropped (it is
+//! joined then, so the owner's stop waits for it).
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -24,6 +30,10 @@ use crate::store::{checkpoint, open, ConnKind};
 /// Pause between two checkpoints: the WAL grows by what commits in this time (a few MB
 /// at most under a full load on the dev machine) before it is copied.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// WAL pages (4 KiB each by default) at which a commit checkpoints by itself after all.
+pub const BACKSTOP_PAGES: i64 = 10_000;
+/// Size the WAL file is truncated to when it starts over.
+pub const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
 /// A running checkpointer; dropping it stops and joins the thread.
 pub struct Checkpointer {
@@ -32,16 +42,23 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Turns `conn`'s auto-checkpoint off and starts a thread, named `name`, that
-    /// checkpoints `conn`'s database instead.
+    /// Moves `conn`'s auto-checkpoint to the backstop and starts a thread, named `name`,
+    /// that checkpoints `conn`'s database instead.
     pub fn take_over(conn: &Connection, name: &str) -> Result<Self> {
+        Self::take_over_with(conn, name, BACKSTOP_PAGES)
+    }
+
+    /// As [`Checkpointer::take_over`], with the committing connection's backstop at
+    /// `backstop_pages`.
+    pub fn take_over_with(conn: &Connection, name: &str, backstop_pages: i64) -> Result<Self> {
         let path = conn
             .path()
             .filter(|p| !p.is_empty())
             .ok_or_else(|| Error::InvalidInput("a checkpointer needs an on-disk database".into()))?
             .to_string();
         let own = open(Path::new(&path), ConnKind::Snapshot)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "wal_autocheckpoint", backstop_pages)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
         let (stop, stopped) = mpsc::channel();
         let join = std::thread::Builder::new()
             .name(name.to_string())
@@ -98,7 +115,10 @@ mod tests {
         let auto: i64 = conn
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(auto, 0, "the committing connection no longer checkpoints");
+        assert_eq!(
+            auto, BACKSTOP_PAGES,
+            "the committing connection only checkpoints at the backstop"
+        );
         for i in 0..200 {
             conn.execute("INSERT INTO t (v) VALUES (?1)", [format!("{i:0>500}")])
                 .unwrap();
@@ -113,6 +133,27 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         drop(cp);
+    }
+
+    #[test]
+    fn the_wal_stays_bounded_under_continuous_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("db.sqlite"), ConnKind::Applier).unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            .unwrap();
+        let _cp = Checkpointer::take_over_with(&conn, "test-checkpointer", 100).unwrap();
+        let wal = dir.path().join("db.sqlite-wal");
+        let mut largest = 0;
+        // About 12 MB of commits, one row each, without a pause.
+        for i in 0..6000 {
+            conn.execute("INSERT INTO t (v) VALUES (?1)", [format!("{i:0>2000}")])
+                .unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        assert!(
+            largest < 4 * 1024 * 1024,
+            "the WAL reached {largest} bytes with a backstop of 100 pages"
+        );
     }
 
     #[test]

@@ -100,6 +100,10 @@ pub enum Message {
     SeedStart {
         snapshot: SnapshotInfo,
         reason: String,
+        /// Only to save time (the spare could replay instead): a spare whose applying is
+        /// held back refuses it and keeps its history.
+        #[serde(default)]
+        optional: bool,
     },
     /// Primary → spare: `bytes` of the snapshot at `offset`, checked by `crc` (CRC32C). The
     /// spare writes, fsyncs, and acknowledges.
@@ -114,7 +118,12 @@ pub enum Message {
     /// Primary → spare: the whole snapshot was sent. The spare verifies it, moves its records
     /// after `quarantine_after` (if set: they diverged) to `quarantine/`, installs the
     /// snapshot, and sends its new `Position`.
-    SeedEnd { quarantine_after: Option<u64> },
+    SeedEnd {
+        quarantine_after: Option<u64>,
+        /// As in `SeedStart`: a spare held back meanwhile refuses to install it.
+        #[serde(default)]
+        optional: bool,
+    },
     /// Primary → spare: `count` consecutive records, encoded exactly as in the primary's log.
     /// The spare checks each (CRC, LSN continuity, chain), appends them, fsyncs, applies.
     Records {

@@ -267,16 +267,18 @@ fn start_primary(
             m
         }
     };
+    // Before anything starts that would need stopping if this failed.
+    let committer = Committer::new(executor, log, epoch, committed.clone())
+        .with_checkpointer(&format!("{}-checkpoint", node.name))?;
     let guard = Arc::new(LeaseGuard::new(epoch, members, shared.stop.clone()));
     let _ = primary.lease.set(guard.clone());
     crate::actors::primary::lease::start(shared.clone(), guard.clone(), epoch);
     let write_path = shared.stop.enlist().ok_or_else(|| {
         Error::Unavailable(format!("{} is stopping; retry in a moment", node.name))
     })?;
-    let committer = Committer::new(executor, log, epoch, committed.clone())
+    let committer = committer
         .with_retention(shared.clone(), primary.clone())
-        .with_lease(guard)
-        .with_checkpointer(&format!("{}-checkpoint", node.name))?;
+        .with_lease(guard);
     let thread = std::thread::Builder::new()
         .name(format!("{}-committer", node.name))
         .spawn(move || committer.run(jobs))

@@ -28,6 +28,10 @@ pub const WRITE_QUEUE_CAPACITY: usize = 4096;
 /// latency of the first request in a group.
 pub const MAX_GROUP_REQUESTS: usize = 512;
 const _: () = assert!(MAX_GROUP_REQUESTS <= WRITE_QUEUE_CAPACITY);
+/// Tries, and pauses between them, of the checkpoint retention needs (once per segment):
+/// at most 50 ms of the write path.
+const RETENTION_CHECKPOINT_TRIES: usize = 10;
+const RETENTION_CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// One client request waiting for the write path.
 pub struct WriteJob {
@@ -144,6 +148,18 @@ impl Committer {
         self
     }
 
+    /// A checkpoint retention can count on: the checkpoint thread may hold the checkpoint
+    /// lock for a moment (a PASSIVE checkpoint then reports busy), so a few tries.
+    fn checkpoint_for_retention(&self) -> Result<bool> {
+        for _ in 0..RETENTION_CHECKPOINT_TRIES {
+            if crate::store::checkpoint(self.executor.connection())? {
+                return Ok(true);
+            }
+            std::thread::sleep(RETENTION_CHECKPOINT_PAUSE);
+        }
+        Ok(false)
+    }
+
     /// Retention (DESIGN.md §5), run when the log starts a new segment: checkpoint SQLite so
     /// that the log is no longer needed for what it holds, then delete the segments that
     /// every spare applied or that fall outside the budget, never what a seed still needs.
@@ -161,7 +177,7 @@ impl Committer {
             }
         }
         let committed = self.log.durable().lsn;
-        let floor = if crate::store::checkpoint(self.executor.connection())? {
+        let floor = if self.checkpoint_for_retention()? {
             committed
         } else {
             shared.oldest_lsn().saturating_sub(1)

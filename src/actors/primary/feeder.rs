@@ -61,6 +61,9 @@ pub struct Feeder {
     last_progress: Option<SpareProgress>,
     /// Held while the feeder runs: the primary's incarnation stops once its feeders did.
     _running: Option<crate::actors::stop::Running>,
+    /// Whether the next connection may seed the spare only to save time: not again after
+    /// such a seed until the spare caught up once (no seed after seed across redials).
+    may_seed_for_speed: bool,
 }
 
 impl Feeder {
@@ -80,6 +83,7 @@ impl Feeder {
             backoff: RECONNECT_BACKOFF_MIN,
             last_progress: None,
             _running: None,
+            may_seed_for_speed: true,
         }
     }
 
@@ -95,6 +99,7 @@ impl Feeder {
             spare_oldest_ms: None,
             held: None,
             progress: self.last_progress.clone(),
+            may_seed_for_speed: self.may_seed_for_speed,
             bucket: self.spare.max_rate.map(|r| {
                 std::sync::Mutex::new(crate::core::rate::TokenBucket::new(
                     r,
@@ -111,6 +116,7 @@ impl Feeder {
 
     fn on_link_end(&mut self, outcome: LinkOutcome, ctx: &mut Context<Self>) {
         let spare = &self.spare.name;
+        self.may_seed_for_speed = outcome.may_seed_for_speed;
         let state = match &outcome.result {
             Err(Error::Diverged(why)) => {
                 tracing::error!(%spare, %why, "spare diverged from this primary's history");
@@ -174,6 +180,7 @@ pub(crate) struct LinkOutcome {
     result: Result<()>,
     /// Last progress reported, kept while disconnected.
     progress: Option<SpareProgress>,
+    may_seed_for_speed: bool,
 }
 
 /// One connection's worth of feeding.
@@ -192,6 +199,8 @@ pub(crate) struct Link {
     pub(super) spare_oldest_ms: Option<u64>,
     pub(super) held: Option<String>,
     pub(super) progress: Option<SpareProgress>,
+    /// See `Feeder::may_seed_for_speed`; set again once the spare flushed everything.
+    pub(super) may_seed_for_speed: bool,
     /// The spare's `max_rate` cap on records and seed chunks.
     pub(super) bucket: Option<std::sync::Mutex<crate::core::rate::TokenBucket>>,
 }
@@ -244,6 +253,7 @@ impl Link {
             connected,
             result,
             progress: self.progress,
+            may_seed_for_speed: self.may_seed_for_speed,
         }
     }
 
@@ -345,25 +355,24 @@ impl Link {
             heard,
             _reader: reader,
         };
-        // Only the first decision of a connection may seed to save time: after a seed the
-        // spare streams, however fast the log grew meanwhile (no seed after seed).
-        let mut may_seed_for_speed = true;
         loop {
-            let resume = self.decide(&report).await?;
-            let resume = match may_seed_for_speed {
-                true => self.quicker(resume, &report).await,
-                false => resume,
+            let decided = self.decide(&report).await?;
+            // After a seed the spare streams, however fast the log grew meanwhile, until it
+            // caught up once (no seed after seed).
+            let resume = match self.may_seed_for_speed {
+                true => self.quicker(decided.clone(), &report).await,
+                false => decided.clone(),
             };
-            may_seed_for_speed = false;
+            if matches!(resume, Resume::Seed(_) | Resume::Diverged(_)) {
+                self.may_seed_for_speed = false;
+            }
+            let optional = matches!((&decided, &resume), (Resume::From(_), Resume::Seed(_)));
             report = match resume {
                 Resume::From(lsn) => return self.stream(&mut io, lsn, &report).await,
-                Resume::Seed(reason) => {
-                    self.seed(&mut io, report.seed.clone(), None, reason)
-                        .await?
-                }
+                Resume::Seed(reason) => self.seed(&mut io, &report, None, reason, optional).await?,
                 Resume::Diverged(reason) => {
                     let common = self.find_fork(&mut io, &reason).await?;
-                    self.seed(&mut io, report.seed.clone(), Some(common), reason)
+                    self.seed(&mut io, &report, Some(common), reason, false)
                         .await?
                 }
             };
@@ -402,6 +411,12 @@ impl Link {
         let Resume::From(_) = resume else {
             return resume;
         };
+        // One such seed at a time: each takes a copy of the database on this disk. And on
+        // a LAN only: the measured costs are CPU and disk; over a WAN the bandwidth decides,
+        // and the log crosses it compressed while a snapshot does not.
+        if !self.prim.seeding.is_empty() || self.spare.link != crate::config::Link::Lan {
+            return resume;
+        }
         let log_dir = self.data.log_dir();
         let db = self.data.node.data_dir.join(crate::store::DB_FILE);
         let (after, last) = (report.durable.lsn, self.committed.borrow().lsn);

@@ -65,11 +65,18 @@ impl Link {
 
     /// The snapshot to send: the one the spare was receiving if we still have it and our
     /// log still continues from it, else a new one (taken on the blocking pool).
-    async fn snapshot_for(&mut self, resume: Option<SeedResume>) -> Result<SnapshotInfo> {
+    /// `not_before`: the LSN the resumed snapshot may not be behind.
+    async fn snapshot_for(
+        &mut self,
+        resume: Option<SeedResume>,
+        not_before: Option<u64>,
+    ) -> Result<SnapshotInfo> {
         let snapshots = Snapshots::new(&self.data.node.data_dir);
         if let Some(r) = resume {
             if let Some(info) = snapshots.find(&r.id)? {
-                if info.position.lsn + 1 >= self.data.oldest_lsn() {
+                if info.position.lsn + 1 >= self.data.oldest_lsn()
+                    && not_before.is_none_or(|lsn| info.position.lsn >= lsn)
+                {
                     self.prim
                         .seeding
                         .insert(self.spare.name.clone(), info.id.clone());
@@ -101,14 +108,20 @@ impl Link {
     }
 
     /// Seeds the spare; returns its position once it installed the snapshot.
+    /// `optional`: only to save time (the spare may refuse it while held back).
     pub(super) async fn seed(
         &mut self,
         io: &mut LinkIo,
-        resume: Option<SeedResume>,
+        report: &SpareReport,
         quarantine_after: Option<u64>,
         reason: String,
+        optional: bool,
     ) -> Result<SpareReport> {
-        let snap = self.snapshot_for(resume).await?;
+        // A spare whose history agrees with ours is never moved back: a partial seed it
+        // holds is resumed only if that snapshot is not behind its log. A diverged one
+        // (`quarantine_after`) is seeded at any point: its own records are quarantined.
+        let not_before = quarantine_after.is_none().then_some(report.durable.lsn);
+        let snap = self.snapshot_for(report.seed.clone(), not_before).await?;
         tracing::info!(spare = %self.spare.name, %reason, lsn = snap.position.lsn, bytes = snap.size, "seeding spare from a snapshot");
         self.data.events.record(
             "seed_started",
@@ -123,11 +136,12 @@ impl Link {
             Message::SeedStart {
                 snapshot: snap.clone(),
                 reason,
+                optional,
             },
         )
         .await?;
         self.send_snapshot(io, &snap).await?;
-        self.install(io, quarantine_after).await
+        self.install(io, quarantine_after, optional).await
     }
 
     /// Sends the snapshot's bytes the spare does not hold yet, at most a window ahead of its
@@ -166,8 +180,16 @@ impl Link {
         &mut self,
         io: &mut LinkIo,
         quarantine_after: Option<u64>,
+        optional: bool,
     ) -> Result<SpareReport> {
-        self.send(io, Message::SeedEnd { quarantine_after }).await?;
+        self.send(
+            io,
+            Message::SeedEnd {
+                quarantine_after,
+                optional,
+            },
+        )
+        .await?;
         let env = self.recv(io, INSTALL_TIMEOUT).await?;
         let Message::Position {
             durable,

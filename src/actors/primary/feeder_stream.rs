@@ -110,6 +110,9 @@ impl Link {
                 if !window.on_flushed(flushed) || applied > flushed || flushed > received {
                     return Err(Error::InvalidData(format!("spare acknowledged impossible positions (received {received}, flushed {flushed}, applied {applied})")));
                 }
+                if flushed >= self.committed.borrow().lsn {
+                    self.may_seed_for_speed = true;
+                }
                 while self.times.front().is_some_and(|&(lsn, _)| lsn <= applied) {
                     self.times.pop_front();
                 }

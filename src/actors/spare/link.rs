@@ -234,6 +234,9 @@ async fn stream_from_primary(
         _ => None,
     };
     send(shared, &mut wr, first).await?;
+    // A new primary (or a restarted one) hears a first acknowledgement whatever the last
+    // link carried: it learns why this spare holds records back from it.
+    shared.acked_applied.store(u64::MAX, Ordering::Release);
     shared.connected.store(true, Ordering::Release);
     let (tx, mut frames) = mpsc::channel(LINK_FRAME_QUEUE);
     let heard = crate::net::heard::Heard::now();
@@ -387,15 +390,26 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
             let points = blocking(shared, probes).await?;
             send(shared, wr, Message::Probes { points }).await
         }
-        Message::SeedStart { snapshot, reason } => {
+        Message::SeedStart {
+            snapshot,
+            reason,
+            optional,
+        } => {
+            if optional && shared.apply.gate().holds() {
+                return Err(crate::actors::spare::held_back());
+            }
             tracing::info!(%reason, lsn = snapshot.position.lsn, bytes = snapshot.size, "receiving a seed");
             let size = snapshot.size;
             let offset = blocking(shared, move |s| s.seed.begin(&snapshot)).await?;
             *shared.seeding.lock().expect("lock") = Some((offset, size));
             send(shared, wr, Message::SeedAck { offset }).await
         }
-        Message::SeedEnd { quarantine_after } => {
-            let installed = blocking(shared, move |s| s.install_seed(quarantine_after)).await;
+        Message::SeedEnd {
+            quarantine_after,
+            optional,
+        } => {
+            let installed =
+                blocking(shared, move |s| s.install_seed(quarantine_after, optional)).await;
             *shared.seeding.lock().expect("lock") = None;
             let at = installed?;
             tracing::info!(
@@ -487,9 +501,15 @@ async fn on_seed_chunks(
     chunks: Vec<(u64, Vec<u8>)>,
     wr: &mut OwnedWriteHalf,
 ) -> Result<()> {
-    let offset = blocking(shared, move |s| s.seed.write_chunks(&chunks)).await?;
+    let write = blocking(shared, move |s| s.seed.write_chunks(&chunks));
+    let (offset, writable) = alive_while(shared, wr, write).await?;
     if let Some(p) = shared.seeding.lock().expect("lock").as_mut() {
         p.0 = offset;
+    }
+    if !writable {
+        return Err(Error::Unavailable(
+            "the primary took no keep-alive while seed chunks were being made durable".into(),
+        ));
     }
     send(shared, wr, Message::SeedAck { offset }).await
 }

@@ -118,10 +118,15 @@ impl SpareShared {
     /// Verifies the received snapshot and installs it (blocking): quarantines this node's
     /// records after `quarantine_after` if its history diverged, stops applying, swaps the
     /// database and restarts the log right after the snapshot, then applies again.
-    pub fn install_seed(&self, quarantine_after: Option<u64>) -> Result<Position> {
+    /// `optional` (a seed only to save time) is refused, nothing changed, if applying is held
+    /// back by then: checked under the log lock, as late as possible.
+    pub fn install_seed(&self, quarantine_after: Option<u64>, optional: bool) -> Result<Position> {
         let info = self.seed.verify()?;
         let data_dir = &self.data.node.data_dir;
         let mut log = self.open_log()?;
+        if optional && self.apply.gate().holds() {
+            return Err(held_back());
+        }
         self.stop_applier();
         if let Some(after) = quarantine_after {
             let reason = format!(
@@ -186,6 +191,14 @@ impl SpareShared {
         }
         Ok(())
     }
+}
+
+/// Why a spare held back (paused, delayed, stopped at an LSN, under verify) refuses a seed
+/// offered only to save time: installing it would apply past the hold and drop the log.
+pub(crate) fn held_back() -> Error {
+    Error::Unavailable(
+        "this spare's applying is held back (pause, apply_delay, a stop LSN or a verify): it keeps its history and replays the log instead of being seeded".into(),
+    )
 }
 
 /// `data/<node>/apply.json`: whether the operator paused this spare's apply (kept across
@@ -265,7 +278,7 @@ impl SpareActor {
             seeding: Mutex::new(None),
             received,
             primary_last: AtomicU64::new(0),
-            acked_applied: AtomicU64::new(0),
+            acked_applied: AtomicU64::new(u64::MAX),
             connected: AtomicBool::new(false),
             last_heard_ms: AtomicU64::new(0),
             generation: watch::Sender::new(0),
