@@ -139,9 +139,29 @@ mod tests;
 /// Runs a passive WAL checkpoint; true if every frame reached the database file (then every
 /// transaction committed before the call is durable there, not only in the WAL).
 pub fn checkpoint(conn: &rusqlite::Connection) -> Result<bool> {
+    Ok(checkpoint_passive(conn)? == Checkpointed::Wholly)
+}
+
+/// How far a passive checkpoint went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpointed {
+    /// Another connection held the checkpoint lock: nothing was done.
+    Busy,
+    /// Some frames stay in the WAL (a reader still uses them).
+    Partly,
+    /// Every frame reached the database file.
+    Wholly,
+}
+
+/// Runs a passive WAL checkpoint and says how far it went.
+pub fn checkpoint_passive(conn: &rusqlite::Connection) -> Result<Checkpointed> {
     let (busy, log, done): (i64, i64, i64) =
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-    Ok(busy == 0 && log == done)
+    Ok(match (busy, log == done) {
+        (0, true) => Checkpointed::Wholly,
+        (0, false) => Checkpointed::Partly,
+        _ => Checkpointed::Busy,
+    })
 }

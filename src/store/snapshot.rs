@@ -240,6 +240,18 @@ impl SeedDir {
         Ok(p.offset)
     }
 
+    /// Forgets the seed being received (its file and its state), if any.
+    pub fn discard(&self) -> Result<()> {
+        for path in [self.state(), self.file()] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}", path.display()))(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the whole file; returns the snapshot it holds.
     pub fn verify(&self) -> Result<SnapshotInfo> {
         let p = self

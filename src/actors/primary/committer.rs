@@ -150,12 +150,18 @@ impl Committer {
 
     /// A checkpoint retention can count on: the checkpoint thread may hold the checkpoint
     /// lock for a moment (a PASSIVE checkpoint then reports busy), so a few tries.
+    /// Only busy is worth a retry: a reader holding old frames (a snapshot, a long query)
+    /// keeps the checkpoint incomplete for longer than the write path may wait.
     fn checkpoint_for_retention(&self) -> Result<bool> {
-        for _ in 0..RETENTION_CHECKPOINT_TRIES {
-            if crate::store::checkpoint(self.executor.connection())? {
-                return Ok(true);
+        for attempt in 1..=RETENTION_CHECKPOINT_TRIES {
+            match crate::store::checkpoint_passive(self.executor.connection())? {
+                crate::store::Checkpointed::Busy if attempt < RETENTION_CHECKPOINT_TRIES => {
+                    std::thread::sleep(RETENTION_CHECKPOINT_PAUSE)
+                }
+                crate::store::Checkpointed::Busy => return Ok(false),
+                crate::store::Checkpointed::Partly => return Ok(false),
+                crate::store::Checkpointed::Wholly => return Ok(true),
             }
-            std::thread::sleep(RETENTION_CHECKPOINT_PAUSE);
         }
         Ok(false)
     }

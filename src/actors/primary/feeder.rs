@@ -61,9 +61,9 @@ pub struct Feeder {
     last_progress: Option<SpareProgress>,
     /// Held while the feeder runs: the primary's incarnation stops once its feeders did.
     _running: Option<crate::actors::stop::Running>,
-    /// Whether the next connection may seed the spare only to save time: not again after
-    /// such a seed until the spare caught up once (no seed after seed across redials).
-    may_seed_for_speed: bool,
+    /// No seed only to save time until the spare flushed this LSN (the primary's log end
+    /// when the last seed was decided): no seed after seed across redials.
+    speed_seed_after: Option<u64>,
 }
 
 impl Feeder {
@@ -83,7 +83,7 @@ impl Feeder {
             backoff: RECONNECT_BACKOFF_MIN,
             last_progress: None,
             _running: None,
-            may_seed_for_speed: true,
+            speed_seed_after: None,
         }
     }
 
@@ -99,7 +99,7 @@ impl Feeder {
             spare_oldest_ms: None,
             held: None,
             progress: self.last_progress.clone(),
-            may_seed_for_speed: self.may_seed_for_speed,
+            speed_seed_after: self.speed_seed_after,
             bucket: self.spare.max_rate.map(|r| {
                 std::sync::Mutex::new(crate::core::rate::TokenBucket::new(
                     r,
@@ -116,7 +116,7 @@ impl Feeder {
 
     fn on_link_end(&mut self, outcome: LinkOutcome, ctx: &mut Context<Self>) {
         let spare = &self.spare.name;
-        self.may_seed_for_speed = outcome.may_seed_for_speed;
+        self.speed_seed_after = outcome.speed_seed_after;
         let state = match &outcome.result {
             Err(Error::Diverged(why)) => {
                 tracing::error!(%spare, %why, "spare diverged from this primary's history");
@@ -180,7 +180,7 @@ pub(crate) struct LinkOutcome {
     result: Result<()>,
     /// Last progress reported, kept while disconnected.
     progress: Option<SpareProgress>,
-    may_seed_for_speed: bool,
+    speed_seed_after: Option<u64>,
 }
 
 /// One connection's worth of feeding.
@@ -199,8 +199,8 @@ pub(crate) struct Link {
     pub(super) spare_oldest_ms: Option<u64>,
     pub(super) held: Option<String>,
     pub(super) progress: Option<SpareProgress>,
-    /// See `Feeder::may_seed_for_speed`; set again once the spare flushed everything.
-    pub(super) may_seed_for_speed: bool,
+    /// See `Feeder::speed_seed_after`; cleared once the spare flushed that far.
+    pub(super) speed_seed_after: Option<u64>,
     /// The spare's `max_rate` cap on records and seed chunks.
     pub(super) bucket: Option<std::sync::Mutex<crate::core::rate::TokenBucket>>,
 }
@@ -253,7 +253,7 @@ impl Link {
             connected,
             result,
             progress: self.progress,
-            may_seed_for_speed: self.may_seed_for_speed,
+            speed_seed_after: self.speed_seed_after,
         }
     }
 
@@ -359,16 +359,20 @@ impl Link {
             let decided = self.decide(&report).await?;
             // After a seed the spare streams, however fast the log grew meanwhile, until it
             // caught up once (no seed after seed).
-            let resume = match self.may_seed_for_speed {
-                true => self.quicker(decided.clone(), &report).await,
-                false => decided.clone(),
+            let resume = match self.speed_seed_after {
+                None => self.quicker(decided.clone(), &report).await,
+                Some(_) => decided.clone(),
             };
             if matches!(resume, Resume::Seed(_) | Resume::Diverged(_)) {
-                self.may_seed_for_speed = false;
+                self.speed_seed_after = Some(self.committed.borrow().lsn);
             }
             let optional = matches!((&decided, &resume), (Resume::From(_), Resume::Seed(_)));
             report = match resume {
-                Resume::From(lsn) => return self.stream(&mut io, lsn, &report).await,
+                Resume::From(lsn) => {
+                    // A seed it was receiving is not needed any more: let its copy go.
+                    self.forget_seed()?;
+                    return self.stream(&mut io, lsn, &report).await;
+                }
                 Resume::Seed(reason) => self.seed(&mut io, &report, None, reason, optional).await?,
                 Resume::Diverged(reason) => {
                     let common = self.find_fork(&mut io, &reason).await?;
@@ -414,7 +418,7 @@ impl Link {
         // One such seed at a time: each takes a copy of the database on this disk. And on
         // a LAN only: the measured costs are CPU and disk; over a WAN the bandwidth decides,
         // and the log crosses it compressed while a snapshot does not.
-        if !self.prim.seeding.is_empty() || self.spare.link != crate::config::Link::Lan {
+        if !self.prim.pins.is_empty() || self.spare.link != crate::config::Link::Lan {
             return resume;
         }
         let log_dir = self.data.log_dir();

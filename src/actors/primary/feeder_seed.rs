@@ -213,15 +213,8 @@ impl Link {
                 self.spare.name, durable.lsn
             ),
         );
-        self.prim.seeding.remove(&self.spare.name);
         self.prim.pins.remove(&self.spare.name);
-        let keep: Vec<String> = self
-            .prim
-            .seeding
-            .iter()
-            .map(|e| e.value().clone())
-            .collect();
-        Snapshots::new(&self.data.node.data_dir).prune(&keep)?;
+        self.forget_seed()?;
         Ok(SpareReport {
             durable,
             applied_lsn,
@@ -229,6 +222,21 @@ impl Link {
             broken,
             holding,
         })
+    }
+
+    /// Forgets the snapshot reserved for this spare, and deletes every snapshot no seed
+    /// reserves any more.
+    pub(super) fn forget_seed(&self) -> Result<()> {
+        if self.prim.seeding.remove(&self.spare.name).is_none() {
+            return Ok(());
+        }
+        let keep: Vec<String> = self
+            .prim
+            .seeding
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        Snapshots::new(&self.data.node.data_dir).prune(&keep)
     }
 
     /// Waits for a `SeedAck` between `low` and `high`.

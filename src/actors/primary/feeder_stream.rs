@@ -110,8 +110,8 @@ impl Link {
                 if !window.on_flushed(flushed) || applied > flushed || flushed > received {
                     return Err(Error::InvalidData(format!("spare acknowledged impossible positions (received {received}, flushed {flushed}, applied {applied})")));
                 }
-                if flushed >= self.committed.borrow().lsn {
-                    self.may_seed_for_speed = true;
+                if self.speed_seed_after.is_some_and(|lsn| flushed >= lsn) {
+                    self.speed_seed_after = None;
                 }
                 while self.times.front().is_some_and(|&(lsn, _)| lsn <= applied) {
                     self.times.pop_front();

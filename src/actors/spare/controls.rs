@@ -47,7 +47,9 @@ pub struct Held {
 
 impl SpareActor {
     /// Changes the gate and wakes the apply thread to read it.
+    /// Waits for a seed being installed only to save time (`SpareShared::install`).
     pub(crate) fn change_gate(&self, change: impl FnOnce(&mut Gate)) {
+        let _install = self.shared.install.lock().expect("install lock");
         change(&mut self.shared.apply.gate.lock().expect("gate lock"));
         self.shared.wake_applier();
     }

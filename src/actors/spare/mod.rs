@@ -39,6 +39,11 @@ pub struct SpareShared {
     pub apply: Arc<ApplyState>,
     /// The running apply thread (replaced when a seed is installed).
     pub applier: Mutex<Option<ApplierHandle>>,
+    /// Held by a seed installed only to save time, from its hold check to the end of the
+    /// install; every change of the apply gate takes it too (`SpareActor::change_gate`): a
+    /// pause, a stop LSN or a verify's cap lands before the check (the seed is refused) or
+    /// after the install, never in between. Lock order: log, then this, then the gate.
+    pub install: Mutex<()>,
     pub applied_tx: Arc<watch::Sender<u64>>,
     pub seed: SeedDir,
     /// While a seed arrives: (bytes durable, snapshot size).
@@ -121,11 +126,20 @@ impl SpareShared {
     /// `optional` (a seed only to save time) is refused, nothing changed, if applying is held
     /// back by then: checked under the log lock, as late as possible.
     pub fn install_seed(&self, quarantine_after: Option<u64>, optional: bool) -> Result<Position> {
+        let refuse = |s: &Self| -> Result<Position> {
+            // Nothing of it will be installed: its copy need not stay on this disk.
+            s.seed.discard()?;
+            Err(held_back())
+        };
+        if optional && self.apply.gate().holds() {
+            return refuse(self);
+        }
         let info = self.seed.verify()?;
         let data_dir = &self.data.node.data_dir;
         let mut log = self.open_log()?;
+        let _install = optional.then(|| self.install.lock().expect("install lock"));
         if optional && self.apply.gate().holds() {
-            return Err(held_back());
+            return refuse(self);
         }
         self.stop_applier();
         if let Some(after) = quarantine_after {
@@ -273,6 +287,7 @@ impl SpareActor {
             log: Mutex::new(log),
             apply,
             applier: Mutex::new(None),
+            install: Mutex::new(()),
             applied_tx,
             seed,
             seeding: Mutex::new(None),
@@ -485,6 +500,28 @@ mod actor_tests {
         let (log, applier) = crate::store::recovery::recover(dir, 1 << 20).unwrap();
         let actor = SpareActor::new(data, log, applier, Arc::new(applied_tx), false);
         (actor, stopper)
+    }
+
+    /// A seed offered only to save time never lands on a spare held back: refused, its
+    /// partial copy discarded, the spare's own state untouched; a required one is not
+    /// refused for the hold (here it fails for lack of a received snapshot instead).
+    #[test]
+    fn a_held_spare_refuses_to_install_a_seed_offered_only_to_save_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let cell = Arc::new(ConfigCell::new(config(dir.path(), "30s")));
+        let (actor, _stopper) = spare_actor(dir.path(), &cell);
+        let shared = actor.shared();
+        assert!(shared.apply.gate().holds(), "an apply_delay holds back");
+        std::fs::create_dir_all(dir.path().join("seed")).unwrap();
+        std::fs::write(dir.path().join("seed/partial.sqlite"), b"half a copy").unwrap();
+        let e = shared.install_seed(None, true).unwrap_err().to_string();
+        assert!(e.contains("held back"), "{e}");
+        assert!(
+            !dir.path().join("seed/partial.sqlite").exists(),
+            "the refused copy is discarded"
+        );
+        let required = shared.install_seed(None, false).unwrap_err().to_string();
+        assert!(!required.contains("held back"), "{required}");
     }
 
     #[test]
