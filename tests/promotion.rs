@@ -392,6 +392,17 @@ fn a_refused_switchover_leaves_the_primary_writing() {
     let out = c.cli(&["switchover", "watch-1"]);
     assert!(!out.status.success());
     assert!(stdout(&out).contains("monitor"), "{}", stdout(&out));
+    // What only a promotion may do is refused on the switchover route, not ignored.
+    let asked = json!({ "candidate": "lan-1", "until": 2 });
+    let r = client::post(
+        &c.http("main"),
+        "/v1/admin/switchover",
+        &asked,
+        common::TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.to_string().contains("loses nothing"), "{}", r.body);
     let r = insert(&c, "main", 1, "still-writing");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(c.status("main")["epoch"], 1);

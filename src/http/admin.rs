@@ -39,6 +39,13 @@ async fn run_promotion(state: &ApiState, body: &web::Bytes, switchover: bool) ->
             "expected {{\"candidate\": NAME, \"dry_run\"?, \"accept_loss\"?, \"force\"?}}: {e}"
         ))
     })?;
+    // A switchover loses nothing: what only a promotion may do is refused, not ignored
+    // (an `until` below the stop would discard writes the old primary acknowledged).
+    if switchover && (req.until.is_some() || req.accept_loss > 0 || req.force || req.dry_run) {
+        return Err(Error::InvalidInput(
+            "a switchover takes only {\"candidate\", \"asked_by\"?}: it loses nothing; for until, accept_loss, force or dry_run use /v1/admin/promote (`spare promote`)".into(),
+        ));
+    }
     let Ok(_guard) = state.slot.promoting.try_lock() else {
         return Err(Error::Unavailable(
             "a promotion coordinated by this node is already running; wait for its answer".into(),
