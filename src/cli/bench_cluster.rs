@@ -155,6 +155,20 @@ impl LocalCluster {
         }
     }
 
+    /// Kills a node's process (SIGKILL) and waits for it.
+    pub(crate) fn kill(&mut self, node: &str) {
+        if let Some(at) = self.children.iter().position(|(n, _)| n == node) {
+            let (_, mut child) = self.children.remove(at);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A node's data directory.
+    pub(crate) fn data_dir(&self, node: &str) -> PathBuf {
+        self.dir.join("data").join(node)
+    }
+
     /// CPU seconds (user and system, every thread) each node's process used so far.
     pub(crate) fn cpu_seconds(&self) -> Vec<(String, f64)> {
         self.children

@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// Rows written while the catch-up spare is stopped (--suite).
     #[arg(long, default_value_t = 100_000)]
     pub catchup_rows: u64,
+    /// Size of the database a new spare is seeded from (--suite), in MiB; 0 skips it.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(0..=16_384))]
+    pub seed_mib: u64,
     /// Promotions measured for each way the primary fails (--failover, --suite).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub promote_rounds: u64,

@@ -68,6 +68,7 @@ impl Link {
     /// `not_before`: the LSN the resumed snapshot may not be behind.
     async fn snapshot_for(
         &mut self,
+        io: &mut LinkIo,
         resume: Option<SeedResume>,
         not_before: Option<u64>,
     ) -> Result<SnapshotInfo> {
@@ -95,9 +96,8 @@ impl Link {
         self.prim
             .seeding
             .insert(self.spare.name.clone(), id.clone());
-        let info = tokio::task::spawn_blocking(move || snapshots.create(&db, &log_dir, &id))
-            .await
-            .map_err(|e| Error::Unavailable(format!("snapshot task failed: {e}")))??;
+        let task = tokio::task::spawn_blocking(move || snapshots.create(&db, &log_dir, &id));
+        let info = self.alive_until(io, task).await??;
         self.prim
             .pins
             .insert(self.spare.name.clone(), info.position.lsn.saturating_sub(1));
@@ -121,7 +121,9 @@ impl Link {
         // holds is resumed only if that snapshot is not behind its log. A diverged one
         // (`quarantine_after`) is seeded at any point: its own records are quarantined.
         let not_before = quarantine_after.is_none().then_some(report.durable.lsn);
-        let snap = self.snapshot_for(report.seed.clone(), not_before).await?;
+        let snap = self
+            .snapshot_for(io, report.seed.clone(), not_before)
+            .await?;
         tracing::info!(spare = %self.spare.name, %reason, lsn = snap.position.lsn, bytes = snap.size, "seeding spare from a snapshot");
         self.data.events.record(
             "seed_started",
@@ -237,6 +239,23 @@ impl Link {
             .map(|e| e.value().clone())
             .collect();
         Snapshots::new(&self.data.node.data_dir).prune(&keep)
+    }
+
+    /// Awaits `task`, sending keep-alives meanwhile: taking a snapshot of a large database
+    /// takes longer than the spare waits in silence (a 1 GiB seed never started before).
+    async fn alive_until<T>(&self, io: &mut LinkIo, task: tokio::task::JoinHandle<T>) -> Result<T> {
+        tokio::pin!(task);
+        loop {
+            tokio::select! {
+                done = &mut task => {
+                    return done.map_err(|e| Error::Unavailable(format!("snapshot task failed: {e}")))
+                }
+                _ = io.keepalive.tick() => {
+                    let last_lsn = self.committed.borrow().lsn;
+                    self.send(io, Message::KeepAlive { last_lsn }).await?;
+                }
+            }
+        }
     }
 
     /// Waits for a `SeedAck` between `low` and `high`.
