@@ -354,6 +354,8 @@ fn bench_suite_measures_every_scenario_on_throwaway_clusters() {
             "1000",
             "--promote-rounds",
             "1",
+            "--seed-mib",
+            "4",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -379,6 +381,13 @@ fn bench_suite_measures_every_scenario_on_throwaway_clusters() {
         "{doc}"
     );
     assert!(doc["ratios"]["commits_4_spares_vs_none"].as_f64().unwrap() > 0.0);
+    // CPU per commit per role, and a new spare seeded from a 4 MiB database.
+    for role in ["primary", "spare_mean"] {
+        let us = doc["healthy"]["2"]["cpu_us_per_commit"][role].as_f64();
+        assert!(us.is_some_and(|us| us > 0.0), "{role}: {doc}");
+    }
+    assert!(doc["seeding"]["db_bytes"].as_u64().unwrap() > 0, "{doc}");
+    assert!(doc["seeding"]["vs_disk"].as_f64().unwrap() > 0.0, "{doc}");
     assert!(
         !std::env::temp_dir()
             .join(format!("spare-bench-{pid}"))
