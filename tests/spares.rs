@@ -163,29 +163,42 @@ fn seeded_to_save_time(c: &Cluster, spare: &str) -> bool {
 }
 
 #[test]
-fn spare_that_missed_more_log_than_a_copy_costs_is_seeded_and_a_paused_one_replays() {
-    let mut c = Cluster::new(2, false);
+fn spare_that_missed_more_log_than_a_copy_costs_is_seeded_and_a_paused_or_remote_one_replays() {
+    let mut c = Cluster::new(3, false);
     c.non_voting("lan-1");
     c.non_voting("lan-2");
+    c.non_voting("lan-3");
+    // lan-3 is a remote spare: over a WAN the log crosses compressed, a copy does not.
+    c.cluster_option("tls_dir = \"tls\"");
+    c.node_option("lan-3", "link = \"wan\"");
+    let out = c.cli(&["certs", "init"]);
+    assert!(out.status.success(), "{out:?}");
     c.start_all();
     create_table(&c);
     let first = c.exec(
         "INSERT INTO blob_rows (id, body) VALUES (1, 'x')",
         json!([]),
     );
-    c.wait_applied("lan-1", first);
-    c.wait_applied("lan-2", first);
+    for spare in ["lan-1", "lan-2", "lan-3"] {
+        c.wait_applied(spare, first);
+    }
     let out = c.cli(&["pause", "lan-2"]);
     assert!(out.status.success(), "{out:?}");
-    c.kill("lan-1");
-    c.kill("lan-2");
+    for spare in ["lan-1", "lan-2", "lan-3"] {
+        c.kill(spare);
+    }
     // About 24 MB of log (old and new value of each update) for a database under 1 MB.
     let last = rewrite_one_row(&c, 60, 200 * 1024);
     c.start("lan-1");
-    c.start("lan-2");
     c.wait_applied("lan-1", last);
     assert!(seeded_to_save_time(&c, "lan-1"), "{}", c.log("main"));
     assert_eq!(dump(&c, "lan-1", last), dump(&c, "main", last));
+    // Started after lan-1's seed ended, so no other copy holds it back: the link does.
+    c.start("lan-3");
+    c.wait_applied("lan-3", last);
+    assert!(!seeded_to_save_time(&c, "lan-3"), "{}", c.log("main"));
+    assert_eq!(dump(&c, "lan-3", last), dump(&c, "main", last));
+    c.start("lan-2");
     // The paused spare keeps its history: it receives the log and applies nothing.
     let mut seen = Value::Null;
     let received = (0..300).any(|_| {

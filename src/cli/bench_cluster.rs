@@ -173,7 +173,12 @@ impl LocalCluster {
     pub(crate) fn cpu_seconds(&self) -> Vec<(String, f64)> {
         self.children
             .iter()
-            .map(|(n, c)| (n.clone(), process_cpu_seconds(c.id()).unwrap_or(0.0)))
+            .map(|(n, c)| {
+                (
+                    n.clone(),
+                    spare::clock::process_cpu_seconds(c.id()).unwrap_or(0.0),
+                )
+            })
             .collect()
     }
 
@@ -200,19 +205,6 @@ impl Drop for LocalCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// CPU seconds (user + system, all threads) of process `pid`, from `/proc/<pid>/stat`
-/// (Linux; None elsewhere or once the process is gone).
-fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces, so split after its ')'):
-    // utime and stime are the 14th and 15th fields, the 12th and 13th after it.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| ticks as f64 / hz as f64)
 }
 
 /// Removes the suite's directory even if a scenario fails.

@@ -110,6 +110,40 @@ pub fn quicker(resume: Resume, cost: Catchup) -> Resume {
     ))
 }
 
+/// When the primary may weigh a seed against replaying at all (before reading any sizes).
+#[derive(Debug, Clone, Copy)]
+pub struct SpeedSeedGate {
+    /// The spare's link is a LAN link. Over a WAN the bandwidth decides, and the log
+    /// crosses it compressed while a snapshot does not: a WAN spare always replays.
+    pub lan: bool,
+    /// Snapshots being taken or sent to any spare: each is a copy of the database on the
+    /// primary's disk, so one seed to save time at a time, and none beside a needed one.
+    pub copies_underway: usize,
+    /// The LSN this spare must flush before it may be seeded to save time again (set at
+    /// its last seed: however fast the log grew meanwhile, it streams until it caught up
+    /// once, so that a busy primary never seeds the same spare in a loop).
+    pub seeded_until: Option<u64>,
+    /// What the spare reported flushed.
+    pub spare_flushed: u64,
+}
+
+/// Whether a seed to save time may be considered for this spare now ([`SpeedSeedGate`]).
+pub fn may_seed_to_save_time(gate: SpeedSeedGate) -> bool {
+    gate.lan
+        && gate.copies_underway == 0
+        && gate
+            .seeded_until
+            .is_none_or(|lsn| gate.spare_flushed >= lsn)
+}
+
+/// Whether a spare that asks to resume a seed from snapshot `snapshot_lsn` may get that
+/// snapshot again: our log must still continue from it (`oldest_lsn`, our oldest record),
+/// and a seed the spare does not need (`not_before`: its durable LSN) may never move it
+/// back behind what it already holds.
+pub fn may_resume_snapshot(snapshot_lsn: u64, oldest_lsn: u64, not_before: Option<u64>) -> bool {
+    snapshot_lsn + 1 >= oldest_lsn && not_before.is_none_or(|lsn| snapshot_lsn >= lsn)
+}
+
 /// LSNs at which a spare reports its chain when asked where its history forks: its tail,
 /// then exponentially further back, down to its oldest record. Bounded to 64 points.
 pub fn probe_points(tail: u64, oldest: u64) -> Vec<u64> {
@@ -268,6 +302,49 @@ mod tests {
         assert_eq!(quicker(diverged.clone(), cost(10_000, 1, false)), diverged);
         let seed = Resume::Seed("new".into());
         assert_eq!(quicker(seed.clone(), cost(0, 1, true)), seed);
+    }
+
+    fn gate(lan: bool, copies: usize, until: Option<u64>, flushed: u64) -> SpeedSeedGate {
+        SpeedSeedGate {
+            lan,
+            copies_underway: copies,
+            seeded_until: until,
+            spare_flushed: flushed,
+        }
+    }
+
+    #[test]
+    fn only_a_lan_spare_is_seeded_to_save_time() {
+        assert!(may_seed_to_save_time(gate(true, 0, None, 10)));
+        assert!(!may_seed_to_save_time(gate(false, 0, None, 10)));
+    }
+
+    #[test]
+    fn no_seed_to_save_time_while_another_copy_is_underway() {
+        assert!(!may_seed_to_save_time(gate(true, 1, None, 10)));
+        assert!(!may_seed_to_save_time(gate(true, 3, None, 10)));
+    }
+
+    #[test]
+    fn a_spare_seeded_to_save_time_streams_until_it_caught_up_once() {
+        // Seeded when the primary was at 100: not again before it flushed 100.
+        assert!(!may_seed_to_save_time(gate(true, 0, Some(100), 40)));
+        assert!(!may_seed_to_save_time(gate(true, 0, Some(100), 99)));
+        assert!(may_seed_to_save_time(gate(true, 0, Some(100), 100)));
+        assert!(may_seed_to_save_time(gate(true, 0, Some(100), 5_000)));
+    }
+
+    #[test]
+    fn a_resumed_snapshot_never_moves_a_spare_behind_its_log() {
+        // Needed seed (diverged or too far behind): any snapshot our log continues from.
+        assert!(may_resume_snapshot(50, 40, None));
+        assert!(may_resume_snapshot(39, 40, None));
+        assert!(!may_resume_snapshot(38, 40, None));
+        // Seed to save time of a spare that holds up to 60: not a snapshot at 50.
+        assert!(!may_resume_snapshot(50, 40, Some(60)));
+        assert!(may_resume_snapshot(60, 40, Some(60)));
+        assert!(may_resume_snapshot(70, 40, Some(60)));
+        assert!(!may_resume_snapshot(70, 80, Some(60)));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub struct Feeder {
     /// Held while the feeder runs: the primary's incarnation stops once its feeders did.
     _running: Option<crate::actors::stop::Running>,
     /// No seed only to save time until the spare flushed this LSN (the primary's log end
-    /// when the last seed was decided): no seed after seed across redials.
+    /// when the last seed started, then when it ended): no seed after seed across redials.
     speed_seed_after: Option<u64>,
 }
 
@@ -358,11 +358,9 @@ impl Link {
         loop {
             let decided = self.decide(&report).await?;
             // After a seed the spare streams, however fast the log grew meanwhile, until it
-            // caught up once (no seed after seed).
-            let resume = match self.speed_seed_after {
-                None => self.quicker(decided.clone(), &report).await,
-                Some(_) => decided.clone(),
-            };
+            // caught up once (no seed after seed): `speed_seed_after`, set when a seed
+            // starts (an interrupted one streams after a redial) and again when it ends.
+            let resume = self.quicker(decided.clone(), &report).await;
             if matches!(resume, Resume::Seed(_) | Resume::Diverged(_)) {
                 self.speed_seed_after = Some(self.committed.borrow().lsn);
             }
@@ -380,6 +378,7 @@ impl Link {
                         .await?
                 }
             };
+            self.speed_seed_after = Some(self.committed.borrow().lsn);
         }
     }
 
@@ -415,10 +414,13 @@ impl Link {
         let Resume::From(_) = resume else {
             return resume;
         };
-        // One such seed at a time: each takes a copy of the database on this disk. And on
-        // a LAN only: the measured costs are CPU and disk; over a WAN the bandwidth decides,
-        // and the log crosses it compressed while a snapshot does not.
-        if !self.prim.pins.is_empty() || self.spare.link != crate::config::Link::Lan {
+        let gate = position::SpeedSeedGate {
+            lan: self.spare.link == crate::config::Link::Lan,
+            copies_underway: self.prim.pins.len(),
+            seeded_until: self.speed_seed_after,
+            spare_flushed: report.durable.lsn,
+        };
+        if !position::may_seed_to_save_time(gate) {
             return resume;
         }
         let log_dir = self.data.log_dir();

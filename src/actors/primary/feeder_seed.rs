@@ -75,9 +75,11 @@ impl Link {
         let snapshots = Snapshots::new(&self.data.node.data_dir);
         if let Some(r) = resume {
             if let Some(info) = snapshots.find(&r.id)? {
-                if info.position.lsn + 1 >= self.data.oldest_lsn()
-                    && not_before.is_none_or(|lsn| info.position.lsn >= lsn)
-                {
+                if crate::core::position::may_resume_snapshot(
+                    info.position.lsn,
+                    self.data.oldest_lsn(),
+                    not_before,
+                ) {
                     self.prim
                         .seeding
                         .insert(self.spare.name.clone(), info.id.clone());
