@@ -29,16 +29,6 @@ pub fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_boot_clock_never_goes_back() {
-        let a = super::boot_ms();
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        assert!(super::boot_ms() >= a + 5);
-    }
-}
-
 /// CPU seconds (user + system, all threads) of process `pid`, from `/proc/<pid>/stat`
 /// (Linux; None elsewhere or once the process is gone).
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
@@ -50,4 +40,14 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (hz > 0).then(|| ticks as f64 / hz as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_boot_clock_never_goes_back() {
+        let a = super::boot_ms();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(super::boot_ms() >= a + 5);
+    }
 }

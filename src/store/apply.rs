@@ -10,6 +10,7 @@ use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::log::{Record, RecordKind};
+use crate::store::change_apply::{Applied, Changes};
 use crate::store::session::apply_changeset;
 use crate::store::value::bind;
 use crate::store::{meta, run_cached, schema, TxnPayload};
@@ -17,6 +18,9 @@ use crate::store::{meta, run_cached, schema, TxnPayload};
 /// Applies records in order on an applier connection; `expected_first` is the LSN the
 /// database expects next (applied + 1). Returns the new applied position.
 pub struct Applier {
+    /// Statements compiled on `conn`: declared first, so dropped before it (SQLite does
+    /// not close a connection with statements left).
+    changes: Changes,
     conn: Connection,
     applied_lsn: u64,
     applied_time_ms: u64,
@@ -25,6 +29,20 @@ pub struct Applier {
     /// an unchanged counter means an unchanged schema: the checksum (a read of
     /// `sqlite_schema` and a hash) is computed again only when it moved.
     schema: Option<(i64, u64)>,
+    /// The apply a batch tries first: ours (SQLite's for the tests' reference applier).
+    first_path: Path,
+    paths: ApplyPaths,
+}
+
+/// How changesets were applied since the applier was made (tests and diagnostics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyPaths {
+    /// Changesets applied with our statements.
+    pub ours: u64,
+    /// Changesets sent to `sqlite3changeset_apply` (a table ours does not cover).
+    pub by_sqlite: u64,
+    /// Batches rolled back and applied again with SQLite's apply.
+    pub redone: u64,
 }
 
 impl Applier {
@@ -41,11 +59,26 @@ impl Applier {
         }
         let (applied_lsn, applied_time_ms) = meta::applied(&conn)?;
         Ok(Applier {
+            changes: Changes::default(),
             conn,
             applied_lsn,
             applied_time_ms,
             schema: None,
+            first_path: Path::Ours,
+            paths: ApplyPaths::default(),
         })
+    }
+
+    /// An applier that applies with `sqlite3changeset_apply` only: the reference.
+    #[cfg(test)]
+    pub(crate) fn reference(conn: Connection) -> Result<Self> {
+        let mut applier = Self::new(conn)?;
+        applier.first_path = Path::Sqlite;
+        Ok(applier)
+    }
+
+    pub fn paths(&self) -> ApplyPaths {
+        self.paths
     }
 
     /// (LSN, commit time in ms) of the last applied record.
@@ -63,33 +96,56 @@ impl Applier {
             self.applied_lsn + 1,
             "records must continue the applied history"
         );
+        // With our own statements first; if a change did not apply cleanly with them, the
+        // batch again with SQLite's apply, which decides (see `store::change_apply`).
+        let done = match self.transaction(records, self.first_path)? {
+            Applied::Redo => {
+                self.paths.redone += 1;
+                self.transaction(records, Path::Sqlite)?
+            }
+            done => done,
+        };
+        debug_assert_ne!(done, Applied::Redo);
+        self.applied_lsn = last.lsn;
+        self.applied_time_ms = last.time_ms;
+        Ok(())
+    }
+
+    /// Applies `records` in one transaction: committed unless `Applied::Redo` (rolled back)
+    /// or an error (rolled back).
+    fn transaction(&mut self, records: &[Record], path: Path) -> Result<Applied> {
+        let last = records.last().expect("a batch is never empty");
         run_cached(&self.conn, "BEGIN IMMEDIATE")?;
+        let outcome = self.apply_all(records, path).and_then(|applied| {
+            if applied != Applied::Redo {
+                meta::set_applied_cached(&self.conn, last.lsn, last.time_ms)?;
+                run_cached(&self.conn, "COMMIT")?;
+            }
+            Ok(applied)
+        });
+        if !matches!(outcome, Ok(Applied::Here | Applied::BySqlite)) {
+            // The batch's DDL (if any) is rolled back too: forget what depends on it.
+            self.schema = None;
+            self.changes.forget();
+            let _ = run_cached(&self.conn, "ROLLBACK");
+        }
+        outcome
+    }
+
+    /// Applies every record inside the open transaction; stops at the first `Redo`.
+    fn apply_all(&mut self, records: &[Record], path: Path) -> Result<Applied> {
         // Checked in every batch: a schema changed behind spare's back (someone editing the
         // spare's file) must show up as divergence, not as silently skipped changes.
-        let mut schema = match self.schema_checksum() {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = run_cached(&self.conn, "ROLLBACK");
-                return Err(e);
-            }
-        };
-        let outcome = records
-            .iter()
-            .try_for_each(|r| apply_one(&self.conn, r, &mut schema))
-            .and_then(|()| meta::set_applied_cached(&self.conn, last.lsn, last.time_ms));
-        match outcome.and_then(|()| Ok(run_cached(&self.conn, "COMMIT")?)) {
-            Ok(()) => {
-                self.applied_lsn = last.lsn;
-                self.applied_time_ms = last.time_ms;
-                Ok(())
-            }
-            Err(e) => {
-                // The batch's DDL (if any) is rolled back too: forget the checksum.
-                self.schema = None;
-                let _ = run_cached(&self.conn, "ROLLBACK");
-                Err(e)
+        let mut schema = self.schema_checksum()?;
+        let mut all = Applied::Here;
+        for r in records {
+            match self.apply_one(r, &mut schema, path)? {
+                Applied::Redo => return Ok(Applied::Redo),
+                Applied::BySqlite => all = Applied::BySqlite,
+                Applied::Here => {}
             }
         }
+        Ok(all)
     }
 
     /// This database's schema checksum now (inside the batch's transaction), computed
@@ -99,6 +155,7 @@ impl Applier {
             .conn
             .prepare_cached("PRAGMA schema_version")?
             .query_row([], |r| r.get(0))?;
+        self.changes.at_schema(version);
         if let Some((at, sum)) = self.schema.filter(|(at, _)| *at == version) {
             debug_assert_eq!(at, version);
             return Ok(sum);
@@ -113,41 +170,74 @@ impl Applier {
     }
 
     pub fn into_connection(self) -> Connection {
-        self.conn
+        let Applier { changes, conn, .. } = self;
+        drop(changes);
+        conn
     }
 }
 
-fn apply_one(conn: &Connection, record: &Record, schema: &mut u64) -> Result<()> {
-    if record.kind != RecordKind::Txn {
-        return Ok(());
+/// Which apply a batch goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// `store::change_apply`: statements compiled once.
+    Ours,
+    /// `sqlite3changeset_apply`, the reference.
+    Sqlite,
+}
+
+impl Applier {
+    fn apply_one(&mut self, record: &Record, schema: &mut u64, path: Path) -> Result<Applied> {
+        if record.kind != RecordKind::Txn {
+            return Ok(Applied::Here);
+        }
+        let conn = &self.conn;
+        let payload = TxnPayload::decode(&record.payload)?;
+        // A schema change that fails here diverged, unless the failure is this host's (a
+        // full disk, a busy database): that one is retried.
+        let failed = |e: rusqlite::Error| match Error::from(e) {
+            transient @ Error::Unavailable(_) => transient,
+            other => Error::Diverged(format!(
+                "record {}: schema change failed here: {other}",
+                record.lsn
+            )),
+        };
+        for st in &payload.ddl {
+            let mut stmt = conn.prepare(&st.sql).map_err(failed)?;
+            bind(&mut stmt, &st.params)?;
+            stmt.raw_execute().map_err(failed)?;
+        }
+        if !payload.ddl.is_empty() {
+            *schema = schema::checksum(conn)?;
+            self.changes.forget();
+        }
+        if *schema != payload.schema {
+            return Err(Error::Diverged(format!(
+                "record {}: this node's schema differs from the primary's (checksum mismatch)",
+                record.lsn
+            )));
+        }
+        let diverged = |e| match e {
+            Error::Diverged(m) => Error::Diverged(format!("record {}: {m}", record.lsn)),
+            other => other,
+        };
+        let applied = match path {
+            Path::Ours => self
+                .changes
+                .apply(conn, &payload.changeset)
+                .map_err(diverged)?,
+            Path::Sqlite => {
+                apply_changeset(conn, &payload.changeset).map_err(diverged)?;
+                Applied::BySqlite
+            }
+        };
+        match applied {
+            Applied::Here => self.paths.ours += 1,
+            Applied::BySqlite => self.paths.by_sqlite += 1,
+            Applied::Redo => {}
+        }
+        if applied != Applied::Redo {
+            schema::set_sequences(conn, &payload.sequences)?;
+        }
+        Ok(applied)
     }
-    let payload = TxnPayload::decode(&record.payload)?;
-    // A schema change that fails here diverged, unless the failure is this host's (a full
-    // disk, a busy database): that one is retried.
-    let failed = |e: rusqlite::Error| match Error::from(e) {
-        transient @ Error::Unavailable(_) => transient,
-        other => Error::Diverged(format!(
-            "record {}: schema change failed here: {other}",
-            record.lsn
-        )),
-    };
-    for st in &payload.ddl {
-        let mut stmt = conn.prepare(&st.sql).map_err(failed)?;
-        bind(&mut stmt, &st.params)?;
-        stmt.raw_execute().map_err(failed)?;
-    }
-    if !payload.ddl.is_empty() {
-        *schema = schema::checksum(conn)?;
-    }
-    if *schema != payload.schema {
-        return Err(Error::Diverged(format!(
-            "record {}: this node's schema differs from the primary's (checksum mismatch)",
-            record.lsn
-        )));
-    }
-    apply_changeset(conn, &payload.changeset).map_err(|e| match e {
-        Error::Diverged(m) => Error::Diverged(format!("record {}: {m}", record.lsn)),
-        other => other,
-    })?;
-    schema::set_sequences(conn, &payload.sequences)
 }

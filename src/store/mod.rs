@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod backup;
+pub mod change_apply;
 pub mod checkpointer;
 pub mod exec;
 pub mod guard;
@@ -131,6 +132,8 @@ pub fn open(path: &Path, kind: ConnKind) -> Result<Connection> {
     Ok(conn)
 }
 
+#[cfg(test)]
+mod change_apply_tests;
 #[cfg(test)]
 mod guard_tests;
 #[cfg(test)]
