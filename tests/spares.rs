@@ -425,3 +425,48 @@ fn a_transient_apply_error_is_retried_not_taken_for_a_divergence() {
         events.body
     );
 }
+
+#[test]
+fn a_partial_seed_the_primary_no_longer_sends_is_deleted_once_the_spare_streams() {
+    use spare::log::Position;
+    use spare::store::snapshot::{PartialSeed, SnapshotInfo};
+    let mut c = Cluster::new(1, false);
+    c.non_voting("lan-1");
+    c.start_all();
+    let first = create_table(&c);
+    c.wait_applied("lan-1", first);
+    c.kill("lan-1");
+    // What an interrupted seed of a snapshot the primary has since deleted leaves behind.
+    let seed = c.data_dir("lan-1").join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    std::fs::write(seed.join("partial.sqlite"), vec![7u8; 64 * 1024]).unwrap();
+    let partial = PartialSeed {
+        info: SnapshotInfo {
+            id: "0123456789abcdef".into(),
+            position: Position::default(),
+            size: 1 << 20,
+            crc: 1,
+        },
+        offset: 64 * 1024,
+    };
+    std::fs::write(
+        seed.join("partial.json"),
+        serde_json::to_vec(&partial).unwrap(),
+    )
+    .unwrap();
+    c.start("lan-1");
+    let lsn = c.exec(
+        "INSERT INTO blob_rows (id, body) VALUES (1, 'x')",
+        json!([]),
+    );
+    c.wait_applied("lan-1", lsn);
+    wait_until("the stale partial seed to be deleted", || {
+        !seed.join("partial.sqlite").exists() && !seed.join("partial.json").exists()
+    });
+    assert!(
+        c.log("lan-1").contains("deleting the partial seed"),
+        "{}",
+        c.log("lan-1")
+    );
+    assert_eq!(dump(&c, "lan-1", lsn), dump(&c, "main", lsn));
+}

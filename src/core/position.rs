@@ -73,7 +73,7 @@ pub fn decide(
 
 /// Replaying a byte of log on a spare takes about this many times as long as copying a
 /// byte of the database to it (measured on the 2-core dev machine: 1 M rows of inserts
-/// replayed at 26 MB/s of log; the 124 MB database they made seeded at 55 MB/s).
+/// replayed at 35 MB/s of log; the 124 MB database they made seeded at 95–110 MB/s).
 pub const REPLAY_SLOWER_THAN_COPY: u64 = 2;
 /// Below this much log to replay, a spare always replays: a seed has fixed costs (a
 /// snapshot, an install, a restart of applying) and replaces the spare's log.

@@ -197,6 +197,7 @@ fn position(shared: &SpareShared) -> Result<Message> {
         id: p.info.id,
         offset: p.offset,
     });
+    shared.stale_seed.store(seed.is_some(), Ordering::Release);
     let broken = shared.apply.failure.lock().expect("failure lock").clone();
     Ok(Message::Position {
         durable,
@@ -476,7 +477,12 @@ async fn on_records(
     let last = records[records.len() - 1].lsn;
     shared.received.fetch_max(last, Ordering::AcqRel);
     shared.primary_last.fetch_max(last, Ordering::AcqRel);
+    let stale_seed = shared.stale_seed.swap(false, Ordering::AcqRel);
     let append = blocking(shared, move |s| {
+        if stale_seed {
+            tracing::info!("the primary streams: deleting the partial seed it no longer sends");
+            s.seed.discard()?;
+        }
         let mut log = s.open_log()?;
         log.append_received(&records)?;
         let durable = log.sync()?;
