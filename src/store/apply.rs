@@ -37,11 +37,12 @@ pub struct Applier {
 /// How changesets were applied since the applier was made (tests and diagnostics).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyPaths {
-    /// Changesets applied with our statements.
+    /// Changesets applied with our statements (in committed batches; empty ones not
+    /// counted).
     pub ours: u64,
     /// Changesets sent to `sqlite3changeset_apply` (a table ours does not cover).
     pub by_sqlite: u64,
-    /// Batches rolled back and applied again with SQLite's apply.
+    /// Batches rolled back and applied again, successfully, with SQLite's apply.
     pub redone: u64,
 }
 
@@ -98,32 +99,34 @@ impl Applier {
         );
         // With our own statements first; if a change did not apply cleanly with them, the
         // batch again with SQLite's apply, which decides (see `store::change_apply`).
-        let done = match self.transaction(records, self.first_path)? {
-            Applied::Redo => {
+        let paths = match self.transaction(records, self.first_path)? {
+            Some(paths) => paths,
+            None => {
+                let paths = self.transaction(records, Path::Sqlite)?;
                 self.paths.redone += 1;
-                self.transaction(records, Path::Sqlite)?
+                paths.expect("SQLite's apply never asks for a redo")
             }
-            done => done,
         };
-        debug_assert_ne!(done, Applied::Redo);
+        self.paths.ours += paths.ours;
+        self.paths.by_sqlite += paths.by_sqlite;
         self.applied_lsn = last.lsn;
         self.applied_time_ms = last.time_ms;
         Ok(())
     }
 
-    /// Applies `records` in one transaction: committed unless `Applied::Redo` (rolled back)
-    /// or an error (rolled back).
-    fn transaction(&mut self, records: &[Record], path: Path) -> Result<Applied> {
+    /// Applies `records` in one transaction: committed, with how its changesets were
+    /// applied; or rolled back: None when a change asked for a redo, or an error.
+    fn transaction(&mut self, records: &[Record], path: Path) -> Result<Option<ApplyPaths>> {
         let last = records.last().expect("a batch is never empty");
         run_cached(&self.conn, "BEGIN IMMEDIATE")?;
-        let outcome = self.apply_all(records, path).and_then(|applied| {
-            if applied != Applied::Redo {
+        let outcome = self.apply_all(records, path).and_then(|paths| {
+            if paths.is_some() {
                 meta::set_applied_cached(&self.conn, last.lsn, last.time_ms)?;
                 run_cached(&self.conn, "COMMIT")?;
             }
-            Ok(applied)
+            Ok(paths)
         });
-        if !matches!(outcome, Ok(Applied::Here | Applied::BySqlite)) {
+        if !matches!(outcome, Ok(Some(_))) {
             // The batch's DDL (if any) is rolled back too: forget what depends on it.
             self.schema = None;
             self.changes.forget();
@@ -132,20 +135,28 @@ impl Applier {
         outcome
     }
 
-    /// Applies every record inside the open transaction; stops at the first `Redo`.
-    fn apply_all(&mut self, records: &[Record], path: Path) -> Result<Applied> {
+    /// Applies every record inside the open transaction; stops at the first redo (None).
+    fn apply_all(&mut self, records: &[Record], path: Path) -> Result<Option<ApplyPaths>> {
         // Checked in every batch: a schema changed behind spare's back (someone editing the
         // spare's file) must show up as divergence, not as silently skipped changes.
         let mut schema = self.schema_checksum()?;
-        let mut all = Applied::Here;
+        let mut paths = ApplyPaths::default();
         for r in records {
-            match self.apply_one(r, &mut schema, path)? {
-                Applied::Redo => return Ok(Applied::Redo),
-                Applied::BySqlite => all = Applied::BySqlite,
-                Applied::Here => {}
+            if self.apply_one(r, &mut schema, path, &mut paths)? == Applied::Redo {
+                return Ok(None);
+            }
+            // A constraint declared ON CONFLICT ROLLBACK ends the transaction itself, and
+            // SQLite's apply would go on in autocommit mode: stop before anything more is
+            // written outside the batch (the primary refuses such tables; a database made
+            // elsewhere may hold one).
+            if self.conn.is_autocommit() {
+                return Err(Error::Sql(format!(
+                    "record {}: a constraint declared ON CONFLICT ROLLBACK ended the apply's transaction; this spare must be re-seeded",
+                    r.lsn
+                )));
             }
         }
-        Ok(all)
+        Ok(Some(paths))
     }
 
     /// This database's schema checksum now (inside the batch's transaction), computed
@@ -186,7 +197,13 @@ enum Path {
 }
 
 impl Applier {
-    fn apply_one(&mut self, record: &Record, schema: &mut u64, path: Path) -> Result<Applied> {
+    fn apply_one(
+        &mut self,
+        record: &Record,
+        schema: &mut u64,
+        path: Path,
+        paths: &mut ApplyPaths,
+    ) -> Result<Applied> {
         if record.kind != RecordKind::Txn {
             return Ok(Applied::Here);
         }
@@ -231,8 +248,9 @@ impl Applier {
             }
         };
         match applied {
-            Applied::Here => self.paths.ours += 1,
-            Applied::BySqlite => self.paths.by_sqlite += 1,
+            _ if payload.changeset.is_empty() => {}
+            Applied::Here => paths.ours += 1,
+            Applied::BySqlite => paths.by_sqlite += 1,
             Applied::Redo => {}
         }
         if applied != Applied::Redo {

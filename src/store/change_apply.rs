@@ -36,6 +36,9 @@ use crate::error::{Error, Result};
 /// columns in more combinations than this compiles the rarest again (SQLite's own apply
 /// keeps 12 per call).
 pub const MAX_UPDATE_SHAPES: usize = 16;
+/// Tables whose statements are kept; past this many (a schema of thousands of tables), all
+/// are forgotten and compiled again as changes arrive.
+pub const MAX_CACHED_TABLES: usize = 1024;
 
 /// How a changeset was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +90,13 @@ struct Table {
 /// called) before the connection closes: SQLite refuses to close a connection with
 /// statements left.
 #[derive(Default)]
-pub struct Changes {
+pub(crate) struct Changes {
     tables: HashMap<String, Table>,
     /// `PRAGMA schema_version` the cache was filled at.
     schema_version: Option<i64>,
+    /// The connection the statements belong to (its handle's address): they may run on no
+    /// other, whose transaction and change count they would not see.
+    conn: Option<usize>,
 }
 
 impl Changes {
@@ -98,6 +104,17 @@ impl Changes {
     pub fn forget(&mut self) {
         self.tables.clear();
         self.schema_version = None;
+    }
+
+    /// Asserts that `conn` is the connection of the statements kept.
+    fn check_connection(&mut self, conn: &Connection) {
+        // SAFETY: handle() only reads the connection's pointer.
+        let handle = unsafe { conn.handle() } as usize;
+        assert_eq!(
+            *self.conn.get_or_insert(handle),
+            handle,
+            "statements used on another connection"
+        );
     }
 
     /// Forgets everything unless the schema is still at `version`.
@@ -112,6 +129,10 @@ impl Changes {
     pub fn apply(&mut self, conn: &Connection, changeset: &[u8]) -> Result<Applied> {
         if changeset.is_empty() {
             return Ok(Applied::Here);
+        }
+        self.check_connection(conn);
+        if self.tables.len() >= MAX_CACHED_TABLES {
+            self.forget();
         }
         if !self.covers(conn, changeset)? {
             crate::store::session::apply_changeset(conn, changeset)?;
@@ -131,7 +152,8 @@ impl Changes {
     fn covers(&mut self, conn: &Connection, changeset: &[u8]) -> Result<bool> {
         let mut covered = true;
         each_change(changeset, |it| {
-            let change = Change::of(it);
+            // SAFETY: `it` is positioned on a change for the duration of this callback.
+            let change = unsafe { Change::of(it) };
             if covered {
                 let table = self.table(conn, change.table)?;
                 let mut pk: *mut u8 = ptr::null_mut();
@@ -164,7 +186,8 @@ impl Changes {
         conn: &Connection,
         it: *mut ffi::sqlite3_changeset_iter,
     ) -> Result<bool> {
-        let change = Change::of(it);
+        // SAFETY: `it` is positioned on a change until this function returns.
+        let change = unsafe { Change::of(it) };
         let table = self
             .tables
             .get_mut(change.table)
@@ -199,11 +222,14 @@ struct Change<'it> {
 }
 
 impl Change<'_> {
-    fn of<'it>(it: *mut ffi::sqlite3_changeset_iter) -> Change<'it> {
+    /// # Safety
+    /// `it` must be positioned on a change, and the result used only until it moves.
+    unsafe fn of<'it>(it: *mut ffi::sqlite3_changeset_iter) -> Change<'it> {
         let (mut tab, mut ncol, mut op, mut indirect) = (ptr::null(), 0, 0, 0);
         // SAFETY: `it` is positioned on a change; tab points into the iterator and stays
         // valid until it moves, which the borrow's use (within one callback) respects.
         unsafe { ffi::sqlite3changeset_op(it, &mut tab, &mut ncol, &mut op, &mut indirect) };
+        // SAFETY: as above.
         let table = unsafe { CStr::from_ptr(tab) }.to_str().unwrap_or("");
         Change {
             table,
@@ -225,9 +251,7 @@ fn each_change(
     let rc =
         unsafe { ffi::sqlite3changeset_start(&mut it, len, changeset.as_ptr() as *mut c_void) };
     if rc != ffi::SQLITE_OK {
-        return Err(Error::InvalidData(format!(
-            "changeset is malformed (SQLite code {rc})"
-        )));
+        return Err(changeset_error(rc));
     }
     let mut outcome = Ok(());
     // SAFETY: `it` is a live iterator until finalize.
@@ -238,11 +262,19 @@ fn each_change(
     let rc = unsafe { ffi::sqlite3changeset_finalize(it) };
     outcome?;
     if rc != ffi::SQLITE_OK {
-        return Err(Error::InvalidData(format!(
-            "changeset is malformed (SQLite code {rc})"
-        )));
+        return Err(changeset_error(rc));
     }
     Ok(())
+}
+
+/// Reading a changeset failed: out of memory is this host's (retried), anything else is
+/// the changeset's.
+fn changeset_error(rc: c_int) -> Error {
+    if crate::error::sqlite_transient(rc) {
+        Error::Unavailable(format!("cannot read a changeset (SQLite code {rc})"))
+    } else {
+        Error::InvalidData(format!("changeset is malformed (SQLite code {rc})"))
+    }
 }
 
 /// Reads `name`'s columns as SQLite's apply does (`PRAGMA table_xinfo`, hidden columns
@@ -425,9 +457,12 @@ fn bind(stmt: *mut ffi::sqlite3_stmt, param: usize, v: *mut ffi::sqlite3_value) 
     // SAFETY: stmt is live; v is valid until the iterator moves; SQLite copies it.
     let rc = unsafe { ffi::sqlite3_bind_value(stmt, param as c_int, v) };
     if rc != ffi::SQLITE_OK {
-        return Err(Error::Sql(format!(
-            "cannot bind parameter {param} to apply a change (SQLite code {rc})"
-        )));
+        let text = format!("cannot bind parameter {param} to apply a change (SQLite code {rc})");
+        return Err(if crate::error::sqlite_transient(rc) {
+            Error::Unavailable(text)
+        } else {
+            Error::Sql(text)
+        });
     }
     Ok(true)
 }

@@ -233,8 +233,8 @@ fn a_unique_value_swapped_between_two_rows_applies_through_sqlites_retry() {
     t.exec(&["INSERT INTO u (id, code) VALUES (1, 'a'), (2, 'b'), (3, 'c')"])
         .unwrap();
     t.ship(1).unwrap();
-    // Applied in key order, row 1 takes 'b' while row 2 still has it: a constraint error
-    // that SQLite's apply retries after the other changes.
+    // Whichever row's change comes first takes the other's code while that one still has
+    // it: a constraint error that SQLite's apply retries after the other changes.
     t.exec(&[
         "UPDATE u SET code = 'tmp' WHERE id = 1",
         "UPDATE u SET code = 'a' WHERE id = 2",
@@ -309,6 +309,13 @@ fn a_diverged_copy_is_refused_by_both_alike_and_left_as_it_was() {
             "{edit}: SQLite's changed it"
         );
         assert_eq!(t.ours.applied(), applied, "{edit}");
+        // Ours met the conflict and left it to SQLite's apply, which named it.
+        assert_eq!(
+            t.ours.paths().redone,
+            0,
+            "{edit}: a failed redo is not counted"
+        );
+        assert!(t.ours.paths().ours > 0, "{edit}: {:?}", t.ours.paths());
     }
 }
 
@@ -338,5 +345,44 @@ fn schema_changes_inside_a_batch_are_applied_with_fresh_statements() {
     t.exec(&["UPDATE w SET q2 = 'h' WHERE p = 3"]).unwrap();
     t.ship(1).unwrap();
     t.assert_same();
-    assert_eq!(t.ours.paths().redone, 0, "{:?}", t.ours.paths());
+    let paths = t.ours.paths();
+    assert_eq!(paths.redone, 0, "{paths:?}");
+    assert_eq!(paths.by_sqlite, 0, "{paths:?}");
+    // Seven changesets: the inserts, the update and the delete (DDL records are empty).
+    assert_eq!(paths.ours, 7, "{paths:?}");
+}
+
+#[test]
+fn a_schema_changed_between_batches_behind_the_appliers_back_is_divergence() {
+    let mut t = Trio::new();
+    t.exec(&["CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT)"])
+        .unwrap();
+    t.exec(&["INSERT INTO w VALUES (1, 'a')"]).unwrap();
+    t.ship(1).unwrap();
+    // Same shape, other names: statements compiled for the old table must not be used.
+    t.tamper("DROP TABLE w; CREATE TABLE w (p INTEGER PRIMARY KEY, q TEXT)");
+    t.exec(&["INSERT INTO w VALUES (2, 'b')"]).unwrap();
+    let err = t.ship(1).unwrap_err();
+    assert!(err.contains("checksum mismatch"), "{err}");
+}
+
+#[test]
+fn a_batch_redone_with_sqlites_apply_runs_its_schema_change_again() {
+    let mut t = Trio::new();
+    t.exec(&[SCHEMA[3]]).unwrap();
+    t.exec(&["INSERT INTO u (id, code) VALUES (1, 'a'), (2, 'b')"])
+        .unwrap();
+    t.ship(1).unwrap();
+    t.exec(&["CREATE TABLE later (id INTEGER PRIMARY KEY, v TEXT)"])
+        .unwrap();
+    t.exec(&["INSERT INTO later VALUES (1, 'x')"]).unwrap();
+    t.exec(&[
+        "UPDATE u SET code = 'tmp' WHERE id = 1",
+        "UPDATE u SET code = 'a' WHERE id = 2",
+        "UPDATE u SET code = 'b' WHERE id = 1",
+    ])
+    .unwrap();
+    t.ship(10).unwrap();
+    t.assert_same();
+    assert_eq!(t.ours.paths().redone, 1, "{:?}", t.ours.paths());
 }

@@ -63,6 +63,7 @@ pub fn check_replicable(conn: &Connection) -> Result<()> {
 }
 
 fn check_table(conn: &Connection, table: &str) -> Result<()> {
+    check_conflict_clauses(conn, table)?;
     // (name, declared type, notnull, pk position)
     let cols: Vec<(String, String, bool, i64)> = conn
         .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1)")?
@@ -81,6 +82,32 @@ fn check_table(conn: &Connection, table: &str) -> Result<()> {
         return Err(Error::InvalidInput(format!(
             "table \"{table}\": PRIMARY KEY column \"{}\" may hold NULL, and SQLite cannot replicate rows whose key is NULL; declare it NOT NULL (or make the table WITHOUT ROWID)",
             col.0
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a table declaring a constraint `ON CONFLICT ROLLBACK`: on a spare, a change
+/// meeting it would end the whole batch's transaction half way through an apply, and SQLite's
+/// apply would go on outside any transaction.
+fn check_conflict_clauses(conn: &Connection, table: &str) -> Result<()> {
+    let sql: Option<String> = conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )?;
+    let words: Vec<String> = sql
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect();
+    if words
+        .windows(3)
+        .any(|w| w == ["ON", "CONFLICT", "ROLLBACK"])
+    {
+        return Err(Error::InvalidInput(format!(
+            "table \"{table}\" declares a constraint ON CONFLICT ROLLBACK, which spares cannot apply safely (it would end a spare's transaction half way through); declare the constraint without it (ON CONFLICT ABORT, the default)"
         )));
     }
     Ok(())

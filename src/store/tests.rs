@@ -208,6 +208,10 @@ fn statements_that_would_break_replication_are_refused() {
         ("PRAGMA journal_mode = DELETE", "PRAGMA"),
         ("CREATE TABLE c AS SELECT random() AS r", "AS SELECT"),
         ("CREATE TABLE k (code TEXT PRIMARY KEY)", "NOT NULL"),
+        (
+            "CREATE TABLE u (id INTEGER PRIMARY KEY, code TEXT, UNIQUE(code) on conflict\n rollback)",
+            "ON CONFLICT ROLLBACK",
+        ),
     ] {
         let e = p.exec(&[sql]).unwrap_err().to_string();
         assert!(e.contains(needle), "{sql}: {e}");

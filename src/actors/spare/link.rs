@@ -197,7 +197,6 @@ fn position(shared: &SpareShared) -> Result<Message> {
         id: p.info.id,
         offset: p.offset,
     });
-    shared.stale_seed.store(seed.is_some(), Ordering::Release);
     let broken = shared.apply.failure.lock().expect("failure lock").clone();
     Ok(Message::Position {
         durable,
@@ -234,6 +233,10 @@ async fn stream_from_primary(
         Message::Position { broken, .. } => broken.clone(),
         _ => None,
     };
+    // A partial seed on disk now is deleted by this link's first batch of records, unless
+    // the primary resumes (or replaces) it first: it may be as large as the database, and
+    // a primary that streams no longer keeps its snapshot.
+    let mut stale_seed = matches!(&first, Message::Position { seed: Some(_), .. });
     send(shared, &mut wr, first).await?;
     // A new primary (or a restarted one) hears a first acknowledgement whatever the last
     // link carried: it learns why this spare holds records back from it.
@@ -251,7 +254,7 @@ async fn stream_from_primary(
             frame = frames.recv() => {
                 let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
                 shared.last_heard_ms.store(now_ms(), Ordering::Release);
-                on_frames(shared, env, &mut frames, &mut wr).await?;
+                on_frames(shared, env, &mut frames, &mut wr, &mut stale_seed).await?;
             }
             changed = applied_rx.changed() => {
                 if changed.is_err() { return Ok(()) }
@@ -315,21 +318,28 @@ async fn on_frames(
     first: Envelope,
     frames: &mut mpsc::Receiver<Result<Envelope>>,
     wr: &mut OwnedWriteHalf,
+    stale_seed: &mut bool,
 ) -> Result<()> {
     let after = match records_of(first)? {
         Ok(mut records) => {
             let after = drain(frames, records_of, |more| records.extend(more));
-            on_records(shared, records, wr).await?;
+            on_records(shared, records, wr, std::mem::take(stale_seed)).await?;
             after
         }
         Err(env) => match chunk_of(env)? {
             Ok(chunk) => {
+                *stale_seed = false;
                 let mut chunks = vec![chunk];
                 let after = drain(frames, chunk_of, |c| chunks.push(c));
                 on_seed_chunks(shared, chunks, wr).await?;
                 after
             }
-            Err(other) => return on_frame(shared, other, wr).await,
+            Err(other) => {
+                if matches!(other.message, Message::SeedStart { .. }) {
+                    *stale_seed = false;
+                }
+                return on_frame(shared, other, wr).await;
+            }
         },
     };
     match after {
@@ -473,15 +483,18 @@ async fn on_records(
     shared: &Arc<SpareShared>,
     records: Vec<Record>,
     wr: &mut OwnedWriteHalf,
+    stale_seed: bool,
 ) -> Result<()> {
     let last = records[records.len() - 1].lsn;
     shared.received.fetch_max(last, Ordering::AcqRel);
     shared.primary_last.fetch_max(last, Ordering::AcqRel);
-    let stale_seed = shared.stale_seed.swap(false, Ordering::AcqRel);
     let append = blocking(shared, move |s| {
         if stale_seed {
             tracing::info!("the primary streams: deleting the partial seed it no longer sends");
-            s.seed.discard()?;
+            // Disk space only: a seed that cannot be deleted must not stop the stream.
+            if let Err(e) = s.seed.discard() {
+                tracing::warn!(cause = %e, "cannot delete the partial seed; it stays on disk");
+            }
         }
         let mut log = s.open_log()?;
         log.append_received(&records)?;

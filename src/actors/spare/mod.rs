@@ -55,10 +55,6 @@ pub struct SpareShared {
     /// The applied LSN the last acknowledgement carried: an applied LSN that moved while a
     /// batch was being made durable rides on that batch's acknowledgement, not one more.
     pub acked_applied: AtomicU64,
-    /// A partial seed was on disk when this link began: if the primary streams instead of
-    /// resuming it, the first batch deletes it (it may be as large as the database, and the
-    /// primary no longer keeps its snapshot).
-    pub stale_seed: AtomicBool,
     pub connected: AtomicBool,
     /// When the primary was last heard from (ms since the Unix epoch).
     pub last_heard_ms: AtomicU64,
@@ -298,7 +294,6 @@ impl SpareActor {
             received,
             primary_last: AtomicU64::new(0),
             acked_applied: AtomicU64::new(u64::MAX),
-            stale_seed: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             last_heard_ms: AtomicU64::new(0),
             generation: watch::Sender::new(0),
