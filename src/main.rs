@@ -28,7 +28,10 @@ enum Command {
     ///
     /// On a first local run it creates what is missing (the cluster secret) and says so.
     /// Stop with Ctrl-C.
-    Up,
+    Up {
+        #[command(flatten)]
+        log: cli::serve::LogArgs,
+    },
     /// Run one node of the configuration (production: one node per machine).
     ///
     /// Never creates missing files: it stops and names the command that creates them.
@@ -36,6 +39,8 @@ enum Command {
         /// Name of the node, as in a [[node]] table of the configuration.
         #[arg(long)]
         node: String,
+        #[command(flatten)]
+        log: cli::serve::LogArgs,
     },
     /// Run SQL: writes go to the primary, reads to --node (or the primary).
     ///
@@ -283,7 +288,7 @@ enum CertsCommand {
 
 fn main() {
     let args = Args::parse();
-    if !matches!(args.command, Command::Up | Command::Run { .. }) {
+    if !matches!(args.command, Command::Up { .. } | Command::Run { .. }) {
         // A command printing into a pipe closed early (`spare status --json | head`) ends
         // quietly, as other Unix tools do, instead of panicking on the write. The nodes keep
         // Rust's default (ignored: a write to a closed socket is an error to handle).
@@ -303,7 +308,7 @@ fn main() {
 /// ends the process with status 1.
 fn set_up_client(config: &Path, command: &Command) {
     // (`spare up` creates missing TLS material first, then does the same itself.)
-    let creates_tls = matches!(command, Command::Up | Command::Certs(_));
+    let creates_tls = matches!(command, Command::Up { .. } | Command::Certs(_));
     if let Some(c) = spare::config::ClusterConfig::load(config)
         .ok()
         .filter(|_| !creates_tls)
@@ -328,8 +333,8 @@ fn set_up_client(config: &Path, command: &Command) {
 /// Runs the command; `main` prints its error as one line and exits with status 1.
 fn run(config: &Path, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Up => cli::serve::up(config),
-        Command::Run { node } => cli::serve::run(config, &node),
+        Command::Up { log } => cli::serve::up(config, &log),
+        Command::Run { node, log } => cli::serve::run(config, &node, &log),
         Command::Sql {
             node,
             json,

@@ -459,3 +459,60 @@ fn sql_writes_through_a_switchover_without_failing() {
     let rows = c.rows("lan-1", "SELECT count(*) FROM t", 0);
     assert_eq!(rows[0][0], written, "every write once");
 }
+
+#[test]
+fn a_node_logs_json_lines_when_asked_and_refuses_a_log_filter_it_cannot_read() {
+    let c = Cluster::new(0, false);
+    let config = c.config_of("main");
+    // A filter that does not parse stops the node at once, naming where it came from.
+    for (args, env, source) in [
+        (vec!["--log-level", "spare=loud"], None, "--log-level"),
+        (vec![], Some("spare=loud"), "$SPARE_LOG"),
+    ] {
+        let mut cmd = Command::new(common::bin());
+        cmd.args(["run", "--node", "main", "--config"])
+            .arg(&config)
+            .args(&args);
+        cmd.env_remove("SPARE_LOG").env_remove("RUST_LOG");
+        if let Some(e) = env {
+            cmd.env("SPARE_LOG", e);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{source}: a bad filter was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(source) && err.contains("spare=loud"), "{err}");
+        assert!(err.contains("not a log filter"), "{err}");
+    }
+    // --log-format json: one JSON object per line on stderr.
+    let log = c.dir.path().join("json.log");
+    let child = Command::new(common::bin())
+        .args([
+            "run",
+            "--node",
+            "main",
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _guard = common::ChildGuard(child);
+    wait_until("a JSON log line saying the node serves", || {
+        common::read_file(&log).contains("\"level\":\"INFO\"")
+    });
+    for line in common::read_file(&log)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["fields"].is_object() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}

@@ -11,15 +11,55 @@ use spare::actors::messages::Reload;
 use spare::actors::node::supervisor::{Mode, StartNodes, SupervisorActor};
 use spare::config::{ClusterConfig, ConfigCell, Role};
 
-fn init_logging() {
+/// How a node logs (`spare up`, `spare run`): to stderr, which journald keeps under systemd.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LogArgs {
+    /// What to log: a level (error, warn, info, debug, trace) or tracing directives such
+    /// as "info,spare::actors::spare=debug". Default: $SPARE_LOG, else $RUST_LOG, else info.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Format of the log lines: text, or json (one object per line, for log collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The log filter: `--log-level`, else `$SPARE_LOG`, else `$RUST_LOG`, else info; one that
+/// does not parse is refused, naming where it came from.
+fn log_filter(args: &LogArgs) -> Result<tracing_subscriber::EnvFilter> {
+    let (source, text) = if let Some(l) = &args.log_level {
+        ("--log-level", l.clone())
+    } else if let Ok(l) = std::env::var("SPARE_LOG") {
+        ("$SPARE_LOG", l)
+    } else if let Ok(l) = std::env::var("RUST_LOG") {
+        ("$RUST_LOG", l)
+    } else {
+        ("the default", "info".to_string())
+    };
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&text)
+        .with_context(|| {
+            format!("{source} {text:?} is not a log filter: give a level (error, warn, info, debug, trace) or directives such as \"info,spare=debug\"")
+        })
+}
+
+fn init_logging(args: &LogArgs) -> Result<()> {
     use std::io::IsTerminal;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("SPARE_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let filter = log_filter(args)?;
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    Ok(())
 }
 
 /// Creates the cluster secret if the file is missing (first local run of `spare up`).
@@ -39,7 +79,7 @@ fn ensure_secret(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn up(config_path: &Path) -> Result<()> {
+pub fn up(config_path: &Path, log: &LogArgs) -> Result<()> {
     ensure_secret(config_path)?;
     let config = ClusterConfig::load(config_path)?;
     config.read_secret()?;
@@ -48,16 +88,16 @@ pub fn up(config_path: &Path) -> Result<()> {
     if let (Some(dir), true) = (&config.cluster.tls_dir, config.cluster.http_tls) {
         spare::client::set_https(Some(spare::net::tls::https_client(dir)?));
     }
-    init_logging();
+    init_logging(log)?;
     serve(config, Mode::All)
 }
 
-pub fn run(config_path: &Path, node: &str) -> Result<()> {
+pub fn run(config_path: &Path, node: &str, log: &LogArgs) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
     config.node(node)?;
     // Every node, monitors included, authenticates to its peers with the cluster secret.
     config.read_secret()?;
-    init_logging();
+    init_logging(log)?;
     serve(config, Mode::One(node.to_string()))
 }
 
