@@ -125,11 +125,15 @@ pub struct SpeedSeedGate {
     pub seeded_until: Option<u64>,
     /// What the spare reported flushed.
     pub spare_flushed: u64,
+    /// The spare can say that its applying is held back (protocol 3): one of the previous
+    /// release cannot, and could not refuse a seed it must not take.
+    pub says_holding: bool,
 }
 
 /// Whether a seed to save time may be considered for this spare now ([`SpeedSeedGate`]).
 pub fn may_seed_to_save_time(gate: SpeedSeedGate) -> bool {
     gate.lan
+        && gate.says_holding
         && gate.copies_underway == 0
         && gate
             .seeded_until
@@ -310,7 +314,17 @@ mod tests {
             copies_underway: copies,
             seeded_until: until,
             spare_flushed: flushed,
+            says_holding: true,
         }
+    }
+
+    #[test]
+    fn a_spare_of_the_previous_release_is_never_seeded_to_save_time() {
+        let old = SpeedSeedGate {
+            says_holding: false,
+            ..gate(true, 0, None, 10)
+        };
+        assert!(!may_seed_to_save_time(old));
     }
 
     #[test]

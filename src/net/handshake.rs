@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::log::Position;
 use crate::net::auth::{self, Direction};
 use crate::wire::message::{Purpose, SeedResume};
-use crate::wire::{read_frame_within, write_frame, Envelope, Message, PROTOCOL_VERSION};
+use crate::wire::{read_frame_within, version, write_frame, Envelope, Message};
 
 /// A handshake not finished within this time is abandoned, so a silent peer cannot hold a
 /// connection slot.
@@ -61,6 +61,8 @@ pub struct SpareReport {
     pub broken: Option<String>,
     /// Something holds its applying back (pause, delay, stop LSN, verify).
     pub holding: bool,
+    /// The connection's protocol version.
+    pub protocol: u32,
 }
 
 /// Who connected, once authenticated.
@@ -69,6 +71,8 @@ pub struct Peer {
     pub name: String,
     pub epoch: u64,
     pub purpose: Purpose,
+    /// The connection's protocol version (the dialer's, which this node speaks).
+    pub protocol: u32,
 }
 
 /// Who may stream to an acceptor.
@@ -148,24 +152,35 @@ async fn expect<S: AsyncRead + Unpin>(
     Ok(env)
 }
 
-/// Dialer side, on a fresh connection to `peer`: authenticates both ways.
+/// Dialer side, on a fresh connection to `peer`: authenticates both ways; returns the
+/// connection's protocol version. A peer of the previous release refuses our newest version
+/// naming its own: the error says so, and the next dial (the callers' retry) speaks it.
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     me: &Identity,
     peer: &str,
     epoch: u64,
     purpose: Purpose,
-) -> Result<()> {
+) -> Result<u32> {
+    let protocol = version::to_announce(&me.name, peer);
     let run = async {
         let nonce = auth::new_nonce();
         let hello = Message::Hello {
-            protocol: PROTOCOL_VERSION,
+            protocol,
             to: peer.to_string(),
             nonce: nonce.clone(),
             purpose,
         };
         write_frame(s, &me.envelope(epoch, hello)).await?;
-        let env = expect(s, me, peer, MAX_HANDSHAKE_FRAME_BYTES).await?;
+        let env = match expect(s, me, peer, MAX_HANDSHAKE_FRAME_BYTES).await {
+            Err(e) => {
+                if let Some(older) = version::named_in_refusal(&e.to_string()) {
+                    version::peer_speaks(&me.name, peer, older);
+                }
+                return Err(e);
+            }
+            Ok(env) => env,
+        };
         let Message::Challenge {
             nonce: peer_nonce,
             proof,
@@ -201,7 +216,8 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
             peer,
             &peer_nonce,
         );
-        write_frame(s, &me.envelope(epoch, Message::Proof { proof })).await
+        write_frame(s, &me.envelope(epoch, Message::Proof { proof })).await?;
+        Ok(protocol)
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
         .await
@@ -216,7 +232,7 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
     spare: &str,
     epoch: u64,
 ) -> Result<SpareReport> {
-    dial(s, me, spare, epoch, Purpose::Stream).await?;
+    let protocol = dial(s, me, spare, epoch, Purpose::Stream).await?;
     // The spare proved the secret already: its position (which may carry a long reason
     // why it cannot apply) is an authenticated frame.
     let position = expect(s, me, spare, crate::wire::MAX_FRAME_BYTES);
@@ -236,6 +252,7 @@ pub async fn as_primary<S: AsyncRead + AsyncWrite + Unpin>(
             seed,
             broken,
             holding,
+            protocol,
         }),
         other => Err(Error::InvalidInput(format!(
             "{spare} sent {} instead of its position",
@@ -252,6 +269,8 @@ pub struct Hello {
     pub epoch: u64,
     pub nonce: Vec<u8>,
     pub purpose: Purpose,
+    /// The version the dialer speaks, which this node speaks too.
+    pub protocol: u32,
 }
 
 /// The acceptor's checks of the first frame, before any secret is used: same cluster, a
@@ -279,10 +298,8 @@ pub fn check_hello(
     else {
         return Err(format!("expected Hello, got {}", env.message.name()));
     };
-    if protocol != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {protocol} is not supported (this node speaks {PROTOCOL_VERSION})"
-        ));
+    if !version::speaks(protocol) {
+        return Err(version::refusal(protocol));
     }
     let admitted = match purpose {
         Purpose::Stream => admission.streams.admits(&env.from, env.epoch),
@@ -314,6 +331,7 @@ pub fn check_hello(
         epoch: env.epoch,
         nonce,
         purpose,
+        protocol,
     })
 }
 
@@ -336,6 +354,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             epoch,
             nonce,
             purpose,
+            protocol,
         } = hello;
         let my_nonce = auth::new_nonce();
         let proof = auth::prove(
@@ -391,6 +410,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             name: from,
             epoch,
             purpose,
+            protocol,
         })
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
@@ -408,7 +428,7 @@ mod tests {
             from: from.into(),
             epoch,
             message: Message::Hello {
-                protocol: PROTOCOL_VERSION,
+                protocol: crate::wire::PROTOCOL_VERSION,
                 to: to.into(),
                 nonce: vec![7; 16],
                 purpose,
@@ -464,15 +484,29 @@ mod tests {
         env.message = Message::KeepAlive { last_lsn: 1 };
         let why = check_hello(env, "shop", "lan-1", 2, &spare_of(&members)).unwrap_err();
         assert_eq!(why, "expected Hello, got KeepAlive");
+        use crate::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+        for refused in [MIN_PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
+            let mut env = hello("shop", "main", 2, "lan-1", Purpose::Stream);
+            if let Message::Hello { protocol, .. } = &mut env.message {
+                *protocol = refused;
+            }
+            let why = check_hello(env, "shop", "lan-1", 2, &spare_of(&members)).unwrap_err();
+            assert_eq!(
+                why,
+                format!("protocol version {refused} is not supported (this node speaks {PROTOCOL_VERSION})")
+            );
+        }
+    }
+
+    #[test]
+    fn a_hello_of_the_previous_release_is_accepted_and_speaks_its_version() {
+        let members = vec!["main".to_string()];
         let mut env = hello("shop", "main", 2, "lan-1", Purpose::Stream);
         if let Message::Hello { protocol, .. } = &mut env.message {
-            *protocol = PROTOCOL_VERSION + 1;
+            *protocol = crate::wire::MIN_PROTOCOL_VERSION;
         }
-        let why = check_hello(env, "shop", "lan-1", 2, &spare_of(&members)).unwrap_err();
-        assert!(
-            why.starts_with(&format!("protocol version {}", PROTOCOL_VERSION + 1)),
-            "{why}"
-        );
+        let hello = check_hello(env, "shop", "lan-1", 2, &spare_of(&members)).unwrap();
+        assert_eq!(hello.protocol, crate::wire::MIN_PROTOCOL_VERSION);
     }
 
     #[test]

@@ -15,10 +15,21 @@ pub struct SeedResume {
     pub offset: u64,
 }
 
-/// Version of this message set; a peer speaking another version is refused. 2: memberships
-/// in lease requests, prepares, their answers and commits; why a spare holds records back.
-/// 3: whether a spare's applying is held back, in its `Position`.
+/// Version of this message set. 2: memberships in lease requests, prepares, their answers
+/// and commits; why a spare holds records back. 3: whether a spare's applying is held back,
+/// in its `Position`, and seeds only to save time (`optional`).
 pub const PROTOCOL_VERSION: u32 = 3;
+/// The oldest version this build still speaks, so that a cluster can be upgraded one node at
+/// a time (N works with N-1). A connection speaks the dialer's version when the acceptor
+/// knows it; a dialer refused by an older node dials again at the version it names.
+/// Version 2 messages are version 3's without the fields 3 added, which are sent only when
+/// set (`skip_serializing_if`), and never set on a connection of version 2.
+pub const MIN_PROTOCOL_VERSION: u32 = 2;
+
+/// Whether a version-3 field may be left out (so a version-2 peer can read the message).
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 /// Size of the random challenges exchanged during authentication.
 pub const NONCE_BYTES: usize = 32;
 
@@ -87,7 +98,8 @@ pub enum Message {
         broken: Option<String>,
         /// Something holds the spare's applying back (pause, delay, stop LSN, verify): it
         /// keeps its history, and is not seeded merely because a seed would be faster.
-        #[serde(default)]
+        /// Version 3; false on a connection of version 2.
+        #[serde(default, skip_serializing_if = "is_false")]
         holding: bool,
     },
     /// Primary → spare: your history differs from mine. The spare answers with `Probes`.
@@ -101,8 +113,8 @@ pub enum Message {
         snapshot: SnapshotInfo,
         reason: String,
         /// Only to save time (the spare could replay instead): a spare whose applying is
-        /// held back refuses it and keeps its history.
-        #[serde(default)]
+        /// held back refuses it and keeps its history. Version 3.
+        #[serde(default, skip_serializing_if = "is_false")]
         optional: bool,
     },
     /// Primary → spare: `bytes` of the snapshot at `offset`, checked by `crc` (CRC32C). The
@@ -120,8 +132,8 @@ pub enum Message {
     /// snapshot, and sends its new `Position`.
     SeedEnd {
         quarantine_after: Option<u64>,
-        /// As in `SeedStart`: a spare held back meanwhile refuses to install it.
-        #[serde(default)]
+        /// As in `SeedStart`: a spare held back meanwhile refuses to install it. Version 3.
+        #[serde(default, skip_serializing_if = "is_false")]
         optional: bool,
     },
     /// Primary → spare: `count` consecutive records, encoded exactly as in the primary's log.

@@ -16,11 +16,17 @@
 //!   KeepAlive                        ◄──────►  KeepAlive (when idle)
 //! ```
 //!
+//! The dialer's `protocol` is the connection's version, if the acceptor speaks it (it speaks
+//! this release's and the previous one: [`version`]).
+//!
 //! Either side may send `Refuse { reason }` and close. Nothing a peer sends before the
 //! handshake completes is acted upon, and no record is accepted before it.
 
 pub mod codec;
 pub mod message;
+#[cfg(test)]
+mod message_v2_tests;
+pub mod version;
 
 pub use codec::{read_frame, read_frame_within, write_frame, MAX_FRAME_BYTES};
-pub use message::{Envelope, Message, PROTOCOL_VERSION};
+pub use message::{Envelope, Message, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};

@@ -95,6 +95,8 @@ pub struct Cluster {
     /// With [`Cluster::mesh`]: the fault proxy of every directed link (from, to), peer and
     /// HTTP; each node then reads its own configuration file, naming those proxies.
     pub links: BTreeMap<(String, String), Link>,
+    /// Environment variables a node is started with (beyond the harness's own).
+    node_env: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// The proxies of one directed link: the connections `from` opens to `to`.
@@ -125,6 +127,7 @@ impl Cluster {
             node_extra: BTreeMap::new(),
             removed: Vec::new(),
             links: BTreeMap::new(),
+            node_env: BTreeMap::new(),
         };
         c.write_config();
         c
@@ -240,6 +243,16 @@ impl Cluster {
         self.write_config();
     }
 
+    /// Starts `node` with `key=value` in its environment from its next start on (None:
+    /// without it).
+    pub fn node_env(&mut self, node: &str, key: &str, value: Option<&str>) {
+        let vars = self.node_env.entry(node.to_string()).or_default();
+        vars.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            vars.push((key.to_string(), v.to_string()));
+        }
+    }
+
     /// Removes every extra line of `node`'s table (back to the plain spare).
     pub fn clear_node_options(&mut self, node: &str) {
         self.node_extra.remove(node);
@@ -322,6 +335,7 @@ impl Cluster {
             .args(["run", "--node", name, "--config"])
             .arg(self.config_of(name))
             .env("SPARE_LOG", "info")
+            .envs(self.node_env.get(name).cloned().unwrap_or_default())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -213,6 +213,8 @@ pub(crate) struct LinkIo {
     pub(super) keepalive: tokio::time::Interval,
     /// When the spare last sent any byte (the reader task notes it).
     pub(super) heard: Arc<crate::net::heard::Heard>,
+    /// The connection's protocol version (a spare of the previous release speaks 2).
+    pub(super) protocol: u32,
     _reader: AbortOnDrop,
 }
 
@@ -353,6 +355,7 @@ impl Link {
             frames,
             keepalive,
             heard,
+            protocol: report.protocol,
             _reader: reader,
         };
         loop {
@@ -419,6 +422,7 @@ impl Link {
             copies_underway: self.prim.pins.len(),
             seeded_until: self.speed_seed_after,
             spare_flushed: report.durable.lsn,
+            says_holding: report.protocol >= 3,
         };
         if !position::may_seed_to_save_time(gate) {
             return resume;

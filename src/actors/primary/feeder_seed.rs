@@ -225,6 +225,7 @@ impl Link {
             seed,
             broken,
             holding,
+            protocol: io.protocol,
         })
     }
 

@@ -102,7 +102,7 @@ pub async fn serve(
         shared: shared.clone(),
         generation,
     };
-    let result = stream_from_primary(&shared, stream, generation).await;
+    let result = stream_from_primary(&shared, stream, generation, peer.protocol).await;
     log_link_end(&shared, result);
 }
 
@@ -189,8 +189,18 @@ fn envelope(shared: &SpareShared, message: Message) -> Envelope {
         .envelope(shared.data.epoch.load(Ordering::Relaxed), message)
 }
 
+/// What one link to the primary knows of itself.
+struct LinkState {
+    /// The connection's protocol version: on version 2, no field of version 3 is set.
+    protocol: u32,
+    /// A partial seed on disk at the start is deleted by the first batch of records, unless
+    /// the primary resumes (or replaces) it first: it may be as large as the database, and
+    /// a primary that streams no longer keeps its snapshot.
+    stale_seed: bool,
+}
+
 /// This node's `Position`: durable log end, applied LSN, and a seed it can resume.
-fn position(shared: &SpareShared) -> Result<Message> {
+fn position(shared: &SpareShared, link: &LinkState) -> Result<Message> {
     let durable = shared.log.lock().expect("log lock").durable();
     let applied_lsn = shared.apply.applied.load(Ordering::Acquire);
     let seed = shared.seed.partial()?.map(|p| SeedResume {
@@ -203,7 +213,8 @@ fn position(shared: &SpareShared) -> Result<Message> {
         applied_lsn,
         seed,
         broken,
-        holding: shared.apply.gate().holds(),
+        // Version 3: a primary of version 2 never seeds only to save time.
+        holding: link.protocol >= 3 && shared.apply.gate().holds(),
     })
 }
 
@@ -225,18 +236,20 @@ async fn stream_from_primary(
     shared: &Arc<SpareShared>,
     stream: PeerStream,
     generation: u64,
+    protocol: u32,
 ) -> Result<()> {
     let (rd, mut wr) = tokio::io::split(stream);
-    let first = position(shared)?;
+    let mut link = LinkState {
+        protocol,
+        stale_seed: false,
+    };
+    let first = position(shared, &link)?;
     // A spare that already said why it cannot apply waits here for its re-seed.
     let reported_broken = match &first {
         Message::Position { broken, .. } => broken.clone(),
         _ => None,
     };
-    // A partial seed on disk now is deleted by this link's first batch of records, unless
-    // the primary resumes (or replaces) it first: it may be as large as the database, and
-    // a primary that streams no longer keeps its snapshot.
-    let mut stale_seed = matches!(&first, Message::Position { seed: Some(_), .. });
+    link.stale_seed = matches!(&first, Message::Position { seed: Some(_), .. });
     send(shared, &mut wr, first).await?;
     // A new primary (or a restarted one) hears a first acknowledgement whatever the last
     // link carried: it learns why this spare holds records back from it.
@@ -254,7 +267,7 @@ async fn stream_from_primary(
             frame = frames.recv() => {
                 let env = frame.ok_or_else(|| Error::Unavailable("connection closed".into()))??;
                 shared.last_heard_ms.store(now_ms(), Ordering::Release);
-                on_frames(shared, env, &mut frames, &mut wr, &mut stale_seed).await?;
+                on_frames(shared, env, &mut frames, &mut wr, &mut link).await?;
             }
             changed = applied_rx.changed() => {
                 if changed.is_err() { return Ok(()) }
@@ -318,17 +331,17 @@ async fn on_frames(
     first: Envelope,
     frames: &mut mpsc::Receiver<Result<Envelope>>,
     wr: &mut OwnedWriteHalf,
-    stale_seed: &mut bool,
+    link: &mut LinkState,
 ) -> Result<()> {
     let after = match records_of(first)? {
         Ok(mut records) => {
             let after = drain(frames, records_of, |more| records.extend(more));
-            on_records(shared, records, wr, std::mem::take(stale_seed)).await?;
+            on_records(shared, records, wr, std::mem::take(&mut link.stale_seed)).await?;
             after
         }
         Err(env) => match chunk_of(env)? {
             Ok(chunk) => {
-                *stale_seed = false;
+                link.stale_seed = false;
                 let mut chunks = vec![chunk];
                 let after = drain(frames, chunk_of, |c| chunks.push(c));
                 on_seed_chunks(shared, chunks, wr).await?;
@@ -336,14 +349,14 @@ async fn on_frames(
             }
             Err(other) => {
                 if matches!(other.message, Message::SeedStart { .. }) {
-                    *stale_seed = false;
+                    link.stale_seed = false;
                 }
-                return on_frame(shared, other, wr).await;
+                return on_frame(shared, other, wr, link).await;
             }
         },
     };
     match after {
-        Some(Ok(env)) => on_frame(shared, env, wr).await,
+        Some(Ok(env)) => on_frame(shared, env, wr, link).await,
         Some(Err(e)) => Err(e),
         None => Ok(()),
     }
@@ -394,7 +407,12 @@ fn chunk_of(env: Envelope) -> Result<std::result::Result<(u64, Vec<u8>), Envelop
 /// Handles one frame from the primary: the decisions on what it holds are pure
 /// ([`unpack`], [`checked_batch`]); what they lead to (log, seed, answers) is done here.
 /// Batches of records and seed chunks are taken by [`on_frames`] before they reach here.
-async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteHalf) -> Result<()> {
+async fn on_frame(
+    shared: &Arc<SpareShared>,
+    env: Envelope,
+    wr: &mut OwnedWriteHalf,
+    link: &LinkState,
+) -> Result<()> {
     match env.message {
         Message::Diverged { reason } => {
             tracing::warn!(%reason, "the primary says this spare's history diverged");
@@ -427,7 +445,7 @@ async fn on_frame(shared: &Arc<SpareShared>, env: Envelope, wr: &mut OwnedWriteH
                 lsn = at.lsn,
                 "installed the seed; following the primary's log from here"
             );
-            send(shared, wr, position(shared)?).await
+            send(shared, wr, position(shared, link)?).await
         }
         Message::KeepAlive { last_lsn } => {
             shared.primary_last.fetch_max(last_lsn, Ordering::AcqRel);
