@@ -284,6 +284,18 @@ enum CertsCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Replace a node's certificate and key with new ones signed by ca.key (an expiring or
+    /// compromised certificate). Copy both files to the node's tls_dir, then `spare reload`:
+    /// new connections use them, open ones go on, no write fails.
+    ///
+    /// Example: spare certs renew spare-1
+    Renew {
+        /// The node's name.
+        name: String,
+        /// Directory holding ca.key and the node's files (default: tls_dir).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -355,6 +367,9 @@ fn run(config: &Path, command: Command) -> anyhow::Result<()> {
         | c @ Command::Resume { .. }
         | c @ Command::Log { .. } => run_data(config, c),
         Command::Certs(CertsCommand::Init { out }) => cli::certs::init(config, out.as_deref()),
+        Command::Certs(CertsCommand::Renew { name, out }) => {
+            cli::certs::renew(config, &name, out.as_deref())
+        }
         Command::Certs(CertsCommand::Add { name, out }) => {
             cli::certs::add(config, &name, out.as_deref())
         }

@@ -161,7 +161,9 @@ async fn peers_without_the_right_certificate_or_identity_are_refused_while_repli
         cluster: "test".into(),
         name: "main".into(),
         secret: Arc::new(SECRET.as_bytes().to_vec()),
-        tls: Some(Arc::new(spare::net::tls::load(&other, "main").unwrap())),
+        tls: Some(Arc::new(
+            spare::net::tls::TlsHandle::load(&other, "main").unwrap(),
+        )),
     };
     let r = spare::net::stream::connect(&stranger, "lan-1", &peer, Duration::from_secs(5)).await;
     let refused = match r {
@@ -178,7 +180,9 @@ async fn peers_without_the_right_certificate_or_identity_are_refused_while_repli
         cluster: "test".into(),
         name: "main".into(),
         secret: Arc::new(SECRET.as_bytes().to_vec()),
-        tls: Some(Arc::new(spare::net::tls::load(&tls, "watch-1").unwrap())),
+        tls: Some(Arc::new(
+            spare::net::tls::TlsHandle::load(&tls, "watch-1").unwrap(),
+        )),
     };
     let mut s = spare::net::stream::connect(&impostor, "lan-1", &peer, Duration::from_secs(5))
         .await

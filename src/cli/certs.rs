@@ -1,6 +1,8 @@
-//! `spare certs init [--out DIR]` and `spare certs add NAME [--out DIR]`: the cluster CA and
+//! `spare certs init [--out DIR]`, `spare certs add NAME [--out DIR]` and `spare certs renew
+//! NAME [--out DIR]`: the cluster CA and
 //! one certificate per node (DESIGN.md §8, §10), in the configuration's `tls_dir` unless
-//! `--out` says. Existing files are never overwritten. Keys are written with mode 0600.
+//! `--out` says. Existing files are never overwritten, except by `renew`, which replaces a
+//! node's pair by atomic renames. Keys are written with mode 0600.
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +59,18 @@ pub fn add(config_path: &Path, name: &str, out: Option<&Path>) -> Result<()> {
     for p in tls::issue(&dir, &config.cluster.name, name, &hosts)? {
         println!("wrote {}", p.display());
     }
+    Ok(())
+}
+
+/// Replaces a node's certificate and key (needs `ca.key`).
+pub fn renew(config_path: &Path, name: &str, out: Option<&Path>) -> Result<()> {
+    let config = ClusterConfig::load(config_path)?;
+    let dir = out_dir(&config, out)?;
+    let node = config.node(name)?;
+    for p in tls::renew(&dir, &config.cluster.name, name, &hosts(node))? {
+        println!("wrote {}", p.display());
+    }
+    println!("copy {name}.pem and {name}.key to {name}'s tls_dir, then run `spare reload`: new connections use them");
     Ok(())
 }
 

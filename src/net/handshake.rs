@@ -37,7 +37,7 @@ pub struct Identity {
     pub name: String,
     pub secret: std::sync::Arc<Vec<u8>>,
     /// The node's TLS material when the cluster uses TLS (`tls_dir`).
-    pub tls: Option<std::sync::Arc<crate::net::tls::TlsMaterial>>,
+    pub tls: Option<std::sync::Arc<crate::net::tls::TlsHandle>>,
 }
 
 impl Identity {

@@ -54,7 +54,7 @@ pub async fn connect(me: &Identity, to: &str, addr: &str, timeout: Duration) -> 
     let Some(tls) = &me.tls else {
         return Ok(PeerStream::Plain(tcp));
     };
-    let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+    let connector = tokio_rustls::TlsConnector::from(tls.current().client.clone());
     let name = crate::net::tls::server_name(to)?;
     let s = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
         .await
@@ -83,7 +83,7 @@ pub async fn accept(
     let Some(tls) = &me.tls else {
         return Ok(PeerStream::Plain(tcp));
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().server.clone());
     let s = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| Error::Unavailable("TLS handshake timed out".into()))?

@@ -9,7 +9,7 @@
 //! Crypto: rustls with the `ring` provider only.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -17,6 +17,8 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::error::{Error, Result};
@@ -24,12 +26,73 @@ use crate::error::{Error, Result};
 /// Validity of the certificates `spare certs` issues.
 pub const CERT_VALIDITY_DAYS: i64 = 3650;
 
-/// A node's TLS material, loaded once at start.
+/// A node's TLS material as read from `tls_dir` at one moment.
 pub struct TlsMaterial {
     pub server: Arc<ServerConfig>,
     pub client: Arc<ClientConfig>,
-    /// For the HTTP API (`http_tls`): the same certificate, no client certificate asked.
+    /// The certificate the HTTP API presents (`http_tls`).
+    http_key: Arc<CertifiedKey>,
+}
+
+/// A node's TLS material, read again from `tls_dir` by a reload (`spare reload`, SIGHUP): a
+/// renewed certificate, or a CA added to `ca.pem` for an overlap while certificates move to
+/// it. New connections use what was read last; open ones go on with what they started with.
+pub struct TlsHandle {
+    dir: PathBuf,
+    node: String,
+    current: Arc<RwLock<Arc<TlsMaterial>>>,
+    /// For the HTTP API (`http_tls`): built once, presenting the current certificate (no
+    /// client certificate asked).
     pub http: Arc<ServerConfig>,
+}
+
+/// Presents the HTTP API's current certificate.
+#[derive(Debug)]
+struct CurrentCert(Arc<RwLock<Arc<TlsMaterial>>>);
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsMaterial")
+    }
+}
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().expect("tls lock").http_key.clone())
+    }
+}
+
+impl TlsHandle {
+    /// Loads `node`'s material from `dir`.
+    pub fn load(dir: &Path, node: &str) -> Result<Self> {
+        let current = Arc::new(RwLock::new(Arc::new(load(dir, node)?)));
+        let http = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("TLS for the HTTP API: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(CurrentCert(current.clone())));
+        Ok(TlsHandle {
+            dir: dir.to_path_buf(),
+            node: node.to_string(),
+            current,
+            http: Arc::new(http),
+        })
+    }
+
+    /// The material new connections use.
+    pub fn current(&self) -> Arc<TlsMaterial> {
+        self.current.read().expect("tls lock").clone()
+    }
+
+    /// Reads `tls_dir` again without using it yet: an error names the file to fix.
+    pub fn read_again(&self) -> Result<TlsMaterial> {
+        load(&self.dir, &self.node)
+    }
+
+    /// Makes `material` (from [`TlsHandle::read_again`]) the one new connections use.
+    pub fn install(&self, material: TlsMaterial) {
+        *self.current.write().expect("tls lock") = Arc::new(material);
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -92,7 +155,7 @@ fn roots(dir: &Path) -> Result<Arc<RootCertStore>> {
 }
 
 /// Loads `node`'s material from `dir`.
-pub fn load(dir: &Path, node: &str) -> Result<TlsMaterial> {
+fn load(dir: &Path, node: &str) -> Result<TlsMaterial> {
     let roots = roots(dir)?;
     let chain = certs(&dir.join(format!("{node}.pem")))?;
     let key = key(&dir.join(format!("{node}.key")))?;
@@ -108,12 +171,8 @@ pub fn load(dir: &Path, node: &str) -> Result<TlsMaterial> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(bad)?;
-    let http = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(bad)?
-        .with_no_client_auth()
-        .with_single_cert(chain.clone(), key.clone_key())
-        .map_err(bad)?;
+    let http_key =
+        Arc::new(CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).map_err(bad)?);
     let client = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(bad)?
@@ -123,7 +182,7 @@ pub fn load(dir: &Path, node: &str) -> Result<TlsMaterial> {
     Ok(TlsMaterial {
         server: Arc::new(server),
         client: Arc::new(client),
-        http: Arc::new(http),
+        http_key,
     })
 }
 
@@ -201,12 +260,48 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<Vec<PathBuf>> {
 /// name, the certificate names `hosts` (the hosts of its advertised addresses: an IP or a
 /// DNS name each), so HTTPS clients can check it.
 pub fn issue(dir: &Path, cluster: &str, node: &str, hosts: &[String]) -> Result<Vec<PathBuf>> {
+    issue_into(dir, dir, cluster, node, hosts)
+}
+
+/// Issues a new certificate and key for `node` in `dir` (signed by the CA there) and puts
+/// them in place of the old ones, each file by an atomic rename: a node reading them
+/// (`spare reload`) meanwhile sees an old or a new file, never a partial one, and refuses a
+/// pair that does not match (nothing changes; reload again).
+pub fn renew(dir: &Path, cluster: &str, node: &str, hosts: &[String]) -> Result<Vec<PathBuf>> {
+    let staging = dir.join(format!(".renew-{node}"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)
+        .map_err(Error::io(format!("create {}", staging.display())))?;
+    let issued = issue_into(dir, &staging, cluster, node, hosts);
+    let moved = issued.and_then(|files| {
+        files
+            .iter()
+            .map(|f| {
+                let to = dir.join(f.file_name().expect("a file"));
+                std::fs::rename(f, &to).map_err(Error::io(format!("replace {}", to.display())))?;
+                Ok(to)
+            })
+            .collect::<Result<Vec<_>>>()
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    crate::durable::sync_dir(dir)?;
+    moved
+}
+
+/// Issues `node`'s certificate and key in `out`, signed by the CA of `ca_dir`.
+fn issue_into(
+    ca_dir: &Path,
+    out: &Path,
+    cluster: &str,
+    node: &str,
+    hosts: &[String],
+) -> Result<Vec<PathBuf>> {
     if !valid_tls_name(node) {
         return Err(Error::InvalidInput(format!(
             "\"{node}\" cannot be a certificate name: with TLS, node names must be lowercase letters, digits and '-'"
         )));
     }
-    let ca_pem = String::from_utf8_lossy(&read(&dir.join("ca.key"), "CA key")?).into_owned();
+    let ca_pem = String::from_utf8_lossy(&read(&ca_dir.join("ca.key"), "CA key")?).into_owned();
     let ca_key = KeyPair::from_pem(&ca_pem).map_err(gen_err)?;
     let ca = ca_params(cluster)?.self_signed(&ca_key).map_err(gen_err)?;
     let mut names = vec![node.to_string()];
@@ -223,8 +318,8 @@ pub fn issue(dir: &Path, cluster: &str, node: &str, hosts: &[String]) -> Result<
     let key = KeyPair::generate().map_err(gen_err)?;
     let cert = p.signed_by(&key, &ca, &ca_key).map_err(gen_err)?;
     let (c, k) = (
-        dir.join(format!("{node}.pem")),
-        dir.join(format!("{node}.key")),
+        out.join(format!("{node}.pem")),
+        out.join(format!("{node}.key")),
     );
     write(&c, &cert.pem(), false)?;
     write(&k, &key.serialize_pem(), true)?;

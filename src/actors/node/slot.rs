@@ -85,7 +85,7 @@ impl NodeSlot {
             name: node.name.clone(),
             secret: Arc::new(config.read_secret()?),
             tls: match &config.cluster.tls_dir {
-                Some(dir) => Some(Arc::new(crate::net::tls::load(dir, &node.name)?)),
+                Some(dir) => Some(Arc::new(crate::net::tls::TlsHandle::load(dir, &node.name)?)),
                 None => None,
             },
         };

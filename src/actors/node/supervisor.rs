@@ -19,6 +19,7 @@ use crate::actors::messages::{ConfigChanged, Reload, ReloadReport, RoleCheck, Su
 use crate::actors::node::slot::NodeSlot;
 use crate::config::{ClusterConfig, ConfigCell, NodeConfig, Role};
 use crate::error::{Error, Result};
+use crate::net::tls::{TlsHandle, TlsMaterial};
 
 /// Which nodes of the file this process runs.
 #[derive(Debug, Clone)]
@@ -143,6 +144,9 @@ impl SupervisorActor {
         let new = ClusterConfig::load(&old.path)?;
         check_compatible(&old, &new, &self.mode, self.running.keys())?;
         self.check_epoch_voters_kept(&new)?;
+        // Renewed certificates (or a CA added for an overlap) are read before anything
+        // changes: a file that does not load refuses the whole reload.
+        let tls = self.read_tls_again()?;
         let report = diff(&old, &new);
         let wanted = self.wanted(&new);
         // The new nodes start first (they read the new configuration), and only once they
@@ -178,8 +182,27 @@ impl SupervisorActor {
                 addr.notify(ConfigChanged);
             }
         }
+        for (handle, material) in tls {
+            handle.install(material);
+        }
         tracing::info!(added = ?report.added, removed = ?report.removed, changed = ?report.changed, "configuration reloaded");
         Ok(report)
+    }
+
+    /// Every running node's TLS material, read again from `tls_dir` (not used yet).
+    fn read_tls_again(&self) -> Result<Vec<(Arc<TlsHandle>, TlsMaterial)>> {
+        let mut out = Vec::new();
+        for slot in self.running.values() {
+            if let Some(handle) = &slot.identity.tls {
+                let material = handle.read_again().map_err(|e| {
+                    Error::Config(format!(
+                        "reading the TLS material again: {e}; nothing was changed"
+                    ))
+                })?;
+                out.push((handle.clone(), material));
+            }
+        }
+        Ok(out)
     }
 }
 
