@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The operator's path of the README, command by command, on the example cluster: the short
+# The operator's path of the guide (README and docs/), command by command, on the example cluster: the short
 # tour, a backup to a bare file name, adding a TLS spare by reload, the operator's-mistake
 # walkthrough through to the normal layout again, and `spare verify`. The test suite runs it
 # (tests/walkthrough.rs) against a copy of cluster-config/ on free ports; you can run it

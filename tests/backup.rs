@@ -268,7 +268,7 @@ fn a_backup_starts_a_new_cluster_that_takes_writes_and_seeds_its_spare() {
     );
 }
 
-/// The README's own command, `spare backup --out shop-backup.sqlite --node lan-1`: a bare
+/// The guide's own command (docs/backups.md), `spare backup --out shop-backup.sqlite --node lan-1`: a bare
 /// file name lands in the current directory with its description; a missing directory is
 /// refused before anything is downloaded, leaving nothing behind.
 #[test]

@@ -417,7 +417,7 @@ fn a_second_process_on_the_same_data_directory_is_refused_before_touching_it() {
     assert!(c.is_running("lan-1"));
 }
 
-/// The README says clients find the new primary: `spare sql` writing through a switchover
+/// The guide (docs/commands.md) says clients find the new primary: `spare sql` writing through a switchover
 /// waits it out (the old primary refuses before running the write, so sending it again is
 /// safe) instead of failing with 503; every write lands once.
 #[test]

@@ -1,6 +1,6 @@
 //! Route authorization is decided on the route the router dispatches, for every spelling of
 //! its path: percent-encoded letters, doubled and trailing slashes. Each route's class (read,
-//! row data, admin) asks for the token as the README says. Requests are written byte for byte
+//! row data, admin) asks for the token as docs/http-api.md says. Requests are written byte for byte
 //! on a TCP socket, so no client library normalizes the path first.
 
 mod common;

@@ -1,4 +1,4 @@
-//! A rolling upgrade, as the README's "Upgrade" section orders it: the spares first, one at
+//! A rolling upgrade, as docs/upgrade.md orders it: the spares first, one at
 //! a time, then a switchover to an upgraded spare, then the old primary. The previous
 //! release is this build speaking protocol 2 only (`SPARE_TEST_SPEAK_PROTOCOL`), as that
 //! release did; writes go on all along, and none acknowledged is lost.

@@ -1,4 +1,4 @@
-//! The operator's path as the README writes it: `docs/walkthrough.sh` runs the README's
+//! The operator's path as the guide writes it: `docs/walkthrough.sh` runs the guide's
 //! commands in order (short tour, backup to a bare file name, a TLS spare added by reload,
 //! the operator's-mistake walkthrough back to the normal layout, `spare verify`) against a
 //! copy of the example configuration on free ports, in a temporary directory.

@@ -70,7 +70,7 @@ fn print_human(r: &Report) {
         "verdict: {}",
         match r.verdict.as_str() {
             "identical" => "every copy is identical to the primary's",
-            "differs" => "DIFFERENCES FOUND: a copy no longer matches the primary (re-seed it: see the README, `spare verify`)",
+            "differs" => "DIFFERENCES FOUND: a copy no longer matches the primary (re-seed it: see docs/commands.md, `spare verify`)",
             _ => "incomplete: some node could not be compared (see why above)",
         }
     );

@@ -166,7 +166,7 @@ pub struct ClusterSection {
     pub verify_every: Option<Duration>,
 }
 
-/// What one client request may cost a node (README: "What clients cannot do, and why").
+/// What one client request may cost a node (docs/http-api.md: "What clients cannot do, and why").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClientLimits {
     pub read_time_limit: Duration,

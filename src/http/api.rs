@@ -183,7 +183,7 @@ pub async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
 }
 
 pub async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(json!({ "error": "not_found", "message": "no such route; see the routes in the README (POST /v1/execute, POST /v1/query, GET /v1/status, GET /v1/cluster)" }))
+    HttpResponse::NotFound().json(json!({ "error": "not_found", "message": "no such route; see the routes in docs/http-api.md (POST /v1/execute, POST /v1/query, GET /v1/status, GET /v1/cluster)" }))
 }
 
 /// `POST /v1/admin/reload`: the process re-reads its configuration file and applies it, or

@@ -32,7 +32,7 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 pub const HTTP_WORKERS: usize = 2;
 
 /// What a route serves, which decides who may call it when an API token is set
-/// (`api_token_file`); README "HTTP API" lists each route's class.
+/// (`api_token_file`); docs/http-api.md lists each route's class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Need {
     /// Static, carries no data (the dashboard page itself): open.
