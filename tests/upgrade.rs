@@ -16,11 +16,14 @@ use spare::client;
 
 const OLD_RELEASE: (&str, &str) = ("SPARE_TEST_SPEAK_PROTOCOL", "2");
 
-/// Restarts `node` as the new release.
-fn upgrade(c: &mut Cluster, node: &str) {
+/// Restarts `node` as the new release, and waits until it applied what `primary` had
+/// logged by then (it replicates at the protocol its link speaks).
+fn upgrade(c: &mut Cluster, node: &str, primary: &str) {
     c.kill(node);
     c.node_env(node, OLD_RELEASE.0, None);
     c.start(node);
+    let lsn = c.status(primary)["last_lsn"].as_u64().unwrap();
+    c.wait_applied(node, lsn);
 }
 
 /// Waits until `n` more writes than now were acknowledged.
@@ -55,7 +58,7 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_taking_writes_and_loses_none() {
                 let client = client::Client::new(nodes);
                 let started = Instant::now();
                 let mut id = w * 1_000_000;
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
                     id += 1;
                     let body = json!({ "sql": "INSERT INTO invoice (id, customer) VALUES (?, 'load')", "params": [id] });
                     if client.execute(&body).is_ok() {
@@ -68,9 +71,9 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_taking_writes_and_loses_none() {
     writes_go_on(&acked, "on the old release");
     // 1. The spares, one at a time: the old primary streams to them and asks them for its
     //    lease at protocol 2, which they still speak.
-    upgrade(&mut c, "lan-1");
+    upgrade(&mut c, "lan-1", "main");
     writes_go_on(&acked, "with lan-1 upgraded");
-    upgrade(&mut c, "lan-2");
+    upgrade(&mut c, "lan-2", "main");
     writes_go_on(&acked, "with both spares upgraded");
     // 2. A switchover to an upgraded spare: the new primary dials the old one at protocol 3,
     //    is refused, and speaks 2 to it.
@@ -90,7 +93,10 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_taking_writes_and_loses_none() {
     wait_until("main to follow lan-1", || {
         c.status("main")["role"] == "spare"
     });
-    upgrade(&mut c, "main");
+    // The old release replicates from the new primary, at protocol 2.
+    let lsn = c.status("lan-1")["last_lsn"].as_u64().unwrap();
+    c.wait_applied("main", lsn);
+    upgrade(&mut c, "main", "lan-1");
     writes_go_on(&acked, "with every node upgraded");
     stop.store(true, Ordering::Relaxed);
     for w in writers {

@@ -33,21 +33,37 @@ pub enum LogFormat {
 /// The log filter: `--log-level`, else `$SPARE_LOG`, else `$RUST_LOG`, else info; one that
 /// does not parse is refused, naming where it came from.
 fn log_filter(args: &LogArgs) -> Result<tracing_subscriber::EnvFilter> {
+    let set = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
     let (source, text) = if let Some(l) = &args.log_level {
         ("--log-level", l.clone())
-    } else if let Ok(l) = std::env::var("SPARE_LOG") {
+    } else if let Some(l) = set("SPARE_LOG") {
         ("$SPARE_LOG", l)
-    } else if let Ok(l) = std::env::var("RUST_LOG") {
+    } else if let Some(l) = set("RUST_LOG") {
         ("$RUST_LOG", l)
     } else {
         ("the default", "info".to_string())
     };
+    let refused = || {
+        anyhow::anyhow!("{source} {text:?} is not a log filter: give a level (error, warn, info, debug, trace, off) or directives such as \"info,spare=debug\"")
+    };
+    // tracing reads a bare word that is not a level as a target to trace ("warning" would
+    // silence everything else): only levels, TARGET=LEVEL and module paths are taken.
+    let directives: Vec<&str> = text.split(',').map(str::trim).collect();
+    let bare_word = |d: &&str| {
+        !d.contains(['=', '[', ':']) && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+    };
+    if directives.iter().all(|d| d.is_empty())
+        || directives.iter().filter(|d| !d.is_empty()).any(bare_word)
+    {
+        return Err(refused());
+    }
     tracing_subscriber::EnvFilter::builder()
         .parse(&text)
-        .with_context(|| {
-            format!("{source} {text:?} is not a log filter: give a level (error, warn, info, debug, trace) or directives such as \"info,spare=debug\"")
-        })
+        .map_err(|_| refused())
 }
+
+/// The levels a log filter may name alone.
+const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
 
 fn init_logging(args: &LogArgs) -> Result<()> {
     use std::io::IsTerminal;
@@ -106,13 +122,16 @@ fn serve(config: ClusterConfig, mode: Mode) -> Result<()> {
     let cell = Arc::new(ConfigCell::new(config));
     let system = actix_rt::System::new();
     system.block_on(async move {
+        // Before the nodes start (recovering a large log can take a while): a SIGHUP or
+        // SIGTERM meanwhile waits for them instead of killing the process.
+        let signals = Signals::install();
         let supervisor = SupervisorActor::new(cell.clone(), mode).start();
         let names = supervisor
             .send(StartNodes)
             .await
             .context("starting the supervisor")??;
         print_summary(&cell.get(), &names, tour);
-        wait_for_signals(&supervisor).await;
+        wait_for_signals(&supervisor, signals).await;
         tracing::info!("stopping");
         Ok::<(), anyhow::Error>(())
     })
@@ -150,11 +169,25 @@ fn print_summary(config: &ClusterConfig, running: &[String], tour: bool) {
     );
 }
 
+/// The signals a node answers: SIGTERM stops it, SIGHUP reloads the configuration.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("install SIGTERM handler"),
+            hup: signal(SignalKind::hangup()).expect("install SIGHUP handler"),
+        }
+    }
+}
+
 /// Returns on SIGINT or SIGTERM; reloads on SIGHUP.
-async fn wait_for_signals(supervisor: &actix::Addr<SupervisorActor>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+async fn wait_for_signals(supervisor: &actix::Addr<SupervisorActor>, signals: Signals) {
+    let Signals { mut term, mut hup } = signals;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,

@@ -174,7 +174,11 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
         write_frame(s, &me.envelope(epoch, hello)).await?;
         let env = match expect(s, me, peer, MAX_HANDSHAKE_FRAME_BYTES).await {
             Err(e) => {
-                if let Some(older) = version::named_in_refusal(&e.to_string()) {
+                // Only a `Refuse` from the peer itself names a version (not a frame that
+                // merely echoes text we would parse).
+                let text = e.to_string();
+                let refusal = text.strip_prefix(&format!("{peer} refused the connection: "));
+                if let Some(older) = refusal.and_then(version::named_in_refusal) {
                     version::peer_speaks(&me.name, peer, older);
                 }
                 return Err(e);

@@ -65,6 +65,32 @@ pub async fn connect(me: &Identity, to: &str, addr: &str, timeout: Duration) -> 
     Ok(PeerStream::Client(Box::new(s)))
 }
 
+/// Dials node `to` at `addr` and runs the protocol handshake; returns the stream and its
+/// protocol version. A node of the previous release refuses our newest version naming its
+/// own: the dial is made again at once in that version, so one control request (a
+/// promise, a commit, a release) never fails for it.
+pub async fn dial(
+    me: &Identity,
+    to: &str,
+    addr: &str,
+    timeout: Duration,
+    epoch: u64,
+    purpose: crate::wire::message::Purpose,
+) -> Result<(PeerStream, u32)> {
+    let announced = crate::wire::version::to_announce(&me.name, to);
+    let mut s = connect(me, to, addr, timeout).await?;
+    match crate::net::handshake::dial(&mut s, me, to, epoch, purpose).await {
+        Ok(version) => Ok((s, version)),
+        Err(e) if crate::wire::version::to_announce(&me.name, to) < announced => {
+            tracing::debug!(peer = to, cause = %e, "dialling again in the peer's protocol version");
+            let mut s = connect(me, to, addr, timeout).await?;
+            let version = crate::net::handshake::dial(&mut s, me, to, epoch, purpose).await?;
+            Ok((s, version))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes an accepted connection: refused unless its source is in `allow_from` (when set),
 /// then TLS when `me` has it (the dialer must present a certificate of the cluster CA).
 pub async fn accept(

@@ -26,7 +26,7 @@ use crate::core::promotion::{self, Allow, Out, Phase, Promotion, Seen};
 use crate::core::role::NodeRole;
 use crate::error::{Error, Result};
 use crate::events::EventLog;
-use crate::net::handshake::{self, Identity};
+use crate::net::handshake::Identity;
 use crate::status::NodeStatus;
 use crate::wire::message::Purpose;
 use crate::wire::{read_frame, write_frame, Message};
@@ -99,8 +99,8 @@ async fn control(
     epoch: u64,
 ) -> Result<PeerStream> {
     let addr = config.node(to)?.peer_advertise.clone();
-    let mut s = crate::net::stream::connect(me, to, &addr, crate::actors::CONNECT_TIMEOUT).await?;
-    handshake::dial(&mut s, me, to, epoch, Purpose::Control).await?;
+    let timeout = crate::actors::CONNECT_TIMEOUT;
+    let (s, _) = crate::net::stream::dial(me, to, &addr, timeout, epoch, Purpose::Control).await?;
     Ok(s)
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::actors::primary::lease_guard::LeaseGuard;
 use crate::actors::shared::DataShared;
 use crate::error::{Error, Result};
-use crate::net::handshake;
 use crate::wire::message::Purpose;
 use crate::wire::{read_frame, write_frame, Message};
 
@@ -63,10 +62,16 @@ async fn renew_from(data: &DataShared, guard: &LeaseGuard, voter: &str, epoch: u
     let config = data.config();
     let addr = config.node(voter)?.peer_advertise.clone();
     let heartbeat = config.cluster.heartbeat;
-    let mut s =
-        crate::net::stream::connect(&data.identity, voter, &addr, crate::actors::CONNECT_TIMEOUT)
-            .await?;
-    handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
+    let timeout = crate::actors::CONNECT_TIMEOUT;
+    let (mut s, _) = crate::net::stream::dial(
+        &data.identity,
+        voter,
+        &addr,
+        timeout,
+        epoch,
+        Purpose::Control,
+    )
+    .await?;
     let mut tick = tokio::time::interval(heartbeat);
     while let Some(sent_ms) = guard.next_request(&mut tick).await {
         write_frame(
@@ -168,9 +173,15 @@ async fn release_one(data: &DataShared, voter: &str, epoch: u64) -> Result<bool>
         .await??
     } else {
         let addr = data.config().node(voter)?.peer_advertise.clone();
-        let mut s =
-            crate::net::stream::connect(&data.identity, voter, &addr, RELEASE_TIMEOUT).await?;
-        handshake::dial(&mut s, &data.identity, voter, epoch, Purpose::Control).await?;
+        let (mut s, _) = crate::net::stream::dial(
+            &data.identity,
+            voter,
+            &addr,
+            RELEASE_TIMEOUT,
+            epoch,
+            Purpose::Control,
+        )
+        .await?;
         write_frame(
             &mut s,
             &data.identity.envelope(epoch, Message::Release { epoch }),
