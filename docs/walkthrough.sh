@@ -61,8 +61,19 @@ http = "$LAN2_HTTP"
 data_dir = "data/lan-2"
 EOF
 spare certs add lan-2
-spare reload
+spare reload 2> reload.err
+cat reload.err
+grep -q "lan-2: streaming" reload.err || fail "spare reload did not say lan-2 streams: $(cat reload.err)"
+# Not a terminal: no progress bar drawn into the file.
+if grep -q $'\r' reload.err; then fail "progress bars were drawn into a file"; fi
 wait_for "lan-2 to hold both invoices" holds lan-2 "SELECT count(*) FROM invoice" 2
+
+step "Certificates: renew lan-1's, on the running cluster (docs/certificates.md)"
+spare certs renew lan-1
+spare reload
+spare sql "INSERT INTO invoice (customer, total) VALUES (?, ?)" Initech 10
+wait_for "lan-1 to hold the third invoice" holds lan-1 "SELECT count(*) FROM invoice" 3
+spare sql "DELETE FROM invoice WHERE customer = 'Initech'"
 
 step "Recover from an operator's mistake: the table"
 spare sql "CREATE TABLE customer (id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT)"

@@ -2,21 +2,20 @@
 //! here first, so an invalid file changes nothing anywhere. Then, unless `--no-wait`, waits
 //! for newly added spares to be seeded and streaming, with a progress bar.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use spare::client::{self, REQUEST_TIMEOUT};
 use spare::config::{ClusterConfig, Role};
 use spare::status::{NodeStatus, Unread};
 
-/// How often the progress bar refreshes.
+/// How often the progress bars refresh.
 const POLL: Duration = Duration::from_millis(500);
 /// The longest `spare reload` waits for new spares before telling the user to watch status.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
-const BAR_WIDTH: usize = 30;
 
 pub fn run(config_path: &Path, no_wait: bool) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
@@ -96,11 +95,24 @@ fn tell_pending_membership(config: &ClusterConfig) {
     );
 }
 
-/// Shows each new spare's progress until all stream.
+/// Shows each new spare's progress until all stream: one bar per spare on a terminal
+/// (indicatif draws nothing when stderr is not one), one line per spare once it streams.
 fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
     let primary = &spare::client::Client::from_config(config).primary_http()?;
     let started = Instant::now();
-    let mut err = std::io::stderr();
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos:>3} % {msg}")
+        .expect("a valid template")
+        .progress_chars("#>.");
+    let rows: Vec<ProgressBar> = spares
+        .iter()
+        .map(|name| {
+            let bar = ProgressBar::new(100)
+                .with_style(style.clone())
+                .with_prefix(name.to_string());
+            bars.add(bar)
+        })
+        .collect();
     loop {
         // A primary that answers with an error (changing role) is asked again, its reason
         // shown; one that does not answer, or answers what this version cannot read, ends
@@ -116,27 +128,27 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
             .map(|p| p.spares.as_slice())
             .unwrap_or_default();
         let mut done = true;
-        let mut line = String::new();
-        for name in spares {
+        for (name, bar) in spares.iter().zip(&rows) {
             let s = links.iter().find(|s| s.name() == *name);
             let state = s.map_or("connecting", |s| s.state());
             let records = s.and_then(|s| s.lag()).map(|l| l.records);
-            let pct = progress(state, records);
+            bar.set_position(progress(state, records) as u64);
+            bar.set_message(format!("{state} {why}"));
             done &= state == "streaming" && records == Some(0);
-            line += &format!(
-                "{name} [{}{}] {pct:>3} % {state}   ",
-                "#".repeat(pct * BAR_WIDTH / 100),
-                ".".repeat(BAR_WIDTH - pct * BAR_WIDTH / 100)
-            );
         }
-        let _ = write!(err, "\r{line}{why}");
-        let _ = err.flush();
         if done {
-            eprintln!();
+            for bar in &rows {
+                bar.finish();
+            }
+            for name in spares {
+                eprintln!("{name}: streaming");
+            }
             return Ok(());
         }
         if started.elapsed() > MAX_WAIT {
-            eprintln!();
+            for bar in &rows {
+                bar.abandon();
+            }
             bail!("new spares are still catching up after {MAX_WAIT:?}; follow them with `spare status --watch`");
         }
         std::thread::sleep(POLL);
