@@ -11,13 +11,13 @@
 //! | [`config`] | `cluster.toml`: types, defaults as named constants, validation with precise errors |
 //! | [`error`] | the library's error enum, classified by how the caller handles it |
 //! | [`log`] | the replication log: records (CRC32C, checksum chain), segments, writer, reader, recovery |
-//! | [`store`] | SQLite: execution with changeset capture (session extension), apply, queries, meta; the guard on client statements (authorizer, time and size limits) |
-//! | [`wire`] | the peer protocol: `Envelope`, `Message`, length-prefixed msgpack framing |
-//! | [`net`] | peer authentication (secret challenge), the handshake, TLS, liveness counted in bytes |
+//! | [`store`] | SQLite: execution with changeset capture (session extension), apply (own statements per table and change shape, SQLite's apply as the reference), queries, meta; the guard on client statements (authorizer, time and size limits) |
+//! | [`wire`] | the peer protocol: `Envelope`, `Message`, length-prefixed msgpack framing; the versions spoken (this release's and the previous one's) |
+//! | [`net`] | peer authentication (secret challenge), the handshake, TLS (re-read on reload), liveness counted in bytes |
 //! | [`core`] | pure decisions: feeder window, where to resume a spare, lag, voter, lease, memberships, promotion; the simulator (tests) |
 //! | [`actors`] | the actix side: node slots (roles), primary, feeders, spare, monitor, voter, lease, the promotion coordinator; the committer and apply threads |
 //! | [`http`] | the HTTP API on actix-web |
-//! | [`clock`] | the boot clock (leases, grants: counts suspended time) and wall time |
+//! | [`clock`] | the boot clock (leases, grants: counts suspended time), wall time, a process's CPU time |
 //! | [`client`] | a blocking HTTP client for the command line and monitors (resends writes refused before they ran) |
 //! | [`verify`] | `spare verify`: every data node's database against the primary's at one LSN |
 //! | [`view`] | the cluster document shared by `spare status` and `GET /v1/cluster` |
