@@ -6,7 +6,8 @@
 # yourself from a scratch copy of the repository's example:
 #
 #   SPARE=./target/release/spare SPARE_CONFIG=cluster-config/cluster.toml \
-#     LAN2_PEER=127.0.0.1:7405 LAN2_HTTP=127.0.0.1:7305 bash docs/walkthrough.sh
+#     LAN2_PEER=127.0.0.1:7405 LAN2_HTTP=127.0.0.1:7305 \
+#     LAN3_PEER=127.0.0.1:7406 LAN3_HTTP=127.0.0.1:7306 bash docs/walkthrough.sh
 #
 # It starts `spare up` itself and stops it at the end. Every wait is bounded (60 s).
 set -euo pipefail
@@ -119,5 +120,22 @@ step "spare verify"
 code=0
 spare verify || code=$?
 [ "$code" -eq 0 ] || [ "$code" -eq 2 ] || fail "spare verify found a difference (exit $code)"
+step "Restore the backup as a new spare (docs/backups.md)"
+cat >> "$SPARE_CONFIG" <<EOF
+
+[[node]]
+name = "lan-3"
+role = "spare"
+peer = "$LAN3_PEER"
+http = "$LAN3_HTTP"
+data_dir = "data/lan-3"
+EOF
+spare restore --from shop-backup.sqlite --node lan-3
+spare certs add lan-3
+spare reload
+wait_for "lan-3 to hold every customer" holds lan-3 "SELECT count(*) FROM customer" 3
+holds lan-3 "SELECT count(*) FROM invoice" 2 || fail "lan-3 lost the backup's invoices"
+spare status || true
+
 echo
 echo "walkthrough: every step passed"

@@ -53,6 +53,8 @@ fn the_readme_walkthrough_runs_as_written() {
         .env("SPARE_CONFIG", &path)
         .env("LAN2_PEER", format!("127.0.0.1:{}", common::free_port()))
         .env("LAN2_HTTP", format!("127.0.0.1:{}", common::free_port()))
+        .env("LAN3_PEER", format!("127.0.0.1:{}", common::free_port()))
+        .env("LAN3_HTTP", format!("127.0.0.1:{}", common::free_port()))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::from(
