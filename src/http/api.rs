@@ -261,6 +261,6 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
         return error_response(&Error::Unavailable("node actor did not answer".into()));
     };
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
+        .content_type(crate::http::metrics::CONTENT_TYPE)
         .body(text)
 }
