@@ -62,11 +62,11 @@ http = "$LAN2_HTTP"
 data_dir = "data/lan-2"
 EOF
 spare certs add lan-2
-spare reload 2> reload.err
+spare reload 2> reload.err || { cat reload.err; fail "spare reload failed"; }
 cat reload.err
 grep -q "lan-2: streaming" reload.err || fail "spare reload did not say lan-2 streams: $(cat reload.err)"
-# Not a terminal: no progress bar drawn into the file.
-if grep -q $'\r' reload.err; then fail "progress bars were drawn into a file"; fi
+# Not a terminal: no progress bar drawn into the file (no carriage return, no escape code).
+if grep -q $'\r\|\x1b' reload.err; then fail "progress bars were drawn into a file"; fi
 wait_for "lan-2 to hold both invoices" holds lan-2 "SELECT count(*) FROM invoice" 2
 
 step "Certificates: renew lan-1's, on the running cluster (docs/certificates.md)"

@@ -113,6 +113,10 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
             bars.add(bar)
         })
         .collect();
+    // Off a terminal the bars are not drawn: what they would say goes out as lines, once.
+    let lines = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut said_why = String::new();
+    let mut streaming = vec![false; spares.len()];
     loop {
         // A primary that answers with an error (changing role) is asked again, its reason
         // shown; one that does not answer, or answers what this version cannot read, ends
@@ -127,22 +131,27 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
             .and_then(NodeStatus::primary)
             .map(|p| p.spares.as_slice())
             .unwrap_or_default();
-        let mut done = true;
-        for (name, bar) in spares.iter().zip(&rows) {
+        if lines && why != said_why {
+            if !why.is_empty() {
+                eprintln!("waiting: {why}");
+            }
+            said_why = why.clone();
+        }
+        for (i, (name, bar)) in spares.iter().zip(&rows).enumerate() {
             let s = links.iter().find(|s| s.name() == *name);
             let state = s.map_or("connecting", |s| s.state());
             let records = s.and_then(|s| s.lag()).map(|l| l.records);
             bar.set_position(progress(state, records) as u64);
             bar.set_message(format!("{state} {why}"));
-            done &= state == "streaming" && records == Some(0);
-        }
-        if done {
-            for bar in &rows {
+            if state == "streaming" && records == Some(0) && !streaming[i] {
+                streaming[i] = true;
                 bar.finish();
+                if lines {
+                    eprintln!("{name}: streaming");
+                }
             }
-            for name in spares {
-                eprintln!("{name}: streaming");
-            }
+        }
+        if streaming.iter().all(|&s| s) {
             return Ok(());
         }
         if started.elapsed() > MAX_WAIT {

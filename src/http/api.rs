@@ -226,7 +226,7 @@ pub async fn history(state: web::Data<ApiState>) -> HttpResponse {
     )
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: OpenMetrics text (`http::metrics`).
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     let addr = match state.slot.addr() {
         Ok(a) => a,

@@ -117,16 +117,15 @@ impl Text {
     }
 
     /// A counter of one sample (its name is written with `_total`).
-    fn counter(&mut self, name: &str, help: &str, value: f64) {
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
         self.flush();
-        let family = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        let family = Family::<Labels, Counter<u64, AtomicU64>>::default();
         family.get_or_create(&self.labels(&[])).inc_by(value);
         self.registry.register(name, help, family);
     }
 
     fn histogram(&mut self, name: &str, help: &str, h: &LatencyHistogram) {
         self.flush();
-        let count = h.count.load(Ordering::Relaxed);
         let mut below = 0;
         let mut buckets = Vec::with_capacity(LATENCY_BUCKETS_S.len() + 1);
         for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
@@ -134,7 +133,10 @@ impl Text {
             buckets.push((*le, cumulative.saturating_sub(below)));
             below = below.max(cumulative);
         }
-        buckets.push((f64::MAX, count.saturating_sub(below)));
+        // Read after the buckets (a write counts in them before in `count`), and never
+        // below them: `+Inf` and `_count` must be the same number.
+        let count = h.count.load(Ordering::Relaxed).max(below);
+        buckets.push((f64::MAX, count - below));
         let snapshot = HistogramSnapshot {
             labels: self.labels(&[]),
             sum: h.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
@@ -205,7 +207,7 @@ fn render_node(t: &mut Text, status: &NodeStatus, latency: Option<&LatencyHistog
         t.counter(
             "spare_commits",
             "group commits (log records of client writes) since the node started; one group holds one or more client requests",
-            p.commits_total as f64,
+            p.commits_total,
         );
     }
     if let Some(h) = latency {
@@ -474,12 +476,12 @@ mod tests {
             h.record(s);
         }
         let mut t = Text::new("ma\"in");
-        t.counter("spare_commits", "commits", 7.0);
+        t.counter("spare_commits", "commits", 7);
         render_latency(&mut t, &h);
         let out = t.encode();
         let name = "spare_commit_latency_seconds";
         for line in [
-            "spare_commits_total{node=\"ma\\\"in\"} 7.0".to_string(),
+            "spare_commits_total{node=\"ma\\\"in\"} 7".to_string(),
             format!("{name}_bucket{{le=\"0.0005\",node=\"ma\\\"in\"}} 1"),
             format!("{name}_bucket{{le=\"0.002\",node=\"ma\\\"in\"}} 3"),
             format!("{name}_bucket{{le=\"10.0\",node=\"ma\\\"in\"}} 3"),
