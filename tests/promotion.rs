@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{wait_until, Cluster};
@@ -326,25 +326,8 @@ fn a_switchover_under_write_load_loses_no_acknowledged_write() {
         .iter()
         .map(|n| c.http(n))
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..4u64)
-        .map(|w| {
-            let (nodes, stop, acked) = (nodes.clone(), stop.clone(), acked.clone());
-            std::thread::spawn(move || {
-                let client = client::Client::new(nodes);
-                let started = Instant::now();
-                let mut id = w * 1_000_000;
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
-                    id += 1;
-                    let body = json!({ "sql": "INSERT INTO invoice (id, customer) VALUES (?, 'load')", "params": [id] });
-                    if client.execute(&body).is_ok() {
-                        acked.lock().unwrap().push(id);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = common::WriteLoad::start(&nodes, 4, Duration::from_secs(60));
+    let acked = load.acked.clone();
     wait_until("writes to flow", || acked.lock().unwrap().len() > 50);
     let out = c.cli(&["switchover", "lan-1"]);
     assert!(out.status.success(), "{}", stdout(&out));
@@ -352,11 +335,7 @@ fn a_switchover_under_write_load_loses_no_acknowledged_write() {
     wait_until("writes to flow on the new primary", || {
         acked.lock().unwrap().len() > at_switch + 50
     });
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    let acked = load.stop();
     let lsn = c.status("lan-1")["last_lsn"].as_u64().unwrap();
     let ids: std::collections::BTreeSet<u64> = c
         .rows("lan-1", "SELECT id FROM invoice", 0)

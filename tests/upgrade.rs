@@ -6,13 +6,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use common::{dump, wait_until, Cluster};
 use serde_json::json;
-use spare::client;
 
 const OLD_RELEASE: (&str, &str) = ("SPARE_TEST_SPEAK_PROTOCOL", "2");
 
@@ -49,25 +47,8 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_taking_writes_and_loses_none() {
         .iter()
         .map(|n| c.http(n))
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..2u64)
-        .map(|w| {
-            let (nodes, stop, acked) = (nodes.clone(), stop.clone(), acked.clone());
-            std::thread::spawn(move || {
-                let client = client::Client::new(nodes);
-                let started = Instant::now();
-                let mut id = w * 1_000_000;
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
-                    id += 1;
-                    let body = json!({ "sql": "INSERT INTO invoice (id, customer) VALUES (?, 'load')", "params": [id] });
-                    if client.execute(&body).is_ok() {
-                        acked.lock().unwrap().push(id);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = common::WriteLoad::start(&nodes, 2, Duration::from_secs(300));
+    let acked = load.acked.clone();
     writes_go_on(&acked, "on the old release");
     // 1. The spares, one at a time: the old primary streams to them and asks them for its
     //    lease at protocol 2, which they still speak.
@@ -98,17 +79,13 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_taking_writes_and_loses_none() {
     c.wait_applied("main", lsn);
     upgrade(&mut c, "main", "lan-1");
     writes_go_on(&acked, "with every node upgraded");
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().unwrap();
-    }
+    let acked = load.stop();
     let lsn = c.status("lan-1")["last_lsn"].as_u64().unwrap();
     let ids: BTreeSet<u64> = c
         .rows("lan-1", "SELECT id FROM invoice", lsn)
         .iter()
         .map(|r| r[0].as_u64().unwrap())
         .collect();
-    let acked = acked.lock().unwrap().clone();
     let lost: Vec<&u64> = acked.iter().filter(|id| !ids.contains(id)).collect();
     assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
     for node in ["main", "lan-2"] {

@@ -24,13 +24,14 @@
 //! [`MAX_UPDATE_SHAPES`] UPDATEs; all are forgotten when the schema changes.
 
 use std::collections::HashMap;
-use std::ffi::{c_int, c_void, CStr, CString};
+use std::ffi::{c_int, CStr, CString};
 use std::ptr;
 
 use rusqlite::ffi;
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
+use crate::store::session::each_change;
 
 /// UPDATE statements kept per table, one per set of changed columns. A workload updating
 /// columns in more combinations than this compiles the rarest again (SQLite's own apply
@@ -236,44 +237,6 @@ impl Change<'_> {
             op,
             columns: ncol.max(0) as usize,
         }
-    }
-}
-
-/// Calls `f` with the iterator positioned on each change of `changeset`.
-fn each_change(
-    changeset: &[u8],
-    mut f: impl FnMut(*mut ffi::sqlite3_changeset_iter) -> Result<()>,
-) -> Result<()> {
-    let len = c_int::try_from(changeset.len())
-        .map_err(|_| Error::InvalidData("changeset too large".into()))?;
-    let mut it = ptr::null_mut();
-    // SAFETY: the iterator only reads the buffer, which outlives it (finalized below).
-    let rc =
-        unsafe { ffi::sqlite3changeset_start(&mut it, len, changeset.as_ptr() as *mut c_void) };
-    if rc != ffi::SQLITE_OK {
-        return Err(changeset_error(rc));
-    }
-    let mut outcome = Ok(());
-    // SAFETY: `it` is a live iterator until finalize.
-    while outcome.is_ok() && unsafe { ffi::sqlite3changeset_next(it) } == ffi::SQLITE_ROW {
-        outcome = f(it);
-    }
-    // SAFETY: finalize once; its code reports a malformed buffer met while iterating.
-    let rc = unsafe { ffi::sqlite3changeset_finalize(it) };
-    outcome?;
-    if rc != ffi::SQLITE_OK {
-        return Err(changeset_error(rc));
-    }
-    Ok(())
-}
-
-/// Reading a changeset failed: out of memory is this host's (retried), anything else is
-/// the changeset's.
-fn changeset_error(rc: c_int) -> Error {
-    if crate::error::sqlite_transient(rc) {
-        Error::Unavailable(format!("cannot read a changeset (SQLite code {rc})"))
-    } else {
-        Error::InvalidData(format!("changeset is malformed (SQLite code {rc})"))
     }
 }
 

@@ -10,7 +10,7 @@ use super::apply::Applier;
 use super::exec::{Executor, WriteLimits};
 use super::tests::request;
 use super::*;
-use crate::log::{Record, RecordKind};
+use crate::log::Record;
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT, n REAL, b BLOB)",
@@ -57,22 +57,13 @@ impl Trio {
             .primary
             .run_group(&[request(sqls)], &WriteLimits::default())?;
         let outcome = out.results.into_iter().next().flatten().expect("ran alone");
-        let Some(payload) = out.payload else {
-            self.primary.commit(None, None)?;
-            return outcome.map(|_| ());
-        };
-        let rec = Record::new(
-            self.chain,
-            self.lsn + 1,
-            1,
-            1000,
-            RecordKind::Txn,
-            payload.encode(),
-        );
-        self.primary
-            .commit(Some((rec.lsn, rec.time_ms)), Some(&payload))?;
-        (self.lsn, self.chain) = (rec.lsn, rec.chain);
-        self.pending.push(rec);
+        let rec = tests::commit_logged(
+            &mut self.primary,
+            out.payload,
+            &mut self.lsn,
+            &mut self.chain,
+        )?;
+        self.pending.extend(rec);
         outcome.map(|_| ())
     }
 

@@ -285,10 +285,10 @@ pub struct RowChange {
     pub new: Vec<Option<crate::store::value::SqlValue>>,
 }
 
-/// Calls `f` with (table, operation, iterator, column count) for each change of `changeset`.
-fn for_each_change(
+/// Calls `f` with the iterator positioned on each change of `changeset`, until it fails.
+pub(crate) fn each_change(
     changeset: &[u8],
-    mut f: impl FnMut(String, c_int, *mut ffi::sqlite3_changeset_iter, c_int),
+    mut f: impl FnMut(*mut ffi::sqlite3_changeset_iter) -> Result<()>,
 ) -> Result<()> {
     if changeset.is_empty() {
         return Ok(());
@@ -300,28 +300,48 @@ fn for_each_change(
     let rc =
         unsafe { ffi::sqlite3changeset_start(&mut it, len, changeset.as_ptr() as *mut c_void) };
     if rc != ffi::SQLITE_OK {
-        return Err(Error::InvalidData(format!(
-            "changeset is malformed (SQLite code {rc})"
-        )));
+        return Err(changeset_error(rc));
     }
+    let mut outcome = Ok(());
     // SAFETY: `it` is a live iterator until finalize.
-    while unsafe { ffi::sqlite3changeset_next(it) } == ffi::SQLITE_ROW {
+    while outcome.is_ok() && unsafe { ffi::sqlite3changeset_next(it) } == ffi::SQLITE_ROW {
+        outcome = f(it);
+    }
+    // SAFETY: finalize once; its code reports a malformed buffer met while iterating.
+    let rc = unsafe { ffi::sqlite3changeset_finalize(it) };
+    outcome?;
+    if rc != ffi::SQLITE_OK {
+        return Err(changeset_error(rc));
+    }
+    Ok(())
+}
+
+/// Reading a changeset failed: out of memory is this host's (retried), anything else is
+/// the changeset's.
+fn changeset_error(rc: c_int) -> Error {
+    if crate::error::sqlite_transient(rc) {
+        Error::Unavailable(format!("cannot read a changeset (SQLite code {rc})"))
+    } else {
+        Error::InvalidData(format!("changeset is malformed (SQLite code {rc})"))
+    }
+}
+
+/// Calls `f` with (table, operation, iterator, column count) for each change of `changeset`.
+fn for_each_change(
+    changeset: &[u8],
+    mut f: impl FnMut(String, c_int, *mut ffi::sqlite3_changeset_iter, c_int),
+) -> Result<()> {
+    each_change(changeset, |it| {
         let (mut tab, mut ncol, mut op, mut indirect) = (ptr::null(), 0, 0, 0);
-        // SAFETY: as above; tab points into the iterator's memory, copied at once.
+        // SAFETY: `it` is positioned on a change; tab points into the iterator's memory,
+        // copied at once.
         unsafe { ffi::sqlite3changeset_op(it, &mut tab, &mut ncol, &mut op, &mut indirect) };
         let name = unsafe { CStr::from_ptr(tab) }
             .to_string_lossy()
             .into_owned();
         f(name, op, it, ncol);
-    }
-    // SAFETY: finalize once; its code reports a malformed buffer met while iterating.
-    let rc = unsafe { ffi::sqlite3changeset_finalize(it) };
-    if rc != ffi::SQLITE_OK {
-        return Err(Error::InvalidData(format!(
-            "changeset is malformed (SQLite code {rc})"
-        )));
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Counts the inserts, updates and deletes in a changeset, per table.

@@ -26,6 +26,24 @@ pub(super) fn request(sqls: &[&str]) -> Request {
     }
 }
 
+/// Commits a group the primary ran: with its log record (the next after `lsn`, continuing
+/// `chain`, both advanced) when it changed something, which is returned.
+pub(super) fn commit_logged(
+    primary: &mut Executor,
+    payload: Option<TxnPayload>,
+    lsn: &mut u64,
+    chain: &mut u64,
+) -> Result<Option<Record>> {
+    let Some(payload) = payload else {
+        primary.commit(None, None)?;
+        return Ok(None);
+    };
+    let rec = Record::new(*chain, *lsn + 1, 1, 1000, RecordKind::Txn, payload.encode());
+    primary.commit(Some((rec.lsn, rec.time_ms)), Some(&payload))?;
+    (*lsn, *chain) = (rec.lsn, rec.chain);
+    Ok(Some(rec))
+}
+
 impl Pair {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -59,22 +77,15 @@ impl Pair {
         limits: &exec::WriteLimits,
     ) -> Result<Vec<Option<Result<Vec<exec::StatementResult>>>>> {
         let out = self.primary.run_group(requests, limits)?;
-        let Some(payload) = out.payload else {
-            self.primary.commit(None, None)?;
-            return Ok(out.results);
-        };
-        let rec = Record::new(
-            self.chain,
-            self.lsn + 1,
-            1,
-            1000,
-            RecordKind::Txn,
-            payload.encode(),
-        );
-        self.primary
-            .commit(Some((rec.lsn, rec.time_ms)), Some(&payload))?;
-        (self.lsn, self.chain) = (rec.lsn, rec.chain);
-        self.spare.apply(&[rec])?;
+        let rec = commit_logged(
+            &mut self.primary,
+            out.payload,
+            &mut self.lsn,
+            &mut self.chain,
+        )?;
+        if let Some(rec) = rec {
+            self.spare.apply(&[rec])?;
+        }
         Ok(out.results)
     }
 

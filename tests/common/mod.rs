@@ -522,3 +522,51 @@ pub fn write_secret(path: &Path, text: &str) {
 pub fn read_file(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
+
+/// Writers inserting `(id, 'load')` rows into `invoice` through a client that follows the
+/// primary, until stopped or `max` passed; each keeps the ids acknowledged to it.
+pub struct WriteLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub acked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl WriteLoad {
+    pub fn start(nodes: &[String], writers: u64, max: Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = (0..writers)
+            .map(|w| {
+                let (nodes, stop, acked) = (nodes.to_vec(), stop.clone(), acked.clone());
+                std::thread::spawn(move || {
+                    let client = client::Client::new(nodes);
+                    let started = Instant::now();
+                    let mut id = w * 1_000_000;
+                    while !stop.load(Ordering::Relaxed) && started.elapsed() < max {
+                        id += 1;
+                        let body = json!({ "sql": "INSERT INTO invoice (id, customer) VALUES (?, 'load')", "params": [id] });
+                        if client.execute(&body).is_ok() {
+                            acked.lock().unwrap().push(id);
+                        }
+                    }
+                })
+            })
+            .collect();
+        WriteLoad {
+            stop,
+            acked,
+            threads,
+        }
+    }
+
+    /// Stops the writers; returns every id acknowledged.
+    pub fn stop(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
