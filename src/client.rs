@@ -153,9 +153,9 @@ pub fn get_with(agent: &ureq::Agent, http: &str, path: &str) -> Result<Reply> {
 /// Longest a download (a backup of a large database) may take.
 pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Downloads `path` from the node at `http` into `out` (created, synced); returns the
-/// value of the response header `header` (a node error is returned as its message).
-pub fn download(http: &str, path: &str, header: &str, out: &std::path::Path) -> Result<String> {
+/// Asks the node at `http` for the download `path`: returns the value of the response
+/// header `header` and the body, still to be read (a node error is returned as its message).
+pub fn fetch(http: &str, path: &str, header: &str) -> Result<(String, impl std::io::Read)> {
     let resp = match authorized(agent(DOWNLOAD_TIMEOUT).get(&url(http, path))).call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => {
@@ -172,6 +172,11 @@ pub fn download(http: &str, path: &str, header: &str, out: &std::path::Path) -> 
         }
     };
     let value = resp.header(header).unwrap_or_default().to_string();
+    Ok((value, resp.into_reader()))
+}
+
+/// Writes `body` into the new file `out` (never over an existing one) and syncs it.
+pub fn save(mut body: impl std::io::Read, out: &std::path::Path) -> Result<u64> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -180,10 +185,10 @@ pub fn download(http: &str, path: &str, header: &str, out: &std::path::Path) -> 
             "create {} (an existing file is never overwritten)",
             out.display()
         )))?;
-    std::io::copy(&mut resp.into_reader(), &mut file)
-        .and_then(|_| file.sync_all())
+    let written = std::io::copy(&mut body, &mut file)
+        .and_then(|n| file.sync_all().map(|_| n))
         .map_err(Error::io(format!("write {}", out.display())))?;
-    Ok(value)
+    Ok(written)
 }
 
 /// How many "not the primary" answers a write follows before giving up (a promotion in

@@ -302,3 +302,60 @@ fn a_backup_to_a_bare_file_name_lands_in_the_current_directory() {
     );
     assert!(!c.dir.path().join("no-such-dir").exists());
 }
+
+/// Runs `spare ARGS` under `script`, on a pseudo-terminal as an operator's shell would; returns
+/// what the terminal showed.
+fn on_a_terminal(c: &Cluster, args: &str) -> String {
+    let out = std::process::Command::new("script")
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("{} {args}", common::bin()),
+            "/dev/null",
+        ])
+        .env("SPARE_CONFIG", &c.config)
+        .current_dir(c.dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    assert!(out.status.success(), "{}", stdout(&out));
+    stdout(&out)
+}
+
+/// `spare backup` and `spare restore` draw a progress bar on a terminal, and none (no
+/// carriage return, no escape code) into a file or a pipe.
+#[test]
+fn backup_and_restore_show_progress_on_a_terminal_only() {
+    let mut c = Cluster::new(2, false);
+    c.non_voting("lan-1");
+    c.non_voting("lan-2");
+    c.start("main");
+    c.start("lan-1");
+    let lsn = c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)",
+        json!([]),
+    );
+    c.exec(
+        "INSERT INTO t (body) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) SELECT printf('%.500c', 'x') FROM n",
+        json!([]),
+    );
+    c.wait_applied("lan-1", lsn);
+    let shown = on_a_terminal(&c, "backup --out b.sqlite --node lan-1");
+    assert!(shown.contains("downloading"), "{shown}");
+    assert!(shown.contains("backup of lan-1 at LSN"), "{shown}");
+    let shown = on_a_terminal(&c, "restore --from b.sqlite --node lan-2");
+    assert!(shown.contains("restoring"), "{shown}");
+    assert!(shown.contains("restored b.sqlite"), "{shown}");
+
+    let out = std::process::Command::new(common::bin())
+        .args(["backup", "--out", "c.sqlite", "--node", "lan-1"])
+        .env("SPARE_CONFIG", &c.config)
+        .current_dir(c.dir.path())
+        .output()
+        .unwrap();
+    let said = stdout(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("downloading"), "{said}");
+    assert!(!said.contains('\r') && !said.contains('\x1b'), "{said:?}");
+}

@@ -9,6 +9,8 @@ use spare::client::{self, Client};
 use spare::config::ClusterConfig;
 use spare::store::backup::{self, BackupInfo, Target};
 
+use super::progress;
+
 /// `spare backup`: a consistent online copy from any data node (default: the primary).
 pub fn backup(config_path: &Path, out: &Path, node: Option<&str>) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
@@ -36,16 +38,22 @@ pub fn backup(config_path: &Path, out: &Path, node: Option<&str>) -> Result<()> 
         "backing up {name} into {} (writes go on meanwhile)...",
         out.display()
     );
-    let header = client::download(&http, "/v1/backup", "x-spare-backup", &tmp).map_err(|e| {
+    let fetched = client::fetch(&http, "/v1/backup", "x-spare-backup")
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|(header, body)| {
+            let info: BackupInfo =
+                serde_json::from_str(&header).context("read the node's backup description")?;
+            let bar = progress::bytes(info.size, "downloading");
+            client::save(bar.wrap_read(body), &tmp)?;
+            bar.finish_and_clear();
+            if spare::store::snapshot::file_crc(&tmp)? != info.crc {
+                bail!("the backup arrived damaged (checksum); nothing was kept; retry");
+            }
+            Ok(info)
+        });
+    let info = fetched.inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        anyhow!("{e}")
     })?;
-    let info: BackupInfo =
-        serde_json::from_str(&header).context("the node's backup description")?;
-    if spare::store::snapshot::file_crc(&tmp)? != info.crc {
-        let _ = std::fs::remove_file(&tmp);
-        bail!("the backup arrived damaged (checksum); nothing was kept; retry");
-    }
     // The copy first, then its description: a description never names a missing file.
     std::fs::rename(&tmp, out).with_context(|| format!("rename to {}", out.display()))?;
     spare::durable::sync_dir(out.parent().unwrap_or(Path::new("")))?;
@@ -103,7 +111,9 @@ pub fn restore(config_path: &Path, a: &RestoreArgs) -> Result<()> {
         bail!("a point-in-time restore needs both --archive DIR and --until-lsn / --until-time");
     }
     std::fs::create_dir_all(&node.data_dir)?;
-    let info = backup::restore(a.from, &node.data_dir)?;
+    let bar = progress::bytes(0, "restoring");
+    let info = backup::restore(a.from, &node.data_dir, &bar)?;
+    bar.finish_and_clear();
     println!(
         "restored {} into {} at LSN {}",
         a.from.display(),
@@ -111,7 +121,9 @@ pub fn restore(config_path: &Path, a: &RestoreArgs) -> Result<()> {
         info.position.lsn
     );
     if let (Some(dir), Some(target)) = (a.archive, target) {
-        let reached = backup::roll_forward(&node.data_dir, dir, info.position, target)?;
+        let bar = progress::records(0, "rolling forward");
+        let reached = backup::roll_forward(&node.data_dir, dir, info.position, target, &bar)?;
+        bar.finish_and_clear();
         println!("rolled forward through {} to LSN {reached}", dir.display());
     }
     println!(

@@ -6,6 +6,7 @@ pub mod bench_load;
 pub mod bench_suite;
 pub mod certs;
 pub mod inspect;
+pub mod progress;
 pub mod promote;
 pub mod reload;
 pub mod serve;

@@ -12,6 +12,8 @@ use spare::client::{self, REQUEST_TIMEOUT};
 use spare::config::{ClusterConfig, Role};
 use spare::status::{NodeStatus, Unread};
 
+use super::progress;
+
 /// How often the progress bars refresh.
 const POLL: Duration = Duration::from_millis(500);
 /// The longest `spare reload` waits for new spares before telling the user to watch status.
@@ -96,11 +98,11 @@ fn tell_pending_membership(config: &ClusterConfig) {
 }
 
 /// Shows each new spare's progress until all stream: one bar per spare on a terminal
-/// (indicatif draws nothing when stderr is not one), one line per spare once it streams.
+/// (none unless stdout and stderr are both terminals), one line per spare once it streams.
 fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
     let primary = &spare::client::Client::from_config(config).primary_http()?;
     let started = Instant::now();
-    let bars = MultiProgress::new();
+    let bars = MultiProgress::with_draw_target(progress::target());
     let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos:>3} % {msg}")
         .expect("a valid template")
         .progress_chars("#>.");
@@ -114,7 +116,7 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
         })
         .collect();
     // Off a terminal the bars are not drawn: what they would say goes out as lines, once.
-    let lines = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let lines = !progress::drawn();
     let mut said_why = String::new();
     let mut streaming = vec![false; spares.len()];
     loop {

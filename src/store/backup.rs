@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -94,8 +95,8 @@ pub fn verify(file: &Path) -> Result<BackupInfo> {
 }
 
 /// Puts the backup `file` in place as the database of the empty data directory `data_dir`,
-/// with the log starting right after it. Returns its description.
-pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupInfo> {
+/// with the log starting right after it. Returns its description. `bar` follows the copy.
+pub fn restore(file: &Path, data_dir: &Path, bar: &ProgressBar) -> Result<BackupInfo> {
     let info = verify(file)?;
     let busy = std::fs::read_dir(data_dir)
         .map(|mut d| d.next().is_some())
@@ -110,14 +111,17 @@ pub fn restore(file: &Path, data_dir: &Path) -> Result<BackupInfo> {
     std::fs::create_dir_all(&log_dir)
         .map_err(Error::io(format!("create {}", log_dir.display())))?;
     let db = data_dir.join(crate::store::DB_FILE);
-    std::fs::copy(file, &db).map_err(Error::io(format!(
+    bar.set_length(info.size);
+    let copied = std::fs::File::open(file).and_then(|from| {
+        let mut to = std::fs::File::create_new(&db)?;
+        std::io::copy(&mut bar.wrap_read(from), &mut to)?;
+        to.sync_all()
+    });
+    copied.map_err(Error::io(format!(
         "copy {} to {}",
         file.display(),
         db.display()
     )))?;
-    std::fs::File::open(&db)
-        .and_then(|f| f.sync_all())
-        .map_err(Error::io(format!("fsync {}", db.display())))?;
     crate::log::base::save(&log_dir, &info.position)?;
     crate::durable::sync_dir(data_dir)?;
     Ok(info)
@@ -132,12 +136,13 @@ pub enum Target {
 }
 
 /// Appends to the restored log in `data_dir` the records of the archive `archive` after the
-/// backup's position, up to `target`. Returns the LSN reached.
+/// backup's position, up to `target`. Returns the LSN reached. `bar` counts the records.
 pub fn roll_forward(
     data_dir: &Path,
     archive: &Path,
     from: Position,
     target: Target,
+    bar: &ProgressBar,
 ) -> Result<u64> {
     let log_dir = data_dir.join("log");
     let mut log = crate::log::open(&log_dir, from.lsn)?.writer;
@@ -152,6 +157,7 @@ pub fn roll_forward(
         Target::Lsn(l) => l,
         Target::Time(_) => end,
     };
+    bar.set_length(last.saturating_sub(from.lsn));
     let mut reader = LogReader::new(archive);
     let mut next = from.lsn + 1;
     while next <= last {
@@ -172,6 +178,7 @@ pub fn roll_forward(
         next += keep.len() as u64;
         log.append_received(&keep)?;
         log.sync()?;
+        bar.inc(keep.len() as u64);
     }
     Ok(next - 1)
 }

@@ -302,10 +302,13 @@ fn a_roll_forward_stops_at_the_asked_lsn_or_time_and_refuses_a_target_beyond_the
         d
     };
     let by_time = restored("t");
+    // The progress bar (hidden here) counts the records rolled forward, of all it may take.
+    let bar = indicatif::ProgressBar::hidden();
     assert_eq!(
-        roll_forward(&by_time, &archive, from, Target::Time(35)).unwrap(),
+        roll_forward(&by_time, &archive, from, Target::Time(35), &bar).unwrap(),
         3
     );
+    assert_eq!((bar.position(), bar.length()), (2, Some(4)));
     assert_eq!(
         crate::log::open(&by_time.join("log"), 1)
             .unwrap()
@@ -316,11 +319,11 @@ fn a_roll_forward_stops_at_the_asked_lsn_or_time_and_refuses_a_target_beyond_the
     );
     let by_lsn = restored("l");
     assert_eq!(
-        roll_forward(&by_lsn, &archive, from, Target::Lsn(4)).unwrap(),
+        roll_forward(&by_lsn, &archive, from, Target::Lsn(4), &bar).unwrap(),
         4
     );
     let too_far = restored("f");
-    let e = roll_forward(&too_far, &archive, from, Target::Lsn(9))
+    let e = roll_forward(&too_far, &archive, from, Target::Lsn(9), &bar)
         .unwrap_err()
         .to_string();
     assert!(e.contains("ends at LSN 5"), "{e}");
