@@ -145,9 +145,10 @@ fn an_online_backup_under_writes_holds_exactly_its_lsn_and_restores_as_a_spare_t
 }
 
 #[test]
-fn a_point_in_time_restore_lands_on_the_asked_lsn() {
-    let mut c = Cluster::new(1, false);
+fn a_point_in_time_restore_lands_on_the_asked_lsn_or_time() {
+    let mut c = Cluster::new(2, false);
     c.non_voting("lan-1");
+    c.non_voting("lan-2");
     c.cluster_option("retention_bytes = \"512KiB\"");
     c.node_option("main", "log_archive_dir = \"archive\"");
     c.start("main");
@@ -175,23 +176,29 @@ fn a_point_in_time_restore_lands_on_the_asked_lsn() {
         archived >= target,
         "the archive reaches {archived}, target {target}"
     );
-    let out = c.cli(&[
-        "restore",
-        "--from",
-        file.to_str().unwrap(),
-        "--node",
-        "lan-1",
-        "--archive",
-        archive.to_str().unwrap(),
-        "--until-lsn",
-        &target.to_string(),
-    ]);
-    assert!(out.status.success(), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains(&format!("to LSN {target}")),
-        "{}",
+    // `spare restore` of the backup into NODE's empty directory, rolled forward to a target;
+    // what it printed.
+    let restore_to = |node: &str, until: &str, to: &str| {
+        let out = c.cli(&[
+            "restore",
+            "--from",
+            file.to_str().unwrap(),
+            "--node",
+            node,
+            "--archive",
+            archive.to_str().unwrap(),
+            until,
+            to,
+        ]);
+        assert!(out.status.success(), "{}", stdout(&out));
         stdout(&out)
-    );
+    };
+    let said = restore_to("lan-1", "--until-lsn", &target.to_string());
+    assert!(said.contains(&format!("to LSN {target}")), "{said}");
+    // By time: a time after every archived commit rolls through the whole archive.
+    let end = spare::log::last_lsn_in(&archive).unwrap().unwrap();
+    let said = restore_to("lan-2", "--until-time", "2100-01-01T00:00:00Z");
+    assert!(said.contains(&format!("to LSN {end}")), "{said}");
     // The node's own start-up recovery applies the rolled-forward records.
     let data = c.data_dir("lan-1");
     drop(spare::store::recovery::recover(&data, 64 * 1024).unwrap());

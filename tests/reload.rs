@@ -212,3 +212,35 @@ fn a_reload_whose_new_node_cannot_start_applies_nothing() {
     assert!(out.status.success(), "{}", stderr(&out));
     c.wait_applied("lan-2", lsn);
 }
+
+/// A reload refused because the new node's HTTP port is taken (under `spare up`) leaves
+/// nothing of that node behind: once the port is free, the same reload starts it.
+#[test]
+fn a_reload_refused_for_a_taken_port_succeeds_once_the_port_is_free() {
+    let mut c = Cluster::new(1, false);
+    let up = Command::new(common::bin())
+        .args(["up", "--config"])
+        .arg(&c.config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(c.log_path("up")).unwrap())
+        .spawn()
+        .unwrap();
+    let _guard = common::ChildGuard(up);
+    wait_until("spare up to serve", || {
+        spare::client::get(&c.http("lan-1"), "/v1/status", Duration::from_secs(1)).is_ok()
+    });
+    let lsn = c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    c.add_spare("lan-2");
+    let taken = std::net::TcpListener::bind(c.http("lan-2")).unwrap();
+    for _ in 0..2 {
+        let out = c.cli(&["reload", "--no-wait"]);
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(!out.status.success(), "{said}");
+        assert!(said.contains("cannot listen on http"), "{said}");
+        assert!(!said.contains("in use by another"), "{said}");
+    }
+    drop(taken);
+    let out = c.cli(&["reload", "--no-wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.wait_applied("lan-2", lsn);
+}

@@ -1,9 +1,12 @@
-//! The operator's path as the guide writes it: `docs/walkthrough.sh` runs the guide's
-//! commands in order (short tour, backup to a bare file name, a TLS spare added by reload,
-//! the operator's-mistake walkthrough back to the normal layout, `spare verify`) against a
-//! copy of the example configuration on free ports, in a temporary directory.
+//! The operator's guide as written: `docs/walkthrough.sh` runs the guide's commands in order
+//! (the example under `spare up`, then a fresh copy of it one process per node, whose primary
+//! is killed and a spare promoted) against a copy of the example configuration on free ports,
+//! in a temporary directory. Then every command of the guide's pages must be in its
+//! transcript, and every output a page shows must be what the command printed there.
 
 mod common;
+#[path = "walkthrough/guide.rs"]
+mod guide;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -33,14 +36,13 @@ fn the_readme_walkthrough_runs_as_written() {
     .unwrap();
     // The example's fixed ports become free ones; its data goes into the temporary folder.
     let mut config = example.replace("\"../data/", "\"data/");
+    let mut http = std::collections::HashMap::new();
     for port in [
         "7301", "7302", "7303", "7304", "7401", "7402", "7403", "7404",
     ] {
-        let free = common::free_port().to_string();
-        config = config.replace(
-            &format!("127.0.0.1:{port}\""),
-            &format!("127.0.0.1:{free}\""),
-        );
+        let free = format!("127.0.0.1:{}", common::free_port());
+        config = config.replace(&format!("127.0.0.1:{port}\""), &format!("{free}\""));
+        http.insert(port, free);
     }
     let path = dir.path().join("cluster.toml");
     std::fs::write(&path, config).unwrap();
@@ -51,6 +53,9 @@ fn the_readme_walkthrough_runs_as_written() {
         .current_dir(dir.path())
         .env("SPARE", common::bin())
         .env("SPARE_CONFIG", &path)
+        .env("MAIN_HTTP", &http["7301"])
+        .env("LAN1_HTTP", &http["7302"])
+        .env("WATCH_HTTP", &http["7304"])
         .env("LAN2_PEER", format!("127.0.0.1:{}", common::free_port()))
         .env("LAN2_HTTP", format!("127.0.0.1:{}", common::free_port()))
         .env("LAN3_PEER", format!("127.0.0.1:{}", common::free_port()))
@@ -82,4 +87,23 @@ fn the_readme_walkthrough_runs_as_written() {
         "{status:?}\n{said}\n---- spare up (last lines) ----\n{}",
         up_tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     );
+    let transcript = std::fs::read_to_string(dir.path().join("transcript.txt")).unwrap();
+    let problems = guide::check(&guide::pages(), &guide::runs(&transcript));
+    assert!(
+        problems.is_empty(),
+        "the guide and the walkthrough differ:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The guide against a transcript of a walkthrough run by hand (see docs/walkthrough.sh):
+/// `SPARE_TRANSCRIPT=transcript.txt cargo test --test walkthrough -- --ignored`, to edit the
+/// pages without running the whole walkthrough each time.
+#[test]
+#[ignore = "needs SPARE_TRANSCRIPT, a transcript of a walkthrough run by hand"]
+fn the_guide_matches_a_transcript_made_by_hand() {
+    let path = std::env::var("SPARE_TRANSCRIPT").expect("SPARE_TRANSCRIPT=FILE");
+    let transcript = std::fs::read_to_string(&path).unwrap();
+    let problems = guide::check(&guide::pages(), &guide::runs(&transcript));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

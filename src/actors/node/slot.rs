@@ -120,18 +120,42 @@ impl NodeSlot {
             promoting: tokio::sync::Mutex::new(()),
         });
         slot.watch_voter();
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(Error::io("register the peer listener"))?;
-        let task = actix_rt::spawn(accept_peers(slot.clone(), listener));
-        *slot.peer_task.write().expect("lock") = Some(task);
-        let http = serve_http(slot.clone())?;
-        *slot.http.write().expect("lock") = Some(http);
-        slot.start_incarnation()?;
+        if let Err(e) = slot.serve(listener, serve_http) {
+            slot.abandon();
+            return Err(e);
+        }
         if node.backup_dir.is_some() && node.role != Role::Monitor {
             actix_rt::spawn(run_backups(slot.clone()));
         }
         tracing::info!(node = %node.name, role = slot.role_name(), http = %node.http, peer = %node.peer, "node started");
         Ok(slot)
+    }
+
+    /// Starts the listeners and the incarnation of a node just opened.
+    fn serve(
+        self: &Arc<Self>,
+        listener: std::net::TcpListener,
+        serve_http: impl FnOnce(Arc<NodeSlot>) -> Result<actix_web::dev::ServerHandle>,
+    ) -> Result<()> {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(Error::io("register the peer listener"))?;
+        let task = actix_rt::spawn(accept_peers(self.clone(), listener));
+        *self.peer_task.write().expect("lock") = Some(task);
+        let http = serve_http(self.clone())?;
+        *self.http.write().expect("lock") = Some(http);
+        self.start_incarnation()
+    }
+
+    /// Undoes a start that failed half way (its HTTP port taken, say): the tasks that hold
+    /// the node end, so its data directory's lock and its peer port are released and a
+    /// later reload can start it. Without this a `spare up` process kept them until it
+    /// stopped, and every retry was refused ("in use by another running spare process").
+    fn abandon(self: &Arc<Self>) {
+        if let Some(task) = self.peer_task.write().expect("lock").take() {
+            task.abort();
+        }
+        let slot = self.clone();
+        actix_rt::spawn(async move { slot.shut_down().await });
     }
 
     /// The voter's changes reach the process's configuration and the supervisor.
