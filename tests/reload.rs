@@ -176,6 +176,23 @@ fn sighup_makes_spare_up_start_and_stop_its_local_nodes() {
     c.wait_applied("lan-1", next);
 }
 
+/// Starts `spare up` on the cluster's configuration (every node in one process), once it
+/// serves; killed when the guard drops.
+fn spare_up(c: &Cluster) -> common::ChildGuard {
+    let up = Command::new(common::bin())
+        .args(["up", "--config"])
+        .arg(&c.config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(c.log_path("up")).unwrap())
+        .spawn()
+        .unwrap();
+    let guard = common::ChildGuard(up);
+    wait_until("spare up to serve", || {
+        spare::client::get(&c.http("lan-1"), "/v1/status", Duration::from_secs(1)).is_ok()
+    });
+    guard
+}
+
 /// A reload whose new node cannot start (a TLS spare without its certificate yet) is
 /// refused whole under `spare up`: nobody feeds or watches the new node, and once the
 /// certificate exists the same reload adds it.
@@ -185,17 +202,7 @@ fn a_reload_whose_new_node_cannot_start_applies_nothing() {
     c.cluster_option("tls_dir = \"tls\"");
     let certs = c.cli(&["certs", "init"]);
     assert!(certs.status.success(), "{}", stderr(&certs));
-    let up = Command::new(common::bin())
-        .args(["up", "--config"])
-        .arg(&c.config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(c.log_path("up")).unwrap())
-        .spawn()
-        .unwrap();
-    let _guard = common::ChildGuard(up);
-    wait_until("spare up to serve", || {
-        spare::client::get(&c.http("lan-1"), "/v1/status", Duration::from_secs(1)).is_ok()
-    });
+    let _guard = spare_up(&c);
     let lsn = c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
     c.add_spare("lan-2");
     let out = c.cli(&["reload", "--no-wait"]);
@@ -218,17 +225,7 @@ fn a_reload_whose_new_node_cannot_start_applies_nothing() {
 #[test]
 fn a_reload_refused_for_a_taken_port_succeeds_once_the_port_is_free() {
     let mut c = Cluster::new(1, false);
-    let up = Command::new(common::bin())
-        .args(["up", "--config"])
-        .arg(&c.config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(c.log_path("up")).unwrap())
-        .spawn()
-        .unwrap();
-    let _guard = common::ChildGuard(up);
-    wait_until("spare up to serve", || {
-        spare::client::get(&c.http("lan-1"), "/v1/status", Duration::from_secs(1)).is_ok()
-    });
+    let _guard = spare_up(&c);
     let lsn = c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
     c.add_spare("lan-2");
     let taken = std::net::TcpListener::bind(c.http("lan-2")).unwrap();

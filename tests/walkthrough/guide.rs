@@ -137,37 +137,63 @@ pub fn shown(page: &str, text: &str) -> Vec<Run> {
                 }
             }
             Some(_) => {}
-            None => {
-                if !line.trim().is_empty() {
-                    after_sh = None;
+            None if !line.trim().is_empty() => after_sh = None,
+            None => {}
+        }
+    }
+    runs.extend(in_prose(page, text));
+    runs
+}
+
+/// The whole commands the prose names in `code` spans (a span may run across a line break).
+fn in_prose(page: &str, text: &str) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let mut in_block = false;
+    let mut span: Option<(usize, String)> = None;
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if in_block {
+            continue;
+        }
+        for c in line.chars().chain(std::iter::once(' ')) {
+            match (c, span.as_mut()) {
+                ('`', None) => span = Some((n + 1, String::new())),
+                ('`', Some(_)) => {
+                    let (at, code) = span.take().expect("an open span");
+                    if is_whole_command(&code) {
+                        let at = format!("{page}:{at}");
+                        runs.push(Run {
+                            at,
+                            command: code,
+                            output: Vec::new(),
+                        });
+                    }
                 }
-                runs.extend(in_sentence(line).map(|command| Run {
-                    at: at.clone(),
-                    command,
-                    output: Vec::new(),
-                }));
+                (c, Some((_, code))) => code.push(c),
+                (_, None) => {}
             }
         }
     }
     runs
 }
 
-/// The whole commands a line of prose names in `code` spans.
-fn in_sentence(line: &str) -> impl Iterator<Item = String> + '_ {
-    line.split('`').skip(1).step_by(2).filter_map(|span| {
-        let words: Vec<&str> = span.split_whitespace().collect();
-        let placeholder = |w: &&str| {
-            w.len() > 1
-                && w.chars()
-                    .all(|c| c.is_ascii_uppercase() || "_-]".contains(c))
-        };
-        let whole = span.starts_with("spare ")
-            && words.len() >= 3
-            && !words.iter().any(placeholder)
-            && !span.contains(['[', '|'])
-            && !span.contains("...");
-        whole.then(|| span.to_string())
-    })
+/// `spare pause office` is a command; `spare log` names one, `spare pause NAME` shows its
+/// form (a placeholder), `spare promote [--dry-run]` its options.
+fn is_whole_command(span: &str) -> bool {
+    let words: Vec<&str> = span.split_whitespace().collect();
+    let placeholder = |w: &&str| {
+        w.len() > 1
+            && w.chars()
+                .all(|c| c.is_ascii_uppercase() || "_-]".contains(c))
+    };
+    span.starts_with("spare ")
+        && words.len() >= 3
+        && !words.iter().any(placeholder)
+        && !span.contains(['[', '|'])
+        && !span.contains("...")
 }
 
 /// The commands of the walkthrough's transcript (`$ COMMAND` lines) with what each printed.
@@ -287,21 +313,21 @@ fn runs_elsewhere(run: &Run, file: &str, holds: &str) -> Option<String> {
 
 #[test]
 fn the_guide_check_finds_a_command_not_run_and_an_output_not_printed() {
-    let page = "Run `spare resume office`, not `spare pause NAME` nor `spare log`.\n\n```sh\nspare sql \"SELECT 1\"   # a comment\nspare status\n```\n\n```\nNODE ROLE\nmain primary ...\n```\n\n```\n$ spare log --show 12\nLSN 12, epoch 1\n...\n$ spare verify\nverdict: identical\n```\n";
+    let page = "Run `spare resume\noffice`, not `spare pause NAME` nor `spare log`.\n\n```sh\nspare sql \"SELECT 1\"   # a comment\nspare status\n```\n\n```\nNODE ROLE\nmain primary ...\n```\n\n```\n$ spare log --show 12\nLSN 12, epoch 1\n...\n$ spare verify\nverdict: identical\n```\n";
     let pages = vec![("p.md".to_string(), page.to_string())];
     let shown = shown("p.md", page);
     let commands: Vec<&str> = shown.iter().map(|r| r.command.as_str()).collect();
     assert_eq!(
         commands,
         [
-            "spare resume office",
             "spare sql \"SELECT 1\"",
             "spare status",
             "spare log --show 12",
-            "spare verify"
+            "spare verify",
+            "spare resume office"
         ]
     );
-    assert_eq!(shown[2].output, ["NODE ROLE", "main primary ..."]);
+    assert_eq!(shown[1].output, ["NODE ROLE", "main primary ..."]);
     // Everything run and printed as shown (other numbers, other spacing, more lines).
     let good = "$ spare resume office &\n$ spare sql SELECT 1\n1\n$ spare status\nNODE   ROLE\nmain   primary  serving\n$ spare log --show 40\nLSN 40, epoch 2\nmore\n$ spare verify\nverdict: identical\n";
     assert_eq!(check(&pages, &runs(good)), Vec::<String>::new());
@@ -310,15 +336,15 @@ fn the_guide_check_finds_a_command_not_run_and_an_output_not_printed() {
     let problems = check(&pages, &runs(bad));
     assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(
-        problems[0].contains("p.md:1: `spare resume office` is not run"),
+        problems[2].contains("p.md:1: `spare resume office` is not run"),
         "{problems:?}"
     );
     assert!(
-        problems[1].contains("p.md:5: `spare status` printed no line like `main primary ...`"),
+        problems[0].contains("p.md:6: `spare status` printed no line like `main primary ...`"),
         "{problems:?}"
     );
     assert!(
-        problems[2].contains("p.md:17: `spare verify` is not run"),
+        problems[1].contains("p.md:18: `spare verify` is not run"),
         "{problems:?}"
     );
 }
