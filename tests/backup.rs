@@ -366,3 +366,104 @@ fn backup_and_restore_show_progress_on_a_terminal_only() {
     assert!(!said.contains("downloading"), "{said}");
     assert!(!said.contains('\r') && !said.contains('\x1b'), "{said:?}");
 }
+
+/// A restore refused or failed half way leaves the data directory empty, and a directory
+/// marked as an unfinished restore (a crash mid-copy) is refused at start: a database
+/// without its log's base would start a wrong history.
+#[test]
+fn a_failed_restore_leaves_nothing_and_an_unfinished_one_cannot_start() {
+    let mut c = Cluster::new(2, false);
+    c.non_voting("lan-1");
+    c.non_voting("lan-2");
+    c.start("main");
+    c.start("lan-1");
+    let lsn = c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)",
+        json!([]),
+    );
+    c.wait_applied("lan-1", lsn);
+    let dir = c.dir.path();
+    let out = c.cli(&[
+        "backup",
+        "--out",
+        dir.join("b.sqlite").to_str().unwrap(),
+        "--node",
+        "lan-1",
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    // A copy changed after its description was written: refused, nothing left.
+    let mut bytes = std::fs::read(dir.join("b.sqlite")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(dir.join("bad.sqlite"), bytes).unwrap();
+    std::fs::copy(dir.join("b.sqlite.json"), dir.join("bad.sqlite.json")).unwrap();
+    let data = c.data_dir("lan-2");
+    let empty = |what: &str| {
+        let left: Vec<_> = std::fs::read_dir(&data)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{what} left {left:?} in {}",
+            data.display()
+        );
+    };
+    let bad = dir.join("bad.sqlite");
+    let out = c.cli(&[
+        "restore",
+        "--from",
+        bad.to_str().unwrap(),
+        "--node",
+        "lan-2",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("does not match its description"),
+        "{}",
+        stdout(&out)
+    );
+    empty("a damaged backup");
+    // A target past the archive's end is refused before anything is copied.
+    let archive = dir.join("empty-archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let good = dir.join("b.sqlite");
+    let out = c.cli(&[
+        "restore",
+        "--from",
+        good.to_str().unwrap(),
+        "--node",
+        "lan-2",
+        "--archive",
+        archive.to_str().unwrap(),
+        "--until-lsn",
+        "999999",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("nothing was restored"),
+        "{}",
+        stdout(&out)
+    );
+    empty("a target past the archive");
+    // A crash mid-restore leaves the mark: the node refuses to start and says what to do.
+    std::fs::write(data.join(spare::store::backup::RESTORING_MARK), b"").unwrap();
+    let mut run = std::process::Command::new(common::bin())
+        .args(["run", "--node", "lan-2"])
+        .env("SPARE_CONFIG", &c.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while run.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = run.kill();
+    let out = run.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the node started on an unfinished restore"
+    );
+    assert!(said.contains("unfinished `spare restore`"), "{said}");
+}

@@ -44,8 +44,10 @@ pub fn backup(config_path: &Path, out: &Path, node: Option<&str>) -> Result<()> 
             let info: BackupInfo =
                 serde_json::from_str(&header).context("read the node's backup description")?;
             let bar = progress::bytes(info.size, "downloading");
-            client::save(bar.wrap_read(body), &tmp)?;
+            let saved = client::save(bar.wrap_read(body), &tmp);
+            // Cleared on failure too: the error is the last thing on the screen.
             bar.finish_and_clear();
+            saved?;
             if spare::store::snapshot::file_crc(&tmp)? != info.crc {
                 bail!("the backup arrived damaged (checksum); nothing was kept; retry");
             }
@@ -111,9 +113,19 @@ pub fn restore(config_path: &Path, a: &RestoreArgs) -> Result<()> {
         bail!("a point-in-time restore needs both --archive DIR and --until-lsn / --until-time");
     }
     std::fs::create_dir_all(&node.data_dir)?;
+    if let (Some(dir), Some(Target::Lsn(lsn))) = (a.archive, target) {
+        let end = spare::log::last_lsn_in(dir)?.unwrap_or(0);
+        if lsn > end {
+            bail!(
+                "the archive {} ends at LSN {end}, before {lsn}: nothing was restored (the newest records are in the primary's live log, not yet archived)",
+                dir.display()
+            );
+        }
+    }
     let bar = progress::bytes(0, "restoring");
-    let info = backup::restore(a.from, &node.data_dir, &bar)?;
+    let restored = backup::restore(a.from, &node.data_dir, &bar);
     bar.finish_and_clear();
+    let info = restored?;
     println!(
         "restored {} into {} at LSN {}",
         a.from.display(),
@@ -122,8 +134,9 @@ pub fn restore(config_path: &Path, a: &RestoreArgs) -> Result<()> {
     );
     if let (Some(dir), Some(target)) = (a.archive, target) {
         let bar = progress::records(0, "rolling forward");
-        let reached = backup::roll_forward(&node.data_dir, dir, info.position, target, &bar)?;
+        let rolled = backup::roll_forward(&node.data_dir, dir, info.position, target, &bar);
         bar.finish_and_clear();
+        let reached = rolled?;
         println!("rolled forward through {} to LSN {reached}", dir.display());
     }
     println!(

@@ -52,41 +52,22 @@ pub fn summary(r: &Record) -> Value {
     v
 }
 
+/// Whether the record `v` changes rows of `table`, or its schema (names compared in any
+/// case, as SQLite does).
 fn touches(v: &Value, table: &str) -> bool {
-    v["tables"].get(table).is_some()
-        || v["ddl"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .any(|d| ddl_target(d).is_some_and(|t| t.eq_ignore_ascii_case(table)))
-}
-
-/// The table (or view) a schema statement changes: the name after `TABLE`/`VIEW` (past `IF
-/// [NOT] EXISTS`), else after the first `ON` (an index or a trigger). Not a column, nor a table
-/// a view or trigger merely reads: `spare log --table customer` must not list the invoice
-/// table's creation because invoice has a `customer` column. `DROP INDEX` names no table.
-fn ddl_target(sql: &str) -> Option<String> {
-    let words: Vec<&str> = sql
-        .split(|c: char| c.is_whitespace() || c == '(')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let upper = |w: &&str| w.to_ascii_uppercase();
-    let after = |i: usize| {
-        words[i + 1..]
-            .iter()
-            .find(|w| !matches!(upper(w).as_str(), "IF" | "NOT" | "EXISTS"))
-    };
-    let name = words
-        .iter()
-        .position(|w| matches!(upper(w).as_str(), "TABLE" | "VIEW"))
-        .or_else(|| words.iter().position(|w| upper(w) == "ON"))
-        .and_then(after)?;
-    let name = name.rsplit('.').next().unwrap_or(name);
-    Some(
-        name.trim_matches(|c| matches!(c, '"' | '`' | '[' | ']' | '\'' | ';'))
-            .to_string(),
-    )
+    let rows = v["tables"]
+        .as_object()
+        .is_some_and(|t| t.keys().any(|k| k.eq_ignore_ascii_case(table)));
+    rows || v["ddl"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|d| match super::ddl_names::changed_tables(d) {
+            Some(tables) => tables.iter().any(|t| t.eq_ignore_ascii_case(table)),
+            // A statement whose head cannot be read: listed if it names the table at all.
+            None => d.to_lowercase().contains(&table.to_lowercase()),
+        })
 }
 
 /// Lists the log in `dir` (records `oldest..=last` exist) as the filter asks.
@@ -137,37 +118,20 @@ pub fn show(dir: &Path, oldest: u64, last: u64, lsn: u64) -> Result<Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::ddl_target;
+    use super::touches;
+    use serde_json::json;
 
     #[test]
-    fn a_schema_statement_names_the_table_it_changes_not_its_columns() {
-        let cases = [
-            (
-                "CREATE TABLE invoice (id INTEGER PRIMARY KEY, customer TEXT)",
-                Some("invoice"),
-            ),
-            (
-                "CREATE TABLE IF NOT EXISTS \"customer\"(id INTEGER)",
-                Some("customer"),
-            ),
-            (
-                "ALTER TABLE main.customer ADD COLUMN city TEXT",
-                Some("customer"),
-            ),
-            ("DROP TABLE IF EXISTS [customer];", Some("customer")),
-            (
-                "CREATE UNIQUE INDEX IF NOT EXISTS by_name ON customer (name)",
-                Some("customer"),
-            ),
-            ("CREATE VIEW big AS SELECT * FROM customer", Some("big")),
-            (
-                "CREATE TRIGGER t AFTER INSERT ON invoice BEGIN UPDATE customer SET n = 1; END",
-                Some("invoice"),
-            ),
-            ("DROP INDEX by_name", None),
-        ];
-        for (sql, table) in cases {
-            assert_eq!(ddl_target(sql).as_deref(), table, "{sql}");
-        }
+    fn a_table_filter_matches_row_changes_in_any_case_and_only_the_ddl_of_that_table() {
+        let rows = json!({ "tables": { "Customer": { "inserted": 1 } }, "ddl": [] });
+        assert!(touches(&rows, "customer"));
+        assert!(!touches(&rows, "invoice"));
+        let ddl = |sql: &str| json!({ "tables": {}, "ddl": [sql] });
+        let invoice = ddl("CREATE TABLE invoice (id INTEGER PRIMARY KEY, customer TEXT)");
+        assert!(touches(&invoice, "INVOICE"));
+        assert!(!touches(&invoice, "customer"), "a column is not a table");
+        // A head it cannot read is listed when it names the table at all.
+        assert!(touches(&ddl("ANALYZE customer"), "customer"));
+        assert!(!touches(&ddl("DROP INDEX customer_by_name"), "customer"));
     }
 }

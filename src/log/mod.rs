@@ -21,6 +21,7 @@
 //! segment at start.
 
 pub mod base;
+pub mod ddl_names;
 pub mod inspect;
 pub mod position;
 pub mod reader;

@@ -76,28 +76,50 @@ pub fn take(
     })
 }
 
-/// Reads a backup's description and checks the file against it.
-pub fn verify(file: &Path) -> Result<BackupInfo> {
-    let info: BackupInfo = crate::durable::read_json(&info_path(file))?.ok_or_else(|| {
+/// Reads a backup's description (the file is checked against it where it is read whole).
+fn describe(file: &Path) -> Result<BackupInfo> {
+    crate::durable::read_json(&info_path(file))?.ok_or_else(|| {
         Error::InvalidInput(format!(
             "{} is missing: a backup is the .sqlite file and its .json description",
             info_path(file).display()
         ))
-    })?;
+    })
+}
+
+/// Reads a backup's description and checks the file against it.
+pub fn verify(file: &Path) -> Result<BackupInfo> {
+    let info = describe(file)?;
     let crc = crate::store::snapshot::file_crc(file)?;
     if crc != info.crc {
-        return Err(Error::InvalidData(format!(
-            "{} does not match its description (checksum): the file is damaged or not this backup",
-            file.display()
-        )));
+        return Err(damaged(file));
     }
     Ok(info)
 }
 
+fn damaged(file: &Path) -> Error {
+    Error::InvalidData(format!(
+        "{} does not match its description (checksum): the file is damaged or not this backup",
+        file.display()
+    ))
+}
+
+/// Present in a data directory while `spare restore` fills it: a node refuses to start on
+/// an unfinished restore (a database without its log's base, or the reverse, would start
+/// a wrong history).
+pub const RESTORING_MARK: &str = "RESTORING";
+
+/// What a restore creates in the data directory, removed again if it fails.
+const RESTORED: [&str; 3] = [crate::store::DB_FILE, "db.sqlite.restoring", "log"];
+
+/// Copy buffer of a restore.
+const RESTORE_COPY_BYTES: usize = 1024 * 1024;
+
 /// Puts the backup `file` in place as the database of the empty data directory `data_dir`,
 /// with the log starting right after it. Returns its description. `bar` follows the copy.
+/// On failure the directory is left empty again (or, if even that fails, marked
+/// [`RESTORING_MARK`], which a node refuses to start on).
 pub fn restore(file: &Path, data_dir: &Path, bar: &ProgressBar) -> Result<BackupInfo> {
-    let info = verify(file)?;
+    let info = describe(file)?;
     let busy = std::fs::read_dir(data_dir)
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
@@ -107,24 +129,64 @@ pub fn restore(file: &Path, data_dir: &Path, bar: &ProgressBar) -> Result<Backup
             data_dir.display()
         )));
     }
-    let log_dir = data_dir.join("log");
-    std::fs::create_dir_all(&log_dir)
-        .map_err(Error::io(format!("create {}", log_dir.display())))?;
+    let mark = data_dir.join(RESTORING_MARK);
+    crate::durable::create_new(&mark, b"spare restore in progress\n", false)?;
+    crate::durable::sync_dir(data_dir)?;
+    let restored = put_in_place(file, data_dir, &info, bar);
+    if restored.is_err() {
+        let cleaned = RESTORED.iter().all(|name| {
+            let path = data_dir.join(name);
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            gone.is_ok() || !path.exists()
+        });
+        if !cleaned {
+            return restored.map(|()| info);
+        }
+    }
+    std::fs::remove_file(&mark).map_err(Error::io(format!("remove {}", mark.display())))?;
+    crate::durable::sync_dir(data_dir)?;
+    restored.map(|()| info)
+}
+
+/// The copy (checked against the backup's CRC as it is read, so a file changed since its
+/// description was written is refused), then the log's base, then the database's name.
+fn put_in_place(file: &Path, data_dir: &Path, info: &BackupInfo, bar: &ProgressBar) -> Result<()> {
+    use std::io::{Read, Write};
     let db = data_dir.join(crate::store::DB_FILE);
+    let tmp = data_dir.join(RESTORED[1]);
     bar.set_length(info.size);
-    let copied = std::fs::File::open(file).and_then(|from| {
-        let mut to = std::fs::File::create_new(&db)?;
-        std::io::copy(&mut bar.wrap_read(from), &mut to)?;
-        to.sync_all()
+    let mut crc = 0u32;
+    let copied = std::fs::File::open(file).and_then(|mut from| {
+        let mut to = std::fs::File::create_new(&tmp)?;
+        let mut buf = vec![0u8; RESTORE_COPY_BYTES];
+        loop {
+            let n = from.read(&mut buf)?;
+            if n == 0 {
+                return to.sync_all();
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            to.write_all(&buf[..n])?;
+            bar.inc(n as u64);
+        }
     });
     copied.map_err(Error::io(format!(
         "copy {} to {}",
         file.display(),
-        db.display()
+        tmp.display()
     )))?;
+    if crc != info.crc {
+        return Err(damaged(file));
+    }
+    let log_dir = data_dir.join("log");
+    std::fs::create_dir_all(&log_dir)
+        .map_err(Error::io(format!("create {}", log_dir.display())))?;
     crate::log::base::save(&log_dir, &info.position)?;
-    crate::durable::sync_dir(data_dir)?;
-    Ok(info)
+    std::fs::rename(&tmp, &db).map_err(Error::io(format!("rename to {}", db.display())))?;
+    crate::durable::sync_dir(data_dir)
 }
 
 /// Where a point-in-time restore stops.

@@ -71,6 +71,19 @@ pub(crate) fn node_events(config: &ClusterConfig, node: &NodeConfig) -> Result<A
 }
 
 pub(crate) fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
+    if node
+        .data_dir
+        .join(crate::store::backup::RESTORING_MARK)
+        .exists()
+    {
+        return Err(Error::Config(format!(
+            "{}: node \"{}\": field \"data_dir\": {} holds an unfinished `spare restore` (a {} file): move its contents away and run the restore again",
+            config.path.display(),
+            node.name,
+            node.data_dir.display(),
+            crate::store::backup::RESTORING_MARK
+        )));
+    }
     std::fs::create_dir_all(&node.data_dir).map_err(|e| {
         Error::Config(format!(
             "{}: node \"{}\": field \"data_dir\": cannot create {}: {e}",
