@@ -9,10 +9,11 @@
 # real), the old primary back, fenced, and `spare rejoin`.
 #
 # Each guide command goes through `run`, which shows it as `$ COMMAND` with its output and
-# appends both to transcript.txt: tests/walkthrough.rs runs this script on free ports and
+# appends both to the transcript: tests/walkthrough.rs runs this script on free ports and
 # checks every command of the guide's pages was run here, and that the outputs the pages
-# show are what the commands printed. You can run it yourself from a scratch copy of the
-# repository's example:
+# show are what the commands printed. It works on a copy of the configuration it is given,
+# in its own directory (WORK, a new temporary one by default), and never changes the
+# original. To run it yourself on the example's ports, from the repository:
 #
 #   SPARE=./target/release/spare SPARE_CONFIG=cluster-config/cluster.toml \
 #     LAN2_PEER=127.0.0.1:7405 LAN2_HTTP=127.0.0.1:7305 \
@@ -24,17 +25,28 @@ set -euo pipefail
 MAIN_HTTP=${MAIN_HTTP:-127.0.0.1:7301}
 LAN1_HTTP=${LAN1_HTTP:-127.0.0.1:7302}
 WATCH_HTTP=${WATCH_HTTP:-127.0.0.1:7304}
-TRANSCRIPT=$PWD/transcript.txt
+# The binary by absolute path (part B changes directory).
+SPARE_BIN=$(command -v "${SPARE:-spare}") || { echo "walkthrough: no ${SPARE:-spare} binary" >&2; exit 1; }
+SPARE_BIN=$(realpath "$SPARE_BIN")
+# Its own directory, with a copy of the configuration whose data directories are in it.
+WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/spare-walkthrough.XXXXXX")}
+mkdir -p "$WORK"
+sed 's|^data_dir = ".*/\([^/"]*\)"|data_dir = "data/\1"|; s|^data_dir = "\([^/"]*\)"|data_dir = "data/\1"|' \
+  "$SPARE_CONFIG" > "$WORK/cluster.toml"
+export SPARE_CONFIG=$WORK/cluster.toml
+cd "$WORK"
+TRANSCRIPT=$WORK/transcript.txt
 : > "$TRANSCRIPT"
 
-spare() { "${SPARE:-spare}" "$@"; }
+spare() { "$SPARE_BIN" "$@"; }
 step() { printf '\n== %s\n' "$*"; }
 fail() { echo "walkthrough: $*" >&2; exit 1; }
 # run COMMAND...: a command of the guide. Shows `$ COMMAND` and its output (stdout and
 # stderr, in order), appends both to the transcript, returns the command's exit status.
 run() {
   local code=0
-  { printf '$ %s\n' "$*"; "$@" 2>&1 || code=$?; } > run.out
+  # The words quoted as the shell reads them back (printf %q): the test splits them again.
+  { printf '$'; printf ' %q' "$@"; printf '\n'; "$@" 2>&1 || code=$?; } > run.out
   # An output without a final newline (curl's) still ends its line.
   if [ -s run.out ] && [ -n "$(tail -c 1 run.out)" ]; then echo >> run.out; fi
   cat run.out >> "$TRANSCRIPT"
@@ -44,11 +56,11 @@ run() {
 # wait_for WHAT COMMAND...: runs COMMAND until it succeeds, for 60 s at most.
 wait_for() {
   local what=$1; shift
-  for _ in $(seq 1 300); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
+  local deadline=$((SECONDS + 60))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "timed out waiting for $what"
     sleep 0.2
   done
-  fail "timed out waiting for $what"
 }
 # holds NODE SQL EXPECTED: the query on NODE prints EXPECTED (one value).
 holds() { [ "$(spare sql --node "$1" "$2" | sed -n 3p)" = "$3" ]; }
@@ -59,6 +71,8 @@ is_role() { status_table | awk -v n="$1" -v r="$2" '$1 == n && $2 == r { f = 1 }
 is_state() { status_table | awk -v n="$1" -v s="$2" '$1 == n && index($0, " " s " ") { f = 1 } END { exit !f }'; }
 # seen NODE LSN: the monitor's view (`spare status`) has NODE streaming at LSN or later.
 seen() { status_table | awk -v n="$1" -v l="$2" '$1 == n && $3 == "streaming" && $5 >= l { f = 1 } END { exit !f }'; }
+# no_primary: the monitor's view names no primary (its first line ends "primary -").
+no_primary() { status_table | head -n 1 | grep -q 'primary -$'; }
 # no_bar FILE: nothing drawn into FILE (no carriage return, no escape code).
 no_bar() { if grep -q $'\r\|\x1b' "$1"; then fail "progress bars were drawn into $1"; fi; }
 
@@ -81,13 +95,12 @@ trap stop_all EXIT
 step "spare up (README)"
 printf '$ spare up\n' >> "$TRANSCRIPT"
 # Started directly, not through the `spare` function: $! must be the node process itself.
-"${SPARE:-spare}" up > up.log 2>&1 &
+"$SPARE_BIN" up > up.log 2>&1 &
 PIDS+=($!)
 wait_for "the example cluster" spare status
 # A pristine copy of the example, for part B (its data directories beside it).
 mkdir fresh
-sed 's|^data_dir = ".*/\([^/"]*\)"|data_dir = "data/\1"|' "$SPARE_CONFIG" > fresh/cluster.toml
-cp "$(dirname "$SPARE_CONFIG")/cluster.secret" fresh/
+cp cluster.toml cluster.secret fresh/
 
 step "A short tour (README)"
 run spare sql "CREATE TABLE invoice (id INTEGER PRIMARY KEY AUTOINCREMENT, customer TEXT NOT NULL, total REAL, at TEXT DEFAULT (datetime('now')))"
@@ -229,12 +242,12 @@ run spare certs init
 step "One process per node (docs/commands.md, docs/promote.md)"
 # Started directly: $! must be the node process itself (main's is killed below).
 printf '$ spare run --node main --log-level debug --log-format json\n' >> "$TRANSCRIPT"
-"${SPARE:-spare}" run --node main --log-level debug --log-format json > main.log 2>&1 &
+"$SPARE_BIN" run --node main --log-level debug --log-format json > main.log 2>&1 &
 MAIN=$!
 PIDS+=($MAIN)
 for node in lan-1 office watch-1; do
   printf '$ spare run --node %s &\n' "$node" >> "$TRANSCRIPT"
-  "${SPARE:-spare}" run --node "$node" > "$node.log" 2>&1 &
+  "$SPARE_BIN" run --node "$node" > "$node.log" 2>&1 &
   PIDS+=($!)
 done
 wait_for "the fresh cluster" is_state office "delayed (30m)"
@@ -245,8 +258,13 @@ wait_for "lan-1 to hold the invoice" holds lan-1 "SELECT count(*) FROM invoice" 
 step "Promote a spare (docs/promote.md): main dies"
 kill -9 "$MAIN"
 wait "$MAIN" 2>/dev/null || true
+# No longer ours to stop (its number may be reused).
+alive=()
+for p in "${PIDS[@]}"; do [ "$p" = "$MAIN" ] || alive+=("$p"); done
+PIDS=("${alive[@]}")
 wait_for "the monitor to see main gone" is_state main unreachable
 wait_for "lan-1 to see main gone" is_state lan-1 disconnected
+wait_for "the monitor to name no primary" no_primary
 run spare status || true
 run spare promote lan-1 --dry-run
 run spare promote lan-1
@@ -254,7 +272,7 @@ run spare sql "INSERT INTO invoice (customer, total) VALUES (?, ?)" Globex 99
 
 step "The old primary comes back (docs/old-primary.md)"
 printf '$ spare run --node main\n' >> "$TRANSCRIPT"
-"${SPARE:-spare}" run --node main > main.log 2>&1 &
+"$SPARE_BIN" run --node main > main.log 2>&1 &
 PIDS+=($!)
 wait_for "main to be fenced" is_role main fenced
 run spare status || true
@@ -266,4 +284,4 @@ run spare status || true
 # Off a terminal, no command drew a progress bar into its output.
 no_bar "$TRANSCRIPT"
 echo
-echo "walkthrough: every step passed"
+echo "walkthrough: every step passed (its files: $WORK)"

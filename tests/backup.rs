@@ -318,7 +318,7 @@ fn on_a_terminal(c: &Cluster, args: &str) -> String {
             "-q",
             "-e",
             "-c",
-            &format!("{} {args}", common::bin()),
+            &format!("'{}' {args}", common::bin()),
             "/dev/null",
         ])
         .env("SPARE_CONFIG", &c.config)
@@ -355,6 +355,10 @@ fn backup_and_restore_show_progress_on_a_terminal_only() {
     assert!(shown.contains("restoring"), "{shown}");
     assert!(shown.contains("restored b.sqlite"), "{shown}");
 
+    // stdout a pipe (a script reading the result), stderr still the terminal: no bar.
+    let shown = on_a_terminal(&c, "backup --out d.sqlite --node lan-1 | cat");
+    assert!(shown.contains("backup of lan-1 at LSN"), "{shown}");
+    assert!(!shown.contains("downloading"), "{shown}");
     let out = std::process::Command::new(common::bin())
         .args(["backup", "--out", "c.sqlite", "--node", "lan-1"])
         .env("SPARE_CONFIG", &c.config)
@@ -408,43 +412,34 @@ fn a_failed_restore_leaves_nothing_and_an_unfinished_one_cannot_start() {
             data.display()
         );
     };
-    let bad = dir.join("bad.sqlite");
-    let out = c.cli(&[
-        "restore",
-        "--from",
-        bad.to_str().unwrap(),
-        "--node",
-        "lan-2",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        stdout(&out).contains("does not match its description"),
-        "{}",
-        stdout(&out)
-    );
-    empty("a damaged backup");
+    // `spare restore --from FILE --node lan-2 EXTRA...` is refused saying `says`, and leaves
+    // lan-2's directory empty.
+    let refused = |file: &str, extra: &[&str], says: &str| {
+        let from = dir.join(file);
+        let mut args = vec![
+            "restore",
+            "--from",
+            from.to_str().unwrap(),
+            "--node",
+            "lan-2",
+        ];
+        args.extend_from_slice(extra);
+        let out = c.cli(&args);
+        assert!(!out.status.success(), "{}", stdout(&out));
+        assert!(stdout(&out).contains(says), "{}", stdout(&out));
+        empty(says);
+    };
+    refused("bad.sqlite", &[], "does not match its description");
     // A target past the archive's end is refused before anything is copied.
     let archive = dir.join("empty-archive");
     std::fs::create_dir_all(&archive).unwrap();
-    let good = dir.join("b.sqlite");
-    let out = c.cli(&[
-        "restore",
-        "--from",
-        good.to_str().unwrap(),
-        "--node",
-        "lan-2",
+    let past = [
         "--archive",
         archive.to_str().unwrap(),
         "--until-lsn",
         "999999",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        stdout(&out).contains("nothing was restored"),
-        "{}",
-        stdout(&out)
-    );
-    empty("a target past the archive");
+    ];
+    refused("b.sqlite", &past, "nothing was restored");
     // A crash mid-restore leaves the mark: the node refuses to start and says what to do.
     std::fs::write(data.join(spare::store::backup::RESTORING_MARK), b"").unwrap();
     let mut run = std::process::Command::new(common::bin())

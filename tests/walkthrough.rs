@@ -35,36 +35,47 @@ fn the_readme_walkthrough_runs_as_written() {
     ))
     .unwrap();
     // The example's fixed ports become free ones; its data goes into the temporary folder.
+    // The two spares the walkthrough adds get 7305 and 7306, as docs/walkthrough.sh says.
     let mut config = example.replace("\"../data/", "\"data/");
-    let mut http = std::collections::HashMap::new();
+    let mut ports = Vec::new();
     for port in [
-        "7301", "7302", "7303", "7304", "7401", "7402", "7403", "7404",
+        "7301", "7302", "7303", "7304", "7305", "7306", "7401", "7402", "7403", "7404", "7405",
+        "7406",
     ] {
         let free = format!("127.0.0.1:{}", common::free_port());
         config = config.replace(&format!("127.0.0.1:{port}\""), &format!("{free}\""));
-        http.insert(port, free);
+        ports.push((format!("127.0.0.1:{port}"), free));
     }
+    let free = |port: &str| {
+        ports
+            .iter()
+            .find(|(p, _)| p.ends_with(port))
+            .unwrap()
+            .1
+            .clone()
+    };
     let path = dir.path().join("cluster.toml");
     std::fs::write(&path, config).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/walkthrough.sh");
-    let log = dir.path().join("walkthrough.log");
+    let work = dir.path().join("work");
+    // One file for both streams, in the order they were written.
+    let log = std::fs::File::create(dir.path().join("walkthrough.log")).unwrap();
     let mut child = Command::new("bash")
         .arg(script)
         .current_dir(dir.path())
         .env("SPARE", common::bin())
         .env("SPARE_CONFIG", &path)
-        .env("MAIN_HTTP", &http["7301"])
-        .env("LAN1_HTTP", &http["7302"])
-        .env("WATCH_HTTP", &http["7304"])
-        .env("LAN2_PEER", format!("127.0.0.1:{}", common::free_port()))
-        .env("LAN2_HTTP", format!("127.0.0.1:{}", common::free_port()))
-        .env("LAN3_PEER", format!("127.0.0.1:{}", common::free_port()))
-        .env("LAN3_HTTP", format!("127.0.0.1:{}", common::free_port()))
+        .env("WORK", &work)
+        .env("MAIN_HTTP", free("7301"))
+        .env("LAN1_HTTP", free("7302"))
+        .env("WATCH_HTTP", free("7304"))
+        .env("LAN2_HTTP", free("7305"))
+        .env("LAN3_HTTP", free("7306"))
+        .env("LAN2_PEER", free("7405"))
+        .env("LAN3_PEER", free("7406"))
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-        ))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .process_group(0)
         .spawn()
         .unwrap();
@@ -79,21 +90,46 @@ fn the_readme_walkthrough_runs_as_written() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    let up = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
-    let up_tail: Vec<&str> = up.lines().rev().take(30).collect();
+    let said = std::fs::read_to_string(dir.path().join("walkthrough.log")).unwrap_or_default();
     assert!(
         status.is_some_and(|s| s.success()) && said.contains("every step passed"),
-        "{status:?}\n{said}\n---- spare up (last lines) ----\n{}",
-        up_tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        "{status:?}\n{said}\n{}",
+        node_logs(&work)
     );
-    let transcript = std::fs::read_to_string(dir.path().join("transcript.txt")).unwrap();
+    // The transcript with the example's ports, as the pages write them.
+    let transcript = std::fs::read_to_string(work.join("transcript.txt")).unwrap();
+    let transcript = ports
+        .iter()
+        .fold(transcript, |t, (example, free)| t.replace(free, example));
     let problems = guide::check(&guide::pages(), &guide::runs(&transcript));
     assert!(
         problems.is_empty(),
         "the guide and the walkthrough differ:\n{}",
         problems.join("\n")
     );
+}
+
+/// The last lines of every node's log the walkthrough kept (`spare up`'s, and part B's).
+fn node_logs(work: &std::path::Path) -> String {
+    let logs = [
+        "up.log",
+        "fresh/main.log",
+        "fresh/lan-1.log",
+        "fresh/office.log",
+        "fresh/watch-1.log",
+    ];
+    logs.iter()
+        .filter_map(|name| {
+            let text = std::fs::read_to_string(work.join(name)).ok()?;
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Some(format!(
+                "---- {name} (last lines) ----\n{}",
+                tail.join("\n")
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The guide against a transcript of a walkthrough run by hand (see docs/walkthrough.sh):
