@@ -112,6 +112,10 @@ pub struct LinkedSpare {
     pub lag: Lag,
     /// Its place in the commit rule (`in`, `late`...), None under `async`.
     pub sync: Option<String>,
+    /// The protocol version its link speaks (2 to a node of the previous release, during a
+    /// rolling upgrade). Absent from the status of a release that did not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
 }
 
 /// A spare the primary has not reached yet.

@@ -405,6 +405,7 @@ http = "127.0.0.1:7304"
                 bytes: Some(512),
             },
             sync: None,
+            protocol: Some(3),
         })
     }
 

@@ -84,7 +84,7 @@ fn primary_status() -> Value {
         "spares": [{
             "applied_lsn": "int", "flushed_lsn": "int", "in_flight_bytes": "int",
             "lag": { "bytes": "int|null", "last_ack_age_s": "float|null", "records": "int", "seconds": "float" },
-            "name": "string", "received_lsn": "int", "seed": "null", "state": "string", "sync": "null"
+            "name": "string", "protocol": "int", "received_lsn": "int", "seed": "null", "state": "string", "sync": "null"
         }]
     })
 }

@@ -24,6 +24,20 @@ fn upgrade(c: &mut Cluster, node: &str, primary: &str) {
     c.wait_applied(node, lsn);
 }
 
+/// Waits until `primary`'s status says its link to `spare` speaks protocol `version`.
+fn link_speaks(c: &Cluster, primary: &str, spare: &str, version: u64) {
+    wait_until(
+        &format!("{primary}'s link to {spare} to speak {version}"),
+        || {
+            c.status(primary)["spares"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["name"] == spare && s["protocol"] == version)
+        },
+    );
+}
+
 /// Waits until `n` more writes than now were acknowledged.
 fn writes_go_on(acked: &Mutex<Vec<u64>>, what: &str) {
     let now = acked.lock().unwrap().len();
@@ -54,6 +68,7 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_taking_writes_and_loses_none() {
     //    lease at protocol 2, which they still speak.
     upgrade(&mut c, "lan-1", "main");
     writes_go_on(&acked, "with lan-1 upgraded");
+    link_speaks(&c, "main", "lan-1", 2);
     upgrade(&mut c, "lan-2", "main");
     writes_go_on(&acked, "with both spares upgraded");
     // 2. A switchover to an upgraded spare: the new primary dials the old one at protocol 3,
@@ -70,15 +85,21 @@ fn a_cluster_upgraded_one_node_at_a_time_keeps_taking_writes_and_loses_none() {
         "{}",
         c.log("lan-1")
     );
+    // The new primary's status shows which links speak the old protocol.
+    link_speaks(&c, "lan-1", "lan-2", 3);
     // 3. The old primary, a spare now.
     wait_until("main to follow lan-1", || {
         c.status("main")["role"] == "spare"
     });
+    link_speaks(&c, "lan-1", "main", 2);
     // The old release replicates from the new primary, at protocol 2.
     let lsn = c.status("lan-1")["last_lsn"].as_u64().unwrap();
     c.wait_applied("main", lsn);
     upgrade(&mut c, "main", "lan-1");
     writes_go_on(&acked, "with every node upgraded");
+    // Its link ended when it restarted: the redial speaks the newest protocol at once, not
+    // the older one it spoke a moment ago.
+    link_speaks(&c, "lan-1", "main", 3);
     let acked = load.stop();
     let lsn = c.status("lan-1")["last_lsn"].as_u64().unwrap();
     let ids: BTreeSet<u64> = c

@@ -96,6 +96,9 @@ pub struct SpareProgress {
     pub seed: Option<(u64, u64)>,
     /// Why the spare holds records back on purpose (`paused`, `delayed (30m)`), if it does.
     pub held: Option<String>,
+    /// The protocol version the link speaks (2 to a spare of the previous release); None
+    /// before a handshake.
+    pub protocol: Option<u32>,
 }
 
 impl SpareProgress {
@@ -112,6 +115,7 @@ impl SpareProgress {
             in_flight_bytes: 0,
             seed: None,
             held: None,
+            protocol: None,
         }
     }
 

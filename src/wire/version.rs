@@ -92,6 +92,15 @@ pub fn peer_speaks(me: &str, peer: &str, version: u32) {
     );
 }
 
+/// Forgets that `peer` spoke an older version: the next dial announces the newest again
+/// (the peer's link ended; it may come back upgraded).
+pub fn forget(me: &str, peer: &str) {
+    OLDER
+        .lock()
+        .expect("versions lock")
+        .remove(&(me.to_string(), peer.to_string()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +140,9 @@ mod tests {
             .unwrap()
             .insert(key, (MIN_PROTOCOL_VERSION, past));
         assert_eq!(to_announce("a", "b"), PROTOCOL_VERSION);
+        // A link that ended forgets at once.
+        peer_speaks("a", "d", MIN_PROTOCOL_VERSION);
+        forget("a", "d");
+        assert_eq!(to_announce("a", "d"), PROTOCOL_VERSION);
     }
 }

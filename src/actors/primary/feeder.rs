@@ -99,6 +99,7 @@ impl Feeder {
             spare_oldest_ms: None,
             held: None,
             progress: self.last_progress.clone(),
+            protocol: None,
             speed_seed_after: self.speed_seed_after,
             bucket: self.spare.max_rate.map(|r| {
                 std::sync::Mutex::new(crate::core::rate::TokenBucket::new(
@@ -125,6 +126,9 @@ impl Feeder {
             }
             Err(e) if outcome.connected => {
                 tracing::warn!(%spare, cause = %e, "link to spare lost; redialling");
+                // It may come back as a newer release (a rolling upgrade restarts it): the
+                // redial announces this node's newest version again, not the one it spoke.
+                crate::wire::version::forget(&self.data.identity.name, spare);
                 self.data
                     .events
                     .record("spare_disconnected", Some(spare), &e.to_string());
@@ -199,6 +203,8 @@ pub(crate) struct Link {
     pub(super) spare_oldest_ms: Option<u64>,
     pub(super) held: Option<String>,
     pub(super) progress: Option<SpareProgress>,
+    /// The protocol version of this connection, once its handshake is done.
+    pub(super) protocol: Option<u32>,
     /// See `Feeder::speed_seed_after`; cleared once the spare flushed that far.
     pub(super) speed_seed_after: Option<u64>,
     /// The spare's `max_rate` cap on records and seed chunks.
@@ -337,6 +343,7 @@ impl Link {
         )
         .await?;
         *connected = true;
+        self.protocol = Some(report.protocol);
         self.data.events.record(
             "spare_connected",
             Some(&self.spare.name),

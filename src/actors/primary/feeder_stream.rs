@@ -178,6 +178,7 @@ impl Link {
             last_ack,
             in_flight_bytes: window.in_flight_bytes(),
             seed,
+            protocol: self.protocol,
         };
         let _ = self.primary.try_send(p.clone());
         self.progress = Some(p);

@@ -137,6 +137,7 @@ impl PrimaryActor {
                 .sync()
                 .and_then(|t| t.state_of(name))
                 .map(String::from),
+            protocol: p.protocol,
         })
     }
 }
