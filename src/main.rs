@@ -162,10 +162,14 @@ enum Command {
     /// Make a fenced old primary a spare of the current primary.
     ///
     /// Its records that the new history lacks are moved to its quarantine/ folder (database
-    /// copy and readable records.jsonl), then it is re-seeded. Example: spare rejoin main
+    /// copy and readable records.jsonl), then it is re-seeded. Waits until it streams,
+    /// showing the seeding's progress. Example: spare rejoin main
     Rejoin {
         /// The fenced node.
         name: String,
+        /// Return once it rejoined, without waiting for it to be seeded and stream.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// TLS material: the cluster CA and one certificate per node (mutual TLS on peer links).
     ///
@@ -398,7 +402,7 @@ fn run_failover(config: &Path, command: Command) -> anyhow::Result<()> {
             },
         ),
         Command::Switchover { name, json } => cli::promote::switchover(config, &name, json),
-        Command::Rejoin { name } => cli::promote::rejoin(config, &name),
+        Command::Rejoin { name, no_wait } => cli::promote::rejoin(config, &name, no_wait),
         _ => unreachable!("run sends only promote, switchover and rejoin here"),
     }
 }

@@ -310,26 +310,6 @@ fn a_backup_to_a_bare_file_name_lands_in_the_current_directory() {
     assert!(!c.dir.path().join("no-such-dir").exists());
 }
 
-/// Runs `spare ARGS` under `script`, on a pseudo-terminal as an operator's shell would; returns
-/// what the terminal showed.
-fn on_a_terminal(c: &Cluster, args: &str) -> String {
-    let out = std::process::Command::new("script")
-        .args([
-            "-q",
-            "-e",
-            "-c",
-            &format!("'{}' {args}", common::bin()),
-            "/dev/null",
-        ])
-        .env("SPARE_CONFIG", &c.config)
-        .current_dir(c.dir.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run script (util-linux)");
-    assert!(out.status.success(), "{}", stdout(&out));
-    stdout(&out)
-}
-
 /// `spare backup` and `spare restore` draw a progress bar on a terminal, and none (no
 /// carriage return, no escape code) into a file or a pipe.
 #[test]
@@ -348,15 +328,15 @@ fn backup_and_restore_show_progress_on_a_terminal_only() {
         json!([]),
     );
     c.wait_applied("lan-1", lsn);
-    let shown = on_a_terminal(&c, "backup --out b.sqlite --node lan-1");
+    let shown = c.cli_on_terminal("backup --out b.sqlite --node lan-1");
     assert!(shown.contains("downloading"), "{shown}");
     assert!(shown.contains("backup of lan-1 at LSN"), "{shown}");
-    let shown = on_a_terminal(&c, "restore --from b.sqlite --node lan-2");
+    let shown = c.cli_on_terminal("restore --from b.sqlite --node lan-2");
     assert!(shown.contains("restoring"), "{shown}");
     assert!(shown.contains("restored b.sqlite"), "{shown}");
 
     // stdout a pipe (a script reading the result), stderr still the terminal: no bar.
-    let shown = on_a_terminal(&c, "backup --out d.sqlite --node lan-1 | cat");
+    let shown = c.cli_on_terminal("backup --out d.sqlite --node lan-1 | cat");
     assert!(shown.contains("backup of lan-1 at LSN"), "{shown}");
     assert!(!shown.contains("downloading"), "{shown}");
     let out = std::process::Command::new(common::bin())

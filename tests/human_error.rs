@@ -205,7 +205,7 @@ fn an_emptied_table_is_found_in_the_log_and_undone_by_promoting_the_delayed_spar
 
     // The old primary is fenced; it rejoins.
     wait_until("main to be fenced", || c.status("main")["role"] == "fenced");
-    let out = c.cli(&["rejoin", "main"]);
+    let out = c.cli(&["rejoin", "--no-wait", "main"]);
     assert!(out.status.success(), "{}", stdout(&out));
     wait_until("main to follow the new history", || {
         client::post(

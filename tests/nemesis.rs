@@ -386,7 +386,7 @@ impl Nemesis {
     fn rejoin_fenced(&mut self) {
         for n in DATA {
             if status(&self.c.http(n)).is_some_and(|s| s["role"] == "fenced") {
-                let _ = self.cli(&["rejoin", n]);
+                let _ = self.cli(&["rejoin", "--no-wait", n]);
             }
         }
     }

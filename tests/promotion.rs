@@ -158,7 +158,7 @@ fn the_old_primary_comes_back_fenced_and_rejoin_quarantines_its_unreplicated_tai
         "fenced, it still serves reads of its own copy"
     );
 
-    let out = c.cli(&["rejoin", "main"]);
+    let out = c.cli(&["rejoin", "--no-wait", "main"]);
     assert!(out.status.success(), "{}", stdout(&out));
     wait_role(&c, "main", "spare");
     // Its own history reached past `lsn` too: wait for the new history's rows themselves.

@@ -241,3 +241,21 @@ fn a_reload_refused_for_a_taken_port_succeeds_once_the_port_is_free() {
     assert!(out.status.success(), "{}", stderr(&out));
     c.wait_applied("lan-2", lsn);
 }
+
+/// On a terminal, `spare reload` shows each new spare on a progress bar (seeding, catching
+/// up, streaming) and returns once it streams; off one it writes lines (the walkthrough).
+#[test]
+fn reload_shows_a_new_spare_on_a_progress_bar_on_a_terminal() {
+    let mut c = Cluster::new(1, false);
+    c.start_all();
+    let lsn = c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", json!([]));
+    c.add_spare("lan-2");
+    c.start("lan-2");
+    let shown = c.cli_on_terminal("reload");
+    assert!(
+        shown.contains("lan-2 [") && shown.contains(" % "),
+        "{shown}"
+    );
+    assert!(!shown.contains("lan-2: streaming"), "{shown}");
+    c.wait_applied("lan-2", lsn);
+}

@@ -105,7 +105,7 @@ pub fn switchover(config_path: &Path, candidate: &str, json_out: bool) -> Result
     finish(&by, status, &report, json_out, false)
 }
 
-pub fn rejoin(config_path: &Path, node: &str) -> Result<()> {
+pub fn rejoin(config_path: &Path, node: &str, no_wait: bool) -> Result<()> {
     let config = ClusterConfig::load(config_path)?;
     let n = config.node(node)?;
     let r = client::post(
@@ -121,13 +121,17 @@ pub fn rejoin(config_path: &Path, node: &str) -> Result<()> {
     match r.body["note"].as_str() {
         Some(note) => println!("{node}: {note} (follows {})", r.body["following"]),
         None => println!(
-            "{node} rejoins as a spare of {} (epoch {}); records the new history lacks go to {}/quarantine/; watch `spare status`",
+            "{node} rejoins as a spare of {} (epoch {}); records the new history lacks go to {}/quarantine/",
             r.body["following"].as_str().unwrap_or("?"),
             r.body["epoch"],
             n.data_dir.display()
         ),
     }
-    Ok(())
+    if no_wait {
+        println!("follow it with `spare status`");
+        return Ok(());
+    }
+    crate::cli::reload::wait_for_spares(&config, &[node])
 }
 
 fn check_candidate(config: &ClusterConfig, candidate: &str) -> Result<()> {

@@ -99,7 +99,7 @@ fn tell_pending_membership(config: &ClusterConfig) {
 
 /// Shows each new spare's progress until all stream: one bar per spare on a terminal
 /// (none unless stdout and stderr are both terminals), one line per spare once it streams.
-fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
+pub(crate) fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
     let primary = &spare::client::Client::from_config(config).primary_http()?;
     let started = Instant::now();
     let bars = MultiProgress::with_draw_target(progress::target());
@@ -126,7 +126,10 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
         let (status, why) = match client::status_reply(primary, REQUEST_TIMEOUT) {
             Ok(s) => (Some(s), String::new()),
             Err(Unread::Refused(e)) => (None, e),
-            Err(e) => bail!("the reload is applied; following the new spares failed: {e}"),
+            Err(e) => bail!(
+                "the change is applied; following {} failed: {e}",
+                spares.join(", ")
+            ),
         };
         let links = status
             .as_ref()
@@ -160,7 +163,10 @@ fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
             for bar in &rows {
                 bar.abandon();
             }
-            bail!("new spares are still catching up after {MAX_WAIT:?}; follow them with `spare status --watch`");
+            bail!(
+                "{} still catching up after {MAX_WAIT:?}; follow with `spare status --watch`",
+                spares.join(", ")
+            );
         }
         std::thread::sleep(POLL);
     }

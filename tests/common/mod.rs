@@ -429,6 +429,32 @@ impl Cluster {
         });
     }
 
+    /// Runs `spare ARGS` (a shell command line after the binary, `| cat` allowed) under
+    /// `script`, on a pseudo-terminal as an operator's shell would, in the cluster's
+    /// directory; returns what the terminal showed, once it succeeded.
+    pub fn cli_on_terminal(&self, args: &str) -> String {
+        let out = Command::new("script")
+            .args([
+                "-q",
+                "-e",
+                "-c",
+                &format!("'{}' {args}", bin()),
+                "/dev/null",
+            ])
+            .env("SPARE_CONFIG", &self.config)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script (util-linux)");
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "spare {args}: {shown}");
+        shown
+    }
+
     /// Runs the CLI with this cluster's configuration.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin())
