@@ -19,7 +19,9 @@
 #     LAN2_PEER=127.0.0.1:7405 LAN2_HTTP=127.0.0.1:7305 \
 #     LAN3_PEER=127.0.0.1:7406 LAN3_HTTP=127.0.0.1:7306 bash docs/walkthrough.sh
 #
-# It starts the nodes itself and stops them at the end. Every wait is bounded (60 s).
+# It starts the nodes itself and stops them at the end. Its own waits are bounded (60 s
+# each); `spare reload` and `spare rejoin` wait for their spares up to an hour, as for an
+# operator (the test kills the whole walkthrough after 5 minutes).
 set -euo pipefail
 
 MAIN_HTTP=${MAIN_HTTP:-127.0.0.1:7301}

@@ -74,3 +74,23 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(Error::io(format!("sync directory {}", dir.display())))
 }
+
+/// A data directory's lock file: a node holds it while it runs, `spare restore` while it
+/// fills the directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the exclusive `flock` of `dir`'s [`LOCK_FILE`] (created if missing), held while the
+/// returned file is open; None when another process holds it.
+pub fn try_lock_dir(dir: &Path) -> Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(Error::io(format!("open {}", path.display())))?;
+    // SAFETY: flock(2) on a descriptor we own, with valid flags.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    Ok((rc == 0).then_some(file))
+}

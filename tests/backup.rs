@@ -176,9 +176,9 @@ fn a_point_in_time_restore_lands_on_the_asked_lsn_or_time() {
         archived >= target,
         "the archive reaches {archived}, target {target}"
     );
-    // `spare restore` of the backup into NODE's empty directory, rolled forward to a target;
-    // what it printed.
-    let restore_to = |node: &str, until: &str, to: &str| {
+    // `spare restore` of the backup into NODE's empty directory, rolled forward through
+    // ARCHIVE to a target: whether it succeeded, and what it printed.
+    let restore = |node: &str, archive: &std::path::Path, until: &str, to: &str| {
         let out = c.cli(&[
             "restore",
             "--from",
@@ -190,15 +190,39 @@ fn a_point_in_time_restore_lands_on_the_asked_lsn_or_time() {
             until,
             to,
         ]);
-        assert!(out.status.success(), "{}", stdout(&out));
-        stdout(&out)
+        (out.status.success(), stdout(&out))
     };
-    let said = restore_to("lan-1", "--until-lsn", &target.to_string());
-    assert!(said.contains(&format!("to LSN {target}")), "{said}");
+    let (ok, said) = restore("lan-1", &archive, "--until-lsn", &target.to_string());
+    assert!(ok && said.contains(&format!("to LSN {target}")), "{said}");
+    // Refused before anything is copied: a point before the backup, by LSN or by time.
+    for (until, to) in [
+        ("--until-lsn", "1"),
+        ("--until-time", "2000-01-01T00:00:00Z"),
+    ] {
+        let (ok, said) = restore("lan-2", &archive, until, to);
+        assert!(!ok && said.contains("restore an older backup"), "{said}");
+    }
+    // An archive that lost its first segment: the roll forward fails half way and the
+    // directory is emptied again (no node starts on a restore short of its target).
+    let gappy = c.dir.path().join("gappy");
+    std::fs::create_dir_all(&gappy).unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    for seg in segments.iter().skip(1) {
+        std::fs::copy(seg, gappy.join(seg.file_name().unwrap())).unwrap();
+    }
+    let (ok, said) = restore("lan-2", &gappy, "--until-lsn", &target.to_string());
+    assert!(!ok && said.contains("nothing was restored"), "{said}");
+    let left: Vec<_> = std::fs::read_dir(c.data_dir("lan-2")).unwrap().collect();
+    assert!(left.is_empty(), "a failed roll forward left {left:?}");
     // By time: a time after every archived commit rolls through the whole archive.
     let end = spare::log::last_lsn_in(&archive).unwrap().unwrap();
-    let said = restore_to("lan-2", "--until-time", "2100-01-01T00:00:00Z");
-    assert!(said.contains(&format!("to LSN {end}")), "{said}");
+    let (ok, said) = restore("lan-2", &archive, "--until-time", "2100-01-01T00:00:00Z");
+    assert!(ok && said.contains(&format!("to LSN {end}")), "{said}");
+    assert!(said.contains("the archive ends there"), "{said}");
     // The node's own start-up recovery applies the rolled-forward records.
     let data = c.data_dir("lan-1");
     drop(spare::store::recovery::recover(&data, 64 * 1024).unwrap());

@@ -112,20 +112,14 @@ pub fn restore(config_path: &Path, a: &RestoreArgs) -> Result<()> {
     if target.is_some() != a.archive.is_some() {
         bail!("a point-in-time restore needs both --archive DIR and --until-lsn / --until-time");
     }
-    std::fs::create_dir_all(&node.data_dir)?;
-    if let (Some(dir), Some(Target::Lsn(lsn))) = (a.archive, target) {
-        let end = spare::log::last_lsn_in(dir)?.unwrap_or(0);
-        if lsn > end {
-            bail!(
-                "the archive {} ends at LSN {end}, before {lsn}: nothing was restored (the newest records are in the primary's live log, not yet archived)",
-                dir.display()
-            );
-        }
+    let info = backup::describe(a.from)?;
+    if let (Some(dir), Some(target)) = (a.archive, target) {
+        check_target(dir, &info, target)?;
     }
     let bar = progress::bytes(0, "restoring");
-    let restored = backup::restore(a.from, &node.data_dir, &bar);
+    let begun = backup::begin_restore(a.from, &node.data_dir, &bar);
     bar.finish_and_clear();
-    let info = restored?;
+    let (restoring, info) = begun?;
     println!(
         "restored {} into {} at LSN {}",
         a.from.display(),
@@ -134,14 +128,45 @@ pub fn restore(config_path: &Path, a: &RestoreArgs) -> Result<()> {
     );
     if let (Some(dir), Some(target)) = (a.archive, target) {
         let bar = progress::records(0, "rolling forward");
-        let rolled = backup::roll_forward(&node.data_dir, dir, info.position, target, &bar);
+        let rolled = restoring.roll_forward(dir, info.position, target, &bar);
         bar.finish_and_clear();
-        let reached = rolled?;
+        let reached = rolled.map_err(|e| anyhow!("{e}: nothing was restored"))?;
         println!("rolled forward through {} to LSN {reached}", dir.display());
+        if matches!(target, Target::Time(_)) && Some(reached) == spare::log::last_lsn_in(dir)? {
+            println!("the archive ends there: records committed later are in the primary's live log, not yet archived");
+        }
     }
+    restoring.finish()?;
     println!(
         "start it with `spare run --node {}`: it applies what it holds, then follows (or, as the primary of a new cluster, leads) from there",
         a.node
     );
     Ok(())
+}
+
+/// Refuses, before anything is copied, a point in time the backup and the archive cannot
+/// reach: before the backup, or (by LSN) past the archive's end.
+fn check_target(archive: &Path, info: &BackupInfo, target: Target) -> Result<()> {
+    let at = info.position;
+    match target {
+        Target::Lsn(lsn) if lsn < at.lsn => bail!(
+            "the backup is at LSN {}, after {lsn}: restore an older backup (nothing was restored)",
+            at.lsn
+        ),
+        Target::Time(ms) if ms < at.time_ms => bail!(
+            "the backup holds what was committed until {}, after the time asked: restore an older backup (nothing was restored)",
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(at.time_ms))
+        ),
+        Target::Lsn(lsn) => {
+            let end = spare::log::last_lsn_in(archive)?.unwrap_or(0);
+            if lsn > end {
+                bail!(
+                    "the archive {} ends at LSN {end}, before {lsn}: nothing was restored (the newest records are in the primary's live log, not yet archived)",
+                    archive.display()
+                );
+            }
+            Ok(())
+        }
+        Target::Time(_) => Ok(()),
+    }
 }

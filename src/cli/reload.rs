@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use spare::client::{self, REQUEST_TIMEOUT};
 use spare::config::{ClusterConfig, Role};
-use spare::status::{NodeStatus, Unread};
+use spare::status::{NodeStatus, SpareLink, Unread};
 
 use super::progress;
 
@@ -97,10 +97,11 @@ fn tell_pending_membership(config: &ClusterConfig) {
     );
 }
 
-/// Shows each new spare's progress until all stream: one bar per spare on a terminal
-/// (none unless stdout and stderr are both terminals), one line per spare once it streams.
+/// Shows each new spare's progress until all stream (or hold records back on purpose: a
+/// paused or delayed spare): one bar per spare on a terminal (none unless stdout and stderr
+/// are both terminals), one line per spare once it streams.
 pub(crate) fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result<()> {
-    let primary = &spare::client::Client::from_config(config).primary_http()?;
+    let mut primary = spare::client::Client::from_config(config).primary_http()?;
     let started = Instant::now();
     let bars = MultiProgress::with_draw_target(progress::target());
     let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos:>3} % {msg}")
@@ -118,24 +119,9 @@ pub(crate) fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result
     // Off a terminal the bars are not drawn: what they would say goes out as lines, once.
     let lines = !progress::drawn();
     let mut said_why = String::new();
-    let mut streaming = vec![false; spares.len()];
+    let mut settled = vec![false; spares.len()];
     loop {
-        // A primary that answers with an error (changing role) is asked again, its reason
-        // shown; one that does not answer, or answers what this version cannot read, ends
-        // the wait with the reason.
-        let (status, why) = match client::status_reply(primary, REQUEST_TIMEOUT) {
-            Ok(s) => (Some(s), String::new()),
-            Err(Unread::Refused(e)) => (None, e),
-            Err(e) => bail!(
-                "the change is applied; following {} failed: {e}",
-                spares.join(", ")
-            ),
-        };
-        let links = status
-            .as_ref()
-            .and_then(NodeStatus::primary)
-            .map(|p| p.spares.as_slice())
-            .unwrap_or_default();
+        let (links, why) = spares_seen_by(config, &mut primary, spares)?;
         if lines && why != said_why {
             if !why.is_empty() {
                 eprintln!("waiting: {why}");
@@ -145,18 +131,17 @@ pub(crate) fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result
         for (i, (name, bar)) in spares.iter().zip(&rows).enumerate() {
             let s = links.iter().find(|s| s.name() == *name);
             let state = s.map_or("connecting", |s| s.state());
-            let records = s.and_then(|s| s.lag()).map(|l| l.records);
-            bar.set_position(progress(state, records) as u64);
+            bar.set_position(progress(state) as u64);
             bar.set_message(format!("{state} {why}"));
-            if state == "streaming" && records == Some(0) && !streaming[i] {
-                streaming[i] = true;
+            if is_settled(state) && !settled[i] {
+                settled[i] = true;
                 bar.finish();
                 if lines {
-                    eprintln!("{name}: streaming");
+                    eprintln!("{name}: {state}");
                 }
             }
         }
-        if streaming.iter().all(|&s| s) {
+        if settled.iter().all(|&s| s) {
             return Ok(());
         }
         if started.elapsed() > MAX_WAIT {
@@ -172,8 +157,47 @@ pub(crate) fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result
     }
 }
 
-/// 0..=100: seeding percent, then catching up, then 100 when streaming with no lag.
-fn progress(state: &str, lag_records: Option<u64>) -> usize {
+/// The spares' links as the primary sees them, and why they are not known now (the primary
+/// changing role). When the node asked is no longer the primary (a switchover or promotion
+/// meanwhile), the primary is looked for again. One that does not answer, or answers what
+/// this version cannot read, ends the wait with the reason.
+fn spares_seen_by(
+    config: &ClusterConfig,
+    primary: &mut String,
+    spares: &[&str],
+) -> Result<(Vec<SpareLink>, String)> {
+    let (status, why) = match client::status_reply(primary, REQUEST_TIMEOUT) {
+        Ok(s) => (Some(s), String::new()),
+        Err(Unread::Refused(e)) => (None, e),
+        Err(e) => bail!(
+            "the change is applied; following {} failed: {e}",
+            spares.join(", ")
+        ),
+    };
+    match status.as_ref().and_then(NodeStatus::primary) {
+        Some(p) => Ok((p.spares.clone(), why)),
+        None => {
+            if let Ok(now) = spare::client::Client::from_config(config).primary_http() {
+                *primary = now;
+            }
+            let why = if why.is_empty() {
+                "looking for the primary".to_string()
+            } else {
+                why
+            };
+            Ok((Vec::new(), why))
+        }
+    }
+}
+
+/// Whether a spare in `state` is where the wait ends: streaming (at most seconds behind),
+/// or holding records back on purpose (paused, delayed), which it does until told.
+fn is_settled(state: &str) -> bool {
+    state == "streaming" || state == "paused" || state.starts_with("delayed")
+}
+
+/// 0..=100: seeding percent, then 100 once settled (see `is_settled`).
+fn progress(state: &str) -> usize {
     if let Some(p) = state
         .strip_prefix("seeding (")
         .and_then(|r| r.split_whitespace().next())
@@ -181,9 +205,32 @@ fn progress(state: &str, lag_records: Option<u64>) -> usize {
     {
         return p.min(100);
     }
-    match (state, lag_records) {
-        ("streaming", Some(0)) => 100,
-        ("streaming", Some(_)) => 99,
-        _ => 0,
+    if is_settled(state) {
+        100
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_settled, progress};
+
+    #[test]
+    fn a_wait_ends_on_streaming_or_holding_back_and_shows_the_seed_percent() {
+        assert_eq!(progress("seeding (42 %)"), 42);
+        assert_eq!(progress("catching-up"), 0);
+        for settled in ["streaming", "paused", "delayed (30m)"] {
+            assert!(is_settled(settled), "{settled}");
+            assert_eq!(progress(settled), 100);
+        }
+        for not_yet in [
+            "connecting",
+            "catching-up",
+            "seeding (99 %)",
+            "disconnected",
+        ] {
+            assert!(!is_settled(not_yet), "{not_yet}");
+        }
     }
 }

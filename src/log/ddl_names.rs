@@ -27,7 +27,7 @@ fn tokens(sql: &str) -> Vec<Token> {
             break;
         }
         match c {
-            c if c.is_whitespace() => {
+            c if c.is_ascii_whitespace() => {
                 chars.next();
             }
             '-' if sql_comment_starts(&mut chars.clone(), '-') => {
@@ -61,10 +61,10 @@ fn tokens(sql: &str) -> Vec<Token> {
                 }
                 out.push(Token::Quoted(name));
             }
-            c if c.is_alphanumeric() || c == '_' || c == '$' => {
+            c if is_word_char(c) => {
                 let mut word = String::new();
                 while let Some(&c) = chars.peek() {
-                    if !(c.is_alphanumeric() || c == '_' || c == '$') {
+                    if !is_word_char(c) {
                         break;
                     }
                     word.push(c);
@@ -79,6 +79,11 @@ fn tokens(sql: &str) -> Vec<Token> {
         }
     }
     out
+}
+
+/// As SQLite reads identifiers: letters, digits, `_`, `$`, and every non-ASCII character.
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
 }
 
 fn sql_comment_starts(chars: &mut std::iter::Peekable<std::str::Chars>, second: char) -> bool {
@@ -194,6 +199,8 @@ mod tests {
             ("CREATE TABLE invoice (id INTEGER PRIMARY KEY, customer TEXT)", Some(&["invoice"])),
             ("CREATE TABLE IF NOT EXISTS \"customer\"(id INTEGER)", Some(&["customer"])),
             ("create temp table t(x)", Some(&["t"])),
+            ("CREATE TABLE prix€ (a)", Some(&["prix€"])),
+            ("CREATE TABLE café_x😀\u{a0}(a)", Some(&["café_x😀\u{a0}"])),
             ("CREATE TABLE\"my table\"(x)", Some(&["my table"])),
             ("CREATE TABLE [my table] (x)", Some(&["my table"])),
             ("CREATE TABLE \"a\"\"b\" (x)", Some(&["a\"b"])),

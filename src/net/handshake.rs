@@ -163,6 +163,19 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     purpose: Purpose,
 ) -> Result<u32> {
     let protocol = version::to_announce(&me.name, peer);
+    dial_announcing(s, me, peer, epoch, purpose, protocol).await
+}
+
+/// [`dial`], announcing `protocol` (the version the caller read once, so that what it
+/// compares a refusal with is what was sent).
+pub async fn dial_announcing<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    me: &Identity,
+    peer: &str,
+    epoch: u64,
+    purpose: Purpose,
+    protocol: u32,
+) -> Result<u32> {
     let run = async {
         let nonce = auth::new_nonce();
         let hello = Message::Hello {

@@ -79,7 +79,9 @@ pub async fn dial(
 ) -> Result<(PeerStream, u32)> {
     let announced = crate::wire::version::to_announce(&me.name, to);
     let mut s = connect(me, to, addr, timeout).await?;
-    match crate::net::handshake::dial(&mut s, me, to, epoch, purpose).await {
+    let handshake =
+        crate::net::handshake::dial_announcing(&mut s, me, to, epoch, purpose, announced).await;
+    match handshake {
         Ok(version) => Ok((s, version)),
         Err(e) if crate::wire::version::to_announce(&me.name, to) < announced => {
             tracing::debug!(peer = to, cause = %e, "dialling again in the peer's protocol version");

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
+use crate::durable::LOCK_FILE;
 use crate::error::{Error, Result};
 use crate::log::{LogReader, Position};
 use crate::store::{meta, open, ConnKind};
@@ -77,7 +78,7 @@ pub fn take(
 }
 
 /// Reads a backup's description (the file is checked against it where it is read whole).
-fn describe(file: &Path) -> Result<BackupInfo> {
+pub fn describe(file: &Path) -> Result<BackupInfo> {
     crate::durable::read_json(&info_path(file))?.ok_or_else(|| {
         Error::InvalidInput(format!(
             "{} is missing: a backup is the .sqlite file and its .json description",
@@ -103,9 +104,9 @@ fn damaged(file: &Path) -> Error {
     ))
 }
 
-/// Present in a data directory while `spare restore` fills it: a node refuses to start on
-/// an unfinished restore (a database without its log's base, or the reverse, would start
-/// a wrong history).
+/// Present in a data directory while `spare restore` fills it (and rolls it forward): a
+/// node refuses to start on an unfinished restore (a database without its log's base, or
+/// short of the point in time asked, would start a wrong history).
 pub const RESTORING_MARK: &str = "RESTORING";
 
 /// What a restore creates in the data directory, removed again if it fails.
@@ -114,28 +115,119 @@ const RESTORED: [&str; 3] = [crate::store::DB_FILE, "db.sqlite.restoring", "log"
 /// Copy buffer of a restore.
 const RESTORE_COPY_BYTES: usize = 1024 * 1024;
 
-/// Puts the backup `file` in place as the database of the empty data directory `data_dir`,
-/// with the log starting right after it. Returns its description. `bar` follows the copy.
-/// On failure the directory is left empty again (or, if even that fails, marked
-/// [`RESTORING_MARK`], which a node refuses to start on).
-pub fn restore(file: &Path, data_dir: &Path, bar: &ProgressBar) -> Result<BackupInfo> {
+/// A restore under way in a data directory: it holds the directory's lock (no node starts
+/// meanwhile), and the [`RESTORING_MARK`] stays until [`Restoring::finish`].
+pub struct Restoring {
+    data_dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+/// Puts the backup `file` in place as the database of the empty data directory `data_dir`
+/// (created if missing), with the log starting right after it; `bar` follows the copy.
+/// Returns the restore, to roll forward and finish, and the backup's description. On
+/// failure the directory is left empty again.
+pub fn begin_restore(
+    file: &Path,
+    data_dir: &Path,
+    bar: &ProgressBar,
+) -> Result<(Restoring, BackupInfo)> {
     let info = describe(file)?;
-    let busy = std::fs::read_dir(data_dir)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if busy {
-        return Err(Error::InvalidInput(format!(
-            "{} is not empty: a restore never overwrites a node's data; stop the node and move its data directory away first",
-            data_dir.display()
-        )));
+    std::fs::create_dir_all(data_dir)
+        .map_err(Error::io(format!("create {}", data_dir.display())))?;
+    if let Some(parent) = data_dir.parent() {
+        crate::durable::sync_dir(parent)?;
+    }
+    if !entries(data_dir)?.is_empty() {
+        return Err(not_empty(data_dir));
     }
     let mark = data_dir.join(RESTORING_MARK);
     crate::durable::create_new(&mark, b"spare restore in progress\n", false)?;
     crate::durable::sync_dir(data_dir)?;
-    let restored = put_in_place(file, data_dir, &info, bar);
-    if restored.is_err() {
-        let cleaned = RESTORED.iter().all(|name| {
-            let path = data_dir.join(name);
+    let restoring = match lock(data_dir) {
+        Ok(lock) => Restoring {
+            data_dir: data_dir.to_path_buf(),
+            _lock: lock,
+        },
+        Err(e) => {
+            let _ = std::fs::remove_file(&mark);
+            return Err(e);
+        }
+    };
+    // A node that started before the mark existed created files: not ours to replace.
+    let others: Vec<String> = entries(data_dir)?
+        .into_iter()
+        .filter(|n| n != RESTORING_MARK && n != LOCK_FILE)
+        .collect();
+    if !others.is_empty() {
+        restoring.abandon();
+        return Err(not_empty(data_dir));
+    }
+    match put_in_place(file, data_dir, &info, bar) {
+        Ok(()) => Ok((restoring, info)),
+        Err(e) => Err(restoring.abandon_with(e)),
+    }
+}
+
+fn entries(dir: &Path) -> Result<Vec<String>> {
+    let list = std::fs::read_dir(dir).map_err(Error::io(format!("read {}", dir.display())))?;
+    Ok(list
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
+fn not_empty(data_dir: &Path) -> Error {
+    Error::InvalidInput(format!(
+        "{} is not empty: a restore never overwrites a node's data; stop the node and move its data directory away first",
+        data_dir.display()
+    ))
+}
+
+/// Takes the data directory's lock as a node does: a running node holds it.
+fn lock(data_dir: &Path) -> Result<std::fs::File> {
+    crate::durable::try_lock_dir(data_dir)?.ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "{} is in use by a running spare process: stop the node first",
+            data_dir.display()
+        ))
+    })
+}
+
+impl Restoring {
+    /// Rolls the restored log forward through `archive` (see [`roll_forward`]); on failure
+    /// the directory is emptied again.
+    pub fn roll_forward(
+        &self,
+        archive: &Path,
+        from: Position,
+        target: Target,
+        bar: &ProgressBar,
+    ) -> Result<u64> {
+        roll_forward(&self.data_dir, archive, from, target, bar).map_err(|e| self.abandon_with(e))
+    }
+
+    /// The restore is complete: the mark goes, the node may start.
+    pub fn finish(self) -> Result<()> {
+        let mark = self.data_dir.join(RESTORING_MARK);
+        std::fs::remove_file(&mark).map_err(Error::io(format!("remove {}", mark.display())))?;
+        crate::durable::sync_dir(&self.data_dir)
+    }
+
+    /// Empties the directory again (what the restore made, then its lock and mark) and
+    /// returns `e`, saying so if the directory could not be emptied (the mark then stays).
+    fn abandon_with(&self, e: Error) -> Error {
+        if self.abandon() {
+            return e;
+        }
+        Error::InvalidData(format!(
+            "{e}; and {} could not be emptied again: it keeps a {RESTORING_MARK} file, so no node starts on it; move its contents away before restoring again",
+            self.data_dir.display()
+        ))
+    }
+
+    fn abandon(&self) -> bool {
+        let removed = RESTORED.iter().chain([&LOCK_FILE]).all(|name| {
+            let path = self.data_dir.join(name);
             let gone = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
             } else {
@@ -143,50 +235,56 @@ pub fn restore(file: &Path, data_dir: &Path, bar: &ProgressBar) -> Result<Backup
             };
             gone.is_ok() || !path.exists()
         });
-        if !cleaned {
-            return restored.map(|()| info);
-        }
+        removed
+            && crate::durable::sync_dir(&self.data_dir).is_ok()
+            && std::fs::remove_file(self.data_dir.join(RESTORING_MARK)).is_ok()
+            && crate::durable::sync_dir(&self.data_dir).is_ok()
     }
-    std::fs::remove_file(&mark).map_err(Error::io(format!("remove {}", mark.display())))?;
-    crate::durable::sync_dir(data_dir)?;
-    restored.map(|()| info)
 }
 
 /// The copy (checked against the backup's CRC as it is read, so a file changed since its
-/// description was written is refused), then the log's base, then the database's name.
+/// description was written is refused), then the log's base, then the database's name
+/// (linked, never over an existing file).
 fn put_in_place(file: &Path, data_dir: &Path, info: &BackupInfo, bar: &ProgressBar) -> Result<()> {
-    use std::io::{Read, Write};
-    let db = data_dir.join(crate::store::DB_FILE);
     let tmp = data_dir.join(RESTORED[1]);
-    bar.set_length(info.size);
+    let crc = copy_counting(file, &tmp, info.size, bar)?;
+    if crc != info.crc {
+        return Err(damaged(file));
+    }
+    let log_dir = data_dir.join("log");
+    std::fs::create_dir(&log_dir).map_err(Error::io(format!("create {}", log_dir.display())))?;
+    crate::log::base::save(&log_dir, &info.position)?;
+    let db = data_dir.join(crate::store::DB_FILE);
+    std::fs::hard_link(&tmp, &db)
+        .and_then(|()| std::fs::remove_file(&tmp))
+        .map_err(Error::io(format!("put {} in place", db.display())))?;
+    crate::durable::sync_dir(data_dir)
+}
+
+/// Copies `file` to the new file `to` (synced), `bar` counting; returns the CRC32C read.
+fn copy_counting(file: &Path, to: &Path, size: u64, bar: &ProgressBar) -> Result<u32> {
+    use std::io::{Read, Write};
+    bar.set_length(size);
     let mut crc = 0u32;
     let copied = std::fs::File::open(file).and_then(|mut from| {
-        let mut to = std::fs::File::create_new(&tmp)?;
+        let mut out = std::fs::File::create_new(to)?;
         let mut buf = vec![0u8; RESTORE_COPY_BYTES];
         loop {
             let n = from.read(&mut buf)?;
             if n == 0 {
-                return to.sync_all();
+                return out.sync_all();
             }
             crc = crc32c::crc32c_append(crc, &buf[..n]);
-            to.write_all(&buf[..n])?;
+            out.write_all(&buf[..n])?;
             bar.inc(n as u64);
         }
     });
     copied.map_err(Error::io(format!(
         "copy {} to {}",
         file.display(),
-        tmp.display()
+        to.display()
     )))?;
-    if crc != info.crc {
-        return Err(damaged(file));
-    }
-    let log_dir = data_dir.join("log");
-    std::fs::create_dir_all(&log_dir)
-        .map_err(Error::io(format!("create {}", log_dir.display())))?;
-    crate::log::base::save(&log_dir, &info.position)?;
-    std::fs::rename(&tmp, &db).map_err(Error::io(format!("rename to {}", db.display())))?;
-    crate::durable::sync_dir(data_dir)
+    Ok(crc)
 }
 
 /// Where a point-in-time restore stops.

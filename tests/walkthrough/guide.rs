@@ -15,6 +15,10 @@
 //! have run in that order (each output is the one of that run, not of another run of the
 //! same command). The transcript's ports are the test's free ones, mapped back to the
 //! example's first (`tests/walkthrough.rs`).
+//!
+//! What it does not see: a `$` block of one command matches any run of that command (the
+//! pages are not in the walkthrough's order), and numbers inside commands are not compared
+//! (`--show 15`: LSNs differ from run to run).
 
 use std::path::Path;
 

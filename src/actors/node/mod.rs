@@ -71,19 +71,6 @@ pub(crate) fn node_events(config: &ClusterConfig, node: &NodeConfig) -> Result<A
 }
 
 pub(crate) fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
-    if node
-        .data_dir
-        .join(crate::store::backup::RESTORING_MARK)
-        .exists()
-    {
-        return Err(Error::Config(format!(
-            "{}: node \"{}\": field \"data_dir\": {} holds an unfinished `spare restore` (a {} file): move its contents away and run the restore again",
-            config.path.display(),
-            node.name,
-            node.data_dir.display(),
-            crate::store::backup::RESTORING_MARK
-        )));
-    }
     std::fs::create_dir_all(&node.data_dir).map_err(|e| {
         Error::Config(format!(
             "{}: node \"{}\": field \"data_dir\": cannot create {}: {e}",
@@ -105,29 +92,37 @@ pub(crate) fn prepare_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Res
         })
 }
 
+/// Refuses a data directory that holds an unfinished `spare restore` (checked under the
+/// directory's lock, which a restore holds while it works).
+pub(crate) fn refuse_unfinished_restore(config: &ClusterConfig, node: &NodeConfig) -> Result<()> {
+    if node
+        .data_dir
+        .join(crate::store::backup::RESTORING_MARK)
+        .exists()
+    {
+        return Err(Error::Config(format!(
+            "{}: node \"{}\": field \"data_dir\": {} holds an unfinished `spare restore` (a {} file): move its contents away and run the restore again",
+            config.path.display(),
+            node.name,
+            node.data_dir.display(),
+            crate::store::backup::RESTORING_MARK
+        )));
+    }
+    Ok(())
+}
+
 /// Takes the data directory's lock (`LOCK`, an exclusive `flock`), held while the returned
 /// file is open: a second process on the same directory would replay and cut the first
 /// one's log under it.
 pub(crate) fn lock_data_dir(config: &ClusterConfig, node: &NodeConfig) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let path = node.data_dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(Error::io(format!("open {}", path.display())))?;
-    // SAFETY: flock(2) on a descriptor we own, with valid flags.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(Error::Config(format!(
-            "{}: node \"{}\": field \"data_dir\": {} is in use by another running spare process; stop it first (one process per data directory)",
+    crate::durable::try_lock_dir(&node.data_dir)?.ok_or_else(|| {
+        Error::Config(format!(
+            "{}: node \"{}\": field \"data_dir\": {} is in use by another running spare process (a node, or a `spare restore` filling it); stop it first (one process per data directory)",
             config.path.display(),
             node.name,
             node.data_dir.display()
-        )));
-    }
-    Ok(file)
+        ))
+    })
 }
 
 pub(crate) fn load_state(config: &ClusterConfig, node: &NodeConfig) -> Result<NodeState> {

@@ -78,6 +78,7 @@ impl NodeSlot {
         let node = config.node(name)?.clone();
         node::prepare_data_dir(&config, &node)?;
         let lock = Arc::new(node::lock_data_dir(&config, &node)?);
+        node::refuse_unfinished_restore(&config, &node)?;
         let state = node::load_state(&cell.file(), &node)?;
         cell.learn(state.epoch, &state.primary);
         let identity = Identity {

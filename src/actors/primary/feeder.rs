@@ -146,6 +146,8 @@ impl Feeder {
         last.state = state;
         last.in_flight_bytes = 0;
         last.seed = None;
+        // Known again at the next handshake (the spare may come back as another release).
+        last.protocol = None;
         self.last_progress = Some(last.clone());
         let _ = self.primary.try_send(last);
         self.backoff = if outcome.connected {
