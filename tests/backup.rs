@@ -110,7 +110,7 @@ fn an_online_backup_under_writes_holds_exactly_its_lsn_and_restores_as_a_spare_t
         "writes went on during the backup"
     );
 
-    // Refused over a node's data; accepted into an empty one, which then continues.
+    // Refused over a running node's data; accepted into an empty one, which then continues.
     let out = c.cli(&[
         "restore",
         "--from",
@@ -119,7 +119,11 @@ fn an_online_backup_under_writes_holds_exactly_its_lsn_and_restores_as_a_spare_t
         "lan-1",
     ]);
     assert!(!out.status.success());
-    assert!(stdout(&out).contains("not empty"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("in use by a running spare process"),
+        "{}",
+        stdout(&out)
+    );
     let out = c.cli(&[
         "restore",
         "--from",
@@ -434,6 +438,28 @@ fn a_failed_restore_leaves_nothing_and_an_unfinished_one_cannot_start() {
         empty(says);
     };
     refused("bad.sqlite", &[], "does not match its description");
+    // A stopped node's files are never overwritten, nor removed.
+    std::fs::write(data.join("node.state"), b"{}").unwrap();
+    let good = dir.join("b.sqlite");
+    let out = c.cli(&[
+        "restore",
+        "--from",
+        good.to_str().unwrap(),
+        "--node",
+        "lan-2",
+    ]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("not empty"), "{}", stdout(&out));
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["node.state"],
+        "the refused restore changed the directory"
+    );
+    std::fs::remove_file(data.join("node.state")).unwrap();
     // A target past the archive's end is refused before anything is copied.
     let archive = dir.join("empty-archive");
     std::fs::create_dir_all(&archive).unwrap();

@@ -120,8 +120,12 @@ pub(crate) fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result
     let lines = !progress::drawn();
     let mut said_why = String::new();
     let mut settled = vec![false; spares.len()];
+    // What the primary had logged when the wait began: a spare is not done before it holds
+    // that much (a state alone can say `streaming` or `delayed` while a backlog is in flight).
+    let mut goal: Option<u64> = None;
     loop {
-        let (links, why) = spares_seen_by(config, &mut primary, spares)?;
+        let (links, last_lsn, why) = spares_seen_by(config, &mut primary, spares)?;
+        goal = goal.or(last_lsn);
         if lines && why != said_why {
             if !why.is_empty() {
                 eprintln!("waiting: {why}");
@@ -131,9 +135,13 @@ pub(crate) fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result
         for (i, (name, bar)) in spares.iter().zip(&rows).enumerate() {
             let s = links.iter().find(|s| s.name() == *name);
             let state = s.map_or("connecting", |s| s.state());
+            let holds = s
+                .and_then(flushed_lsn)
+                .zip(goal)
+                .is_some_and(|(f, g)| f >= g);
             bar.set_position(progress(state) as u64);
             bar.set_message(format!("{state} {why}"));
-            if is_settled(state) && !settled[i] {
+            if is_settled(state) && holds && !settled[i] {
                 settled[i] = true;
                 bar.finish();
                 if lines {
@@ -157,15 +165,15 @@ pub(crate) fn wait_for_spares(config: &ClusterConfig, spares: &[&str]) -> Result
     }
 }
 
-/// The spares' links as the primary sees them, and why they are not known now (the primary
-/// changing role). When the node asked is no longer the primary (a switchover or promotion
+/// The spares' links as the primary sees them, its last LSN, and why they are not known now
+/// (the primary changing role). When the node asked is no longer the primary (a switchover or promotion
 /// meanwhile), the primary is looked for again. One that does not answer, or answers what
 /// this version cannot read, ends the wait with the reason.
 fn spares_seen_by(
     config: &ClusterConfig,
     primary: &mut String,
     spares: &[&str],
-) -> Result<(Vec<SpareLink>, String)> {
+) -> Result<(Vec<SpareLink>, Option<u64>, String)> {
     let (status, why) = match client::status_reply(primary, REQUEST_TIMEOUT) {
         Ok(s) => (Some(s), String::new()),
         Err(Unread::Refused(e)) => (None, e),
@@ -175,7 +183,7 @@ fn spares_seen_by(
         ),
     };
     match status.as_ref().and_then(NodeStatus::primary) {
-        Some(p) => Ok((p.spares.clone(), why)),
+        Some(p) => Ok((p.spares.clone(), Some(p.last_lsn), why)),
         None => {
             if let Ok(now) = spare::client::Client::from_config(config).primary_http() {
                 *primary = now;
@@ -185,13 +193,22 @@ fn spares_seen_by(
             } else {
                 why
             };
-            Ok((Vec::new(), why))
+            Ok((Vec::new(), None, why))
         }
     }
 }
 
-/// Whether a spare in `state` is where the wait ends: streaming (at most seconds behind),
-/// or holding records back on purpose (paused, delayed), which it does until told.
+/// What a linked spare holds durably.
+fn flushed_lsn(link: &SpareLink) -> Option<u64> {
+    match link {
+        SpareLink::Linked(l) => Some(l.flushed_lsn),
+        SpareLink::Connecting(_) => None,
+    }
+}
+
+/// Whether a spare in `state` is where the wait ends (once it holds what the primary had
+/// logged when the wait began): streaming, or holding records back on purpose (paused,
+/// delayed), which it does until told.
 fn is_settled(state: &str) -> bool {
     state == "streaming" || state == "paused" || state.starts_with("delayed")
 }

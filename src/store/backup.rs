@@ -137,31 +137,22 @@ pub fn begin_restore(
     if let Some(parent) = data_dir.parent() {
         crate::durable::sync_dir(parent)?;
     }
-    if !entries(data_dir)?.is_empty() {
+    // The lock first: from then on no node writes here, so what the check below sees empty
+    // stays empty, and nothing a node made is ever removed.
+    let had_lock = data_dir.join(LOCK_FILE).exists();
+    let restoring = Restoring {
+        data_dir: data_dir.to_path_buf(),
+        _lock: lock(data_dir)?,
+    };
+    if entries(data_dir)?.iter().any(|n| n != LOCK_FILE) {
+        if !had_lock {
+            let _ = std::fs::remove_file(data_dir.join(LOCK_FILE));
+        }
         return Err(not_empty(data_dir));
     }
     let mark = data_dir.join(RESTORING_MARK);
     crate::durable::create_new(&mark, b"spare restore in progress\n", false)?;
     crate::durable::sync_dir(data_dir)?;
-    let restoring = match lock(data_dir) {
-        Ok(lock) => Restoring {
-            data_dir: data_dir.to_path_buf(),
-            _lock: lock,
-        },
-        Err(e) => {
-            let _ = std::fs::remove_file(&mark);
-            return Err(e);
-        }
-    };
-    // A node that started before the mark existed created files: not ours to replace.
-    let others: Vec<String> = entries(data_dir)?
-        .into_iter()
-        .filter(|n| n != RESTORING_MARK && n != LOCK_FILE)
-        .collect();
-    if !others.is_empty() {
-        restoring.abandon();
-        return Err(not_empty(data_dir));
-    }
     match put_in_place(file, data_dir, &info, bar) {
         Ok(()) => Ok((restoring, info)),
         Err(e) => Err(restoring.abandon_with(e)),
@@ -217,7 +208,10 @@ impl Restoring {
     /// returns `e`, saying so if the directory could not be emptied (the mark then stays).
     fn abandon_with(&self, e: Error) -> Error {
         if self.abandon() {
-            return e;
+            return Error::InvalidData(format!(
+                "{e} (nothing was restored: {} is empty again)",
+                self.data_dir.display()
+            ));
         }
         Error::InvalidData(format!(
             "{e}; and {} could not be emptied again: it keeps a {RESTORING_MARK} file, so no node starts on it; move its contents away before restoring again",
@@ -243,8 +237,7 @@ impl Restoring {
 }
 
 /// The copy (checked against the backup's CRC as it is read, so a file changed since its
-/// description was written is refused), then the log's base, then the database's name
-/// (linked, never over an existing file).
+/// description was written is refused), then the log's base, then the database's name.
 fn put_in_place(file: &Path, data_dir: &Path, info: &BackupInfo, bar: &ProgressBar) -> Result<()> {
     let tmp = data_dir.join(RESTORED[1]);
     let crc = copy_counting(file, &tmp, info.size, bar)?;
@@ -255,9 +248,8 @@ fn put_in_place(file: &Path, data_dir: &Path, info: &BackupInfo, bar: &ProgressB
     std::fs::create_dir(&log_dir).map_err(Error::io(format!("create {}", log_dir.display())))?;
     crate::log::base::save(&log_dir, &info.position)?;
     let db = data_dir.join(crate::store::DB_FILE);
-    std::fs::hard_link(&tmp, &db)
-        .and_then(|()| std::fs::remove_file(&tmp))
-        .map_err(Error::io(format!("put {} in place", db.display())))?;
+    // Under the lock, in a directory that held nothing else: nothing to replace.
+    std::fs::rename(&tmp, &db).map_err(Error::io(format!("put {} in place", db.display())))?;
     crate::durable::sync_dir(data_dir)
 }
 
