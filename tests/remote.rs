@@ -295,6 +295,38 @@ fn the_rate_cap_holds_on_a_wan_link() {
     );
 }
 
+/// A slow cap and large records: one record of 1 MB waits about 7 s for its turn at 150
+/// KiB/s, longer than either side's silence timeout. The primary keeps the link alive
+/// meanwhile (keep-alives while it paces, the spare's answers read between batches): the
+/// backlog crosses on one link, never given up and redialled.
+#[test]
+fn a_slow_rate_cap_keeps_the_link_while_large_records_wait_their_turn() {
+    let (mut c, _link) = tls_cluster(&["max_rate = \"150KiB/s\""]);
+    c.start_all();
+    c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+        json!([]),
+    );
+    c.wait_applied("lan-1", c.status("main")["last_lsn"].as_u64().unwrap());
+    let batch: Vec<_> = (0..1000)
+        .map(|_| json!({ "sql": "INSERT INTO t (body) VALUES (randomblob(1000))" }))
+        .collect();
+    let mut lsn = 0;
+    for _ in 0..2 {
+        let r = c.execute_on("main", json!({ "batch": batch }));
+        assert_eq!(r.status, 200, "{}", r.body);
+        lsn = r.body["lsn"].as_u64().unwrap();
+    }
+    c.wait_applied("lan-1", lsn);
+    for (node, gave_up) in [("main", "link to spare lost"), ("lan-1", "silent for")] {
+        assert!(
+            !c.log(node).contains(gave_up),
+            "{node} gave the link up:\n{}",
+            c.log(node)
+        );
+    }
+}
+
 #[test]
 fn allow_from_refuses_other_sources_and_a_reload_opens_it() {
     let mut c = Cluster::new(1, true);

@@ -289,8 +289,32 @@ impl Link {
                 .lock()
                 .expect("bucket lock")
                 .take(payload, crate::clock::wall_ms());
-            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            self.pace(io, Duration::from_millis(wait_ms)).await?;
         }
+        self.write(io, message).await
+    }
+
+    /// Waits `wait` before a rate-capped frame, with a keep-alive every heartbeat meanwhile:
+    /// a large batch on a slow cap (1 MiB at 150 KiB/s is 7 s) must not look like a dead
+    /// primary to the spare.
+    async fn pace(&self, io: &mut LinkIo, wait: Duration) -> Result<()> {
+        let slice = self.data.config().cluster.heartbeat;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            tokio::time::sleep(left.min(slice)).await;
+            if left > slice {
+                let last_lsn = self.committed.borrow().lsn;
+                self.write(io, Message::KeepAlive { last_lsn }).await?;
+            }
+        }
+    }
+
+    /// Writes one frame, giving up if the spare does not take it in time (stalled).
+    async fn write(&self, io: &mut LinkIo, message: Message) -> Result<()> {
         let env = self.data.identity.envelope(self.epoch(), message);
         tokio::time::timeout(self.silence(), write_frame(&mut io.wr, &env))
             .await

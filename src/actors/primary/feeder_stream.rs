@@ -55,6 +55,11 @@ impl Link {
     /// Sends committed records while the window has room.
     async fn fill_window(&mut self, io: &mut LinkIo, window: &mut Window) -> Result<()> {
         loop {
+            // The spare's answers between batches: its acks open the window, and a queue left
+            // full (a long rate-capped fill) would stop the reader and look like a dead spare.
+            while let Ok(frame) = io.frames.try_recv() {
+                self.on_frame(frame?, window, io.heard.last())?;
+            }
             let committed = self.committed.borrow().lsn;
             if window.room() == 0 || window.next_lsn() > committed {
                 return Ok(());
