@@ -43,6 +43,30 @@ fn insert_rows(c: &Cluster, n: u64, text: &str) -> u64 {
     r.body["lsn"].as_u64().unwrap()
 }
 
+/// Starts the cluster with a table of blobs, replicated.
+fn blob_table(c: &mut Cluster) {
+    c.start_all();
+    c.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+        json!([]),
+    );
+    c.wait_applied("lan-1", c.status("main")["last_lsn"].as_u64().unwrap());
+}
+
+/// Commits `n` records of about 1 MB of random bytes (incompressible); the last one's LSN.
+fn random_megabytes(c: &Cluster, n: usize) -> u64 {
+    let batch: Vec<_> = (0..1000)
+        .map(|_| json!({ "sql": "INSERT INTO t (body) VALUES (randomblob(1000))" }))
+        .collect();
+    let mut lsn = 0;
+    for _ in 0..n {
+        let r = c.execute_on("main", json!({ "batch": batch }));
+        assert_eq!(r.status, 200, "{}", r.body);
+        lsn = r.body["lsn"].as_u64().unwrap();
+    }
+    lsn
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -261,25 +285,12 @@ fn compression_shrinks_what_a_wan_link_carries() {
 fn the_rate_cap_holds_on_a_wan_link() {
     const RATE: f64 = 1024.0 * 1024.0;
     let (mut c, link) = tls_cluster(&["max_rate = \"1MiB/s\""]);
-    c.start_all();
-    c.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
-        json!([]),
-    );
-    c.wait_applied("lan-1", c.status("main")["last_lsn"].as_u64().unwrap());
+    blob_table(&mut c);
     // Random bytes do not compress: what crosses is what the cap counts. Four records of
     // about 1 MB: unthrottled, they would cross in a fraction of a second.
-    let batch: Vec<_> = (0..1000)
-        .map(|_| json!({ "sql": "INSERT INTO t (body) VALUES (randomblob(1000))" }))
-        .collect();
     let before = link.forwarded();
     let started = Instant::now();
-    let mut lsn = 0;
-    for _ in 0..4 {
-        let r = c.execute_on("main", json!({ "batch": batch }));
-        assert_eq!(r.status, 200, "{}", r.body);
-        lsn = r.body["lsn"].as_u64().unwrap();
-    }
+    let lsn = random_megabytes(&c, 4);
     wait_until("lan-1 to receive the 4 MB", || {
         client::get(&c.http("lan-1"), "/v1/status", Duration::from_secs(2))
             .is_ok_and(|r| r.body["applied_lsn"].as_u64().unwrap_or(0) >= lsn)
@@ -302,21 +313,8 @@ fn the_rate_cap_holds_on_a_wan_link() {
 #[test]
 fn a_slow_rate_cap_keeps_the_link_while_large_records_wait_their_turn() {
     let (mut c, _link) = tls_cluster(&["max_rate = \"150KiB/s\""]);
-    c.start_all();
-    c.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
-        json!([]),
-    );
-    c.wait_applied("lan-1", c.status("main")["last_lsn"].as_u64().unwrap());
-    let batch: Vec<_> = (0..1000)
-        .map(|_| json!({ "sql": "INSERT INTO t (body) VALUES (randomblob(1000))" }))
-        .collect();
-    let mut lsn = 0;
-    for _ in 0..2 {
-        let r = c.execute_on("main", json!({ "batch": batch }));
-        assert_eq!(r.status, 200, "{}", r.body);
-        lsn = r.body["lsn"].as_u64().unwrap();
-    }
+    blob_table(&mut c);
+    let lsn = random_megabytes(&c, 2);
     c.wait_applied("lan-1", lsn);
     for (node, gave_up) in [("main", "link to spare lost"), ("lan-1", "silent for")] {
         assert!(
