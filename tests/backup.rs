@@ -338,10 +338,9 @@ fn a_backup_to_a_bare_file_name_lands_in_the_current_directory() {
     assert!(!c.dir.path().join("no-such-dir").exists());
 }
 
-/// `spare backup` and `spare restore` draw a progress bar on a terminal, and none (no
-/// carriage return, no escape code) into a file or a pipe.
-#[test]
-fn backup_and_restore_show_progress_on_a_terminal_only() {
+/// main and lan-1 running (lan-2 configured, stopped; none voting), with table t created:
+/// the cluster and the table's LSN.
+fn main_and_lan_1_with_a_table() -> (Cluster, u64) {
     let mut c = Cluster::new(2, false);
     c.non_voting("lan-1");
     c.non_voting("lan-2");
@@ -351,6 +350,14 @@ fn backup_and_restore_show_progress_on_a_terminal_only() {
         "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)",
         json!([]),
     );
+    (c, lsn)
+}
+
+/// `spare backup` and `spare restore` draw a progress bar on a terminal, and none (no
+/// carriage return, no escape code) into a file or a pipe.
+#[test]
+fn backup_and_restore_show_progress_on_a_terminal_only() {
+    let (c, lsn) = main_and_lan_1_with_a_table();
     c.exec(
         "INSERT INTO t (body) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) SELECT printf('%.500c', 'x') FROM n",
         json!([]),
@@ -384,15 +391,7 @@ fn backup_and_restore_show_progress_on_a_terminal_only() {
 /// without its log's base would start a wrong history.
 #[test]
 fn a_failed_restore_leaves_nothing_and_an_unfinished_one_cannot_start() {
-    let mut c = Cluster::new(2, false);
-    c.non_voting("lan-1");
-    c.non_voting("lan-2");
-    c.start("main");
-    c.start("lan-1");
-    let lsn = c.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)",
-        json!([]),
-    );
+    let (c, lsn) = main_and_lan_1_with_a_table();
     c.wait_applied("lan-1", lsn);
     let dir = c.dir.path();
     let out = c.cli(&[

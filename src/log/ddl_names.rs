@@ -219,6 +219,16 @@ mod tests {
             ),
             ("DROP INDEX by_name", Some(&[])),
             ("ANALYZE customer", None),
+            // Hostile or truncated text: an answer, never a panic or a loop.
+            ("", None),
+            ("CREATE", None),
+            ("CREATE TABLE", None),
+            ("CREATE TABLE \"never closed", Some(&["never closed"])),
+            ("CREATE TABLE [never closed", Some(&["never closed"])),
+            ("/* never closed CREATE TABLE t (x)", None),
+            ("-- only a comment", None),
+            ("CREATE TABLE t.", None),
+            ("CREATE INDEX i ON", None),
         ];
         for (sql, tables) in cases {
             let want = tables.map(|t| t.iter().map(|s| s.to_string()).collect::<Vec<_>>());
